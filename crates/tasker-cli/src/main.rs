@@ -1,0 +1,49 @@
+//! `tasker`: the one binary for operating Tasker.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tasker",
+    version,
+    about = "Tasker workflow engine: migrate, run, and inspect workflows"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the database if missing, run migrations and install PGMQ.
+    Migrate(commands::migrate::Args),
+    /// Inspect configuration.
+    #[command(subcommand)]
+    Config(commands::config::Command),
+    /// Validate or register task templates.
+    #[command(subcommand)]
+    Template(commands::template::Command),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TASKER_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    init_tracing();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Migrate(args) => commands::migrate::run(args).await,
+        Command::Config(cmd) => commands::config::run(cmd),
+        Command::Template(cmd) => commands::template::run(cmd).await,
+    }
+}

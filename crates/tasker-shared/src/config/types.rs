@@ -1,0 +1,254 @@
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskerConfig {
+    pub database: DatabaseConfig,
+    pub queues: QueuesConfig,
+    pub backoff: BackoffConfig,
+    pub orchestration: OrchestrationConfig,
+    pub worker: WorkerConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub acquire_timeout_ms: u64,
+    pub reconnect_backoff_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueuesConfig {
+    pub visibility_timeout_seconds: u32,
+    pub read_batch_size: u32,
+    pub archive_malformed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackoffConfig {
+    pub default_max_attempts: u32,
+    pub default_backoff_base_ms: u64,
+    pub default_max_backoff_ms: u64,
+    pub jitter_ratio: f64,
+    pub max_retry_after_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrchestrationConfig {
+    pub bind_address: String,
+    pub api_key: String,
+    pub request_body_limit_bytes: usize,
+    pub fallback_poll_interval_ms: u64,
+    pub result_batch_size: u32,
+    pub enqueue_batch_size: u32,
+    pub shutdown_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentMode {
+    EventDriven,
+    Polling,
+    Hybrid,
+}
+
+impl DeploymentMode {
+    pub fn listens(self) -> bool {
+        matches!(self, DeploymentMode::EventDriven | DeploymentMode::Hybrid)
+    }
+
+    pub fn polls(self) -> bool {
+        matches!(self, DeploymentMode::Polling | DeploymentMode::Hybrid)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    pub deployment_mode: DeploymentMode,
+    pub fallback_poll_interval_ms: u64,
+    pub claim_lease_seconds: u32,
+    pub heartbeat_interval_ms: u64,
+    pub command_buffer_size: usize,
+    pub max_concurrent_completions: usize,
+    pub completion_retry_deadline_ms: u64,
+    pub bind_address: String,
+    pub shutdown_timeout_ms: u64,
+    pub mpsc_channels: MpscChannelsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MpscChannelsConfig {
+    pub handler_dispatch: HandlerDispatchConfig,
+    pub ffi_dispatch: FfiDispatchConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerDispatchConfig {
+    pub dispatch_buffer_size: usize,
+    pub completion_buffer_size: usize,
+    pub max_concurrent_handlers: usize,
+    pub handler_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FfiDispatchConfig {
+    pub dispatch_buffer_size: usize,
+    pub completion_timeout_ms: u64,
+    pub starvation_warning_threshold_ms: u64,
+    pub callback_timeout_ms: u64,
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+impl DatabaseConfig {
+    pub fn acquire_timeout(&self) -> Duration {
+        ms(self.acquire_timeout_ms)
+    }
+    pub fn reconnect_backoff(&self) -> Duration {
+        ms(self.reconnect_backoff_ms)
+    }
+}
+
+impl OrchestrationConfig {
+    pub fn fallback_poll_interval(&self) -> Duration {
+        ms(self.fallback_poll_interval_ms)
+    }
+    pub fn shutdown_timeout(&self) -> Duration {
+        ms(self.shutdown_timeout_ms)
+    }
+}
+
+impl WorkerConfig {
+    pub fn fallback_poll_interval(&self) -> Duration {
+        ms(self.fallback_poll_interval_ms)
+    }
+    pub fn heartbeat_interval(&self) -> Duration {
+        ms(self.heartbeat_interval_ms)
+    }
+    pub fn shutdown_timeout(&self) -> Duration {
+        ms(self.shutdown_timeout_ms)
+    }
+    pub fn completion_retry_deadline(&self) -> Duration {
+        ms(self.completion_retry_deadline_ms)
+    }
+}
+
+impl HandlerDispatchConfig {
+    pub fn handler_timeout(&self) -> Duration {
+        ms(self.handler_timeout_ms)
+    }
+}
+
+impl FfiDispatchConfig {
+    pub fn completion_timeout(&self) -> Duration {
+        ms(self.completion_timeout_ms)
+    }
+    pub fn starvation_warning_threshold(&self) -> Duration {
+        ms(self.starvation_warning_threshold_ms)
+    }
+    pub fn callback_timeout(&self) -> Duration {
+        ms(self.callback_timeout_ms)
+    }
+}
+
+impl TaskerConfig {
+    /// Checks the values serde cannot: ranges and relations between keys.
+    pub fn validate(&self) -> Result<(), super::ConfigError> {
+        let invalid = |key: &str, reason: &str| {
+            Err(super::ConfigError::InvalidValue {
+                key: key.to_string(),
+                reason: reason.to_string(),
+            })
+        };
+        if self.database.url.trim().is_empty() {
+            return invalid("database.url", "must not be empty (or set DATABASE_URL)");
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
+        }
+        if self.database.min_connections > self.database.max_connections {
+            return invalid(
+                "database.min_connections",
+                "must not exceed database.max_connections",
+            );
+        }
+        if self.queues.visibility_timeout_seconds == 0 {
+            return invalid("queues.visibility_timeout_seconds", "must be at least 1");
+        }
+        if self.queues.read_batch_size == 0 {
+            return invalid("queues.read_batch_size", "must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.backoff.jitter_ratio) {
+            return invalid("backoff.jitter_ratio", "must be between 0.0 and 1.0");
+        }
+        if self.backoff.default_max_attempts == 0 {
+            return invalid("backoff.default_max_attempts", "must be at least 1");
+        }
+        if self.backoff.default_backoff_base_ms > self.backoff.default_max_backoff_ms {
+            return invalid(
+                "backoff.default_backoff_base_ms",
+                "must not exceed backoff.default_max_backoff_ms",
+            );
+        }
+        let hd = &self.worker.mpsc_channels.handler_dispatch;
+        for (key, value) in [
+            (
+                "worker.mpsc_channels.handler_dispatch.dispatch_buffer_size",
+                hd.dispatch_buffer_size,
+            ),
+            (
+                "worker.mpsc_channels.handler_dispatch.completion_buffer_size",
+                hd.completion_buffer_size,
+            ),
+            (
+                "worker.mpsc_channels.handler_dispatch.max_concurrent_handlers",
+                hd.max_concurrent_handlers,
+            ),
+            (
+                "worker.mpsc_channels.ffi_dispatch.dispatch_buffer_size",
+                self.worker.mpsc_channels.ffi_dispatch.dispatch_buffer_size,
+            ),
+            (
+                "worker.command_buffer_size",
+                self.worker.command_buffer_size,
+            ),
+            (
+                "worker.max_concurrent_completions",
+                self.worker.max_concurrent_completions,
+            ),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        if hd.handler_timeout_ms == 0 {
+            return invalid(
+                "worker.mpsc_channels.handler_dispatch.handler_timeout_ms",
+                "must be at least 1",
+            );
+        }
+        if self.worker.claim_lease_seconds == 0 {
+            return invalid("worker.claim_lease_seconds", "must be at least 1");
+        }
+        if self.worker.heartbeat_interval_ms >= u64::from(self.worker.claim_lease_seconds) * 1000 {
+            return invalid(
+                "worker.heartbeat_interval_ms",
+                "must be shorter than worker.claim_lease_seconds, or leases expire under running handlers",
+            );
+        }
+        Ok(())
+    }
+}

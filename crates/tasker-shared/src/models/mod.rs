@@ -1,0 +1,35 @@
+//! Rows and the queries over them that more than one process needs.
+
+mod execution_context;
+mod named_task;
+mod task;
+mod transitions;
+mod workflow_step;
+
+pub use execution_context::{ExecutionStatus, StepReadiness, TaskExecutionContext};
+pub use named_task::{RegisterOutcome, RegisteredTemplate, TemplateRegistry};
+pub use task::TaskRow;
+pub use transitions::{transition_step, transition_task, TransitionRow};
+pub use workflow_step::StepRow;
+
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    IllegalTransition(#[from] crate::state::IllegalTransition),
+    #[error(transparent)]
+    UnknownState(#[from] crate::state::UnknownState),
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("template {identity} is already registered with a different body; bump its version")]
+    TemplateVersionConflict { identity: String },
+    #[error("stored {what} {id} cannot be decoded: {reason}")]
+    Corrupt {
+        what: &'static str,
+        id: Uuid,
+        reason: String,
+    },
+}

@@ -1,0 +1,123 @@
+use super::StoreError;
+use crate::template::TaskTemplate;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterOutcome {
+    Created,
+    /// The same body was already registered under this version.
+    Unchanged,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegisteredTemplate {
+    pub named_task_uuid: Uuid,
+    pub template: TaskTemplate,
+}
+
+/// Templates as registered in the database; orchestration reads templates only from here.
+#[derive(Debug, Clone)]
+pub struct TemplateRegistry {
+    pool: PgPool,
+}
+
+impl TemplateRegistry {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Registers a validated template. Re-registering a version with a different body is
+    /// refused: running tasks refer to the body they were created from.
+    pub async fn register(&self, template: &TaskTemplate) -> Result<RegisterOutcome, StoreError> {
+        let body = serde_json::to_value(template).expect("templates serialize to JSON");
+        let mut tx = self.pool.begin().await?;
+        let ns: Uuid = sqlx::query_scalar(
+            "WITH ins AS (INSERT INTO tasker.namespaces (name) VALUES ($1)
+                          ON CONFLICT (name) DO NOTHING RETURNING namespace_uuid)
+             SELECT namespace_uuid FROM ins
+             UNION ALL SELECT namespace_uuid FROM tasker.namespaces WHERE name = $1
+             LIMIT 1",
+        )
+        .bind(&template.namespace)
+        .fetch_one(&mut *tx)
+        .await?;
+        let inserted: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO tasker.named_tasks (namespace_uuid, name, version, description, template)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (namespace_uuid, name, version) DO NOTHING
+             RETURNING named_task_uuid",
+        )
+        .bind(ns)
+        .bind(&template.name)
+        .bind(&template.version)
+        .bind(&template.description)
+        .bind(&body)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if inserted.is_some() {
+            tx.commit().await?;
+            return Ok(RegisterOutcome::Created);
+        }
+        let existing: serde_json::Value = sqlx::query_scalar(
+            "SELECT template FROM tasker.named_tasks WHERE namespace_uuid = $1 AND name = $2 AND version = $3",
+        )
+        .bind(ns)
+        .bind(&template.name)
+        .bind(&template.version)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if existing == body {
+            Ok(RegisterOutcome::Unchanged)
+        } else {
+            Err(StoreError::TemplateVersionConflict {
+                identity: template.identity(),
+            })
+        }
+    }
+
+    pub async fn find(
+        &self,
+        namespace: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<RegisteredTemplate>, StoreError> {
+        let row: Option<(Uuid, serde_json::Value)> = sqlx::query_as(
+            "SELECT nt.named_task_uuid, nt.template
+               FROM tasker.named_tasks nt JOIN tasker.namespaces n USING (namespace_uuid)
+              WHERE n.name = $1 AND nt.name = $2 AND nt.version = $3",
+        )
+        .bind(namespace)
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(id, body)| decode(id, body)).transpose()
+    }
+
+    pub async fn list(&self) -> Result<Vec<RegisteredTemplate>, StoreError> {
+        let rows: Vec<(Uuid, serde_json::Value)> = sqlx::query_as(
+            "SELECT nt.named_task_uuid, nt.template
+               FROM tasker.named_tasks nt JOIN tasker.namespaces n USING (namespace_uuid)
+              ORDER BY n.name, nt.name, nt.version",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, body)| decode(id, body))
+            .collect()
+    }
+}
+
+fn decode(id: Uuid, body: serde_json::Value) -> Result<RegisteredTemplate, StoreError> {
+    let template = serde_json::from_value(body).map_err(|e| StoreError::Corrupt {
+        what: "template",
+        id,
+        reason: e.to_string(),
+    })?;
+    Ok(RegisteredTemplate {
+        named_task_uuid: id,
+        template,
+    })
+}

@@ -1,0 +1,77 @@
+use super::StoreError;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{Executor, Postgres};
+use uuid::Uuid;
+
+/// A task with the identity of its template.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TaskRow {
+    pub task_uuid: Uuid,
+    pub namespace: String,
+    pub name: String,
+    pub version: String,
+    pub state: String,
+    pub context: serde_json::Value,
+    pub correlation_id: Uuid,
+    pub idempotency_key: Option<String>,
+    pub initiator: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+const SELECT: &str = "SELECT t.task_uuid, n.name AS namespace, nt.name, nt.version, t.state,
+        t.context, t.correlation_id, t.idempotency_key, t.initiator, t.created_at, t.updated_at,
+        t.completed_at
+   FROM tasker.tasks t
+   JOIN tasker.named_tasks nt USING (named_task_uuid)
+   JOIN tasker.namespaces n USING (namespace_uuid)";
+
+impl TaskRow {
+    pub async fn find<'c, E: Executor<'c, Database = Postgres>>(
+        executor: E,
+        task: Uuid,
+    ) -> Result<Option<Self>, StoreError> {
+        Ok(sqlx::query_as(&format!("{SELECT} WHERE t.task_uuid = $1"))
+            .bind(task)
+            .fetch_optional(executor)
+            .await?)
+    }
+
+    pub async fn get<'c, E: Executor<'c, Database = Postgres>>(
+        executor: E,
+        task: Uuid,
+    ) -> Result<Self, StoreError> {
+        Self::find(executor, task)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "task",
+                id: task.to_string(),
+            })
+    }
+
+    /// Newest first, optionally filtered by state and namespace.
+    pub async fn list<'c, E: Executor<'c, Database = Postgres>>(
+        executor: E,
+        state: Option<&str>,
+        namespace: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Self>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "{SELECT} WHERE ($1::text IS NULL OR t.state = $1) AND ($2::text IS NULL OR n.name = $2)
+              ORDER BY t.created_at DESC, t.task_uuid DESC LIMIT $3 OFFSET $4"
+        ))
+        .bind(state)
+        .bind(namespace)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(executor)
+        .await?)
+    }
+
+    pub fn task_state(&self) -> Result<crate::state::TaskState, StoreError> {
+        Ok(self.state.parse()?)
+    }
+}

@@ -1,0 +1,191 @@
+//! What a step handler run produced: the contract between workers and orchestration.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Why a step failed. The first six are produced by the worker core itself; a handler may
+/// name its own type, which travels as `Custom`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ErrorType {
+    HandlerTimeout,
+    HandlerPanic,
+    HandlerError,
+    HandlerNotFound,
+    SemaphoreAcquisitionFailed,
+    FfiCompletionTimeout,
+    /// A result the worker could not record or convert (bad payload from a foreign handler).
+    InvalidResult,
+    Custom(String),
+}
+
+impl ErrorType {
+    pub fn as_str(&self) -> &str {
+        match self {
+            ErrorType::HandlerTimeout => "handler_timeout",
+            ErrorType::HandlerPanic => "handler_panic",
+            ErrorType::HandlerError => "handler_error",
+            ErrorType::HandlerNotFound => "handler_not_found",
+            ErrorType::SemaphoreAcquisitionFailed => "semaphore_acquisition_failed",
+            ErrorType::FfiCompletionTimeout => "ffi_completion_timeout",
+            ErrorType::InvalidResult => "invalid_result",
+            ErrorType::Custom(s) => s,
+        }
+    }
+
+    /// The retryability DESIGN.md assigns to failures the core produces; handler types default
+    /// to retryable.
+    pub fn default_retryable(&self) -> bool {
+        !matches!(
+            self,
+            ErrorType::HandlerPanic | ErrorType::HandlerNotFound | ErrorType::InvalidResult
+        )
+    }
+}
+
+impl From<&str> for ErrorType {
+    fn from(s: &str) -> Self {
+        match s {
+            "handler_timeout" => ErrorType::HandlerTimeout,
+            "handler_panic" => ErrorType::HandlerPanic,
+            "handler_error" => ErrorType::HandlerError,
+            "handler_not_found" => ErrorType::HandlerNotFound,
+            "semaphore_acquisition_failed" => ErrorType::SemaphoreAcquisitionFailed,
+            "ffi_completion_timeout" => ErrorType::FfiCompletionTimeout,
+            "invalid_result" => ErrorType::InvalidResult,
+            other => ErrorType::Custom(other.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(ErrorType::from(s.as_str()))
+    }
+}
+
+/// A failed step's error as recorded and shown to users.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepError {
+    pub message: String,
+    pub error_type: ErrorType,
+    pub retryable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backtrace: Option<Vec<String>>,
+    /// The handler's hint for when to try again; orchestration caps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl StepError {
+    pub fn new(error_type: ErrorType, message: impl Into<String>) -> Self {
+        let retryable = error_type.default_retryable();
+        Self {
+            message: message.into(),
+            error_type,
+            retryable,
+            error_class: None,
+            backtrace: None,
+            retry_after_ms: None,
+        }
+    }
+}
+
+/// Timing and provenance of one handler run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionMetadata {
+    pub execution_time_ms: u64,
+    pub worker_id: String,
+    pub started_at: DateTime<Utc>,
+    pub completed_at: DateTime<Utc>,
+    /// Whatever the handler chose to report beside its result.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub custom: serde_json::Value,
+}
+
+/// The outcome of running one step's handler once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepExecutionResult {
+    pub step_uuid: Uuid,
+    pub success: bool,
+    #[serde(default)]
+    pub result: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<StepError>,
+    pub metadata: ExecutionMetadata,
+}
+
+impl StepExecutionResult {
+    pub fn success(
+        step_uuid: Uuid,
+        result: serde_json::Value,
+        metadata: ExecutionMetadata,
+    ) -> Self {
+        Self {
+            step_uuid,
+            success: true,
+            result,
+            error: None,
+            metadata,
+        }
+    }
+
+    pub fn failure(step_uuid: Uuid, error: StepError, metadata: ExecutionMetadata) -> Self {
+        Self {
+            step_uuid,
+            success: false,
+            result: serde_json::Value::Null,
+            error: Some(error),
+            metadata,
+        }
+    }
+
+    pub fn error_type(&self) -> Option<&ErrorType> {
+        self.error.as_ref().map(|e| &e.error_type)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_type_round_trips_through_json() {
+        for t in [
+            ErrorType::HandlerTimeout,
+            ErrorType::HandlerPanic,
+            ErrorType::HandlerError,
+            ErrorType::HandlerNotFound,
+            ErrorType::SemaphoreAcquisitionFailed,
+            ErrorType::FfiCompletionTimeout,
+            ErrorType::Custom("card_declined".into()),
+        ] {
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(serde_json::from_str::<ErrorType>(&json).unwrap(), t);
+        }
+    }
+
+    #[test]
+    fn core_failures_carry_design_retryability() {
+        assert!(StepError::new(ErrorType::HandlerTimeout, "t").retryable);
+        assert!(!StepError::new(ErrorType::HandlerPanic, "p").retryable);
+        assert!(!StepError::new(ErrorType::HandlerNotFound, "n").retryable);
+        assert!(StepError::new(ErrorType::SemaphoreAcquisitionFailed, "s").retryable);
+        assert!(StepError::new(ErrorType::FfiCompletionTimeout, "f").retryable);
+    }
+}

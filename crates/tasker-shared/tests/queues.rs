@@ -1,0 +1,100 @@
+use sqlx::postgres::PgListener;
+use std::time::Duration;
+use tasker_shared::queue::{notify_channel, worker_queue, QueueClient, QueueName};
+use tasker_shared::testing::TestDatabase;
+
+#[tokio::test]
+async fn send_notifies_listeners_and_read_hides_message() {
+    let db = TestDatabase::new().await;
+    let queues = QueueClient::new(db.pool.clone()).await;
+    let q = worker_queue("billing").unwrap();
+    queues.ensure_queue(&q).await.unwrap();
+    queues.ensure_queue(&q).await.unwrap();
+
+    let mut listener = PgListener::connect_with(&db.pool).await.unwrap();
+    listener.listen(&notify_channel(&q)).await.unwrap();
+
+    let mut tx = db.pool.begin().await.unwrap();
+    queues
+        .send_batch(
+            &q,
+            &[serde_json::json!({"n": 1}), serde_json::json!({"n": 2})],
+            &mut *tx,
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let note = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("a NOTIFY arrives")
+        .unwrap();
+    assert_eq!(note.channel(), notify_channel(&q));
+
+    let read = queues.read(&q, 30, 10).await.unwrap();
+    assert_eq!(read.len(), 2);
+    assert!(
+        queues.read(&q, 30, 10).await.unwrap().is_empty(),
+        "read messages are invisible"
+    );
+    assert_eq!(queues.depth(&q).await.unwrap(), 2);
+    let ids: Vec<i64> = read.iter().map(|m| m.msg_id).collect();
+    assert_eq!(queues.delete_batch(&q, &ids, &db.pool).await.unwrap(), 2);
+    assert_eq!(queues.depth(&q).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn rolled_back_send_leaves_no_message() {
+    let db = TestDatabase::new().await;
+    let queues = QueueClient::new(db.pool.clone()).await;
+    let q = QueueName::new("rollback_check").unwrap();
+    queues.ensure_queue(&q).await.unwrap();
+    let mut tx = db.pool.begin().await.unwrap();
+    queues
+        .send(&q, &serde_json::json!({}), &mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(queues.depth(&q).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn sql_side_refuses_bad_queue_names_too() {
+    let db = TestDatabase::new().await;
+    let err = sqlx::query("SELECT tasker.attach_queue_notify('x; drop table tasker.tasks', 'c')")
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("invalid queue name"), "{err}");
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_and_creates_orchestration_queue() {
+    let db = TestDatabase::new().await;
+    tasker_shared::database::migrate(&db.pool).await.unwrap();
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pgmq.meta WHERE queue_name = 'orchestration_step_results')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(exists);
+}
+
+#[tokio::test]
+async fn create_database_if_missing_creates_once() {
+    let name = format!("tasker_t_create_{}", uuid::Uuid::new_v4().simple());
+    let server = tasker_shared::testing::server_url();
+    let url = format!("{}/{}", server.rsplit_once('/').unwrap().0, name);
+    assert!(tasker_shared::database::create_database_if_missing(&url)
+        .await
+        .unwrap());
+    assert!(!tasker_shared::database::create_database_if_missing(&url)
+        .await
+        .unwrap());
+    let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&server).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE \"{name}\" WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
