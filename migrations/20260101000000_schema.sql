@@ -198,6 +198,7 @@ CREATE TABLE tasker.step_result_audits (
   result            jsonb,
   error             jsonb,
   execution_time_ms bigint NOT NULL,
+  metadata          jsonb NOT NULL DEFAULT '{}'::jsonb,
   recorded_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
   UNIQUE (step_uuid, attempt)
 );

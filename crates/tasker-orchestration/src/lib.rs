@@ -1,1 +1,14 @@
+//! Orchestration: turns task requests into enqueued steps, step results into state, and
+//! decides when a task is done. Runs as `tasker server`, or embedded in a worker process.
 
+pub mod api;
+mod error;
+pub mod orchestrator;
+pub mod result_processor;
+pub mod retry_sweeper;
+pub mod task_initializer;
+pub mod task_operations;
+
+pub use error::OrchestrationError;
+pub use orchestrator::{OrchestrationCore, OrchestrationHandle};
+pub use task_initializer::{CreatedTask, TaskInitializer, TaskRequest};

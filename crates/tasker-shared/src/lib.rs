@@ -8,6 +8,7 @@ pub mod config;
 pub mod database;
 pub mod messages;
 pub mod models;
+pub mod observability;
 pub mod queue;
 pub mod result;
 pub mod state;

@@ -47,6 +47,7 @@ pub struct OrchestrationConfig {
     pub request_body_limit_bytes: usize,
     pub fallback_poll_interval_ms: u64,
     pub result_batch_size: u32,
+    pub result_processing_concurrency: usize,
     pub enqueue_batch_size: u32,
     pub shutdown_timeout_ms: u64,
 }

@@ -1,0 +1,1 @@
+//! The REST API (axum): tasks, steps, templates, health and metrics.

@@ -1,0 +1,41 @@
+use tasker_shared::models::StoreError;
+use tasker_shared::queue::QueueError;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestrationError {
+    #[error("no template {namespace}/{name}@{version} is registered")]
+    TemplateNotFound {
+        namespace: String,
+        name: String,
+        version: String,
+    },
+    #[error("context for {template} does not match its input_schema: {}", problems.join("; "))]
+    InvalidContext {
+        template: String,
+        problems: Vec<String>,
+    },
+    #[error("task {0} not found")]
+    TaskNotFound(Uuid),
+    #[error("task {task} has no step '{step}'")]
+    StepNotFound { task: Uuid, step: String },
+    #[error("task {task} is {state}: {action} is not possible")]
+    TaskFinished {
+        task: Uuid,
+        state: String,
+        action: &'static str,
+    },
+    #[error("step '{step}' of task {task} is {state}: {action} is not possible")]
+    StepActionRefused {
+        task: Uuid,
+        step: String,
+        state: String,
+        action: &'static str,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}

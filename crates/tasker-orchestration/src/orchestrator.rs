@@ -1,0 +1,165 @@
+//! The orchestration process: the result processor (woken by NOTIFY on the results queue,
+//! with a fallback poll) and the retry sweeper, each with a shutdown path.
+
+use crate::result_processor::ResultProcessor;
+use crate::retry_sweeper::RetrySweeper;
+use crate::TaskInitializer;
+use futures::StreamExt;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use std::time::Duration;
+use tasker_shared::queue::{notify_channel, QueueClient, QueueName, ORCHESTRATION_RESULTS_QUEUE};
+use tasker_shared::TaskerConfig;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Everything orchestration needs, shared by the loops and the REST API.
+#[derive(Clone)]
+pub struct OrchestrationCore {
+    pub pool: PgPool,
+    pub config: TaskerConfig,
+    pub queues: QueueClient,
+    pub initializer: TaskInitializer,
+    pub results: ResultProcessor,
+    pub actor: String,
+}
+
+/// A running orchestrator; `shutdown` stops its loops and waits for them.
+pub struct OrchestrationHandle {
+    token: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl OrchestrationHandle {
+    pub fn token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
+    pub async fn shutdown(mut self, deadline: Duration) {
+        self.token.cancel();
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(deadline, drain).await.is_err() {
+            tracing::warn!("orchestration loops did not stop in time; aborting them");
+            self.tasks.abort_all();
+        }
+    }
+}
+
+impl OrchestrationCore {
+    pub async fn new(pool: PgPool, config: TaskerConfig) -> Self {
+        let queues = QueueClient::new(pool.clone()).await;
+        let actor = format!("orchestrator:{}:{}", hostname(), std::process::id());
+        let queue =
+            QueueName::new(ORCHESTRATION_RESULTS_QUEUE).expect("constant queue name is valid");
+        let results = ResultProcessor::new(
+            pool.clone(),
+            queues.clone(),
+            queue,
+            config.backoff.clone(),
+            actor.clone(),
+        );
+        let initializer = TaskInitializer::new(pool.clone(), config.backoff.clone());
+        Self {
+            pool,
+            config,
+            queues,
+            initializer,
+            results,
+            actor,
+        }
+    }
+
+    /// Starts the loops; they run until the handle is shut down.
+    pub fn start(&self) -> OrchestrationHandle {
+        let token = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(result_loop(self.clone(), token.clone()));
+        let sweeper = RetrySweeper::new(
+            self.pool.clone(),
+            self.config.orchestration.fallback_poll_interval(),
+            self.config.orchestration.enqueue_batch_size,
+            self.actor.clone(),
+        );
+        tasks.spawn(sweeper.run(token.clone()));
+        OrchestrationHandle { token, tasks }
+    }
+
+    /// Reads and processes result messages until the queue is empty. Returns how many.
+    pub async fn drain_results(&self) -> Result<usize, crate::OrchestrationError> {
+        let batch = self.config.orchestration.result_batch_size as i32;
+        let vt = self.config.queues.visibility_timeout_seconds as i32;
+        let concurrency = self.config.orchestration.result_processing_concurrency;
+        let mut total = 0;
+        loop {
+            let messages = self.queues.read(self.results.queue(), vt, batch).await?;
+            if messages.is_empty() {
+                return Ok(total);
+            }
+            total += messages.len();
+            let full = messages.len() as i32 == batch;
+            futures::stream::iter(messages)
+                .for_each_concurrent(concurrency, |m| async move {
+                    if let Err(e) = self.results.process(&m).await {
+                        tracing::warn!(msg_id = m.msg_id, error = %e, "result not processed; it will be redelivered");
+                    }
+                })
+                .await;
+            if !full {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+async fn result_loop(core: OrchestrationCore, shutdown: CancellationToken) {
+    let channel = notify_channel(core.results.queue());
+    let interval = core.config.orchestration.fallback_poll_interval();
+    let reconnect = core.config.database.reconnect_backoff();
+    let mut listener: Option<PgListener> = None;
+    loop {
+        if listener.is_none() {
+            listener = connect_listener(&core.pool, &channel).await;
+        }
+        if let Err(e) = core.drain_results().await {
+            tracing::warn!(error = %e, "reading orchestration results failed");
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(reconnect) => {}
+            }
+            continue;
+        }
+        let wake = async {
+            match listener.as_mut() {
+                Some(l) => match tokio::time::timeout(interval, l.recv()).await {
+                    Ok(Ok(_)) | Err(_) => true,
+                    Ok(Err(_)) => false,
+                },
+                None => {
+                    tokio::time::sleep(interval).await;
+                    true
+                }
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            healthy = wake => if !healthy { listener = None; }
+        }
+    }
+}
+
+async fn connect_listener(pool: &PgPool, channel: &str) -> Option<PgListener> {
+    let mut l = PgListener::connect_with(pool).await.ok()?;
+    l.listen(channel).await.ok()?;
+    Some(l)
+}
+
+pub(crate) fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "localhost".into())
+}

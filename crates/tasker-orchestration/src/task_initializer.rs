@@ -1,0 +1,248 @@
+//! Creates a task, its steps, edges and first transitions in one transaction, and enqueues
+//! its root steps in that same transaction.
+
+use crate::OrchestrationError;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tasker_shared::config::BackoffConfig;
+use tasker_shared::models::{RegisteredTemplate, TemplateRegistry};
+use uuid::Uuid;
+
+/// What a caller asks for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRequest {
+    pub namespace: String,
+    pub name: String,
+    pub version: String,
+    #[serde(default = "empty_object")]
+    pub context: serde_json::Value,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub initiator: Option<String>,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedTask {
+    pub task_uuid: Uuid,
+    /// False when an existing task was returned for the request's idempotency key.
+    pub created: bool,
+    pub state: String,
+}
+
+type Validators = HashMap<Uuid, Arc<jsonschema::Validator>>;
+
+#[derive(Clone)]
+pub struct TaskInitializer {
+    pool: PgPool,
+    registry: TemplateRegistry,
+    backoff: BackoffConfig,
+    actor: String,
+    validators: Arc<Mutex<Validators>>,
+}
+
+impl TaskInitializer {
+    pub fn new(pool: PgPool, backoff: BackoffConfig) -> Self {
+        Self {
+            registry: TemplateRegistry::new(pool.clone()),
+            pool,
+            backoff,
+            actor: "task_initializer".into(),
+            validators: Arc::default(),
+        }
+    }
+
+    pub async fn create_task(
+        &self,
+        request: &TaskRequest,
+    ) -> Result<CreatedTask, OrchestrationError> {
+        let registered = self
+            .registry
+            .find(&request.namespace, &request.name, &request.version)
+            .await?
+            .ok_or_else(|| OrchestrationError::TemplateNotFound {
+                namespace: request.namespace.clone(),
+                name: request.name.clone(),
+                version: request.version.clone(),
+            })?;
+        self.check_context(&registered, &request.context)?;
+        let template = &registered.template;
+
+        let mut tx = self.pool.begin().await?;
+        let inserted: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO tasker.tasks (named_task_uuid, context, idempotency_key, initiator)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (named_task_uuid, idempotency_key) DO NOTHING
+             RETURNING task_uuid",
+        )
+        .bind(registered.named_task_uuid)
+        .bind(&request.context)
+        .bind(&request.idempotency_key)
+        .bind(&request.initiator)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(task) = inserted else {
+            // The key was taken (possibly by a concurrent identical request, which we waited
+            // for): hand back that task.
+            let (task, state): (Uuid, String) = sqlx::query_as(
+                "SELECT task_uuid, state FROM tasker.tasks WHERE named_task_uuid = $1 AND idempotency_key = $2",
+            )
+            .bind(registered.named_task_uuid)
+            .bind(&request.idempotency_key)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(CreatedTask {
+                task_uuid: task,
+                created: false,
+                state,
+            });
+        };
+
+        let n = template.steps.len();
+        let mut names = Vec::with_capacity(n);
+        let mut positions = Vec::with_capacity(n);
+        let mut callables = Vec::with_capacity(n);
+        let mut inits = Vec::with_capacity(n);
+        let mut max_attempts = Vec::with_capacity(n);
+        let mut retryable = Vec::with_capacity(n);
+        let mut backoff = Vec::with_capacity(n);
+        let mut base_ms = Vec::with_capacity(n);
+        let mut max_ms = Vec::with_capacity(n);
+        let mut timeouts: Vec<Option<i32>> = Vec::with_capacity(n);
+        let mut events = Vec::with_capacity(n);
+        for (i, step) in template.steps.iter().enumerate() {
+            let retry = step.retry.resolve(&self.backoff);
+            names.push(step.name.clone());
+            positions.push(i as i32);
+            callables.push(step.handler.callable.clone());
+            inits.push(serde_json::Value::Object(
+                step.handler.initialization.clone(),
+            ));
+            max_attempts.push(retry.max_attempts as i32);
+            retryable.push(retry.retryable);
+            backoff.push(retry.backoff.as_str().to_string());
+            base_ms.push(retry.backoff_base_ms as i64);
+            max_ms.push(retry.max_backoff_ms as i64);
+            timeouts.push(step.timeout_seconds.map(|t| t as i32));
+            events.push(serde_json::to_value(&step.publishes_events).expect("events serialize"));
+        }
+        let ids: Vec<(Uuid, String)> = sqlx::query_as(
+            "INSERT INTO tasker.workflow_steps (task_uuid, name, position, handler_callable,
+                 handler_initialization, max_attempts, retryable, backoff, backoff_base_ms,
+                 max_backoff_ms, timeout_seconds, publishes_events)
+             SELECT $1, * FROM unnest($2::text[], $3::int[], $4::text[], $5::jsonb[], $6::int[],
+                 $7::bool[], $8::text[], $9::bigint[], $10::bigint[], $11::int[], $12::jsonb[])
+             RETURNING step_uuid, name",
+        )
+        .bind(task)
+        .bind(&names)
+        .bind(&positions)
+        .bind(&callables)
+        .bind(&inits)
+        .bind(&max_attempts)
+        .bind(&retryable)
+        .bind(&backoff)
+        .bind(&base_ms)
+        .bind(&max_ms)
+        .bind(&timeouts)
+        .bind(&events)
+        .fetch_all(&mut *tx)
+        .await?;
+        let by_name: HashMap<&str, Uuid> =
+            ids.iter().map(|(id, name)| (name.as_str(), *id)).collect();
+        let (mut from, mut to) = (Vec::new(), Vec::new());
+        for step in &template.steps {
+            for dep in &step.dependencies {
+                from.push(by_name[dep.as_str()]);
+                to.push(by_name[step.name.as_str()]);
+            }
+        }
+        sqlx::query(
+            "INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
+             SELECT $1, f, t FROM unnest($2::uuid[], $3::uuid[]) AS e(f, t)",
+        )
+        .bind(task)
+        .bind(&from)
+        .bind(&to)
+        .execute(&mut *tx)
+        .await?;
+        let step_ids: Vec<Uuid> = ids.iter().map(|(id, _)| *id).collect();
+        sqlx::query(
+            "INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state, sort_key, most_recent, actor)
+             SELECT s, $2, NULL, 'pending', 0, true, $3 FROM unnest($1::uuid[]) AS s",
+        )
+        .bind(&step_ids)
+        .bind(task)
+        .bind(&self.actor)
+        .execute(&mut *tx)
+        .await?;
+        let state: String = sqlx::query_scalar("SELECT tasker.start_task($1, $2)")
+            .bind(task)
+            .bind(&self.actor)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        metrics::counter!("tasker_tasks_created_total", "namespace" => request.namespace.clone())
+            .increment(1);
+        tracing::debug!(task = %task, template = %template.identity(), "task created");
+        Ok(CreatedTask {
+            task_uuid: task,
+            created: true,
+            state,
+        })
+    }
+
+    fn check_context(
+        &self,
+        registered: &RegisteredTemplate,
+        context: &serde_json::Value,
+    ) -> Result<(), OrchestrationError> {
+        let Some(schema) = &registered.template.input_schema else {
+            return Ok(());
+        };
+        let validator = {
+            let mut cache = self.validators.lock();
+            match cache.get(&registered.named_task_uuid) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = Arc::new(jsonschema::validator_for(schema).map_err(|e| {
+                        OrchestrationError::InvalidContext {
+                            template: registered.template.identity(),
+                            problems: vec![format!("registered input_schema is invalid: {e}")],
+                        }
+                    })?);
+                    cache.insert(registered.named_task_uuid, v.clone());
+                    v
+                }
+            }
+        };
+        let problems: Vec<String> = validator
+            .iter_errors(context)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                if at.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{at}: {e}")
+                }
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(OrchestrationError::InvalidContext {
+                template: registered.template.identity(),
+                problems,
+            })
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! ActorCommandProcessor: the single consumer of the bounded command channel; routes each
+//! command to the actor that owns it.
+
+use super::actors::step_executor_actor::StepExecutorActor;
+use super::commands::{WorkerCommand, WorkerStatus};
+use super::in_flight::InFlight;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::{mpsc, Semaphore};
+
+pub struct ActorCommandProcessor {
+    pub executor: StepExecutorActor,
+    pub in_flight: Arc<InFlight>,
+    pub semaphore: Arc<Semaphore>,
+    pub completion_depth: Arc<dyn Fn() -> (usize, usize) + Send + Sync>,
+    pub worker_id: String,
+    pub namespaces: Vec<String>,
+}
+
+impl ActorCommandProcessor {
+    /// Runs until the command channel closes (all senders dropped at shutdown).
+    pub async fn run(self, mut commands: mpsc::Receiver<WorkerCommand>) {
+        while let Some(cmd) = commands.recv().await {
+            match cmd {
+                WorkerCommand::ExecuteSteps { queue, messages } => {
+                    if let Err(e) = self.executor.execute(&queue, messages).await {
+                        // The messages stay invisible until their timeout, then come back.
+                        tracing::warn!(queue = %queue, error = %e, "claiming steps failed");
+                    }
+                }
+                WorkerCommand::GetStatus { reply } => {
+                    let _ = reply.send(self.status());
+                }
+                WorkerCommand::HealthCheck { reply } => {
+                    let _ = reply.send(!self.executor.dispatch_sender().is_closed());
+                }
+            }
+        }
+    }
+
+    fn status(&self) -> WorkerStatus {
+        let dispatch = self.executor.dispatch_sender();
+        let (completion_depth, completion_capacity) = (self.completion_depth)();
+        WorkerStatus {
+            worker_id: self.worker_id.clone(),
+            namespaces: self.namespaces.clone(),
+            in_flight: self.in_flight.len(),
+            dispatch_channel_depth: dispatch.max_capacity() - dispatch.capacity(),
+            dispatch_channel_capacity: dispatch.max_capacity(),
+            completion_channel_depth: completion_depth,
+            completion_channel_capacity: completion_capacity,
+            handler_permits_available: self.semaphore.available_permits(),
+            steps_claimed: self.executor.claimed_counter().load(Ordering::Relaxed),
+        }
+    }
+}

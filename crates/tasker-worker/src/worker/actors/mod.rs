@@ -1,0 +1,1 @@
+pub mod step_executor_actor;

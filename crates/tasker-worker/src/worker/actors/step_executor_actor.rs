@@ -1,0 +1,210 @@
+//! StepExecutorActor: claims the steps named by queue messages and publishes them on the
+//! handler dispatch channel. It never waits for a handler; its only wait is for room on the
+//! bounded dispatch channel, which is the backpressure that slows reading.
+
+use crate::step::{DispatchedStep, StepContext};
+use crate::worker::in_flight::{InFlight, InFlightStep};
+use crate::worker::worker_metrics as m;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tasker_shared::messages::StepMessage;
+use tasker_shared::queue::{QueueClient, QueueName, QueuedMessage};
+use tasker_shared::template::EventDeclaration;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    step_uuid: Uuid,
+    outcome: String,
+    lease_expires_at: Option<DateTime<Utc>>,
+    task_uuid: Option<Uuid>,
+    step_name: Option<String>,
+    namespace: Option<String>,
+    task_name: Option<String>,
+    task_version: Option<String>,
+    attempt: Option<i32>,
+    max_attempts: Option<i32>,
+    handler_callable: Option<String>,
+    handler_initialization: Option<serde_json::Value>,
+    timeout_seconds: Option<i32>,
+    publishes_events: Option<serde_json::Value>,
+    inputs: Option<serde_json::Value>,
+    task_context: Option<serde_json::Value>,
+    dependency_results: Option<serde_json::Value>,
+}
+
+pub struct StepExecutorActor {
+    pool: PgPool,
+    queues: QueueClient,
+    worker_id: String,
+    lease_seconds: i32,
+    archive_malformed: bool,
+    dispatch: mpsc::Sender<DispatchedStep>,
+    in_flight: Arc<InFlight>,
+    claimed: Arc<AtomicU64>,
+}
+
+impl StepExecutorActor {
+    pub fn new(
+        pool: PgPool,
+        queues: QueueClient,
+        worker_id: String,
+        lease_seconds: u32,
+        archive_malformed: bool,
+        dispatch: mpsc::Sender<DispatchedStep>,
+        in_flight: Arc<InFlight>,
+    ) -> Self {
+        Self {
+            pool,
+            queues,
+            worker_id,
+            lease_seconds: lease_seconds as i32,
+            archive_malformed,
+            dispatch,
+            in_flight,
+            claimed: Arc::default(),
+        }
+    }
+
+    pub fn claimed_counter(&self) -> Arc<AtomicU64> {
+        self.claimed.clone()
+    }
+
+    pub fn dispatch_sender(&self) -> &mpsc::Sender<DispatchedStep> {
+        &self.dispatch
+    }
+
+    /// Claims and dispatches a batch read from `queue`.
+    pub async fn execute(
+        &self,
+        queue: &QueueName,
+        messages: Vec<QueuedMessage>,
+    ) -> Result<(), sqlx::Error> {
+        let mut by_step: HashMap<Uuid, i64> = HashMap::new();
+        let mut duplicates = Vec::new();
+        for msg in messages {
+            match StepMessage::decode(&msg.message) {
+                Ok(step) => {
+                    if by_step.insert(step.step_uuid, msg.msg_id).is_some() {
+                        duplicates.push(msg.msg_id);
+                    }
+                }
+                Err(e) => {
+                    self.reject_malformed(queue, msg.msg_id, &e.to_string())
+                        .await
+                }
+            }
+        }
+        if !duplicates.is_empty() {
+            // Another message for the same step is being handled in this batch.
+            let _ = self
+                .queues
+                .delete_batch(queue, &duplicates, &self.pool)
+                .await;
+        }
+        if by_step.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = by_step.keys().copied().collect();
+        let rows: Vec<ClaimRow> = sqlx::query_as("SELECT * FROM tasker.claim_steps($1, $2, $3)")
+            .bind(&ids)
+            .bind(&self.worker_id)
+            .bind(self.lease_seconds)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut finished = Vec::new();
+        for row in rows {
+            let msg_id = by_step[&row.step_uuid];
+            match row.outcome.as_str() {
+                "claimed" => self.dispatch_claimed(queue, msg_id, row).await,
+                "busy" => {
+                    // Another worker holds a live lease: look again when it would expire,
+                    // in case that worker died.
+                    metrics::counter!(m::CLAIM_CONFLICTS).increment(1);
+                    let wait = row
+                        .lease_expires_at
+                        .map(|t| (t - Utc::now()).num_seconds().max(0) as i32 + 1)
+                        .unwrap_or(self.lease_seconds);
+                    let _ = self.queues.extend_visibility(queue, &[msg_id], wait).await;
+                    tracing::debug!(step = %row.step_uuid, "step claimed by another live worker; deferring message");
+                }
+                other => {
+                    tracing::debug!(step = %row.step_uuid, outcome = other, "step needs no work; dropping message");
+                    finished.push(msg_id);
+                }
+            }
+        }
+        if !finished.is_empty() {
+            let _ = self.queues.delete_batch(queue, &finished, &self.pool).await;
+        }
+        Ok(())
+    }
+
+    async fn dispatch_claimed(&self, queue: &QueueName, msg_id: i64, row: ClaimRow) {
+        let events: Vec<EventDeclaration> = row
+            .publishes_events
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        let dependency_results = match row.dependency_results {
+            Some(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        let context = StepContext {
+            task_uuid: row.task_uuid.unwrap_or_default(),
+            step_uuid: row.step_uuid,
+            step_name: row.step_name.unwrap_or_default(),
+            namespace: row.namespace.unwrap_or_default(),
+            task_name: row.task_name.unwrap_or_default(),
+            task_version: row.task_version.unwrap_or_default(),
+            attempt: row.attempt.unwrap_or(1),
+            max_attempts: row.max_attempts.unwrap_or(1),
+            handler_callable: row.handler_callable.unwrap_or_default(),
+            initialization: row.handler_initialization.unwrap_or_default(),
+            inputs: row.inputs.unwrap_or_default(),
+            task_context: row.task_context.unwrap_or_default(),
+            dependency_results,
+            timeout_seconds: row.timeout_seconds.map(|t| t as u64),
+        };
+        self.in_flight.insert(
+            context.step_uuid,
+            InFlightStep {
+                queue: queue.clone(),
+                msg_id,
+                attempt: context.attempt,
+            },
+        );
+        self.claimed.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::STEPS_CLAIMED).increment(1);
+        let step = DispatchedStep {
+            event_id: Uuid::now_v7(),
+            context,
+            publishes_events: events,
+            queue: queue.clone(),
+            msg_id,
+            dispatched_at: Instant::now(),
+            lease_expires_at: row.lease_expires_at.unwrap_or_else(Utc::now),
+        };
+        if self.dispatch.send(step).await.is_err() {
+            tracing::warn!("dispatch channel closed; claimed step will be handed back");
+        }
+        m::record_channel(m::DISPATCH_DEPTH, m::DISPATCH_SATURATION, &self.dispatch);
+    }
+
+    async fn reject_malformed(&self, queue: &QueueName, msg_id: i64, reason: &str) {
+        metrics::counter!(m::MALFORMED_MESSAGES).increment(1);
+        tracing::error!(queue = %queue, msg_id, reason, "malformed step message");
+        let done = if self.archive_malformed {
+            self.queues.archive(queue, msg_id).await
+        } else {
+            self.queues.delete(queue, msg_id, &self.pool).await
+        };
+        if let Err(e) = done {
+            tracing::warn!(msg_id, error = %e, "could not remove malformed message");
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! WorkerEventSystem: one loop per worker queue. It reads messages when woken by the
+//! queue's NOTIFY (event_driven, hybrid) or by the fallback poll (polling, hybrid), never
+//! more than the dispatch channel has room for, and turns them into WorkerCommands.
+
+use super::commands::WorkerCommand;
+use crate::step::DispatchedStep;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use std::time::Duration;
+use tasker_shared::config::DeploymentMode;
+use tasker_shared::queue::{notify_channel, QueueClient, QueueName};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct EventSystemConfig {
+    pub mode: DeploymentMode,
+    pub poll_interval: Duration,
+    pub visibility_timeout_seconds: i32,
+    pub read_batch_size: usize,
+    pub reconnect_backoff: Duration,
+}
+
+pub struct WorkerEventSystem {
+    pool: PgPool,
+    queues: QueueClient,
+    config: EventSystemConfig,
+    commands: mpsc::Sender<WorkerCommand>,
+    dispatch: mpsc::Sender<DispatchedStep>,
+}
+
+impl WorkerEventSystem {
+    pub fn new(
+        pool: PgPool,
+        queues: QueueClient,
+        config: EventSystemConfig,
+        commands: mpsc::Sender<WorkerCommand>,
+        dispatch: mpsc::Sender<DispatchedStep>,
+    ) -> Self {
+        Self {
+            pool,
+            queues,
+            config,
+            commands,
+            dispatch,
+        }
+    }
+
+    /// Serves one queue until shutdown.
+    pub async fn run_queue(self, queue: QueueName, shutdown: CancellationToken) {
+        let channel = notify_channel(&queue);
+        let mut listener: Option<PgListener> = None;
+        loop {
+            if self.config.mode.listens() && listener.is_none() {
+                listener = connect(&self.pool, &channel).await;
+            }
+            // Room on the dispatch channel bounds how much we take off the queue.
+            let room = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                permit = self.dispatch.reserve() => match permit {
+                    Ok(p) => { drop(p); self.dispatch.capacity().max(1) }
+                    Err(_) => return,
+                },
+            };
+            let qty = room.min(self.config.read_batch_size) as i32;
+            match self
+                .queues
+                .read(&queue, self.config.visibility_timeout_seconds, qty)
+                .await
+            {
+                Ok(messages) if !messages.is_empty() => {
+                    let full = messages.len() as i32 == qty;
+                    let cmd = WorkerCommand::ExecuteSteps {
+                        queue: queue.clone(),
+                        messages,
+                    };
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        sent = self.commands.send(cmd) => if sent.is_err() { return },
+                    }
+                    if full {
+                        continue;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(queue = %queue, error = %e, "reading worker queue failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(self.config.reconnect_backoff) => {}
+                    }
+                    continue;
+                }
+            }
+            if !self.wait(&mut listener, &shutdown).await {
+                return;
+            }
+        }
+    }
+
+    /// Waits for a wake-up; false on shutdown.
+    async fn wait(&self, listener: &mut Option<PgListener>, shutdown: &CancellationToken) -> bool {
+        let poll = self.config.mode.polls() || listener.is_none();
+        let wake = async {
+            match listener.as_mut() {
+                Some(l) if poll => {
+                    if let Ok(Err(_)) =
+                        tokio::time::timeout(self.config.poll_interval, l.recv()).await
+                    {
+                        *listener = None;
+                    }
+                }
+                Some(l) => {
+                    if l.recv().await.is_err() {
+                        *listener = None;
+                    }
+                }
+                None => tokio::time::sleep(self.config.poll_interval).await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = wake => true,
+        }
+    }
+}
+
+async fn connect(pool: &PgPool, channel: &str) -> Option<PgListener> {
+    let mut l = match PgListener::connect_with(pool).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "LISTEN connection failed; polling until it is back");
+            return None;
+        }
+    };
+    l.listen(channel).await.ok()?;
+    Some(l)
+}

@@ -1,0 +1,176 @@
+//! CompletionProcessorService: records results from the completion channel, up to
+//! `max_concurrent_completions` at once. Recording is one transaction (result, step state,
+//! audit row, orchestration message, worker message deleted) and only succeeds while this
+//! worker still holds the step's claim. Database errors are retried with backoff until
+//! `completion_retry_deadline_ms`; a result the database refuses outright is replaced by a
+//! visible `invalid_result` failure. Post-handler callbacks run after the result is recorded.
+
+use super::dispatch_service::{CompletedStep, PostHandlerCallback};
+use crate::worker::in_flight::InFlight;
+use crate::worker::worker_metrics as m;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tasker_shared::result::{ErrorType, StepError, StepExecutionResult};
+use tokio::sync::{mpsc, Semaphore};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordOutcome {
+    Recorded,
+    /// The claim had moved on (lease expired, step re-claimed or cancelled): refused.
+    Refused,
+    /// Could not reach the database before the deadline.
+    GaveUp,
+}
+
+#[derive(Clone)]
+pub struct CompletionProcessorService {
+    pool: PgPool,
+    worker_id: String,
+    in_flight: Arc<InFlight>,
+    callbacks: Vec<Arc<dyn PostHandlerCallback>>,
+    callback_timeout: Duration,
+    retry_deadline: Duration,
+    concurrency: usize,
+}
+
+impl CompletionProcessorService {
+    pub fn new(
+        pool: PgPool,
+        worker_id: String,
+        in_flight: Arc<InFlight>,
+        callbacks: Vec<Arc<dyn PostHandlerCallback>>,
+        callback_timeout: Duration,
+        retry_deadline: Duration,
+        concurrency: usize,
+    ) -> Self {
+        Self {
+            pool,
+            worker_id,
+            in_flight,
+            callbacks,
+            callback_timeout,
+            retry_deadline,
+            concurrency,
+        }
+    }
+
+    /// Runs until every sender of the completion channel is gone and all results are
+    /// recorded: shutdown flushes rather than drops.
+    pub async fn run(self, mut receiver: mpsc::Receiver<CompletedStep>) {
+        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let mut running = tokio::task::JoinSet::new();
+        while let Some(done) = receiver.recv().await {
+            let permit = permits.clone().acquire_owned().await.expect("never closed");
+            let this = self.clone();
+            running.spawn(async move {
+                this.handle(done).await;
+                drop(permit);
+            });
+            while running.try_join_next().is_some() {}
+        }
+        while running.join_next().await.is_some() {}
+    }
+
+    pub async fn handle(&self, done: CompletedStep) -> RecordOutcome {
+        let outcome = self.record_with_retry(&done).await;
+        self.in_flight.remove(&done.step.context.step_uuid);
+        match outcome {
+            RecordOutcome::Recorded => self.run_callbacks(&done).await,
+            RecordOutcome::Refused => {
+                metrics::counter!(m::LATE_RESULTS).increment(1);
+                tracing::warn!(
+                    step = %done.step.context.step_uuid, attempt = done.step.context.attempt,
+                    "result refused: this worker no longer holds the step's claim"
+                );
+            }
+            RecordOutcome::GaveUp => tracing::error!(
+                step = %done.step.context.step_uuid,
+                "result could not be recorded before the deadline; the step's lease will expire and it will run again"
+            ),
+        }
+        outcome
+    }
+
+    async fn record_with_retry(&self, done: &CompletedStep) -> RecordOutcome {
+        let start = Instant::now();
+        let mut delay = Duration::from_millis(50);
+        let mut result = done.result.clone();
+        loop {
+            match self.record(done, &result).await {
+                Ok(true) => return RecordOutcome::Recorded,
+                Ok(false) => return RecordOutcome::Refused,
+                Err(sqlx::Error::Database(e))
+                    if is_data_error(e.code().as_deref()) && result.success =>
+                {
+                    // The payload itself is unacceptable (e.g. a NUL in a string): record a
+                    // failure that says so instead of retrying something that cannot work.
+                    tracing::error!(step = %done.step.context.step_uuid, error = %e, "result payload refused by the database");
+                    result = StepExecutionResult::failure(
+                        result.step_uuid,
+                        StepError::new(
+                            ErrorType::InvalidResult,
+                            format!("the handler's result could not be stored: {e}"),
+                        ),
+                        result.metadata.clone(),
+                    );
+                }
+                Err(e) => {
+                    metrics::counter!(m::RECORD_RETRIES).increment(1);
+                    if start.elapsed() + delay > self.retry_deadline {
+                        tracing::error!(step = %done.step.context.step_uuid, error = %e, "giving up recording result");
+                        return RecordOutcome::GaveUp;
+                    }
+                    tracing::warn!(step = %done.step.context.step_uuid, error = %e, retry_in_ms = delay.as_millis() as u64, "recording result failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn record(
+        &self,
+        done: &CompletedStep,
+        result: &StepExecutionResult,
+    ) -> Result<bool, sqlx::Error> {
+        let ctx = &done.step.context;
+        let metadata = serde_json::to_value(&result.metadata).expect("metadata serializes");
+        let error = result
+            .error
+            .as_ref()
+            .map(|e| serde_json::to_value(e).expect("errors serialize"));
+        sqlx::query_scalar(
+            "SELECT tasker.record_step_result($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(ctx.step_uuid)
+        .bind(ctx.attempt)
+        .bind(&self.worker_id)
+        .bind(result.success)
+        .bind(&result.result)
+        .bind(error)
+        .bind(result.metadata.execution_time_ms as i64)
+        .bind(metadata)
+        .bind(done.step.queue.as_str())
+        .bind(done.step.msg_id)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    async fn run_callbacks(&self, done: &CompletedStep) {
+        for cb in &self.callbacks {
+            let fut = cb.on_handler_complete(&done.step, &done.result);
+            if tokio::time::timeout(self.callback_timeout, fut)
+                .await
+                .is_err()
+            {
+                tracing::warn!(callback = cb.name(), step = %done.step.context.step_uuid, "post-handler callback timed out");
+            }
+        }
+    }
+}
+
+/// SQLSTATE class 22 (data exception): the value, not the connection, is the problem.
+fn is_data_error(code: Option<&str>) -> bool {
+    code.is_some_and(|c| c.starts_with("22"))
+}

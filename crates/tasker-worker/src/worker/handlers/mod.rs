@@ -1,0 +1,4 @@
+pub mod completion_processor;
+pub mod dispatch_service;
+pub mod ffi_dispatch_channel;
+pub mod registry;

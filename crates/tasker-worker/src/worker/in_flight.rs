@@ -1,0 +1,50 @@
+//! Steps this worker has claimed and not yet recorded: what the heartbeat renews and what a
+//! graceful shutdown hands back.
+
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use tasker_shared::queue::QueueName;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct InFlightStep {
+    pub queue: QueueName,
+    pub msg_id: i64,
+    pub attempt: i32,
+}
+
+#[derive(Debug, Default)]
+pub struct InFlight {
+    steps: Mutex<HashMap<Uuid, InFlightStep>>,
+}
+
+impl InFlight {
+    pub fn insert(&self, step: Uuid, entry: InFlightStep) {
+        self.steps.lock().insert(step, entry);
+        metrics::gauge!("tasker_worker_steps_in_flight").increment(1.0);
+    }
+
+    pub fn remove(&self, step: &Uuid) -> Option<InFlightStep> {
+        let removed = self.steps.lock().remove(step);
+        if removed.is_some() {
+            metrics::gauge!("tasker_worker_steps_in_flight").decrement(1.0);
+        }
+        removed
+    }
+
+    pub fn len(&self) -> usize {
+        self.steps.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn snapshot(&self) -> Vec<(Uuid, InFlightStep)> {
+        self.steps
+            .lock()
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
+    }
+}

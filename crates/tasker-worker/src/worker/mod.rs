@@ -1,0 +1,11 @@
+pub mod actor_command_processor;
+pub mod actors;
+pub mod commands;
+pub mod core;
+pub mod domain_event_callback;
+pub mod event_system;
+pub mod handlers;
+pub mod heartbeat;
+pub mod http;
+pub mod in_flight;
+pub mod worker_metrics;

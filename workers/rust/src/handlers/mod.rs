@@ -1,0 +1,4 @@
+pub mod ecommerce;
+pub mod errors;
+pub mod math;
+pub mod util;
