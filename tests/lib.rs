@@ -170,3 +170,139 @@ pub async fn wait_for_task(pool: &sqlx::PgPool, task: Uuid, timeout: Duration) -
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A stand-in for a worker, for orchestration tests: reads the worker queue, claims steps
+/// and records whatever result the test chooses, through the same SQL a real worker uses.
+pub struct FakeWorker {
+    pub pool: sqlx::PgPool,
+    pub queues: tasker_shared::queue::QueueClient,
+    pub worker_id: String,
+}
+
+/// What the fake worker reports for one step attempt.
+#[derive(Debug, Clone)]
+pub enum FakeOutcome {
+    Success(serde_json::Value),
+    Failure {
+        retryable: bool,
+        retry_after_ms: Option<u64>,
+    },
+    /// Leave the step claimed and unrecorded.
+    Hold,
+}
+
+impl FakeWorker {
+    pub async fn new(pool: sqlx::PgPool) -> Self {
+        let queues = tasker_shared::queue::QueueClient::new(pool.clone()).await;
+        Self {
+            pool,
+            queues,
+            worker_id: "fake-worker".into(),
+        }
+    }
+
+    /// Handles every message currently visible on `namespace`'s queue; returns how many steps
+    /// it recorded. `decide` gets the step name and attempt number.
+    pub async fn drain(&self, namespace: &str, decide: impl Fn(&str, i32) -> FakeOutcome) -> usize {
+        let queue = tasker_shared::queue::worker_queue(namespace).unwrap();
+        self.queues.ensure_queue(&queue).await.unwrap();
+        let messages = self.queues.read(&queue, 30, 100).await.unwrap();
+        let mut recorded = 0;
+        for m in messages {
+            let msg = tasker_shared::messages::StepMessage::decode(&m.message).unwrap();
+            let claimed: Option<(String, Option<i32>)> =
+                sqlx::query_as("SELECT outcome, attempt FROM tasker.claim_steps($1, $2, 60)")
+                    .bind(vec![msg.step_uuid])
+                    .bind(&self.worker_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .unwrap();
+            let Some(("claimed", Some(attempt))) = claimed.as_ref().map(|(o, a)| (o.as_str(), *a))
+            else {
+                self.queues
+                    .delete(&queue, m.msg_id, &self.pool)
+                    .await
+                    .unwrap();
+                continue;
+            };
+            let (success, result, error) = match decide(&msg.step_name, attempt) {
+                FakeOutcome::Hold => continue,
+                FakeOutcome::Success(v) => (true, v, None),
+                FakeOutcome::Failure {
+                    retryable,
+                    retry_after_ms,
+                } => (
+                    false,
+                    serde_json::Value::Null,
+                    Some(serde_json::json!({
+                        "message": format!("fake failure of {} on attempt {attempt}", msg.step_name),
+                        "error_type": "fake_error", "retryable": retryable, "retry_after_ms": retry_after_ms,
+                    })),
+                ),
+            };
+            let ok: bool = sqlx::query_scalar(
+                "SELECT tasker.record_step_result($1, $2, $3, $4, $5, $6, 1, '{}', $7, $8)",
+            )
+            .bind(msg.step_uuid)
+            .bind(attempt)
+            .bind(&self.worker_id)
+            .bind(success)
+            .bind(result)
+            .bind(error)
+            .bind(queue.as_str())
+            .bind(m.msg_id)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+            assert!(ok, "the fake worker holds the claim it just made");
+            recorded += 1;
+        }
+        recorded
+    }
+
+    /// Drains until the task ends or `timeout` passes.
+    pub async fn run_task(
+        &self,
+        namespace: &str,
+        task: Uuid,
+        timeout: Duration,
+        decide: impl Fn(&str, i32) -> FakeOutcome,
+    ) -> TaskRow {
+        let start = Instant::now();
+        loop {
+            self.drain(namespace, &decide).await;
+            let row = TaskRow::get(&self.pool, task).await.unwrap();
+            if row.task_state().unwrap().is_terminal() {
+                return row;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "task {task} still {} after {timeout:?}",
+                row.state
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Waits until `count` steps of the task are in `state`.
+pub async fn wait_for_steps_in(
+    pool: &sqlx::PgPool,
+    task: Uuid,
+    state: &str,
+    count: usize,
+    timeout: Duration,
+) {
+    let start = Instant::now();
+    loop {
+        let steps = StepRow::for_task(pool, task).await.unwrap();
+        if steps.iter().filter(|s| s.state == state).count() >= count {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "task {task}: fewer than {count} steps {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

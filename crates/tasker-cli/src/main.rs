@@ -25,12 +25,19 @@ enum Command {
     /// Validate or register task templates.
     #[command(subcommand)]
     Template(commands::template::Command),
+    /// Run orchestration and the REST API.
+    Server(commands::server::Args),
+    /// Run a Rust worker with the example handlers.
+    Worker(commands::worker::Args),
+    /// Create, inspect, cancel and watch tasks.
+    #[command(subcommand)]
+    Task(commands::task::Command),
 }
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TASKER_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -45,5 +52,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate(args) => commands::migrate::run(args).await,
         Command::Config(cmd) => commands::config::run(cmd),
         Command::Template(cmd) => commands::template::run(cmd).await,
+        Command::Server(args) => commands::server::run(args).await,
+        Command::Worker(args) => commands::worker::run(args).await,
+        Command::Task(cmd) => commands::task::run(cmd).await,
     }
 }

@@ -47,6 +47,7 @@ impl OrchestrationHandle {
 
 impl OrchestrationCore {
     pub async fn new(pool: PgPool, config: TaskerConfig) -> Self {
+        tasker_shared::observability::prometheus();
         let queues = QueueClient::new(pool.clone()).await;
         let actor = format!("orchestrator:{}:{}", hostname(), std::process::id());
         let queue =

@@ -11,7 +11,8 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum StepAction {
-    /// Give a failed step a fresh set of attempts.
+    /// Give a failed step a fresh set of attempts (its attempt count keeps growing, so every
+    /// attempt's audit row stays distinct; its budget grows by the original `max_attempts`).
     Reset,
     /// Mark the step done without a result; its children may run.
     Resolve,
@@ -145,8 +146,12 @@ pub async fn act_on_step(
                 meta,
             )
             .await?;
+            // An operator's reset is a deliberate retry, so it applies even to steps the
+            // template marked not retryable.
             sqlx::query(
-                "UPDATE tasker.workflow_steps SET attempts = 0, next_retry_at = NULL, completed_at = NULL
+                "UPDATE tasker.workflow_steps
+                    SET max_attempts = attempts + max_attempts, retryable = true,
+                        next_retry_at = NULL, completed_at = NULL
                   WHERE step_uuid = $1",
             )
             .bind(step.step_uuid)

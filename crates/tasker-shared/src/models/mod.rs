@@ -26,6 +26,10 @@ pub enum StoreError {
     NotFound { what: &'static str, id: String },
     #[error("template {identity} is already registered with a different body; bump its version")]
     TemplateVersionConflict { identity: String },
+    #[error(transparent)]
+    Queue(#[from] crate::queue::QueueError),
+    #[error("invalid name: {0}")]
+    InvalidName(String),
     #[error("stored {what} {id} cannot be decoded: {reason}")]
     Corrupt {
         what: &'static str,

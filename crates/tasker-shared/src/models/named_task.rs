@@ -1,4 +1,5 @@
 use super::StoreError;
+use crate::queue::{domain_events_queue, worker_queue, QueueClient};
 use crate::template::TaskTemplate;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -27,9 +28,23 @@ impl TemplateRegistry {
         Self { pool }
     }
 
-    /// Registers a validated template. Re-registering a version with a different body is
-    /// refused: running tasks refer to the body they were created from.
+    /// Registers a validated template and creates its namespace's worker and domain-event
+    /// queues. Re-registering a version with a different body is refused: running tasks
+    /// refer to the body they were created from.
     pub async fn register(&self, template: &TaskTemplate) -> Result<RegisterOutcome, StoreError> {
+        let outcome = self.register_body(template).await?;
+        let queues = QueueClient::new(self.pool.clone()).await;
+        for queue in [
+            worker_queue(&template.namespace),
+            domain_events_queue(&template.namespace),
+        ] {
+            let queue = queue.map_err(StoreError::InvalidName)?;
+            queues.ensure_queue(&queue).await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn register_body(&self, template: &TaskTemplate) -> Result<RegisterOutcome, StoreError> {
         let body = serde_json::to_value(template).expect("templates serialize to JSON");
         let mut tx = self.pool.begin().await?;
         let ns: Uuid = sqlx::query_scalar(

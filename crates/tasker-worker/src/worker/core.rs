@@ -66,6 +66,7 @@ impl WorkerCore {
         config: &TaskerConfig,
         options: WorkerOptions,
     ) -> Result<WorkerHandle, WorkerStartError> {
+        tasker_shared::observability::prometheus();
         let worker_id = options.worker_id.clone().unwrap_or_else(default_worker_id);
         let wc = &config.worker;
         let hd = &wc.mpsc_channels.handler_dispatch;

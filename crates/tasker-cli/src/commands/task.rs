@@ -1,0 +1,189 @@
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::time::Duration;
+use tasker_orchestration::task_operations::cancel_task;
+use tasker_orchestration::{TaskInitializer, TaskRequest};
+use tasker_shared::models::{StepRow, TaskRow};
+use uuid::Uuid;
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Submit a task; prints its id.
+    Create {
+        #[arg(long)]
+        namespace: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+        /// The task's context, a JSON object.
+        #[arg(long, default_value = "{}")]
+        context: String,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Wait until the task ends; exit non-zero unless it completed.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, in seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Show a task and its steps as JSON.
+    Get { id: Uuid },
+    /// List recent tasks.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        namespace: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// Cancel a task.
+    Cancel { id: Uuid },
+    /// A live view of a task's steps until it ends.
+    Watch { id: Uuid },
+}
+
+pub async fn run(cmd: Command) -> anyhow::Result<()> {
+    let config = super::load_config()?;
+    let pool = super::connect(&config).await?;
+    match cmd {
+        Command::Create {
+            namespace,
+            name,
+            version,
+            context,
+            idempotency_key,
+            wait,
+            timeout,
+        } => {
+            let context: serde_json::Value =
+                serde_json::from_str(&context).context("--context is not valid JSON")?;
+            let initializer = TaskInitializer::new(pool.clone(), config.backoff.clone());
+            let created = initializer
+                .create_task(&TaskRequest {
+                    namespace,
+                    name,
+                    version,
+                    context,
+                    idempotency_key,
+                    initiator: Some("cli".into()),
+                })
+                .await?;
+            println!("{}", created.task_uuid);
+            if wait {
+                let task = wait_for(&pool, created.task_uuid, Duration::from_secs(timeout)).await?;
+                eprintln!("task {} {}", task.task_uuid, task.state);
+                if task.state != "complete" {
+                    bail!("task ended {}", task.state);
+                }
+            }
+        }
+        Command::Get { id } => {
+            let task = TaskRow::get(&pool, id).await?;
+            let steps = StepRow::for_task(&pool, id).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "task": task, "steps": steps }))?
+            );
+        }
+        Command::List {
+            status,
+            namespace,
+            limit,
+        } => {
+            let tasks =
+                TaskRow::list(&pool, status.as_deref(), namespace.as_deref(), limit, 0).await?;
+            println!(
+                "{:<36}  {:<24}  {:<28}  CREATED",
+                "TASK", "STATE", "TEMPLATE"
+            );
+            for t in tasks {
+                println!(
+                    "{:<36}  {:<24}  {:<28}  {}",
+                    t.task_uuid,
+                    t.state,
+                    format!("{}/{}@{}", t.namespace, t.name, t.version),
+                    t.created_at.format("%Y-%m-%d %H:%M:%S")
+                );
+            }
+        }
+        Command::Cancel { id } => {
+            let task = cancel_task(&pool, id, "cli").await?;
+            println!("task {} {}", task.task_uuid, task.state);
+        }
+        Command::Watch { id } => watch(&pool, id).await?,
+    }
+    Ok(())
+}
+
+async fn wait_for(pool: &sqlx::PgPool, id: Uuid, timeout: Duration) -> anyhow::Result<TaskRow> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let task = TaskRow::get(pool, id).await?;
+        if task.task_state()?.is_terminal() {
+            return Ok(task);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "task {id} still {} after {}s",
+                task.state,
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn watch(pool: &sqlx::PgPool, id: Uuid) -> anyhow::Result<()> {
+    let task = TaskRow::get(pool, id).await?;
+    let multi = MultiProgress::new();
+    let header = multi.add(ProgressBar::new_spinner());
+    header.set_style(ProgressStyle::with_template("{spinner} {msg}")?);
+    let steps = StepRow::for_task(pool, id).await?;
+    let style = ProgressStyle::with_template("  {prefix:<28} {msg}")?;
+    let mut bars: HashMap<Uuid, ProgressBar> = HashMap::new();
+    for s in &steps {
+        let bar = multi.add(ProgressBar::new_spinner());
+        bar.set_style(style.clone());
+        bar.set_prefix(s.name.clone());
+        bars.insert(s.step_uuid, bar);
+    }
+    loop {
+        let task_now = TaskRow::get(pool, id).await?;
+        header.set_message(format!(
+            "{}/{}@{} {}  {}",
+            task.namespace, task.name, task.version, id, task_now.state
+        ));
+        header.tick();
+        for s in StepRow::for_task(pool, id).await? {
+            if let Some(bar) = bars.get(&s.step_uuid) {
+                let err = s
+                    .last_error
+                    .as_ref()
+                    .and_then(|e| e.get("message"))
+                    .and_then(|m| m.as_str())
+                    .map(|m| format!("  ({m})"))
+                    .unwrap_or_default();
+                bar.set_message(format!(
+                    "{:<36} attempts {}/{}{}",
+                    s.state, s.attempts, s.max_attempts, err
+                ));
+            }
+        }
+        if task_now.task_state()?.is_terminal() {
+            header.finish_with_message(format!(
+                "{}/{}@{} {}  {}",
+                task.namespace, task.name, task.version, id, task_now.state
+            ));
+            for bar in bars.values() {
+                bar.finish();
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,472 @@
+//! Orchestration against real queues and tables, with a test double on the worker side.
+
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+use tasker_orchestration::task_operations::{act_on_step, cancel_task, StepAction};
+use tasker_orchestration::TaskRequest;
+use tasker_shared::models::{StepRow, TaskRow, TransitionRow};
+use tasker_tests::{FakeOutcome, FakeWorker, Harness};
+use uuid::Uuid;
+
+const T: Duration = Duration::from_secs(30);
+
+fn ok(_: &str, _: i32) -> FakeOutcome {
+    FakeOutcome::Success(json!(1))
+}
+
+/// When each step was enqueued and completed, from its transition history.
+async fn timeline(
+    h: &Harness,
+    task: Uuid,
+) -> HashMap<String, (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> {
+    let mut out = HashMap::new();
+    for s in h.steps(task).await {
+        let t = TransitionRow::for_step(&h.db.pool, s.step_uuid)
+            .await
+            .unwrap();
+        let enq = t
+            .iter()
+            .find(|r| r.to_state == "enqueued")
+            .unwrap()
+            .created_at;
+        let done = t
+            .iter()
+            .rfind(|r| r.to_state == "complete")
+            .unwrap()
+            .created_at;
+        out.insert(s.name, (enq, done));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dag_shapes_complete_and_respect_dependencies() {
+    let h = Harness::orchestration_only(&[]).await;
+    let fake = FakeWorker::new(h.db.pool.clone()).await;
+    for (ns, name, edges) in [
+        (
+            "linear_workflow",
+            "linear_math",
+            vec![
+                ("add_two", "triple"),
+                ("triple", "square"),
+                ("square", "minus_one"),
+            ],
+        ),
+        (
+            "diamond_workflow",
+            "diamond_math",
+            vec![
+                ("start", "left"),
+                ("start", "right"),
+                ("left", "join"),
+                ("right", "join"),
+            ],
+        ),
+        (
+            "tree_workflow",
+            "tree_math",
+            vec![
+                ("root", "branch_a"),
+                ("branch_b", "leaf_b2"),
+                ("leaf_a1", "merge"),
+                ("leaf_b2", "merge"),
+            ],
+        ),
+        (
+            "mixed_dag_workflow",
+            "mixed_dag_math",
+            vec![
+                ("init", "finalize"),
+                ("transform", "finalize"),
+                ("validate_a", "transform"),
+            ],
+        ),
+    ] {
+        let task = h.create(ns, name, json!({"value": 1})).await;
+        assert_eq!(
+            fake.run_task(ns, task, T, ok).await.state,
+            "complete",
+            "{name}"
+        );
+        let tl = timeline(&h, task).await;
+        for (parent, child) in edges {
+            assert!(
+                tl[child].0 >= tl[parent].1,
+                "{name}: {child} enqueued before {parent} completed"
+            );
+        }
+        let history = TransitionRow::for_task(&h.db.pool, task).await.unwrap();
+        assert_eq!(history.first().unwrap().to_state, "pending");
+        assert_eq!(history.last().unwrap().to_state, "complete");
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_twice_then_succeeds_within_max_attempts() {
+    let h = Harness::orchestration_only(&[]).await;
+    let fake = FakeWorker::new(h.db.pool.clone()).await;
+    let task = h
+        .create("error_scenarios", "retry_then_succeed", json!({"value": 1}))
+        .await;
+    let row = fake
+        .run_task("error_scenarios", task, T, |step, attempt| {
+            if step == "flaky" && attempt <= 2 {
+                FakeOutcome::Failure {
+                    retryable: true,
+                    retry_after_ms: None,
+                }
+            } else {
+                FakeOutcome::Success(json!(attempt))
+            }
+        })
+        .await;
+    assert_eq!(row.state, "complete");
+    let flaky = StepRow::find_by_name(&h.db.pool, task, "flaky")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((flaky.attempts, flaky.results), (3, Some(json!(3))));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_failing_step_errors_after_max_attempts_with_backoff() {
+    let h = Harness::orchestration_only(&[]).await;
+    let fake = FakeWorker::new(h.db.pool.clone()).await;
+    let task = h.create("error_scenarios", "always_fails", json!({})).await;
+    let row = fake
+        .run_task("error_scenarios", task, T, |_, _| FakeOutcome::Failure {
+            retryable: true,
+            retry_after_ms: None,
+        })
+        .await;
+    assert_eq!(row.state, "error");
+    let step = &h.steps(task).await[0];
+    assert_eq!((step.state.as_str(), step.attempts), ("error", 3));
+    let audits: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tasker.step_result_audits WHERE step_uuid = $1")
+            .bind(step.step_uuid)
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(audits, 3);
+    // Linear backoff, base 100 ms: the gaps between a failure and the next enqueue are at
+    // least 100 ms, then 200 ms.
+    let t = TransitionRow::for_step(&h.db.pool, step.step_uuid)
+        .await
+        .unwrap();
+    let waits: Vec<_> = t
+        .iter()
+        .filter(|r| r.to_state == "waiting_for_retry")
+        .map(|r| r.created_at)
+        .collect();
+    let enqueues: Vec<_> = t
+        .iter()
+        .filter(|r| r.to_state == "enqueued")
+        .map(|r| r.created_at)
+        .skip(1)
+        .collect();
+    assert_eq!(waits.len(), 2);
+    for (i, (w, e)) in waits.iter().zip(&enqueues).enumerate() {
+        let gap = (*e - *w).num_milliseconds();
+        assert!(gap >= 100 * (i as i64 + 1), "retry {i} came after {gap} ms");
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_retryable_failure_blocks_task_and_stops_enqueueing() {
+    let h = Harness::orchestration_only(&[]).await;
+    let fake = FakeWorker::new(h.db.pool.clone()).await;
+    let task = h
+        .create("error_scenarios", "permanent_failure", json!({"value": 1}))
+        .await;
+    // start completes; fail_fast fails for good while slow_branch is still running (held).
+    fake.drain("error_scenarios", ok).await;
+    tasker_tests::wait_for_steps_in(&h.db.pool, task, "enqueued", 2, T).await;
+    fake.drain("error_scenarios", |step, _| match step {
+        "fail_fast" => FakeOutcome::Failure {
+            retryable: false,
+            retry_after_ms: None,
+        },
+        _ => FakeOutcome::Hold,
+    })
+    .await;
+    let row = tasker_tests::wait_for_task(&h.db.pool, task, T).await;
+    assert_eq!(row.state, "error");
+    let history = TransitionRow::for_task(&h.db.pool, task).await.unwrap();
+    let blocked = history
+        .iter()
+        .find(|r| r.to_state == "blocked_by_failures")
+        .unwrap();
+    assert_eq!(
+        blocked.metadata["failed_steps"][0]["step"],
+        json!("fail_fast")
+    );
+    // slow_branch's result lands later: its child must not be enqueued.
+    let slow = StepRow::find_by_name(&h.db.pool, task, "slow_branch")
+        .await
+        .unwrap()
+        .unwrap();
+    sqlx::query("SELECT tasker.record_step_result($1, $2, 'fake-worker', true, '1', NULL, 1, '{}', NULL, NULL)")
+        .bind(slow.step_uuid)
+        .bind(slow.attempts)
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = StepRow::find_by_name(&h.db.pool, task, "after_slow")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.state, "pending");
+    assert_eq!(TaskRow::get(&h.db.pool, task).await.unwrap().state, "error");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identical_requests_create_one_task() {
+    let h = Harness::orchestration_only(&[]).await;
+    let request = TaskRequest {
+        namespace: "diamond_workflow".into(),
+        name: "diamond_math".into(),
+        version: "1.0.0".into(),
+        context: json!({"value": 2}),
+        idempotency_key: Some("order-42".into()),
+        initiator: None,
+    };
+    let results =
+        futures::future::join_all((0..8).map(|_| h.core.initializer.create_task(&request))).await;
+    let ids: std::collections::HashSet<Uuid> = results
+        .iter()
+        .map(|r| r.as_ref().unwrap().task_uuid)
+        .collect();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| r.as_ref().unwrap().created)
+            .count(),
+        1
+    );
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM tasker.tasks")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_context_and_unknown_template_are_refused() {
+    let h = Harness::orchestration_only(&[]).await;
+    let mut req = TaskRequest {
+        namespace: "ecommerce".into(),
+        name: "order_fulfillment".into(),
+        version: "1.0.0".into(),
+        context: json!({"order_id": "x"}),
+        idempotency_key: None,
+        initiator: None,
+    };
+    let err = h
+        .core
+        .initializer
+        .create_task(&req)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("input_schema") && err.contains("order_id"),
+        "{err}"
+    );
+    req.version = "9.9.9".into();
+    let err = h
+        .core
+        .initializer
+        .create_task(&req)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ecommerce/order_fulfillment@9.9.9"), "{err}");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_delivered_twice_changes_nothing_the_second_time() {
+    let h = Harness::orchestration_only(&[]).await;
+    if let Some(o) = h.orchestrator.as_ref() {
+        o.token().cancel();
+    }
+    let fake = FakeWorker::new(h.db.pool.clone()).await;
+    let task = h
+        .create("linear_workflow", "linear_math", json!({"value": 1}))
+        .await;
+    fake.drain("linear_workflow", ok).await;
+    let results = tasker_shared::queue::QueueName::new("orchestration_step_results").unwrap();
+    let msg: serde_json::Value =
+        sqlx::query_scalar("SELECT message FROM pgmq.q_orchestration_step_results")
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    fake.queues.send(&results, &msg, &h.db.pool).await.unwrap();
+    assert_eq!(h.core.drain_results().await.unwrap(), 2);
+    let transitions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tasker.workflow_step_transitions WHERE task_uuid = $1",
+    )
+    .bind(task)
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    // Deliver once more after everything settled: nothing moves.
+    fake.queues.send(&results, &msg, &h.db.pool).await.unwrap();
+    assert_eq!(h.core.drain_results().await.unwrap(), 1);
+    let again: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tasker.workflow_step_transitions WHERE task_uuid = $1",
+    )
+    .bind(task)
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(transitions, again);
+    let steps = h.steps(task).await;
+    assert_eq!(steps.iter().filter(|s| s.state == "complete").count(), 1);
+    assert_eq!(steps.iter().filter(|s| s.state == "enqueued").count(), 1);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_stops_work_and_late_results_do_not_revive() {
+    let h = Harness::orchestration_only(&[]).await;
+    let fake = FakeWorker::new(h.db.pool.clone()).await;
+    let task = h
+        .create("diamond_workflow", "diamond_math", json!({"value": 1}))
+        .await;
+    fake.drain("diamond_workflow", ok).await;
+    // left and right are enqueued; one is claimed and held (in flight) when we cancel.
+    tasker_tests::wait_for_steps_in(&h.db.pool, task, "enqueued", 2, T).await;
+    let recorded = fake
+        .drain("diamond_workflow", |_, _| FakeOutcome::Hold)
+        .await;
+    assert_eq!(recorded, 0);
+    let cancelled = cancel_task(&h.db.pool, task, "test").await.unwrap();
+    assert_eq!(cancelled.state, "cancelled");
+    let steps = h.steps(task).await;
+    assert_eq!(
+        steps.iter().find(|s| s.name == "join").unwrap().state,
+        "cancelled"
+    );
+    // The held in-flight step's result still lands, and the task stays cancelled.
+    let left = steps.iter().find(|s| s.name == "left").unwrap();
+    assert_eq!(left.state, "in_progress");
+    sqlx::query("SELECT tasker.record_step_result($1, $2, 'fake-worker', true, '5', NULL, 1, '{}', NULL, NULL)")
+        .bind(left.step_uuid)
+        .bind(left.attempts)
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    h.core.drain_results().await.unwrap();
+    assert_eq!(
+        StepRow::find_by_name(&h.db.pool, task, "left")
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "complete"
+    );
+    assert_eq!(
+        TaskRow::get(&h.db.pool, task).await.unwrap().state,
+        "cancelled"
+    );
+    assert!(
+        cancel_task(&h.db.pool, task, "test").await.is_err(),
+        "cancelling twice is refused"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_reset_resolve_and_complete_let_the_task_continue() {
+    let h = Harness::orchestration_only(&[]).await;
+    let fake = FakeWorker::new(h.db.pool.clone()).await;
+    let fail = |_: &str, _: i32| FakeOutcome::Failure {
+        retryable: false,
+        retry_after_ms: None,
+    };
+
+    // reset: the failed step gets fresh attempts and then succeeds.
+    let task = h
+        .create("error_scenarios", "retry_then_succeed", json!({"value": 1}))
+        .await;
+    assert_eq!(
+        fake.run_task("error_scenarios", task, T, fail).await.state,
+        "error"
+    );
+    let step = act_on_step(&h.db.pool, task, "flaky", &StepAction::Reset, "test")
+        .await
+        .unwrap();
+    assert_eq!(
+        (step.state.as_str(), step.attempts, step.max_attempts),
+        ("enqueued", 1, 4)
+    );
+    assert_eq!(
+        fake.run_task("error_scenarios", task, T, ok).await.state,
+        "complete"
+    );
+
+    // resolve: the child runs without the parent's result.
+    let task = h
+        .create("error_scenarios", "retry_then_succeed", json!({"value": 1}))
+        .await;
+    assert_eq!(
+        fake.run_task("error_scenarios", task, T, fail).await.state,
+        "error"
+    );
+    act_on_step(&h.db.pool, task, "flaky", &StepAction::Resolve, "test")
+        .await
+        .unwrap();
+    assert_eq!(
+        fake.run_task("error_scenarios", task, T, ok).await.state,
+        "complete"
+    );
+    assert_eq!(
+        StepRow::find_by_name(&h.db.pool, task, "flaky")
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        "resolved_manually"
+    );
+
+    // complete: the given result becomes the step's result.
+    let task = h
+        .create("error_scenarios", "retry_then_succeed", json!({"value": 1}))
+        .await;
+    assert_eq!(
+        fake.run_task("error_scenarios", task, T, fail).await.state,
+        "error"
+    );
+    act_on_step(
+        &h.db.pool,
+        task,
+        "flaky",
+        &StepAction::Complete { result: json!(41) },
+        "test",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        fake.run_task("error_scenarios", task, T, ok).await.state,
+        "complete"
+    );
+    assert_eq!(h.result_of(task, "flaky").await, json!(41));
+
+    // A complete step cannot be reset.
+    let err = act_on_step(&h.db.pool, task, "after_flaky", &StepAction::Reset, "test")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not possible"), "{err}");
+    h.shutdown().await;
+}
