@@ -27,6 +27,7 @@ pub const EXAMPLE_NAMESPACES: &[&str] = &[
     "mixed_dag_workflow",
     "ecommerce",
     "error_scenarios",
+    "sleep_workflow",
 ];
 
 /// The test environment's configuration pointed at `db`, with overrides.

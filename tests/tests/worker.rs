@@ -1,0 +1,371 @@
+//! The worker core against the real database: claims, leases, domain-event ordering,
+//! malformed messages, configuration and graceful shutdown.
+
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tasker_shared::models::StepRow;
+use tasker_shared::queue::{worker_queue, QueueClient};
+use tasker_shared::StepExecutionResult;
+use tasker_tests::toml_value::Value as Toml;
+use tasker_tests::Harness;
+use tasker_worker::worker::handlers::completion_processor::{
+    CompletionProcessorService, RecordOutcome,
+};
+use tasker_worker::worker::handlers::dispatch_service::{CompletedStep, PostHandlerCallback};
+use tasker_worker::worker::in_flight::InFlight;
+use tasker_worker::{Dispatch, DispatchedStep, WorkerCore, WorkerOptions};
+
+const T: Duration = Duration::from_secs(30);
+
+/// Fails the test if it ever sees a step whose result is not yet recorded.
+struct RecordedBeforeCallback {
+    pool: sqlx::PgPool,
+    checked: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl PostHandlerCallback for RecordedBeforeCallback {
+    async fn on_handler_complete(&self, step: &DispatchedStep, _: &StepExecutionResult) {
+        let recorded: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tasker.step_result_audits WHERE step_uuid = $1 AND attempt = $2)")
+            .bind(step.context.step_uuid)
+            .bind(step.context.attempt)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+        assert!(recorded, "callback ran before the result was recorded");
+        self.checked
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn name(&self) -> &str {
+        "recorded_before_callback"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domain_events_only_follow_recorded_results() {
+    let mut h = Harness::orchestration_only(&[]).await;
+    let checked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let worker = WorkerCore::start(
+        h.db.pool.clone(),
+        &h.config,
+        WorkerOptions {
+            namespaces: vec!["ecommerce".into()],
+            dispatch: Dispatch::Rust(tasker_worker_rust::example_registry()),
+            worker_id: None,
+            callbacks: vec![Arc::new(RecordedBeforeCallback {
+                pool: h.db.pool.clone(),
+                checked: checked.clone(),
+            })],
+        },
+    )
+    .await
+    .unwrap();
+    let mut events = worker.subscribe();
+    let pool = h.db.pool.clone();
+    let observer = tokio::spawn(async move {
+        let mut seen = 0;
+        while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            let state: String =
+                sqlx::query_scalar("SELECT state FROM tasker.workflow_steps WHERE step_uuid = $1")
+                    .bind(e.step_uuid)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            assert_ne!(
+                state, "in_progress",
+                "event {} seen before its result",
+                e.name
+            );
+            seen += 1;
+            if seen == 6 {
+                break;
+            }
+        }
+        seen
+    });
+    h.worker = Some(worker);
+    for i in 0..3 {
+        let t = h
+            .create(
+                "ecommerce",
+                "order_fulfillment",
+                json!({"order_id": i, "items": [{"sku": "x", "quantity": 1, "price": 1.0}]}),
+            )
+            .await;
+        assert_eq!(h.wait(t, T).await.state, "complete");
+    }
+    assert_eq!(
+        observer.await.unwrap(),
+        6,
+        "order.validated and payment.processed for each of 3 orders"
+    );
+    assert_eq!(checked.load(std::sync::atomic::Ordering::SeqCst), 12);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_result_after_lease_loss_is_refused() {
+    let h = Harness::orchestration_only(&[]).await;
+    let task = h
+        .create("linear_workflow", "linear_math", json!({"value": 1}))
+        .await;
+    let step = h
+        .steps(task)
+        .await
+        .into_iter()
+        .find(|s| s.name == "add_two")
+        .unwrap();
+    let claim = |worker: &'static str| {
+        let pool = h.db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT outcome FROM tasker.claim_steps($1, $2, 60)")
+                .bind(vec![step.step_uuid])
+                .bind(worker)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(claim("w1").await, "claimed");
+    assert_eq!(claim("w2").await, "busy", "a live lease is respected");
+    sqlx::query("UPDATE tasker.workflow_steps SET lease_expires_at = now() - interval '1 second' WHERE step_uuid = $1")
+        .bind(step.step_uuid)
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        claim("w2").await,
+        "claimed",
+        "an expired lease is taken over as a new attempt"
+    );
+
+    let processor = CompletionProcessorService::new(
+        h.db.pool.clone(),
+        "w1".into(),
+        Arc::new(InFlight::default()),
+        Vec::new(),
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+        1,
+    );
+    let dispatched = DispatchedStep {
+        event_id: uuid::Uuid::now_v7(),
+        context: tasker_worker::StepContext {
+            task_uuid: task,
+            step_uuid: step.step_uuid,
+            step_name: step.name.clone(),
+            namespace: "linear_workflow".into(),
+            task_name: "linear_math".into(),
+            task_version: "1.0.0".into(),
+            attempt: 1,
+            max_attempts: 3,
+            handler_callable: step.handler_callable.clone(),
+            initialization: json!({}),
+            inputs: json!({}),
+            task_context: json!({}),
+            dependency_results: Default::default(),
+            timeout_seconds: None,
+        },
+        publishes_events: Vec::new(),
+        queue: worker_queue("linear_workflow").unwrap(),
+        msg_id: 1,
+        dispatched_at: Instant::now(),
+        lease_expires_at: chrono::Utc::now(),
+    };
+    let result = StepExecutionResult::success(
+        step.step_uuid,
+        json!(3),
+        tasker_worker::worker::handlers::dispatch_service::metadata(
+            chrono::Utc::now(),
+            Instant::now(),
+            "w1",
+            json!(null),
+        ),
+    );
+    assert_eq!(
+        processor
+            .handle(CompletedStep {
+                step: dispatched,
+                result
+            })
+            .await,
+        RecordOutcome::Refused
+    );
+    let row = StepRow::find_by_name(&h.db.pool, task, "add_two")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (row.state.as_str(), row.claim_owner.as_deref(), row.attempts),
+        ("in_progress", Some("w2"), 2)
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_message_is_archived_and_worker_keeps_serving() {
+    let h = Harness::with_rust_worker(&[]).await;
+    let queues = QueueClient::new(h.db.pool.clone()).await;
+    let q = worker_queue("linear_workflow").unwrap();
+    queues
+        .send(&q, &json!({"what": "not a step message"}), &h.db.pool)
+        .await
+        .unwrap();
+    queues
+        .send(&q, &json!("just a string"), &h.db.pool)
+        .await
+        .unwrap();
+    let task = h
+        .create("linear_workflow", "linear_math", json!({"value": 6}))
+        .await;
+    assert_eq!(h.wait(task, T).await.state, "complete");
+    let start = Instant::now();
+    loop {
+        let archived: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pgmq.a_worker_linear_workflow_queue")
+                .fetch_one(&h.db.pool)
+                .await
+                .unwrap();
+        if archived == 2 {
+            break;
+        }
+        assert!(start.elapsed() < T, "malformed messages were not archived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_channel_sizes_and_limits_take_effect() {
+    let h = Harness::with_rust_worker(&[
+        (
+            "worker.mpsc_channels.handler_dispatch.max_concurrent_handlers",
+            Toml::Integer(3),
+        ),
+        (
+            "worker.mpsc_channels.handler_dispatch.dispatch_buffer_size",
+            Toml::Integer(7),
+        ),
+        (
+            "worker.mpsc_channels.handler_dispatch.completion_buffer_size",
+            Toml::Integer(5),
+        ),
+        (
+            "worker.mpsc_channels.handler_dispatch.handler_timeout_ms",
+            Toml::Integer(200),
+        ),
+    ])
+    .await;
+    let status = h.worker.as_ref().unwrap().status().await.unwrap();
+    assert_eq!(status.handler_permits_available, 3);
+    assert_eq!(status.dispatch_channel_capacity, 7);
+    assert_eq!(status.completion_channel_capacity, 5);
+    // Examples::Sleep for 1 s against a 200 ms handler timeout (the template sets none).
+    let task = h
+        .create(
+            "sleep_workflow",
+            "parallel_sleep",
+            json!({"sleep_ms": 1000}),
+        )
+        .await;
+    assert_eq!(h.wait(task, T).await.state, "error");
+    let step = &h.steps(task).await[0];
+    assert_eq!(
+        step.last_error.as_ref().unwrap()["error_type"],
+        json!("handler_timeout")
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_mode_needs_no_notifications() {
+    let h = Harness::with_rust_worker(&[
+        ("worker.deployment_mode", Toml::String("polling".into())),
+        ("worker.fallback_poll_interval_ms", Toml::Integer(50)),
+    ])
+    .await;
+    let task = h
+        .create("diamond_workflow", "diamond_math", json!({"value": 3}))
+        .await;
+    assert_eq!(h.wait(task, T).await.state, "complete");
+    assert_eq!(h.result_of(task, "join").await, json!(37));
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_handler_keeps_its_message_invisible_and_its_lease() {
+    // Visibility 1 s and lease 2 s, but the handler runs 3 s: the heartbeat must keep both
+    // alive, so the step runs exactly once.
+    let h = Harness::with_rust_worker(&[
+        ("queues.visibility_timeout_seconds", Toml::Integer(1)),
+        ("worker.claim_lease_seconds", Toml::Integer(2)),
+        ("worker.heartbeat_interval_ms", Toml::Integer(300)),
+    ])
+    .await;
+    let task = h
+        .create(
+            "sleep_workflow",
+            "parallel_sleep",
+            json!({"sleep_ms": 3000}),
+        )
+        .await;
+    assert_eq!(h.wait(task, T).await.state, "complete");
+    for s in h.steps(task).await {
+        assert_eq!(s.attempts, 1, "{} ran more than once", s.name);
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_steps() {
+    let mut h = Harness::with_rust_worker(&[]).await;
+    let task = h
+        .create("sleep_workflow", "parallel_sleep", json!({"sleep_ms": 400}))
+        .await;
+    tasker_tests::wait_for_steps_in(&h.db.pool, task, "in_progress", 4, T).await;
+    h.worker
+        .take()
+        .unwrap()
+        .shutdown_within(Duration::from_secs(10))
+        .await;
+    for s in h.steps(task).await {
+        assert_ne!(s.state, "in_progress", "{} was left running", s.name);
+        assert_eq!(s.attempts, 1);
+    }
+    assert_eq!(h.wait(task, T).await.state, "complete");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_deadline_hands_unfinished_steps_back() {
+    let mut h = Harness::with_rust_worker(&[]).await;
+    let task = h
+        .create(
+            "sleep_workflow",
+            "parallel_sleep",
+            json!({"sleep_ms": 60000}),
+        )
+        .await;
+    tasker_tests::wait_for_steps_in(&h.db.pool, task, "in_progress", 4, T).await;
+    h.worker
+        .take()
+        .unwrap()
+        .shutdown_within(Duration::from_millis(200))
+        .await;
+    for s in h.steps(task).await {
+        assert_eq!(
+            (s.state.as_str(), s.attempts, s.claim_owner.as_deref()),
+            ("enqueued", 0, None),
+            "{}",
+            s.name
+        );
+    }
+    // Another worker picks them straight up (their messages were made visible again).
+    let worker = h
+        .start_worker(Dispatch::Rust(tasker_worker_rust::example_registry()))
+        .await;
+    tasker_tests::wait_for_steps_in(&h.db.pool, task, "in_progress", 4, T).await;
+    worker.shutdown_within(Duration::from_millis(100)).await;
+    h.shutdown().await;
+}
