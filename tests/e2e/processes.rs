@@ -1,0 +1,185 @@
+//! `tasker server` and `tasker worker` as separate processes, talking only through Postgres.
+
+mod support;
+
+use serde_json::json;
+use std::time::Duration;
+use support::tasker;
+use tasker_orchestration::{TaskInitializer, TaskRequest};
+use tasker_shared::models::StepRow;
+use tasker_tests::testing::TestDatabase;
+use tasker_tests::{register_examples, wait_for_task};
+use uuid::Uuid;
+
+const T: Duration = Duration::from_secs(60);
+
+async fn create(db: &TestDatabase, ns: &str, name: &str, context: serde_json::Value) -> Uuid {
+    let backoff = tasker_tests::config_for(db, &[]).backoff;
+    TaskInitializer::new(db.pool.clone(), backoff)
+        .create_task(&TaskRequest {
+            namespace: ns.into(),
+            name: name.into(),
+            version: "1.0.0".into(),
+            context,
+            idempotency_key: None,
+            initiator: None,
+        })
+        .await
+        .unwrap()
+        .task_uuid
+}
+
+async fn result(db: &TestDatabase, task: Uuid, step: &str) -> serde_json::Value {
+    StepRow::find_by_name(&db.pool, task, step)
+        .await
+        .unwrap()
+        .unwrap()
+        .results
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_through_server_and_rust_worker_processes() {
+    let db = TestDatabase::new().await;
+    register_examples(&db).await;
+    let _server = tasker("examples", "server", &db, &["server"], &[]);
+    let _worker = tasker("examples", "worker", &db, &["worker"], &[]);
+    let linear = create(&db, "linear_workflow", "linear_math", json!({"value": 6})).await;
+    let diamond = create(&db, "diamond_workflow", "diamond_math", json!({"value": 3})).await;
+    let tree = create(&db, "tree_workflow", "tree_math", json!({"value": 2})).await;
+    let mixed = create(
+        &db,
+        "mixed_dag_workflow",
+        "mixed_dag_math",
+        json!({"value": 5}),
+    )
+    .await;
+    let order = create(
+        &db,
+        "ecommerce",
+        "order_fulfillment",
+        json!({"order_id": 7, "items": [{"sku": "a", "quantity": 3, "price": 2.5}]}),
+    )
+    .await;
+    let flaky = create(
+        &db,
+        "error_scenarios",
+        "retry_then_succeed",
+        json!({"value": 9}),
+    )
+    .await;
+    let doomed = create(&db, "error_scenarios", "always_fails", json!({})).await;
+    let permanent = create(
+        &db,
+        "error_scenarios",
+        "permanent_failure",
+        json!({"value": 1}),
+    )
+    .await;
+    for t in [linear, diamond, tree, mixed, order, flaky] {
+        assert_eq!(wait_for_task(&db.pool, t, T).await.state, "complete");
+    }
+    for t in [doomed, permanent] {
+        assert_eq!(wait_for_task(&db.pool, t, T).await.state, "error");
+    }
+    assert_eq!(result(&db, linear, "minus_one").await, json!(575));
+    assert_eq!(result(&db, diamond, "join").await, json!(37));
+    assert_eq!(result(&db, tree, "merge").await, json!(115));
+    assert_eq!(result(&db, mixed, "finalize").await, json!(266));
+    assert_eq!(
+        result(&db, order, "charge_payment").await["amount"],
+        json!(7.5)
+    );
+    assert_eq!(result(&db, flaky, "after_flaky").await, json!(10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rust_workers_share_the_load_without_running_a_step_twice() {
+    let db = TestDatabase::new().await;
+    register_examples(&db).await;
+    let _server = tasker("share", "server", &db, &["server"], &[]);
+    let _w1 = tasker(
+        "share",
+        "worker1",
+        &db,
+        &["worker", "--worker-id", "rust-1"],
+        &[],
+    );
+    let _w2 = tasker(
+        "share",
+        "worker2",
+        &db,
+        &["worker", "--worker-id", "rust-2"],
+        &[],
+    );
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        tasks.push(
+            create(
+                &db,
+                "sleep_workflow",
+                "parallel_sleep",
+                json!({"sleep_ms": 20 + i % 3}),
+            )
+            .await,
+        );
+    }
+    for t in tasks {
+        assert_eq!(wait_for_task(&db.pool, t, T).await.state, "complete");
+    }
+    let (runs, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT step_uuid) FROM tasker.step_result_audits")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (runs, distinct),
+        (160, 160),
+        "each step recorded exactly once"
+    );
+    let workers: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT worker_id, count(*) FROM tasker.step_result_audits GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(workers.len(), 2, "both workers ran steps: {workers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_create_wait_from_the_cli() {
+    let db = TestDatabase::new().await;
+    register_examples(&db).await;
+    let _server = tasker("cli", "server", &db, &["server"], &[]);
+    let _worker = tasker("cli", "worker", &db, &["worker"], &[]);
+    let root = tasker_tests::repo_root();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tasker"))
+        .args([
+            "task",
+            "create",
+            "--namespace",
+            "diamond_workflow",
+            "--name",
+            "diamond_math",
+            "--version",
+            "1.0.0",
+            "--context",
+            r#"{"value": 3}"#,
+            "--wait",
+            "--timeout",
+            "60",
+        ])
+        .env("DATABASE_URL", &db.url)
+        .env("TASKER_ENV", "test")
+        .env("TASKER_CONFIG_DIR", root.join("config/tasker"))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id: Uuid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_eq!(result(&db, id, "join").await, json!(37));
+}
