@@ -4,6 +4,10 @@ mod commands;
 
 use clap::{Parser, Subcommand};
 
+// Handler dispatch allocates on several threads at once; glibc's arenas contend there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tasker",

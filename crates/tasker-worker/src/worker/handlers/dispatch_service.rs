@@ -58,13 +58,9 @@ impl HandlerDispatchService {
 
     /// Runs until the dispatch channel closes, then waits for the handlers it started.
     pub async fn run(mut self) {
-        let mut running = tokio::task::JoinSet::new();
+        let limit = self.semaphore.available_permits() as u32;
+        let worker_id: Arc<str> = Arc::from(self.worker_id.as_str());
         while let Some(step) = self.receiver.recv().await {
-            m::record_channel(
-                m::COMPLETION_DEPTH,
-                m::COMPLETION_SATURATION,
-                &self.completions,
-            );
             let permit = match self.semaphore.clone().acquire_owned().await {
                 Ok(p) => p,
                 Err(_) => {
@@ -77,18 +73,23 @@ impl HandlerDispatchService {
                         ),
                         Utc::now(),
                         Instant::now(),
-                        &self.worker_id,
+                        &worker_id,
                     );
                     let _ = self.completions.send(CompletedStep { step, result }).await;
                     continue;
                 }
             };
             metrics::gauge!(m::PERMITS_AVAILABLE).set(self.semaphore.available_permits() as f64);
+            m::record_channel(
+                m::COMPLETION_DEPTH,
+                m::COMPLETION_SATURATION,
+                &self.completions,
+            );
             let registry = self.registry.clone();
             let completions = self.completions.clone();
             let timeout = step.timeout(self.default_timeout);
-            let worker_id = self.worker_id.clone();
-            running.spawn(async move {
+            let worker_id = worker_id.clone();
+            tokio::spawn(async move {
                 metrics::gauge!(m::HANDLERS_IN_FLIGHT).increment(1.0);
                 let result = execute(&registry, &step, timeout, &worker_id).await;
                 metrics::gauge!(m::HANDLERS_IN_FLIGHT).decrement(1.0);
@@ -101,9 +102,9 @@ impl HandlerDispatchService {
                     tracing::error!("completion channel closed; result not recorded");
                 }
             });
-            while running.try_join_next().is_some() {}
         }
-        while running.join_next().await.is_some() {}
+        // Every permit back means every handler this service started has finished.
+        let _ = self.semaphore.acquire_many(limit).await;
     }
 }
 
