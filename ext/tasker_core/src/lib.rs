@@ -1,6 +1,31 @@
-use magnus::{Error, Ruby};
+//! The Ruby extension: TaskerCore::Native, embedding the Tasker worker core (and, when
+//! asked, orchestration) in a Ruby process.
+//!
+//! Ruby handler threads poll the FfiDispatchChannel with the GVL released and hand results
+//! back without waiting; tokio runs everything else on a runtime the extension owns.
+
+mod client;
+mod config;
+mod convert;
+mod error;
+mod logging;
+mod loopback_channel;
+mod nogvl;
+mod runtime;
+mod worker;
+
+use magnus::{prelude::*, Error, Ruby};
+
 #[magnus::init]
 fn init(ruby: &Ruby) -> Result<(), Error> {
-    let _ = ruby.define_module("TaskerCore")?;
+    logging::init();
+    let tasker = ruby.define_module("TaskerCore")?;
+    let native = tasker.define_module("Native")?;
+    error::define(ruby, tasker, native)?;
+    convert::init_keys(ruby);
+    worker::define(ruby, native)?;
+    loopback_channel::define(ruby, native)?;
+    client::define(native)?;
+    native.const_set("VERSION", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

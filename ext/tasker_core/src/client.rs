@@ -1,0 +1,386 @@
+//! Module functions on TaskerCore::Native: tasks, templates and the database, for Ruby code
+//! that submits work (TaskerCore::Client) and for the rake tasks. Each releases the GVL
+//! around its database work.
+
+use crate::config::ConfigOptions;
+use crate::convert::{from_ruby, to_ruby, to_ruby_via_json, uuid};
+use crate::error::NativeError;
+use crate::nogvl::block_on;
+use crate::runtime::{runtime, ProcessBound};
+use magnus::{function, prelude::*, RArray, RHash, RModule, Ruby, Value};
+use serde_json::json;
+use sqlx::{ConnectOptions, Connection, PgPool};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+use tasker_orchestration::{task_operations, TaskInitializer, TaskRequest};
+use tasker_shared::config::{ConfigLoader, DatabaseConfig};
+use tasker_shared::database;
+use tasker_shared::models::{RegisterOutcome, StepRow, TaskRow, TemplateRegistry};
+use tasker_shared::template::{load_template_dirs, read_template};
+use tasker_shared::TaskState;
+
+/// Upper bound on one client call; the pool's acquire timeout usually fires long before.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// Client pools are for occasional calls beside a worker, not for throughput.
+const CLIENT_MAX_CONNECTIONS: u32 = 5;
+
+pub fn define(native: RModule) -> Result<(), magnus::Error> {
+    native.define_module_function("create_task", function!(create_task, -1))?;
+    native.define_module_function("get_task", function!(get_task, -1))?;
+    native.define_module_function("cancel_task", function!(cancel_task, -1))?;
+    native.define_module_function("migrate", function!(migrate, 1))?;
+    native.define_module_function("drop_database", function!(drop_database, 1))?;
+    native.define_module_function("register_templates", function!(register_templates, 3))?;
+    native.define_module_function("validate_templates", function!(validate_templates, 1))?;
+    native.define_module_function("load_templates", function!(load_templates, 2))?;
+    native.define_module_function("load_config", function!(load_config, 1))?;
+    Ok(())
+}
+
+#[derive(Clone)]
+struct Client {
+    pool: PgPool,
+    initializer: TaskInitializer,
+}
+
+/// One pool per distinct configuration, per process. Only touched with the GVL held, so a
+/// fork never finds it locked.
+static CLIENTS: Mutex<Option<ProcessBound<HashMap<String, Client>>>> = Mutex::new(None);
+
+fn cached(key: &str) -> Option<Client> {
+    let mut slot = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
+    if !slot.as_ref().is_some_and(ProcessBound::in_owner_process) {
+        // A forked child starts empty; the parent's pools are leaked by ProcessBound.
+        *slot = Some(ProcessBound::new(HashMap::new()));
+    }
+    slot.as_ref()
+        .and_then(|m| m.get("client cache").ok())
+        .and_then(|m| m.get(key).cloned())
+}
+
+fn remember(key: String, client: Client) {
+    let mut slot = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(bound) = slot.as_mut() {
+        if let Ok(map) = bound.get_mut("client cache") {
+            map.entry(key).or_insert(client);
+        }
+    }
+}
+
+fn options(ruby: &Ruby, args: &[Value], index: usize) -> Result<ConfigOptions, magnus::Error> {
+    match args.get(index) {
+        Some(v) if !v.is_nil() => Ok(from_ruby(ruby, *v, "options")?),
+        _ => Ok(ConfigOptions::default()),
+    }
+}
+
+fn arity(args: &[Value], min: usize, max: usize, name: &str) -> Result<(), magnus::Error> {
+    if args.len() < min || args.len() > max {
+        return Err(magnus::Error::new(
+            Ruby::get()
+                .expect("called from Ruby")
+                .exception_arg_error(),
+            format!(
+                "TaskerCore::Native.{name}: wrong number of arguments (given {}, expected {min}..{max})",
+                args.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn client(opts: &ConfigOptions) -> Result<Client, magnus::Error> {
+    let key = serde_json::to_string(&json!({
+        "url": opts.database_url, "env": opts.environment, "dir": opts.config_dir, "config": opts.config,
+    }))
+    .map_err(|e| NativeError::native(format!("client cache key: {e}")))?;
+    if let Some(c) = cached(&key) {
+        return Ok(c);
+    }
+    let config = opts.load()?;
+    let rt = runtime()?;
+    let mut db = config.database.clone();
+    db.max_connections = db.max_connections.min(CLIENT_MAX_CONNECTIONS);
+    db.min_connections = db.min_connections.min(db.max_connections);
+    // TaskInitializer spawns on the runtime, so it is built inside it.
+    let client = block_on(
+        &rt,
+        CALL_TIMEOUT,
+        "connecting to the database",
+        async move {
+            let pool = database::connect(&db).await?;
+            Ok(Client {
+                initializer: TaskInitializer::new(pool.clone(), config.backoff.clone()),
+                pool,
+            })
+        },
+    )?;
+    remember(key, client.clone());
+    Ok(client)
+}
+
+/// `create_task({namespace:, name:, version:, context:, idempotency_key:}, options = nil)`
+fn create_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
+    arity(args, 1, 2, "create_task")?;
+    let mut request: TaskRequest = from_ruby(ruby, args[0], "task request")?;
+    if request.initiator.is_none() {
+        request.initiator = Some("ruby".into());
+    }
+    for (field, value) in [
+        ("namespace", &request.namespace),
+        ("name", &request.name),
+        ("version", &request.version),
+    ] {
+        if value.trim().is_empty() {
+            return Err(NativeError::conversion(format!(
+                "task request.{field}: must not be empty"
+            ))
+            .into());
+        }
+    }
+    if !request.context.is_object() {
+        return Err(NativeError::conversion(
+            "task request.context: must be a Hash (a JSON object)",
+        )
+        .into());
+    }
+    let c = client(&options(ruby, args, 1)?)?;
+    let rt = runtime()?;
+    let created = block_on(&rt, CALL_TIMEOUT, "creating the task", async move {
+        Ok(c.initializer.create_task(&request).await?)
+    })?;
+    to_ruby_via_json(ruby, &created)
+}
+
+/// `get_task(task_uuid, options = nil)`: the task row, `terminal`, and its steps.
+fn get_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
+    arity(args, 1, 2, "get_task")?;
+    let id = uuid(&String::try_convert(args[0])?, "task_uuid")?;
+    let c = client(&options(ruby, args, 1)?)?;
+    let rt = runtime()?;
+    let (task, steps) = block_on(&rt, CALL_TIMEOUT, "reading the task", async move {
+        let task = TaskRow::find(&c.pool, id).await?.ok_or_else(|| {
+            NativeError::new(crate::error::Kind::NotFound, format!("task {id} not found"))
+        })?;
+        let steps = StepRow::for_task(&c.pool, id).await?;
+        Ok((task, steps))
+    })?;
+    task_value(ruby, &task, Some(&steps))
+}
+
+fn task_value(
+    ruby: &Ruby,
+    task: &TaskRow,
+    steps: Option<&[StepRow]>,
+) -> Result<Value, magnus::Error> {
+    let mut value = serde_json::to_value(task)
+        .map_err(|e| NativeError::native(format!("serializing task: {e}")))?;
+    let terminal = task
+        .task_state()
+        .map(TaskState::is_terminal)
+        .unwrap_or(false);
+    value["terminal"] = json!(terminal);
+    if let Some(steps) = steps {
+        value["steps"] = serde_json::to_value(steps)
+            .map_err(|e| NativeError::native(format!("serializing steps: {e}")))?;
+    }
+    to_ruby(ruby, &value)
+}
+
+/// `cancel_task(task_uuid, options = nil)`: the cancelled task.
+fn cancel_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
+    arity(args, 1, 2, "cancel_task")?;
+    let id = uuid(&String::try_convert(args[0])?, "task_uuid")?;
+    let c = client(&options(ruby, args, 1)?)?;
+    let rt = runtime()?;
+    let task = block_on(&rt, CALL_TIMEOUT, "cancelling the task", async move {
+        Ok(task_operations::cancel_task(&c.pool, id, "ruby").await?)
+    })?;
+    task_value(ruby, &task, None)
+}
+
+/// The shipped database settings pointed at `url`, with a small pool: enough for
+/// migrating, whatever fields [database] grows.
+fn admin_pool_config(url: &str) -> Result<DatabaseConfig, NativeError> {
+    let mut db = ConfigLoader::isolated(None, "development")
+        .set("database.url", url.to_string())
+        .load()?
+        .database;
+    db.max_connections = 2;
+    db.min_connections = 0;
+    Ok(db)
+}
+
+/// `migrate(database_url)`: creates the database if missing, migrates it, installs PGMQ.
+fn migrate(ruby: &Ruby, url: String) -> Result<Value, magnus::Error> {
+    let rt = runtime()?;
+    let (name, created) = block_on(&rt, CALL_TIMEOUT, "migrating the database", async move {
+        let name = database::database_name(&url)?;
+        let created = database::create_database_if_missing(&url).await?;
+        let pool = database::connect(&admin_pool_config(&url)?).await?;
+        let outcome = database::migrate(&pool).await;
+        pool.close().await;
+        outcome?;
+        Ok((name, created))
+    })?;
+    to_ruby(ruby, &json!({ "database": name, "created": created }))
+}
+
+/// `drop_database(database_url)`: drops the URL's database (terminating its connections);
+/// for test suites that create one database per run. Returns whether it existed.
+fn drop_database(url: String) -> Result<bool, magnus::Error> {
+    let rt = runtime()?;
+    block_on(&rt, CALL_TIMEOUT, "dropping the database", async move {
+        let name = database::database_name(&url)?;
+        let admin = sqlx::postgres::PgConnectOptions::from_str(&url)
+            .map_err(|e| NativeError::database(format!("invalid database URL: {e}")))?
+            .database("postgres")
+            .disable_statement_logging();
+        let mut conn = admin.connect().await?;
+        let existed: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(&name)
+                .fetch_one(&mut conn)
+                .await?;
+        let dropped = sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            database::quote_ident(&name)
+        ))
+        .execute(&mut conn)
+        .await;
+        conn.close().await.ok();
+        dropped?;
+        Ok(existed)
+    })
+}
+
+fn paths(ruby: &Ruby, value: Value) -> Result<Vec<PathBuf>, magnus::Error> {
+    Ok(from_ruby::<Vec<PathBuf>>(ruby, value, "template paths")?)
+}
+
+/// `register_templates(database_url, paths, environment)`: registers every template found
+/// (as it applies in `environment`); one Hash per template.
+fn register_templates(
+    ruby: &Ruby,
+    url: Option<String>,
+    paths_value: Value,
+    environment: Option<String>,
+) -> Result<Value, magnus::Error> {
+    let opts = ConfigOptions {
+        database_url: url,
+        environment,
+        ..Default::default()
+    };
+    let env = opts.environment();
+    let templates = load_template_dirs(&paths(ruby, paths_value)?).map_err(NativeError::from)?;
+    let c = client(&opts)?;
+    let rt = runtime()?;
+    let registered = block_on(&rt, CALL_TIMEOUT, "registering templates", async move {
+        let registry = TemplateRegistry::new(c.pool.clone());
+        let mut out = Vec::new();
+        for (path, template) in templates {
+            let template = template.for_environment(&env);
+            let outcome = registry.register(&template).await?;
+            out.push(json!({
+                "path": path,
+                "identity": template.identity(),
+                "namespace": template.namespace,
+                "name": template.name,
+                "version": template.version,
+                "outcome": match outcome {
+                    RegisterOutcome::Created => "registered",
+                    RegisterOutcome::Unchanged => "unchanged",
+                },
+            }));
+        }
+        Ok(out)
+    })?;
+    to_ruby(ruby, &serde_json::Value::Array(registered))
+}
+
+/// Template files below `path` (or `path` itself), sorted.
+fn template_files(path: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
+    if path.is_file() {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    let entries =
+        std::fs::read_dir(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+    for entry in entries.flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            template_files(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "yml" || x == "yaml") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// `validate_templates(paths)`: one `{path, ok, error, identity}` per file; never raises for
+/// a bad template, so every problem is reported at once.
+fn validate_templates(ruby: &Ruby, paths_value: Value) -> Result<RArray, magnus::Error> {
+    let out = ruby.ary_new();
+    for root in paths(ruby, paths_value)? {
+        let mut files = Vec::new();
+        if let Err(error) = template_files(&root, &mut files) {
+            out.push(to_ruby(
+                ruby,
+                &json!({ "path": root, "ok": false, "error": error, "identity": null }),
+            )?)?;
+            continue;
+        }
+        files.sort();
+        for file in files {
+            let entry = match read_template(&file) {
+                Ok(t) => {
+                    json!({ "path": file, "ok": true, "error": null, "identity": t.identity() })
+                }
+                Err(e) => {
+                    json!({ "path": file, "ok": false, "error": e.to_string(), "identity": null })
+                }
+            };
+            out.push(to_ruby(ruby, &entry)?)?;
+        }
+    }
+    Ok(out)
+}
+
+/// `load_templates(paths, environment)`: every template as it applies in `environment`, as
+/// `{path, template}`; raises TemplateError naming the first bad file and field.
+fn load_templates(
+    ruby: &Ruby,
+    paths_value: Value,
+    environment: Option<String>,
+) -> Result<Value, magnus::Error> {
+    let env = ConfigOptions {
+        environment,
+        ..Default::default()
+    }
+    .environment();
+    let templates = load_template_dirs(&paths(ruby, paths_value)?).map_err(NativeError::from)?;
+    let list: Vec<serde_json::Value> = templates
+        .into_iter()
+        .map(|(path, t)| json!({ "path": path, "template": t.for_environment(&env) }))
+        .collect();
+    to_ruby(ruby, &serde_json::Value::Array(list))
+}
+
+/// `load_config(options)`: the merged configuration as a Hash (what a worker would use).
+fn load_config(ruby: &Ruby, options_value: Value) -> Result<Value, magnus::Error> {
+    let opts: ConfigOptions = if options_value.is_nil() {
+        ConfigOptions::default()
+    } else {
+        from_ruby(ruby, options_value, "options")?
+    };
+    let config = opts.load()?;
+    let value = serde_json::to_value(&config)
+        .map_err(|e| NativeError::native(format!("serializing configuration: {e}")))?;
+    let hash: RHash = RHash::from_value(to_ruby(ruby, &value)?)
+        .ok_or_else(|| NativeError::native("configuration is not a Hash"))?;
+    hash.aset("environment", opts.environment())?;
+    Ok(hash.as_value())
+}

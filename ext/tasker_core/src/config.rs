@@ -1,0 +1,132 @@
+//! Configuration for the extension: the TOML layers (embedded base, `<config_dir>/base`,
+//! `<config_dir>/environments/<env>`), then the process environment, then what Ruby set.
+
+use crate::error::NativeError;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use tasker_shared::config::ConfigLoader;
+use tasker_shared::TaskerConfig;
+
+/// Top-level sections single-key environment overrides may address, as the loader reads them.
+const SECTIONS: &[&str] = &["database", "queues", "backoff", "orchestration", "worker"];
+
+/// What Ruby's `TaskerCore.configure` passes down.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigOptions {
+    #[serde(default)]
+    pub database_url: Option<String>,
+    #[serde(default)]
+    pub environment: Option<String>,
+    #[serde(default)]
+    pub config_dir: Option<PathBuf>,
+    /// Dotted keys (`worker.mpsc_channels.handler_dispatch.max_concurrent_handlers`) set
+    /// above every other layer.
+    #[serde(default)]
+    pub config: BTreeMap<String, serde_json::Value>,
+}
+
+impl ConfigOptions {
+    /// The environment: the option, else `TASKER_ENV`, else `development`.
+    pub fn environment(&self) -> String {
+        self.environment
+            .clone()
+            .filter(|e| !e.is_empty())
+            .or_else(|| std::env::var("TASKER_ENV").ok().filter(|e| !e.is_empty()))
+            .unwrap_or_else(|| "development".into())
+    }
+
+    /// The config directory: the option, else `TASKER_CONFIG_DIR`, else `./config/tasker`
+    /// when it exists (else only the base compiled into the extension).
+    fn config_dir(&self) -> Option<PathBuf> {
+        self.config_dir
+            .clone()
+            .or_else(|| std::env::var_os("TASKER_CONFIG_DIR").map(PathBuf::from))
+            .or_else(|| {
+                let d = PathBuf::from("config/tasker");
+                d.is_dir().then_some(d)
+            })
+    }
+
+    pub fn load(&self) -> Result<TaskerConfig, NativeError> {
+        let environment = self.environment();
+        let dir = self.config_dir();
+        // ConfigLoader::from_env cannot be given an environment or directory, so the
+        // isolated loader is used and the process-environment layer is applied here.
+        let mut loader = ConfigLoader::isolated(dir.as_deref(), &environment);
+        for (key, value) in environment_overrides() {
+            loader = loader.set(&key, value);
+        }
+        if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+            loader = loader.set("database.url", url);
+        }
+        if let Some(url) = self.database_url.as_ref().filter(|u| !u.is_empty()) {
+            loader = loader.set("database.url", url.clone());
+        }
+        for (key, value) in &self.config {
+            loader = loader.set(key, toml_value(key, value)?);
+        }
+        Ok(loader.load()?)
+    }
+}
+
+/// `TASKER_<SECTION>__<KEY>` variables as dotted keys, values typed like TOML scalars.
+fn environment_overrides() -> Vec<(String, toml::Value)> {
+    let mut out: Vec<(String, toml::Value)> = std::env::vars()
+        .filter_map(|(name, value)| {
+            let key = name
+                .strip_prefix("TASKER_")?
+                .to_ascii_lowercase()
+                .replace("__", ".");
+            SECTIONS
+                .iter()
+                .any(|s| key.starts_with(&format!("{s}.")))
+                .then(|| (key, scalar(&value)))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn scalar(text: &str) -> toml::Value {
+    let t = text.trim();
+    if let Ok(b) = t.parse::<bool>() {
+        toml::Value::Boolean(b)
+    } else if let Ok(i) = t.parse::<i64>() {
+        toml::Value::Integer(i)
+    } else if let Ok(f) = t.parse::<f64>() {
+        toml::Value::Float(f)
+    } else {
+        toml::Value::String(text.to_string())
+    }
+}
+
+fn toml_value(key: &str, value: &serde_json::Value) -> Result<toml::Value, NativeError> {
+    use serde_json::Value as J;
+    Ok(match value {
+        J::Null => {
+            return Err(NativeError::new(
+                crate::error::Kind::Config,
+                format!("configuration key '{key}': nil is not a value"),
+            ))
+        }
+        J::Bool(b) => toml::Value::Boolean(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => toml::Value::Integer(i),
+            None => toml::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        J::String(s) => toml::Value::String(s.clone()),
+        J::Array(items) => toml::Value::Array(
+            items
+                .iter()
+                .map(|v| toml_value(key, v))
+                .collect::<Result<_, _>>()?,
+        ),
+        J::Object(map) => toml::Value::Table(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), toml_value(&format!("{key}.{k}"), v)?)))
+                .collect::<Result<_, NativeError>>()?,
+        ),
+    })
+}

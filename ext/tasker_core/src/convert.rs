@@ -1,0 +1,203 @@
+//! Ruby <-> JSON conversions, with errors that name the field that was wrong.
+
+use crate::error::NativeError;
+use magnus::value::{Lazy, ReprValue};
+use magnus::{r_hash::ForEach, RArray, RHash, RString, Ruby, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tasker_worker::worker::handlers::ffi_dispatch_channel::PolledStep;
+
+/// A Ruby value as JSON (Hash keys may be Strings or Symbols). On failure the message
+/// names where in `what` the unconvertible value sits, e.g. `result["when"]`.
+pub fn to_json(ruby: &Ruby, value: Value, what: &str) -> Result<serde_json::Value, NativeError> {
+    serde_magnus::deserialize::<_, serde_json::Value>(ruby, value).map_err(|e| {
+        let (path, reason) = locate(ruby, value).unwrap_or_else(|| (String::new(), e.to_string()));
+        NativeError::conversion(format!("{what}{path}: {reason}"))
+    })
+}
+
+/// Finds the innermost value serde_magnus refuses, as a path (`.key`, `[index]`) and a
+/// reason. Only runs once a conversion has failed.
+fn locate(ruby: &Ruby, value: Value) -> Option<(String, String)> {
+    let refuses = |v: Value| serde_magnus::deserialize::<_, serde_json::Value>(ruby, v).err();
+    let reason = refuses(value)?.to_string();
+    if let Some(hash) = RHash::from_value(value) {
+        let mut found = None;
+        let _ = hash.foreach(|k: Value, v: Value| {
+            if refuses(k).is_some() {
+                found = Some((
+                    format!("[{}]", k.inspect()),
+                    format!("a {} cannot be a JSON object key", class_name(k)),
+                ));
+                return Ok(ForEach::Stop);
+            }
+            if let Some((path, why)) = locate(ruby, v) {
+                found = Some((format!(".{}{path}", key_name(k)), why));
+                return Ok(ForEach::Stop);
+            }
+            Ok(ForEach::Continue)
+        });
+        return found.or(Some((String::new(), reason)));
+    }
+    if let Some(array) = RArray::from_value(value) {
+        for (i, v) in array.into_iter().enumerate() {
+            if let Some((path, why)) = locate(ruby, v) {
+                return Some((format!("[{i}]{path}"), why));
+            }
+        }
+        return Some((String::new(), reason));
+    }
+    Some((
+        String::new(),
+        format!(
+            "a {} is not a JSON value (nil, true, false, Integer, Float, String, Array or Hash): {reason}",
+            class_name(value)
+        ),
+    ))
+}
+
+/// A Hash key as it appears in a path: Strings and Symbols bare, anything else inspected.
+fn key_name(k: Value) -> String {
+    if let Some(s) = RString::from_value(k) {
+        if let Ok(s) = s.to_string() {
+            return s;
+        }
+    }
+    if let Some(s) = magnus::Symbol::from_value(k) {
+        if let Ok(name) = s.name() {
+            return name.into_owned();
+        }
+    }
+    format!("[{}]", k.inspect())
+}
+
+fn class_name(v: Value) -> String {
+    // SAFETY: the value is live on this Ruby thread.
+    unsafe { v.classname() }.into_owned()
+}
+
+/// A typed value from JSON; errors name the field path inside `what`.
+pub fn from_json<T: DeserializeOwned>(
+    value: serde_json::Value,
+    what: &str,
+) -> Result<T, NativeError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            NativeError::conversion(format!("{what}: {}", e.inner()))
+        } else {
+            NativeError::conversion(format!("{what}.{path}: {}", e.inner()))
+        }
+    })
+}
+
+/// A typed value from a Ruby value (usually a Hash of options).
+pub fn from_ruby<T: DeserializeOwned>(
+    ruby: &Ruby,
+    value: Value,
+    what: &str,
+) -> Result<T, NativeError> {
+    from_json(to_json(ruby, value, what)?, what)
+}
+
+/// JSON as Ruby: objects become Hashes with String keys.
+pub fn to_ruby(ruby: &Ruby, value: &serde_json::Value) -> Result<Value, magnus::Error> {
+    serde_magnus::serialize(ruby, value)
+}
+
+/// Any serializable Rust value as Ruby, through JSON so struct fields become String keys.
+pub fn to_ruby_via_json<T: Serialize>(ruby: &Ruby, value: &T) -> Result<Value, magnus::Error> {
+    let json = serde_json::to_value(value)
+        .map_err(|e| NativeError::conversion(format!("serializing a result: {e}")))?;
+    to_ruby(ruby, &json)
+}
+
+/// A timeout in seconds from Ruby; negative and non-finite values are refused.
+pub fn seconds(value: f64, what: &str) -> Result<std::time::Duration, NativeError> {
+    std::time::Duration::try_from_secs_f64(value).map_err(|_| {
+        NativeError::conversion(format!(
+            "{what}: expected a non-negative number of seconds, got {value}"
+        ))
+    })
+}
+
+pub fn uuid(value: &str, what: &str) -> Result<uuid::Uuid, NativeError> {
+    uuid::Uuid::parse_str(value)
+        .map_err(|e| NativeError::conversion(format!("{what}: '{value}' is not a UUID: {e}")))
+}
+
+/// Frozen Hash keys, made once: Hash#[]= stores a frozen String key without copying it.
+macro_rules! keys {
+    ($($name:ident = $text:literal),+ $(,)?) => {
+        $(static $name: Lazy<RString> = Lazy::new(|ruby| {
+            let s = ruby.str_new($text);
+            s.freeze();
+            s
+        });)+
+        /// Creates every key up front, while the extension loads.
+        pub fn init_keys(ruby: &Ruby) {
+            $(Lazy::force(&$name, ruby);)+
+        }
+    };
+}
+
+keys! {
+    K_EVENT_ID = "event_id",
+    K_TASK_UUID = "task_uuid",
+    K_STEP_UUID = "step_uuid",
+    K_STEP_NAME = "step_name",
+    K_NAMESPACE = "namespace",
+    K_TASK_NAME = "task_name",
+    K_TASK_VERSION = "task_version",
+    K_ATTEMPT = "attempt",
+    K_MAX_ATTEMPTS = "max_attempts",
+    K_HANDLER_CALLABLE = "handler_callable",
+    K_INITIALIZATION = "initialization",
+    K_INPUTS = "inputs",
+    K_TASK_CONTEXT = "task_context",
+    K_DEPENDENCY_RESULTS = "dependency_results",
+    K_TIMEOUT_SECONDS = "timeout_seconds",
+}
+
+fn uuid_str(ruby: &Ruby, id: &uuid::Uuid) -> RString {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    ruby.str_new(id.hyphenated().encode_lower(&mut buf))
+}
+
+/// The Hash `poll` returns: one step for a Ruby handler.
+pub fn polled_step(ruby: &Ruby, step: &PolledStep) -> Result<RHash, magnus::Error> {
+    let c = &step.context;
+    let h = ruby.hash_new();
+    h.aset(ruby.get_inner(&K_EVENT_ID), uuid_str(ruby, &step.event_id))?;
+    h.aset(ruby.get_inner(&K_TASK_UUID), uuid_str(ruby, &c.task_uuid))?;
+    h.aset(ruby.get_inner(&K_STEP_UUID), uuid_str(ruby, &c.step_uuid))?;
+    h.aset(ruby.get_inner(&K_STEP_NAME), ruby.str_new(&c.step_name))?;
+    h.aset(ruby.get_inner(&K_NAMESPACE), ruby.str_new(&c.namespace))?;
+    h.aset(ruby.get_inner(&K_TASK_NAME), ruby.str_new(&c.task_name))?;
+    h.aset(
+        ruby.get_inner(&K_TASK_VERSION),
+        ruby.str_new(&c.task_version),
+    )?;
+    h.aset(ruby.get_inner(&K_ATTEMPT), c.attempt)?;
+    h.aset(ruby.get_inner(&K_MAX_ATTEMPTS), c.max_attempts)?;
+    h.aset(
+        ruby.get_inner(&K_HANDLER_CALLABLE),
+        ruby.str_new(&c.handler_callable),
+    )?;
+    h.aset(
+        ruby.get_inner(&K_INITIALIZATION),
+        to_ruby(ruby, &c.initialization)?,
+    )?;
+    h.aset(ruby.get_inner(&K_INPUTS), to_ruby(ruby, &c.inputs)?)?;
+    h.aset(
+        ruby.get_inner(&K_TASK_CONTEXT),
+        to_ruby(ruby, &c.task_context)?,
+    )?;
+    let deps = ruby.hash_new();
+    for (name, value) in &c.dependency_results {
+        deps.aset(ruby.str_new(name), to_ruby(ruby, value)?)?;
+    }
+    h.aset(ruby.get_inner(&K_DEPENDENCY_RESULTS), deps)?;
+    h.aset(ruby.get_inner(&K_TIMEOUT_SECONDS), c.timeout_seconds)?;
+    Ok(h)
+}

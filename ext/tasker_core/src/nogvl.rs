@@ -1,0 +1,192 @@
+//! Running Rust code with Ruby's GVL released, interruptibly.
+//!
+//! Every blocking wait in the extension goes through [`nogvl`]: other Ruby threads run while
+//! it waits, and Ruby's unblocking function (called on Thread#kill, Thread#raise, signals)
+//! sets the [`Interrupt`] so the wait returns promptly. The closure runs on the calling
+//! thread but without the GVL, so it must not touch Ruby objects; the `Send` bounds keep
+//! Ruby values (which are not `Send`) out of it.
+
+use crate::error::NativeError;
+use std::ffi::c_void;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::runtime::Runtime;
+use tokio::sync::Notify;
+
+/// Set when Ruby asks the blocked thread to come back.
+#[derive(Default)]
+pub struct Interrupt {
+    flag: AtomicBool,
+    notify: Notify,
+}
+
+impl Interrupt {
+    /// For blocking loops that check a flag (FfiDispatchChannel::poll).
+    pub fn flag(&self) -> &AtomicBool {
+        &self.flag
+    }
+
+    fn trigger(&self) {
+        self.flag.store(true, Ordering::Release);
+        // notify_one keeps a permit if nobody waits yet, so a trigger is never missed.
+        self.notify.notify_one();
+    }
+
+    /// Completes once triggered: for async waits.
+    pub async fn triggered(&self) {
+        if !self.flag.load(Ordering::Acquire) {
+            self.notify.notified().await;
+        }
+    }
+}
+
+struct Call<'a, F, R> {
+    func: Option<F>,
+    result: Option<std::thread::Result<R>>,
+    interrupt: &'a Interrupt,
+}
+
+unsafe extern "C" fn trampoline<F, R>(data: *mut c_void) -> *mut c_void
+where
+    F: FnOnce(&Interrupt) -> R,
+{
+    // SAFETY: `data` is the `Call` that `run` keeps alive for the duration of the call.
+    let call = unsafe { &mut *(data as *mut Call<F, R>) };
+    if let Some(func) = call.func.take() {
+        let interrupt = call.interrupt;
+        // A panic must not unwind into Ruby's C frames.
+        call.result = Some(catch_unwind(AssertUnwindSafe(|| func(interrupt))));
+    }
+    std::ptr::null_mut()
+}
+
+unsafe extern "C" fn unblock(data: *mut c_void) {
+    // SAFETY: `data` is the `Interrupt` that `run` keeps alive for the duration of the call.
+    let interrupt = unsafe { &*(data as *const Interrupt) };
+    interrupt.trigger();
+}
+
+/// What a GVL-free call produced, and whether Ruby has an interrupt (exception, kill) to
+/// deliver now that the thread is back.
+pub struct Outcome<R> {
+    pub value: Option<R>,
+    pub pending: Option<magnus::Error>,
+}
+
+/// Runs `func` without the GVL. Keeps the value even when an interrupt is pending, for
+/// callers that must clean up what the value holds (see `poll`).
+pub fn run<F, R>(func: F) -> Result<Outcome<R>, magnus::Error>
+where
+    F: FnOnce(&Interrupt) -> R + Send,
+    R: Send,
+{
+    let interrupt = Interrupt::default();
+    let mut call = Call {
+        func: Some(func),
+        result: None,
+        interrupt: &interrupt,
+    };
+    let call_ptr = &mut call as *mut Call<F, R> as *mut c_void;
+    let interrupt_ptr = &interrupt as *const Interrupt as *mut c_void;
+    // Ruby checks for interrupts before and after the GVL-free region and may raise (or
+    // throw, for Thread#kill) there; protect turns that jump into an Err instead of letting
+    // it skip Rust frames. Nothing owned lives in the protected closure.
+    let protected = magnus::rb_sys::protect(|| unsafe {
+        rb_sys::rb_thread_call_without_gvl(
+            Some(trampoline::<F, R>),
+            call_ptr,
+            Some(unblock),
+            interrupt_ptr,
+        );
+        rb_sys::Qnil as rb_sys::VALUE
+    });
+    let value = match call.result {
+        Some(Ok(v)) => Some(v),
+        Some(Err(panic)) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            return Err(NativeError::native(format!("internal error (panic): {what}")).into());
+        }
+        None => None,
+    };
+    Ok(Outcome {
+        value,
+        pending: protected.err(),
+    })
+}
+
+/// Runs `func` without the GVL; a pending Ruby interrupt wins over the value.
+pub fn nogvl<F, R>(func: F) -> Result<R, magnus::Error>
+where
+    F: FnOnce(&Interrupt) -> R + Send,
+    R: Send,
+{
+    let outcome = run(func)?;
+    if let Some(pending) = outcome.pending {
+        return Err(pending);
+    }
+    outcome
+        .value
+        .ok_or_else(|| NativeError::native("GVL-free call returned without running").into())
+}
+
+/// How an interruptible wait ended.
+pub enum Waited<T> {
+    Done(T),
+    TimedOut,
+    Interrupted,
+}
+
+/// Drives `fut` on the runtime with the GVL released, until it finishes, `timeout` passes,
+/// or Ruby interrupts the thread (the future is then dropped).
+pub fn wait<F>(
+    runtime: &Runtime,
+    timeout: Duration,
+    fut: F,
+) -> Result<Waited<F::Output>, magnus::Error>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    nogvl(|interrupt| {
+        runtime.block_on(async {
+            tokio::select! {
+                biased;
+                _ = interrupt.triggered() => Waited::Interrupted,
+                r = tokio::time::timeout(timeout, fut) => match r {
+                    Ok(v) => Waited::Done(v),
+                    Err(_) => Waited::TimedOut,
+                },
+            }
+        })
+    })
+}
+
+/// [`wait`] for work that must finish: a timeout or interrupt is an error naming `what`.
+pub fn block_on<F, T>(
+    runtime: &Runtime,
+    timeout: Duration,
+    what: &str,
+    fut: F,
+) -> Result<T, magnus::Error>
+where
+    F: Future<Output = Result<T, NativeError>> + Send,
+    T: Send,
+{
+    match wait(runtime, timeout, fut)? {
+        Waited::Done(r) => r.map_err(Into::into),
+        Waited::TimedOut => Err(NativeError::timeout(format!(
+            "{what} did not finish within {} s",
+            timeout.as_secs_f64()
+        ))
+        .into()),
+        Waited::Interrupted => {
+            Err(NativeError::interrupted(format!("{what} was interrupted")).into())
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! TaskerCore::Native::Worker: a WorkerCore dispatching to Ruby through the
+//! FfiDispatchChannel, optionally with orchestration embedded in the same process.
+
+use crate::config::ConfigOptions;
+use crate::convert::{from_ruby, polled_step, seconds, to_json, to_ruby, to_ruby_via_json, uuid};
+use crate::error::NativeError;
+use crate::nogvl::{self, block_on, wait, Waited};
+use crate::runtime::{runtime, ProcessBound};
+use magnus::{function, method, prelude::*, RHash, RModule, Ruby, Value};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tasker_orchestration::{OrchestrationCore, OrchestrationHandle};
+use tasker_shared::messages::DomainEvent;
+use tasker_shared::models::TemplateRegistry;
+use tasker_shared::template::load_template_dirs;
+use tasker_shared::{database, TaskerConfig};
+use tasker_worker::worker::commands::{WorkerCommand, WorkerStatus};
+use tasker_worker::worker::handlers::ffi_dispatch_channel::{
+    FfiDispatchChannel, FfiError, FfiStepResult, PolledStep,
+};
+use tasker_worker::{Dispatch, WorkerCore, WorkerHandle, WorkerOptions};
+use tokio::runtime::Runtime;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+/// Starting connects, registers templates and creates queues; this bounds all of it.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Beyond the caller's deadline, what the worker's own shutdown may still take (its
+/// completion processor gets up to 30 s to record what was handed in).
+const STOP_GRACE: Duration = Duration::from_secs(40);
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn define(ruby: &Ruby, native: RModule) -> Result<(), magnus::Error> {
+    native.define_module_function("start_worker", function!(start_worker, 1))?;
+    let class = native.define_class("Worker", ruby.class_object())?;
+    class.undef_default_alloc_func();
+    class.define_method("poll", method!(Worker::poll, 1))?;
+    class.define_method("complete", method!(Worker::complete, 2))?;
+    class.define_method("ffi_metrics", method!(Worker::ffi_metrics, 0))?;
+    class.define_method("status", method!(Worker::status, 0))?;
+    class.define_method("poll_event", method!(Worker::poll_event, 1))?;
+    class.define_method("stop", method!(Worker::stop, 1))?;
+    class.define_method("stopped?", method!(Worker::is_stopped, 0))?;
+    class.define_method("worker_id", method!(Worker::worker_id, 0))?;
+    class.define_method("config", method!(Worker::config, 0))?;
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartOptions {
+    namespaces: Vec<String>,
+    #[serde(default)]
+    database_url: Option<String>,
+    #[serde(default)]
+    environment: Option<String>,
+    #[serde(default)]
+    config_dir: Option<PathBuf>,
+    #[serde(default)]
+    config: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    template_paths: Vec<PathBuf>,
+    #[serde(default)]
+    embedded_orchestration: bool,
+    #[serde(default)]
+    worker_id: Option<String>,
+}
+
+/// What survives `stop`: the parts a shutdown consumes are taken out of their Options.
+struct Running {
+    handle: WorkerHandle,
+    /// Kept apart from the handle so `status` never waits on `stop`. Must be dropped before
+    /// shutdown, which waits for every command sender to go.
+    commands: mpsc::Sender<WorkerCommand>,
+    orchestration: Option<OrchestrationHandle>,
+}
+
+struct Inner {
+    runtime: Arc<Runtime>,
+    ffi: Arc<FfiDispatchChannel>,
+    worker_id: String,
+    config: TaskerConfig,
+    running: Mutex<Option<Running>>,
+    commands: Mutex<Option<mpsc::Sender<WorkerCommand>>>,
+    events: Arc<tokio::sync::Mutex<broadcast::Receiver<DomainEvent>>>,
+    events_dropped: Arc<AtomicU64>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Garbage-collected without `stop`: shut down in the background rather than leave
+        // the worker claiming steps nobody will run. Never blocks the GC.
+        self.commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(r) = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let deadline = self.config.worker.shutdown_timeout();
+            let orchestration_deadline = self.config.orchestration.shutdown_timeout();
+            drop(r.commands);
+            self.runtime.spawn(async move {
+                r.handle.shutdown_within(deadline).await;
+                if let Some(o) = r.orchestration {
+                    o.shutdown(orchestration_deadline).await;
+                }
+            });
+        }
+    }
+}
+
+#[magnus::wrap(class = "TaskerCore::Native::Worker", free_immediately, size)]
+pub struct Worker {
+    inner: ProcessBound<Inner>,
+}
+
+/// `TaskerCore::Native.start_worker(options)`.
+fn start_worker(ruby: &Ruby, options: Value) -> Result<Worker, magnus::Error> {
+    let opts: StartOptions = from_ruby(ruby, options, "start_worker options")?;
+    if opts.namespaces.is_empty() {
+        return Err(NativeError::conversion(
+            "start_worker options.namespaces: must name at least one namespace",
+        )
+        .into());
+    }
+    let config_options = ConfigOptions {
+        database_url: opts.database_url.clone(),
+        environment: opts.environment.clone(),
+        config_dir: opts.config_dir.clone(),
+        config: opts.config.clone(),
+    };
+    let environment = config_options.environment();
+    let config = config_options.load()?;
+    let templates = if opts.template_paths.is_empty() {
+        Vec::new()
+    } else {
+        load_template_dirs(&opts.template_paths).map_err(NativeError::from)?
+    };
+    let rt = runtime()?;
+    let worker_config = config.clone();
+    let namespaces = opts.namespaces.clone();
+    let (handle, orchestration) =
+        block_on(&rt, START_TIMEOUT, "starting the worker", async move {
+            let config = worker_config;
+            let pool = database::connect(&config.database).await?;
+            let registry = TemplateRegistry::new(pool.clone());
+            for (_, template) in &templates {
+                registry
+                    .register(&template.for_environment(&environment))
+                    .await?;
+            }
+            let handle = WorkerCore::start(
+                pool.clone(),
+                &config,
+                WorkerOptions {
+                    namespaces,
+                    dispatch: Dispatch::Ffi,
+                    worker_id: opts.worker_id,
+                    callbacks: Vec::new(),
+                },
+            )
+            .await?;
+            let orchestration = if opts.embedded_orchestration {
+                Some(OrchestrationCore::new(pool, config).await.start())
+            } else {
+                None
+            };
+            Ok((handle, orchestration))
+        })?;
+    let ffi = handle
+        .ffi
+        .clone()
+        .ok_or_else(|| NativeError::worker("the worker started without an FFI dispatch channel"))?;
+    let commands = handle.command_sender();
+    let events = handle.subscribe();
+    Ok(Worker {
+        inner: ProcessBound::new(Inner {
+            runtime: rt,
+            ffi,
+            worker_id: handle.worker_id.clone(),
+            config,
+            commands: Mutex::new(Some(commands.clone())),
+            running: Mutex::new(Some(Running {
+                handle,
+                commands,
+                orchestration,
+            })),
+            events: Arc::new(tokio::sync::Mutex::new(events)),
+            events_dropped: Arc::default(),
+        }),
+    })
+}
+
+/// Polls the channel with the GVL released. A step taken just as Ruby interrupts the
+/// thread is failed (retryably) at once instead of waiting for the completion timeout.
+pub fn poll_channel(
+    ruby: &Ruby,
+    ffi: &Arc<FfiDispatchChannel>,
+    timeout: f64,
+) -> Result<Option<RHash>, magnus::Error> {
+    let timeout = seconds(timeout, "poll timeout")?;
+    let channel = ffi.clone();
+    let outcome = nogvl::run(move |interrupt| channel.poll(timeout, interrupt.flag()))?;
+    let step: Option<PolledStep> = outcome.value.flatten();
+    if let Some(pending) = outcome.pending {
+        if let Some(step) = step {
+            ffi.complete(step.event_id, interrupted_result());
+        }
+        return Err(pending);
+    }
+    step.map(|s| polled_step(ruby, &s)).transpose()
+}
+
+fn interrupted_result() -> FfiStepResult {
+    FfiStepResult {
+        success: false,
+        result: serde_json::Value::Null,
+        metadata: serde_json::Value::Null,
+        error: Some(FfiError {
+            message:
+                "the Ruby thread that polled this step was interrupted before running its handler"
+                    .into(),
+            error_type: Some("handler_error".into()),
+            retryable: Some(true),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Hands a Ruby result to the channel; false for unknown, duplicate or late event ids.
+pub fn complete_on(
+    ruby: &Ruby,
+    ffi: &FfiDispatchChannel,
+    event_id: String,
+    result: Value,
+) -> Result<bool, magnus::Error> {
+    let id = uuid(&event_id, "event_id")?;
+    let json = to_json(ruby, result, "result")?;
+    let parsed: FfiStepResult = crate::convert::from_json(json, "result")?;
+    Ok(ffi.complete(id, parsed))
+}
+
+impl Worker {
+    fn inner(&self) -> Result<&Inner, magnus::Error> {
+        self.inner.get("TaskerCore::Native::Worker")
+    }
+
+    /// `poll(timeout_seconds)` -> Hash or nil.
+    fn poll(ruby: &Ruby, rb_self: &Self, timeout: f64) -> Result<Option<RHash>, magnus::Error> {
+        poll_channel(ruby, &rb_self.inner()?.ffi, timeout)
+    }
+
+    /// `complete(event_id, result)` -> true/false; returns at once.
+    fn complete(
+        ruby: &Ruby,
+        rb_self: &Self,
+        event_id: String,
+        result: Value,
+    ) -> Result<bool, magnus::Error> {
+        complete_on(ruby, &rb_self.inner()?.ffi, event_id, result)
+    }
+
+    fn ffi_metrics(ruby: &Ruby, rb_self: &Self) -> Result<Value, magnus::Error> {
+        to_ruby_via_json(ruby, &rb_self.inner()?.ffi.metrics())
+    }
+
+    /// `status` -> Hash: the worker's own counters, or `running: false` once stopped.
+    fn status(ruby: &Ruby, rb_self: &Self) -> Result<Value, magnus::Error> {
+        let inner = rb_self.inner()?;
+        let sender = inner
+            .commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let status: Option<WorkerStatus> = match sender {
+            None => None,
+            Some(sender) => match wait(&inner.runtime, STATUS_TIMEOUT, async move {
+                let (tx, rx) = oneshot::channel();
+                sender
+                    .send(WorkerCommand::GetStatus { reply: tx })
+                    .await
+                    .ok()?;
+                rx.await.ok()
+            })? {
+                Waited::Done(s) => s,
+                Waited::TimedOut => {
+                    return Err(
+                        NativeError::timeout("worker status did not arrive within 5 s").into(),
+                    )
+                }
+                Waited::Interrupted => {
+                    return Err(NativeError::interrupted("worker status was interrupted").into())
+                }
+            },
+        };
+        let running = status.is_some();
+        let mut value = match status {
+            Some(s) => serde_json::to_value(s).map_err(|e| NativeError::native(e.to_string()))?,
+            None => serde_json::json!({ "worker_id": inner.worker_id }),
+        };
+        value["running"] = serde_json::json!(running);
+        value["events_dropped"] = serde_json::json!(inner.events_dropped.load(Ordering::Relaxed));
+        to_ruby(ruby, &value)
+    }
+
+    /// `poll_event(timeout_seconds)` -> the next `fast` domain event as a Hash; nil when none
+    /// came within the timeout; false once the worker has stopped and every event has been
+    /// taken.
+    fn poll_event(ruby: &Ruby, rb_self: &Self, timeout: f64) -> Result<Value, magnus::Error> {
+        let inner = rb_self.inner()?;
+        let timeout = seconds(timeout, "poll_event timeout")?;
+        let events = inner.events.clone();
+        let dropped = inner.events_dropped.clone();
+        let got = wait(&inner.runtime, timeout, async move {
+            let mut rx = events.lock().await;
+            loop {
+                match rx.recv().await {
+                    Ok(e) => return Some(e),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        dropped.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })?;
+        match got {
+            Waited::Done(Some(event)) => to_ruby_via_json(ruby, &event),
+            Waited::Done(None) => Ok(ruby.qfalse().as_value()),
+            // An interrupt's exception, if any, is raised by Ruby as this call returns.
+            Waited::TimedOut | Waited::Interrupted => Ok(ruby.qnil().as_value()),
+        }
+    }
+
+    /// `stop(timeout_seconds)`: stops claiming, lets Ruby finish what it polled until the
+    /// deadline, records the results, hands back the rest, then stops embedded
+    /// orchestration. False when already stopped.
+    fn stop(rb_self: &Self, timeout: f64) -> Result<bool, magnus::Error> {
+        let inner = rb_self.inner()?;
+        let deadline = seconds(timeout, "stop timeout")?;
+        inner
+            .commands
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(running) = inner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return Ok(false);
+        };
+        drop(running.commands);
+        let orchestration_deadline = inner
+            .config
+            .orchestration
+            .shutdown_timeout()
+            .min(deadline.max(Duration::from_secs(1)));
+        // Spawned, so that an interrupted wait (a second Ctrl-C) leaves the shutdown running
+        // instead of abandoning it half done.
+        let done = inner.runtime.spawn(async move {
+            running.handle.shutdown_within(deadline).await;
+            if let Some(o) = running.orchestration {
+                o.shutdown(orchestration_deadline).await;
+            }
+        });
+        let limit = deadline + orchestration_deadline + STOP_GRACE;
+        match wait(&inner.runtime, limit, done)? {
+            Waited::Done(Ok(())) => Ok(true),
+            Waited::Done(Err(e)) => Err(NativeError::worker(format!("worker shutdown failed: {e}")).into()),
+            Waited::TimedOut => Err(NativeError::timeout(format!(
+                "worker shutdown did not finish within {} s",
+                limit.as_secs_f64()
+            ))
+            .into()),
+            Waited::Interrupted => Err(NativeError::interrupted("waiting for the worker to stop was interrupted; it keeps stopping in the background").into()),
+        }
+    }
+
+    /// True once `stop` has begun or the channel stopped handing out steps.
+    fn is_stopped(rb_self: &Self) -> Result<bool, magnus::Error> {
+        let inner = rb_self.inner()?;
+        Ok(inner.ffi.is_closed()
+            || inner
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none())
+    }
+
+    fn worker_id(rb_self: &Self) -> Result<String, magnus::Error> {
+        Ok(rb_self.inner()?.worker_id.clone())
+    }
+
+    /// The configuration the worker runs with, as a Hash.
+    fn config(ruby: &Ruby, rb_self: &Self) -> Result<Value, magnus::Error> {
+        to_ruby_via_json(ruby, &rb_self.inner()?.config)
+    }
+}
