@@ -1,4 +1,4 @@
--- State transitions (compare-and-swap), readiness and execution context, queue notify.
+-- State transitions (compare-and-swap), readiness and execution context.
 
 -- Appends a task transition row and moves the most_recent flag to it.
 CREATE FUNCTION tasker.record_task_transition(
@@ -176,30 +176,4 @@ RETURNS TABLE (
            ELSE 'healthy'
          END
     FROM c
-$$;
-
--- Statement-level insert trigger body: one NOTIFY per sending statement.
-CREATE FUNCTION tasker.notify_queue_insert() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-  PERFORM pg_notify(TG_ARGV[0], '');
-  RETURN NULL;
-END;
-$$;
-
-CREATE FUNCTION tasker.attach_queue_notify(p_queue text, p_channel text) RETURNS void
-LANGUAGE plpgsql AS $$
-DECLARE
-  v_table regclass;
-BEGIN
-  IF p_queue !~ '^[a-z][a-z0-9_]{0,46}$' THEN
-    RAISE EXCEPTION 'invalid queue name %', p_queue USING ERRCODE = 'invalid_name';
-  END IF;
-  v_table := format('pgmq.%I', 'q_' || p_queue)::regclass;
-  IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = v_table AND tgname = 'tasker_notify_insert') THEN
-    EXECUTE format(
-      'CREATE TRIGGER tasker_notify_insert AFTER INSERT ON %s FOR EACH STATEMENT '
-      'EXECUTE FUNCTION tasker.notify_queue_insert(%L)', v_table, p_channel);
-  END IF;
-END;
 $$;

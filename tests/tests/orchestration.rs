@@ -404,9 +404,16 @@ async fn manual_reset_resolve_and_complete_let_the_task_continue() {
         fake.run_task("error_scenarios", task, T, fail).await.state,
         "error"
     );
-    let step = act_on_step(&h.db.pool, task, "flaky", &StepAction::Reset, "test")
-        .await
-        .unwrap();
+    let step = act_on_step(
+        &h.db.pool,
+        h.core.queues.notifier(),
+        task,
+        "flaky",
+        &StepAction::Reset,
+        "test",
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (step.state.as_str(), step.attempts, step.max_attempts),
         ("enqueued", 1, 4)
@@ -424,9 +431,16 @@ async fn manual_reset_resolve_and_complete_let_the_task_continue() {
         fake.run_task("error_scenarios", task, T, fail).await.state,
         "error"
     );
-    act_on_step(&h.db.pool, task, "flaky", &StepAction::Resolve, "test")
-        .await
-        .unwrap();
+    act_on_step(
+        &h.db.pool,
+        h.core.queues.notifier(),
+        task,
+        "flaky",
+        &StepAction::Resolve,
+        "test",
+    )
+    .await
+    .unwrap();
     assert_eq!(
         fake.run_task("error_scenarios", task, T, ok).await.state,
         "complete"
@@ -450,6 +464,7 @@ async fn manual_reset_resolve_and_complete_let_the_task_continue() {
     );
     act_on_step(
         &h.db.pool,
+        h.core.queues.notifier(),
         task,
         "flaky",
         &StepAction::Complete { result: json!(41) },
@@ -464,9 +479,16 @@ async fn manual_reset_resolve_and_complete_let_the_task_continue() {
     assert_eq!(h.result_of(task, "flaky").await, json!(41));
 
     // A complete step cannot be reset.
-    let err = act_on_step(&h.db.pool, task, "after_flaky", &StepAction::Reset, "test")
-        .await
-        .unwrap_err();
+    let err = act_on_step(
+        &h.db.pool,
+        h.core.queues.notifier(),
+        task,
+        "after_flaky",
+        &StepAction::Reset,
+        "test",
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("not possible"), "{err}");
     h.shutdown().await;
 }

@@ -142,6 +142,7 @@ async fn late_result_after_lease_loss_is_refused() {
 
     let processor = CompletionProcessorService::new(
         h.db.pool.clone(),
+        h.core.queues.notifier().clone(),
         "w1".into(),
         Arc::new(InFlight::default()),
         Vec::new(),

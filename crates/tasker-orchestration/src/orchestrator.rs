@@ -77,6 +77,7 @@ impl OrchestrationCore {
         tasks.spawn(result_loop(self.clone(), token.clone()));
         let sweeper = RetrySweeper::new(
             self.pool.clone(),
+            self.queues.notifier().clone(),
             self.config.orchestration.fallback_poll_interval(),
             self.config.orchestration.enqueue_batch_size,
             self.actor.clone(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tasker_shared::config::BackoffConfig;
 use tasker_shared::messages::StepResultMessage;
 use tasker_shared::models::transition_step;
-use tasker_shared::queue::{QueueClient, QueueName, QueuedMessage};
+use tasker_shared::queue::{worker_queue, QueueClient, QueueName, QueuedMessage};
 use tasker_shared::state::StepState;
 use tasker_shared::template::{BackoffKind, ResolvedRetry};
 use tasker_shared::StepError;
@@ -86,10 +86,15 @@ impl ResultProcessor {
         };
         let mut tx = self.pool.begin().await?;
         // Task first, then step: the same lock order as finalize_task.
-        sqlx::query("SELECT 1 FROM tasker.tasks WHERE task_uuid = $1 FOR UPDATE")
-            .bind(result.task_uuid)
-            .execute(&mut *tx)
-            .await?;
+        let namespace: Option<String> = sqlx::query_scalar(
+            "SELECT n.name FROM tasker.tasks t
+               JOIN tasker.named_tasks nt USING (named_task_uuid)
+               JOIN tasker.namespaces n USING (namespace_uuid)
+              WHERE t.task_uuid = $1 FOR UPDATE OF t",
+        )
+        .bind(result.task_uuid)
+        .fetch_optional(&mut *tx)
+        .await?;
         let step: Option<StepForResult> = sqlx::query_as(
             "SELECT state, attempts, max_attempts, retryable, backoff, backoff_base_ms, max_backoff_ms, last_error
                FROM tasker.workflow_steps WHERE step_uuid = $1 AND task_uuid = $2 FOR UPDATE",
@@ -117,6 +122,12 @@ impl ResultProcessor {
             .delete(&self.queue, message.msg_id, &mut *tx)
             .await?;
         tx.commit().await?;
+        // Finalizing may have enqueued children: wake the namespace's workers.
+        if outcome != ResultOutcome::Ignored {
+            if let Some(queue) = namespace.and_then(|ns| worker_queue(&ns).ok()) {
+                self.queues.notify(&queue);
+            }
+        }
         let label = match outcome {
             ResultOutcome::Completed => "completed",
             ResultOutcome::RetryScheduled => "retry_scheduled",

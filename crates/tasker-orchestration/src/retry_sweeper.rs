@@ -3,6 +3,7 @@
 
 use sqlx::PgPool;
 use std::time::Duration;
+use tasker_shared::queue::{worker_queue, Notifier};
 use tokio_util::sync::CancellationToken;
 
 /// Task states in which the engine still moves steps (as in finalize_task).
@@ -10,15 +11,23 @@ const ACTIVE: &str = "'enqueuing_steps', 'steps_in_process', 'evaluating_results
 
 pub struct RetrySweeper {
     pool: PgPool,
+    notifier: Notifier,
     interval: Duration,
     batch: i64,
     actor: String,
 }
 
 impl RetrySweeper {
-    pub fn new(pool: PgPool, interval: Duration, batch: u32, actor: String) -> Self {
+    pub fn new(
+        pool: PgPool,
+        notifier: Notifier,
+        interval: Duration,
+        batch: u32,
+        actor: String,
+    ) -> Self {
         Self {
             pool,
+            notifier,
             interval,
             batch: i64::from(batch),
             actor,
@@ -27,9 +36,11 @@ impl RetrySweeper {
 
     /// Finalizes up to one batch of tasks with expired retries; returns how many.
     pub async fn sweep(&self) -> Result<usize, sqlx::Error> {
-        let tasks: Vec<uuid::Uuid> = sqlx::query_scalar(&format!(
-            "SELECT DISTINCT s.task_uuid FROM tasker.workflow_steps s
+        let rows: Vec<(uuid::Uuid, String)> = sqlx::query_as(&format!(
+            "SELECT DISTINCT s.task_uuid, n.name FROM tasker.workflow_steps s
                JOIN tasker.tasks t USING (task_uuid)
+               JOIN tasker.named_tasks nt USING (named_task_uuid)
+               JOIN tasker.namespaces n USING (namespace_uuid)
               WHERE s.state = 'waiting_for_retry' AND s.next_retry_at <= clock_timestamp()
                 AND t.state IN ({ACTIVE})
               LIMIT $1"
@@ -37,15 +48,23 @@ impl RetrySweeper {
         .bind(self.batch)
         .fetch_all(&self.pool)
         .await?;
-        if tasks.is_empty() {
+        if rows.is_empty() {
             return Ok(0);
         }
+        let tasks: Vec<uuid::Uuid> = rows.iter().map(|(t, _)| *t).collect();
         sqlx::query("SELECT tasker.finalize_task(t, $2) FROM unnest($1::uuid[]) AS t ORDER BY t")
             .bind(&tasks)
             .bind(&self.actor)
             .execute(&self.pool)
             .await?;
         metrics::counter!("tasker_retry_sweeps_total").increment(1);
+        let namespaces: std::collections::BTreeSet<&str> =
+            rows.iter().map(|(_, ns)| ns.as_str()).collect();
+        for ns in namespaces {
+            if let Ok(queue) = worker_queue(ns) {
+                self.notifier.notify(&queue);
+            }
+        }
         Ok(tasks.len())
     }
 

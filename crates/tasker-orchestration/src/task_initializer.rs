@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tasker_shared::config::BackoffConfig;
 use tasker_shared::models::{RegisteredTemplate, TemplateRegistry};
+use tasker_shared::queue::{worker_queue, Notifier};
 use uuid::Uuid;
 
 /// What a caller asks for.
@@ -47,12 +48,15 @@ pub struct TaskInitializer {
     backoff: BackoffConfig,
     actor: String,
     validators: Arc<Mutex<Validators>>,
+    notifier: Notifier,
 }
 
 impl TaskInitializer {
+    /// Must be called inside a tokio runtime (it starts the queue notifier).
     pub fn new(pool: PgPool, backoff: BackoffConfig) -> Self {
         Self {
             registry: TemplateRegistry::new(pool.clone()),
+            notifier: Notifier::spawn(pool.clone()),
             pool,
             backoff,
             actor: "task_initializer".into(),
@@ -191,6 +195,9 @@ impl TaskInitializer {
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;
+        if let Ok(queue) = worker_queue(&request.namespace) {
+            self.notifier.notify(&queue);
+        }
         metrics::counter!("tasker_tasks_created_total", "namespace" => request.namespace.clone())
             .increment(1);
         tracing::debug!(task = %task, template = %template.identity(), "task created");

@@ -4,6 +4,7 @@ use crate::OrchestrationError;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use tasker_shared::models::{transition_step, transition_task, StepRow, TaskRow};
+use tasker_shared::queue::{worker_queue, Notifier};
 use tasker_shared::state::{StepState, TaskState};
 use uuid::Uuid;
 
@@ -93,6 +94,7 @@ pub async fn cancel_task(
 /// Applies an operator action to one step, then lets the task continue.
 pub async fn act_on_step(
     pool: &PgPool,
+    notifier: &Notifier,
     task: Uuid,
     step_name: &str,
     action: &StepAction,
@@ -224,6 +226,9 @@ pub async fn act_on_step(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    if let Ok(queue) = worker_queue(&TaskRow::get(pool, task).await?.namespace) {
+        notifier.notify(&queue);
+    }
     StepRow::find_by_name(pool, task, step_name)
         .await?
         .ok_or_else(|| OrchestrationError::StepNotFound {

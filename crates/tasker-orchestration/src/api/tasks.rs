@@ -152,6 +152,14 @@ pub async fn act_on_step(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Path((id, step)) = path?;
     let Json(action) = body?;
-    let row = apply_step_action(&core.pool, id, &step, &action, "api").await?;
+    let row = apply_step_action(
+        &core.pool,
+        core.queues.notifier(),
+        id,
+        &step,
+        &action,
+        "api",
+    )
+    .await?;
     Ok(Json(serde_json::json!({ "step": row })))
 }

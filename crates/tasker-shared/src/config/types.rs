@@ -19,6 +19,30 @@ pub struct DatabaseConfig {
     pub min_connections: u32,
     pub acquire_timeout_ms: u64,
     pub reconnect_backoff_ms: u64,
+    pub synchronous_commit: SynchronousCommit,
+}
+
+/// Postgres `synchronous_commit` values Tasker accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SynchronousCommit {
+    On,
+    Off,
+    Local,
+    RemoteWrite,
+    RemoteApply,
+}
+
+impl SynchronousCommit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SynchronousCommit::On => "on",
+            SynchronousCommit::Off => "off",
+            SynchronousCommit::Local => "local",
+            SynchronousCommit::RemoteWrite => "remote_write",
+            SynchronousCommit::RemoteApply => "remote_apply",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -79,7 +79,10 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DatabaseError> {
         .max_connections(config.max_connections)
         .min_connections(config.min_connections)
         .acquire_timeout(config.acquire_timeout())
-        .connect_with(options(&config.url)?)
+        .connect_with(
+            options(&config.url)?
+                .options([("synchronous_commit", config.synchronous_commit.as_str())]),
+        )
         .await
         .map_err(|source| DatabaseError::Connect {
             target: redact(&config.url),

@@ -1,4 +1,4 @@
-use super::{notify_channel, QueueName};
+use super::{Notifier, QueueName};
 use pgmq::PGMQueueExt;
 use serde::Serialize;
 use sqlx::{PgPool, Postgres};
@@ -36,6 +36,7 @@ pub struct QueuedMessage {
 pub struct QueueClient {
     pool: PgPool,
     pgmq: PGMQueueExt,
+    notifier: Notifier,
 }
 
 impl std::fmt::Debug for QueueClient {
@@ -47,30 +48,33 @@ impl std::fmt::Debug for QueueClient {
 impl QueueClient {
     pub async fn new(pool: PgPool) -> Self {
         let pgmq = PGMQueueExt::new_with_pool(pool.clone()).await;
-        Self { pool, pgmq }
+        let notifier = Notifier::spawn(pool.clone());
+        Self {
+            pool,
+            pgmq,
+            notifier,
+        }
+    }
+
+    /// Wakes the queue's consumers; call after the transaction that sent has committed.
+    pub fn notify(&self, queue: &QueueName) {
+        self.notifier.notify(queue);
+    }
+
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    /// Creates the queue if missing and attaches the statement-level trigger that NOTIFYs
-    /// its channel. A statement trigger (not PGMQ's per-row one) costs one notification per
-    /// send statement, and Postgres folds duplicates within a transaction.
+    /// Creates the queue if missing.
     pub async fn ensure_queue(&self, queue: &QueueName) -> Result<(), QueueError> {
         self.pgmq
             .create(queue.as_str())
             .await
             .map_err(|source| QueueError::Pgmq {
-                queue: queue.to_string(),
-                source,
-            })?;
-        sqlx::query("SELECT tasker.attach_queue_notify($1, $2)")
-            .bind(queue.as_str())
-            .bind(notify_channel(queue))
-            .execute(&self.pool)
-            .await
-            .map_err(|source| QueueError::Database {
                 queue: queue.to_string(),
                 source,
             })?;

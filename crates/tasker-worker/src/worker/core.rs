@@ -56,6 +56,7 @@ pub struct WorkerHandle {
     shutdown_timeout: Duration,
     intake: Vec<JoinHandle<()>>,
     dispatcher: Option<JoinHandle<()>>,
+    abandon: Option<CancellationToken>,
     completion: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
 }
@@ -101,6 +102,7 @@ impl WorkerCore {
         callbacks.extend(options.callbacks.iter().cloned());
         let completion = CompletionProcessorService::new(
             pool.clone(),
+            queues.notifier().clone(),
             worker_id.clone(),
             in_flight.clone(),
             callbacks,
@@ -111,6 +113,7 @@ impl WorkerCore {
         let completion = tokio::spawn(completion.run(completion_rx));
 
         let mut background = Vec::new();
+        let mut abandon = None;
         let (dispatcher, ffi) = match &options.dispatch {
             Dispatch::Rust(registry) => {
                 let svc = HandlerDispatchService::new(
@@ -121,6 +124,7 @@ impl WorkerCore {
                     hd.handler_timeout(),
                     worker_id.clone(),
                 );
+                abandon = Some(svc.abandon_token());
                 (tokio::spawn(svc.run()), None)
             }
             Dispatch::Ffi => {
@@ -207,6 +211,7 @@ impl WorkerCore {
             shutdown_timeout: wc.shutdown_timeout(),
             intake,
             dispatcher: Some(dispatcher),
+            abandon,
             completion,
             background,
         })
@@ -274,14 +279,24 @@ impl WorkerHandle {
             let _ = tokio::time::timeout(remaining, wait).await;
             ffi.close();
         }
-        if let Some(dispatcher) = self.dispatcher.take() {
+        if let Some(mut dispatcher) = self.dispatcher.take() {
             let remaining = deadline.saturating_sub(start.elapsed());
-            let abort = dispatcher.abort_handle();
-            if tokio::time::timeout(remaining, dispatcher).await.is_err() {
+            if tokio::time::timeout(remaining, &mut dispatcher)
+                .await
+                .is_err()
+            {
                 tracing::warn!(
                     "handlers still running at the shutdown deadline; handing their steps back"
                 );
-                abort.abort();
+                if let Some(abandon) = &self.abandon {
+                    abandon.cancel();
+                }
+                if tokio::time::timeout(Duration::from_secs(5), &mut dispatcher)
+                    .await
+                    .is_err()
+                {
+                    dispatcher.abort();
+                }
             }
         }
         if tokio::time::timeout(Duration::from_secs(30), &mut self.completion)
@@ -310,7 +325,13 @@ impl WorkerHandle {
             }
             let queues = QueueClient::new(self.pool.clone()).await;
             for (_, s) in self.in_flight.snapshot() {
-                let _ = queues.extend_visibility(&s.queue, &[s.msg_id], 0).await;
+                if queues
+                    .extend_visibility(&s.queue, &[s.msg_id], 0)
+                    .await
+                    .is_ok()
+                {
+                    queues.notify(&s.queue);
+                }
             }
         }
         for h in self.background.drain(..) {

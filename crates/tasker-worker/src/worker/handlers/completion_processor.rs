@@ -11,6 +11,7 @@ use crate::worker::worker_metrics as m;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tasker_shared::queue::{Notifier, QueueName, ORCHESTRATION_RESULTS_QUEUE};
 use tasker_shared::result::{ErrorType, StepError, StepExecutionResult};
 use tokio::sync::{mpsc, Semaphore};
 
@@ -26,6 +27,8 @@ pub enum RecordOutcome {
 #[derive(Clone)]
 pub struct CompletionProcessorService {
     pool: PgPool,
+    notifier: Notifier,
+    results_queue: QueueName,
     worker_id: String,
     in_flight: Arc<InFlight>,
     callbacks: Vec<Arc<dyn PostHandlerCallback>>,
@@ -37,6 +40,7 @@ pub struct CompletionProcessorService {
 impl CompletionProcessorService {
     pub fn new(
         pool: PgPool,
+        notifier: Notifier,
         worker_id: String,
         in_flight: Arc<InFlight>,
         callbacks: Vec<Arc<dyn PostHandlerCallback>>,
@@ -46,6 +50,9 @@ impl CompletionProcessorService {
     ) -> Self {
         Self {
             pool,
+            notifier,
+            results_queue: QueueName::new(ORCHESTRATION_RESULTS_QUEUE)
+                .expect("constant queue name is valid"),
             worker_id,
             in_flight,
             callbacks,
@@ -76,7 +83,10 @@ impl CompletionProcessorService {
         let outcome = self.record_with_retry(&done).await;
         self.in_flight.remove(&done.step.context.step_uuid);
         match outcome {
-            RecordOutcome::Recorded => self.run_callbacks(&done).await,
+            RecordOutcome::Recorded => {
+                self.notifier.notify(&self.results_queue);
+                self.run_callbacks(&done).await
+            }
             RecordOutcome::Refused => {
                 metrics::counter!(m::LATE_RESULTS).increment(1);
                 tracing::warn!(

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tasker_shared::result::{ErrorType, ExecutionMetadata, StepError, StepExecutionResult};
 use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 /// A handler result on its way to be recorded.
 #[derive(Debug, Clone)]
@@ -35,6 +36,7 @@ pub struct HandlerDispatchService {
     semaphore: Arc<Semaphore>,
     default_timeout: Duration,
     worker_id: String,
+    abandon: CancellationToken,
 }
 
 impl HandlerDispatchService {
@@ -53,7 +55,14 @@ impl HandlerDispatchService {
             semaphore,
             default_timeout,
             worker_id,
+            abandon: CancellationToken::new(),
         }
+    }
+
+    /// Cancelling this token abandons running handlers: their futures are dropped and no
+    /// result is sent (shutdown hands their steps back instead).
+    pub fn abandon_token(&self) -> CancellationToken {
+        self.abandon.clone()
     }
 
     /// Runs until the dispatch channel closes, then waits for the handlers it started.
@@ -89,11 +98,16 @@ impl HandlerDispatchService {
             let completions = self.completions.clone();
             let timeout = step.timeout(self.default_timeout);
             let worker_id = worker_id.clone();
+            let abandon = self.abandon.clone();
             tokio::spawn(async move {
                 metrics::gauge!(m::HANDLERS_IN_FLIGHT).increment(1.0);
-                let result = execute(&registry, &step, timeout, &worker_id).await;
+                let outcome = tokio::select! {
+                    r = execute(&registry, &step, timeout, &worker_id) => Some(r),
+                    _ = abandon.cancelled() => None,
+                };
                 metrics::gauge!(m::HANDLERS_IN_FLIGHT).decrement(1.0);
                 drop(permit);
+                let Some(result) = outcome else { return };
                 if completions
                     .send(CompletedStep { step, result })
                     .await

@@ -1,0 +1,354 @@
+//! End-to-end benchmark: `tasker server` plus one worker process against the local Postgres,
+//! measured from outside through the database. Prints a Markdown table.
+//!
+//! bin/bench [--worker rust|ruby|both] [--tasks N]
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tasker_orchestration::{TaskInitializer, TaskRequest};
+use tasker_shared::config::ConfigLoader;
+use tasker_shared::database;
+use tasker_shared::models::TemplateRegistry;
+use tasker_shared::template::{parse_template, TaskTemplate};
+use uuid::Uuid;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(about = "End-to-end Tasker benchmark against the local Postgres")]
+struct Args {
+    /// Which worker to measure.
+    #[arg(long, default_value = "rust", value_parser = ["rust", "ruby", "both"])]
+    worker: String,
+    /// Tasks of 10 no-op steps for the throughput run.
+    #[arg(long, default_value_t = 400)]
+    tasks: usize,
+    /// Sequential linear tasks for the latency run.
+    #[arg(long, default_value_t = 60)]
+    latency_samples: usize,
+    /// Server URL without a database name.
+    #[arg(
+        long,
+        env = "TASKER_BENCH_SERVER",
+        default_value = "postgresql://postgres@127.0.0.1:5432"
+    )]
+    server: String,
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn templates() -> Vec<TaskTemplate> {
+    let fanout: String = (0..10)
+        .map(|i| format!("  - {{ name: noop_{i}, handler: {{ callable: Examples::Noop }} }}\n"))
+        .collect();
+    let linear: String = (0..4)
+        .map(|i| {
+            let deps = if i == 0 {
+                String::new()
+            } else {
+                format!(", dependencies: [noop_{}]", i - 1)
+            };
+            format!("  - {{ name: noop_{i}, handler: {{ callable: Examples::Noop }}{deps} }}\n")
+        })
+        .collect();
+    let sleeps: String = (0..100)
+        .map(|i| format!("  - {{ name: sleep_{i}, handler: {{ callable: Examples::Sleep, initialization: {{ ms: 50 }} }} }}\n"))
+        .collect();
+    [
+        ("noop_fanout", fanout),
+        ("noop_linear", linear),
+        ("sleep_100", sleeps),
+    ]
+    .into_iter()
+    .map(|(name, steps)| {
+        let text = format!("name: {name}\nnamespace: bench\nversion: 1.0.0\nsteps:\n{steps}");
+        parse_template(&text, Path::new(name)).expect("bench templates are valid")
+    })
+    .collect()
+}
+
+struct Bench {
+    db_url: String,
+    pool: sqlx::PgPool,
+    initializer: TaskInitializer,
+    template_dir: PathBuf,
+}
+
+impl Bench {
+    async fn create(&self, name: &str) -> anyhow::Result<Uuid> {
+        Ok(self
+            .initializer
+            .create_task(&TaskRequest {
+                namespace: "bench".into(),
+                name: name.into(),
+                version: "1.0.0".into(),
+                context: json!({}),
+                idempotency_key: None,
+                initiator: Some("bench".into()),
+            })
+            .await?
+            .task_uuid)
+    }
+
+    async fn wait_all(&self, tasks: &[Uuid], timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let open: i64 = sqlx::query_scalar("SELECT count(*) FROM tasker.tasks WHERE task_uuid = ANY($1) AND state NOT IN ('complete', 'error', 'cancelled')")
+                .bind(tasks)
+                .fetch_one(&self.pool)
+                .await?;
+            if open == 0 {
+                let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM tasker.tasks WHERE task_uuid = ANY($1) AND state <> 'complete'")
+                    .bind(tasks)
+                    .fetch_one(&self.pool)
+                    .await?;
+                if failed > 0 {
+                    bail!("{failed} benchmark tasks did not complete");
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{open} benchmark tasks still open after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn commits(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    fn spawn(&self, args: &[&str], extra_env: &[(&str, &str)]) -> anyhow::Result<Proc> {
+        let tasker = std::env::current_exe()?.with_file_name("tasker");
+        let mut cmd = Command::new(tasker);
+        cmd.args(args)
+            .env("DATABASE_URL", &self.db_url)
+            .env("TASKER_ENV", "development")
+            .env("TASKER_CONFIG_DIR", repo_root().join("config/tasker"))
+            .env("TASKER_TEMPLATE_PATH", &self.template_dir)
+            .env("TASKER_ORCHESTRATION__BIND_ADDRESS", "127.0.0.1:0")
+            .env("TASKER_WORKER__BIND_ADDRESS", "")
+            .env("TASKER_LOG", "warn")
+            .stdin(Stdio::null());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        Ok(Proc(cmd.spawn().context("starting tasker")?))
+    }
+
+    fn spawn_worker(&self, kind: &str) -> anyhow::Result<Proc> {
+        match kind {
+            "rust" => self.spawn(&["worker", "--namespace", "bench"], &[]),
+            _ => {
+                let script = repo_root().join("workers/ruby/bin/tasker-ruby-worker");
+                let child = Command::new("ruby")
+                    .arg(script)
+                    .env("DATABASE_URL", &self.db_url)
+                    .env("TASKER_ENV", "development")
+                    .env("TASKER_CONFIG_DIR", repo_root().join("config/tasker"))
+                    .env("TASKER_TEMPLATE_PATH", &self.template_dir)
+                    .env("NAMESPACES", "bench")
+                    .env("CONCURRENCY", "10")
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .context("starting the Ruby worker (build the gem first: rake compile)")?;
+                Ok(Proc(child))
+            }
+        }
+    }
+}
+
+struct Row {
+    worker: String,
+    throughput: f64,
+    commits_per_step: f64,
+    p50_ms: f64,
+    p95_ms: f64,
+    parallel_s: f64,
+}
+
+async fn measure(bench: &Bench, kind: &str, args: &Args) -> anyhow::Result<Row> {
+    let _worker = bench.spawn_worker(kind)?;
+    // Warm up: the worker is up once a task completes.
+    let warm: Vec<Uuid> =
+        futures::future::try_join_all((0..20).map(|_| bench.create("noop_fanout"))).await?;
+    bench.wait_all(&warm, Duration::from_secs(120)).await?;
+
+    let before = bench.commits().await?;
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(args.tasks);
+    for chunk in (0..args.tasks).collect::<Vec<_>>().chunks(20) {
+        tasks.extend(
+            futures::future::try_join_all(chunk.iter().map(|_| bench.create("noop_fanout")))
+                .await?,
+        );
+    }
+    bench.wait_all(&tasks, Duration::from_secs(600)).await?;
+    let elapsed = start.elapsed();
+    let steps = (args.tasks * 10) as f64;
+    let commits = (bench.commits().await? - before) as f64;
+
+    let mut latencies = Vec::with_capacity(args.latency_samples);
+    for _ in 0..args.latency_samples {
+        let t0 = Instant::now();
+        let t = bench.create("noop_linear").await?;
+        bench.wait_all(&[t], Duration::from_secs(60)).await?;
+        latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+
+    let t0 = Instant::now();
+    let t = bench.create("sleep_100").await?;
+    bench.wait_all(&[t], Duration::from_secs(120)).await?;
+    let parallel = t0.elapsed().as_secs_f64();
+    Ok(Row {
+        worker: kind.into(),
+        throughput: steps / elapsed.as_secs_f64(),
+        commits_per_step: commits / steps,
+        p50_ms: pct(0.5),
+        p95_ms: pct(0.95),
+        parallel_s: parallel,
+    })
+}
+
+fn pgbench_tps(server: &str) -> anyhow::Result<f64> {
+    let url = format!("{server}/tasker_pgbench");
+    let admin = format!("{server}/postgres");
+    let _ = Command::new("psql")
+        .args([&admin, "-qc", "DROP DATABASE IF EXISTS tasker_pgbench"])
+        .output();
+    Command::new("psql")
+        .args([&admin, "-qc", "CREATE DATABASE tasker_pgbench"])
+        .output()?;
+    let init = Command::new("pgbench")
+        .args(["-i", "-q", "-s", "4", &url])
+        .output()?;
+    if !init.status.success() {
+        bail!(
+            "pgbench -i failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+    }
+    let run = Command::new("pgbench")
+        .args(["-N", "-c", "8", "-j", "2", "-T", "10", &url])
+        .output()?;
+    let _ = Command::new("psql")
+        .args([&admin, "-qc", "DROP DATABASE IF EXISTS tasker_pgbench"])
+        .output();
+    let text = String::from_utf8_lossy(&run.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .context("no tps line in pgbench output")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let db_url = format!("{}/tasker_bench", args.server);
+    let admin = format!("{}/postgres", args.server);
+    Command::new("psql")
+        .args([
+            &admin,
+            "-qc",
+            "DROP DATABASE IF EXISTS tasker_bench WITH (FORCE)",
+        ])
+        .output()?;
+    database::create_database_if_missing(&db_url).await?;
+    let config = ConfigLoader::isolated(Some(&repo_root().join("config/tasker")), "development")
+        .set("database.url", db_url.clone())
+        .load()?;
+    let pool = database::connect(&config.database).await?;
+    database::migrate(&pool).await?;
+    let template_dir = std::env::temp_dir().join(format!("tasker-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&template_dir)?;
+    let registry = TemplateRegistry::new(pool.clone());
+    for t in templates() {
+        registry.register(&t).await?;
+        std::fs::write(
+            template_dir.join(format!("{}.yaml", t.name)),
+            serde_yaml_ng::to_string(&t)?,
+        )?;
+    }
+    let bench = Bench {
+        db_url,
+        pool: pool.clone(),
+        initializer: TaskInitializer::new(pool.clone(), config.backoff.clone()),
+        template_dir,
+    };
+    let _server = bench.spawn(&["server"], &[])?;
+    let kinds: Vec<&str> = match args.worker.as_str() {
+        "both" => vec!["rust", "ruby"],
+        k => vec![k],
+    };
+    let mut rows = Vec::new();
+    for kind in kinds {
+        eprintln!("measuring the {kind} worker ...");
+        rows.push(measure(&bench, kind, &args).await?);
+    }
+    let tps = pgbench_tps(&args.server).unwrap_or(f64::NAN);
+    println!();
+    println!("| worker | no-op steps/s | target | DB commits/step | linear 4-step p50 | p95 | 100 x 50 ms, 10 handlers | ratio to ideal 0.5 s |");
+    println!("|--------|---------------|--------|-----------------|-------------------|-----|--------------------------|----------------------|");
+    for r in &rows {
+        let target = if r.worker == "rust" {
+            ">= 1000"
+        } else {
+            ">= 700"
+        };
+        println!(
+            "| {} | {:.0} | {} | {:.2} | {:.1} ms | {:.1} ms | {:.3} s | {:.2}x |",
+            r.worker,
+            r.throughput,
+            target,
+            r.commits_per_step,
+            r.p50_ms,
+            r.p95_ms,
+            r.parallel_s,
+            r.parallel_s / 0.5
+        );
+    }
+    println!();
+    println!(
+        "PostgreSQL ceiling on this machine: pgbench -N -c 8 -j 2 -T 10 (scale 4): {tps:.0} TPS"
+    );
+    println!(
+        "({} no-op tasks x 10 steps for throughput; {} sequential linear tasks for latency)",
+        args.tasks, args.latency_samples
+    );
+    std::fs::remove_dir_all(&bench.template_dir).ok();
+    Ok(())
+}
