@@ -492,3 +492,40 @@ async fn manual_reset_resolve_and_complete_let_the_task_continue() {
     assert!(err.to_string().contains("not possible"), "{err}");
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueuer_sweep_recovers_a_task_left_with_ready_steps() {
+    let h = Harness::orchestration_only(&[(
+        "orchestration.fallback_poll_interval_ms",
+        tasker_tests::toml_value::Value::Integer(100),
+    )])
+    .await;
+    let task = h
+        .create("linear_workflow", "linear_math", json!({"value": 1}))
+        .await;
+    // Simulate a lost enqueue: the root step is pending again, its message gone, and the
+    // task has not changed for a while.
+    sqlx::query("UPDATE tasker.workflow_steps SET state = 'pending' WHERE task_uuid = $1 AND name = 'add_two'")
+        .bind(task)
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM pgmq.q_worker_linear_workflow_queue")
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE tasker.tasks SET updated_at = now() - interval '1 minute' WHERE task_uuid = $1",
+    )
+    .bind(task)
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+    tasker_tests::wait_for_steps_in(&h.db.pool, task, "enqueued", 1, T).await;
+    let fake = FakeWorker::new(h.db.pool.clone()).await;
+    assert_eq!(
+        fake.run_task("linear_workflow", task, T, ok).await.state,
+        "complete"
+    );
+    h.shutdown().await;
+}

@@ -10,7 +10,7 @@ use tasker_shared::StepExecutionResult;
 use tasker_tests::toml_value::Value as Toml;
 use tasker_tests::Harness;
 use tasker_worker::worker::handlers::completion_processor::{
-    CompletionProcessorService, RecordOutcome,
+    CompletionProcessorService, CompletionSettings, RecordOutcome,
 };
 use tasker_worker::worker::handlers::dispatch_service::{CompletedStep, PostHandlerCallback};
 use tasker_worker::worker::in_flight::InFlight;
@@ -146,9 +146,11 @@ async fn late_result_after_lease_loss_is_refused() {
         "w1".into(),
         Arc::new(InFlight::default()),
         Vec::new(),
-        Duration::from_secs(1),
-        Duration::from_secs(5),
-        1,
+        CompletionSettings {
+            callback_timeout: Duration::from_secs(1),
+            retry_deadline: Duration::from_secs(5),
+            concurrency: 1,
+        },
     );
     let dispatched = DispatchedStep {
         event_id: uuid::Uuid::now_v7(),
@@ -368,5 +370,49 @@ async fn shutdown_deadline_hands_unfinished_steps_back() {
         .await;
     tasker_tests::wait_for_steps_in(&h.db.pool, task, "in_progress", 4, T).await;
     worker.shutdown_within(Duration::from_millis(100)).await;
+    h.shutdown().await;
+}
+
+/// A publisher that panics on every other call and hangs on the rest.
+struct BrokenPublisher(std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl PostHandlerCallback for BrokenPublisher {
+    async fn on_handler_complete(&self, _: &DispatchedStep, _: &StepExecutionResult) {
+        if self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 0 {
+            panic!("publisher exploded");
+        }
+        std::future::pending::<()>().await
+    }
+    fn name(&self) -> &str {
+        "broken_publisher"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_publisher_never_fails_a_step() {
+    let mut h = Harness::orchestration_only(&[(
+        "worker.mpsc_channels.ffi_dispatch.callback_timeout_ms",
+        Toml::Integer(50),
+    )])
+    .await;
+    let worker = WorkerCore::start(
+        h.db.pool.clone(),
+        &h.config,
+        WorkerOptions {
+            namespaces: vec!["diamond_workflow".into()],
+            dispatch: Dispatch::Rust(tasker_worker_rust::example_registry()),
+            worker_id: None,
+            callbacks: vec![Arc::new(BrokenPublisher(Default::default()))],
+        },
+    )
+    .await
+    .unwrap();
+    h.worker = Some(worker);
+    let task = h
+        .create("diamond_workflow", "diamond_math", json!({"value": 3}))
+        .await;
+    assert_eq!(h.wait(task, T).await.state, "complete");
+    assert_eq!(h.result_of(task, "join").await, json!(37));
     h.shutdown().await;
 }

@@ -5,7 +5,7 @@ pub mod api;
 mod error;
 pub mod orchestrator;
 pub mod result_processor;
-pub mod retry_sweeper;
+pub mod step_enqueuer;
 pub mod task_initializer;
 pub mod task_operations;
 

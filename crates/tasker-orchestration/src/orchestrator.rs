@@ -1,8 +1,8 @@
 //! The orchestration process: the result processor (woken by NOTIFY on the results queue,
-//! with a fallback poll) and the retry sweeper, each with a shutdown path.
+//! with a fallback poll) and the step enqueuer's sweep, each with a shutdown path.
 
 use crate::result_processor::ResultProcessor;
-use crate::retry_sweeper::RetrySweeper;
+use crate::step_enqueuer::StepEnqueuer;
 use crate::TaskInitializer;
 use futures::StreamExt;
 use sqlx::postgres::PgListener;
@@ -75,14 +75,14 @@ impl OrchestrationCore {
         let token = CancellationToken::new();
         let mut tasks = JoinSet::new();
         tasks.spawn(result_loop(self.clone(), token.clone()));
-        let sweeper = RetrySweeper::new(
+        let enqueuer = StepEnqueuer::new(
             self.pool.clone(),
             self.queues.notifier().clone(),
             self.config.orchestration.fallback_poll_interval(),
             self.config.orchestration.enqueue_batch_size,
             self.actor.clone(),
         );
-        tasks.spawn(sweeper.run(token.clone()));
+        tasks.spawn(enqueuer.run(token.clone()));
         OrchestrationHandle { token, tasks }
     }
 

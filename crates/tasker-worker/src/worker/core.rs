@@ -5,7 +5,7 @@ use super::actors::step_executor_actor::StepExecutorActor;
 use super::commands::{WorkerCommand, WorkerStatus};
 use super::domain_event_callback::DomainEventCallback;
 use super::event_system::{EventSystemConfig, WorkerEventSystem};
-use super::handlers::completion_processor::CompletionProcessorService;
+use super::handlers::completion_processor::{CompletionProcessorService, CompletionSettings};
 use super::handlers::dispatch_service::{HandlerDispatchService, PostHandlerCallback};
 use super::handlers::ffi_dispatch_channel::FfiDispatchChannel;
 use super::handlers::registry::HandlerRegistry;
@@ -106,9 +106,11 @@ impl WorkerCore {
             worker_id.clone(),
             in_flight.clone(),
             callbacks,
-            wc.mpsc_channels.ffi_dispatch.callback_timeout(),
-            wc.completion_retry_deadline(),
-            wc.max_concurrent_completions,
+            CompletionSettings {
+                callback_timeout: wc.mpsc_channels.ffi_dispatch.callback_timeout(),
+                retry_deadline: wc.completion_retry_deadline(),
+                concurrency: wc.max_concurrent_completions,
+            },
         );
         let completion = tokio::spawn(completion.run(completion_rx));
 

@@ -8,7 +8,9 @@
 use super::dispatch_service::{CompletedStep, PostHandlerCallback};
 use crate::worker::in_flight::InFlight;
 use crate::worker::worker_metrics as m;
+use futures::FutureExt;
 use sqlx::PgPool;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tasker_shared::queue::{Notifier, QueueName, ORCHESTRATION_RESULTS_QUEUE};
@@ -22,6 +24,17 @@ pub enum RecordOutcome {
     Refused,
     /// Could not reach the database before the deadline.
     GaveUp,
+}
+
+/// How results are recorded: the keys of `[worker]` and `ffi_dispatch` that apply here.
+#[derive(Debug, Clone, Copy)]
+pub struct CompletionSettings {
+    /// Each post-handler callback gets this long.
+    pub callback_timeout: Duration,
+    /// Database errors are retried this long before giving up.
+    pub retry_deadline: Duration,
+    /// Results recorded at once.
+    pub concurrency: usize,
 }
 
 #[derive(Clone)]
@@ -44,9 +57,7 @@ impl CompletionProcessorService {
         worker_id: String,
         in_flight: Arc<InFlight>,
         callbacks: Vec<Arc<dyn PostHandlerCallback>>,
-        callback_timeout: Duration,
-        retry_deadline: Duration,
-        concurrency: usize,
+        settings: CompletionSettings,
     ) -> Self {
         Self {
             pool,
@@ -56,9 +67,9 @@ impl CompletionProcessorService {
             worker_id,
             in_flight,
             callbacks,
-            callback_timeout,
-            retry_deadline,
-            concurrency,
+            callback_timeout: settings.callback_timeout,
+            retry_deadline: settings.retry_deadline,
+            concurrency: settings.concurrency,
         }
     }
 
@@ -167,14 +178,20 @@ impl CompletionProcessorService {
         .await
     }
 
+    /// The result is already recorded: a callback that fails, panics or overruns its
+    /// timeout is logged and can no longer affect the step.
     async fn run_callbacks(&self, done: &CompletedStep) {
         for cb in &self.callbacks {
-            let fut = cb.on_handler_complete(&done.step, &done.result);
-            if tokio::time::timeout(self.callback_timeout, fut)
-                .await
-                .is_err()
-            {
-                tracing::warn!(callback = cb.name(), step = %done.step.context.step_uuid, "post-handler callback timed out");
+            let fut =
+                AssertUnwindSafe(cb.on_handler_complete(&done.step, &done.result)).catch_unwind();
+            match tokio::time::timeout(self.callback_timeout, fut).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    tracing::error!(callback = cb.name(), step = %done.step.context.step_uuid, "post-handler callback panicked")
+                }
+                Err(_) => {
+                    tracing::warn!(callback = cb.name(), step = %done.step.context.step_uuid, "post-handler callback timed out")
+                }
             }
         }
     }
