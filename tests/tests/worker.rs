@@ -379,7 +379,11 @@ struct BrokenPublisher(std::sync::atomic::AtomicUsize);
 #[async_trait::async_trait]
 impl PostHandlerCallback for BrokenPublisher {
     async fn on_handler_complete(&self, _: &DispatchedStep, _: &StepExecutionResult) {
-        if self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 2 == 0 {
+        if self
+            .0
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            .is_multiple_of(2)
+        {
             panic!("publisher exploded");
         }
         std::future::pending::<()>().await
