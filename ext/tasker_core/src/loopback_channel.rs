@@ -46,6 +46,7 @@ pub fn define(ruby: &Ruby, native: RModule) -> Result<(), magnus::Error> {
     )?;
     class.define_method("sweep", method!(LoopbackChannel::sweep, 0))?;
     class.define_method("close", method!(LoopbackChannel::close, 0))?;
+    class.define_method("stopped?", method!(LoopbackChannel::is_stopped, 0))?;
     Ok(())
 }
 
@@ -264,7 +265,11 @@ impl LoopbackChannel {
         Ok(())
     }
 
-    /// Stops the pump and the sweeper; pollers get nil from now on.
+    fn is_stopped(rb_self: &Self) -> Result<bool, magnus::Error> {
+        Ok(rb_self.inner()?.ffi.is_closed())
+    }
+
+    /// Stops the pump and the sweeper; pollers get nil once the buffer is empty.
     fn close(rb_self: &Self) -> Result<(), magnus::Error> {
         rb_self.inner()?.close();
         Ok(())

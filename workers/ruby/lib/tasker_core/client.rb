@@ -1,0 +1,57 @@
+# frozen_string_literal: true
+
+module TaskerCore
+  # Submits tasks and reads them back, against the configured database.
+  module Client
+    # How often #wait looks at the task.
+    WAIT_INTERVAL = 0.05
+
+    class << self
+      def create_task(namespace:, name:, version:, context:, idempotency_key: nil)
+        request = { "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
+                    "context" => context }
+        request["idempotency_key"] = idempotency_key.to_s unless idempotency_key.nil?
+        created = Native.create_task(request, options)
+        Task.new(Native.get_task(created["task_uuid"], options), created: created["created"])
+      end
+
+      def get_task(task_or_uuid)
+        Task.new(Native.get_task(uuid_of(task_or_uuid), options))
+      end
+
+      # Polls until the task is terminal and returns it; raises TaskerCore::TimeoutError
+      # (naming the task's step states) after `timeout` seconds.
+      def wait(task_or_uuid, timeout:, interval: WAIT_INTERVAL)
+        uuid = uuid_of(task_or_uuid)
+        deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+        loop do
+          task = get_task(uuid)
+          return task if task.terminal?
+
+          if Process.clock_gettime(Process::CLOCK_MONOTONIC) >= deadline
+            raise TimeoutError, "task #{uuid} (#{task.namespace}/#{task.name}) still #{task.status} after " \
+                                "#{timeout} s: #{task.steps.map(&:to_s).join(', ')}"
+          end
+          sleep interval
+        end
+      end
+
+      # Cancels the task; returns it as it now stands.
+      def cancel(task_or_uuid)
+        uuid = uuid_of(task_or_uuid)
+        Native.cancel_task(uuid, options)
+        get_task(uuid)
+      end
+
+      private
+
+      def options
+        TaskerCore.configuration.native_options
+      end
+
+      def uuid_of(task_or_uuid)
+        task_or_uuid.respond_to?(:task_uuid) ? task_or_uuid.task_uuid : task_or_uuid.to_s
+      end
+    end
+  end
+end

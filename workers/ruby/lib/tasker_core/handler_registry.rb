@@ -1,0 +1,78 @@
+# frozen_string_literal: true
+
+module TaskerCore
+  # Maps a template's handler.callable to the code that runs it: an explicitly registered
+  # handler first, else the constant of that name (so `Ecommerce::ChargeCard` finds the
+  # class, through autoloading where the app has it).
+  class HandlerRegistry
+    # How to build a handler for one step.
+    Entry = Struct.new(:callable, :handler, :takes_initialization) do
+      def build(initialization)
+        return handler unless handler.is_a?(Class)
+
+        takes_initialization ? handler.new(initialization) : handler.new
+      end
+    end
+
+    def initialize
+      @explicit = {}
+      @resolved = {}
+      @lock = Mutex.new
+    end
+
+    def register(callable, handler)
+      entry = entry_for(callable.to_s, handler)
+      raise ArgumentError, "handler for '#{callable}' must be a class with #call or respond to #call" unless entry
+
+      @lock.synchronize do
+        @explicit[callable.to_s] = entry
+        @resolved.delete(callable.to_s)
+      end
+      self
+    end
+
+    # The Entry for `callable`, or nil when nothing by that name can run it. Thread-safe;
+    # constant lookups are done once per callable.
+    def resolve(callable)
+      name = callable.to_s
+      @lock.synchronize do
+        return @explicit[name] if @explicit.key?(name)
+        return @resolved[name] if @resolved.key?(name)
+      end
+      entry = entry_for(name, constant(name))
+      @lock.synchronize { @resolved[name] = entry } if entry
+      entry
+    end
+
+    # Callables from `callables` that resolve to nothing.
+    def missing(callables)
+      callables.uniq.reject { |c| resolve(c) }
+    end
+
+    def registered?(callable)
+      @lock.synchronize { @explicit.key?(callable.to_s) }
+    end
+
+    private
+
+    def constant(name)
+      return nil unless name.match?(/\A(::)?[A-Z]\w*(::[A-Z]\w*)*\z/)
+
+      Object.const_get(name)
+    rescue NameError
+      nil
+    end
+
+    def entry_for(name, handler)
+      case handler
+      when nil then nil
+      when Class
+        return nil unless handler.method_defined?(:call)
+
+        Entry.new(name, handler, handler.instance_method(:initialize).arity != 0)
+      else
+        handler.respond_to?(:call) ? Entry.new(name, handler, false) : nil
+      end
+    end
+  end
+end

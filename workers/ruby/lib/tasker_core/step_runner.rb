@@ -1,0 +1,70 @@
+# frozen_string_literal: true
+
+module TaskerCore
+  # Runs one polled step's handler and turns every way it can end into the result Hash
+  # TaskerCore::Native complete takes. Never raises for anything a handler does.
+  class StepRunner
+    BACKTRACE_LINES = 50
+
+    # `default_timeout`: seconds a handler may run when its step sets no timeout_seconds
+    # (the worker's handler_timeout_ms).
+    def initialize(registry:, watchdog:, default_timeout:)
+      @registry = registry
+      @watchdog = watchdog
+      @default_timeout = default_timeout
+    end
+
+    def run(step)
+      context = StepContext.new(step)
+      entry = @registry.resolve(context.handler_callable)
+      return not_found(context).to_native unless entry
+
+      timeout = context.timeout_seconds || @default_timeout
+      outcome(context, timeout) { entry.build(context.initialization).call(context) }.to_native
+    end
+
+    # The failure sent when a handler's result cannot be converted for Rust (a value that
+    # is not JSON, a malformed Hash): final, since the same handler will produce it again.
+    def self.invalid_result(error)
+      StepHandler::Result.failure(
+        message: "handler result could not be recorded: #{error.message}",
+        error_type: "invalid_result", retryable: false, error_class: error.class.name
+      ).to_native
+    end
+
+    private
+
+    def outcome(context, timeout)
+      value = @watchdog.run(timeout) { yield }
+      value.is_a?(StepHandler::Result) ? value : StepHandler::Result.success(result: value)
+    rescue HandlerTimeout
+      StepHandler::Result.failure(
+        message: "handler for step '#{context.step_name}' exceeded its timeout of #{(timeout * 1000).round} ms",
+        error_type: "handler_timeout", retryable: true
+      )
+    rescue RetryableError => e
+      failure_from(e, e.error_type, true, retry_after: e.retry_after)
+    rescue PermanentError => e
+      failure_from(e, e.error_type, false)
+    rescue StandardError, ScriptError, SystemStackError => e
+      failure_from(e, "handler_error", true)
+    end
+
+    def failure_from(error, error_type, retryable, retry_after: nil)
+      StepHandler::Result.failure(
+        message: error.message, error_type: error_type || "handler_error", retryable: retryable,
+        retry_after: retry_after, error_class: error.class.name,
+        backtrace: error.backtrace&.first(BACKTRACE_LINES)
+      )
+    end
+
+    def not_found(context)
+      StepHandler::Result.failure(
+        message: "no handler for callable '#{context.handler_callable}' (step '#{context.step_name}' " \
+                 "of #{context.namespace}/#{context.task_name}@#{context.task_version}): define the class " \
+                 "or call TaskerCore.register_handler",
+        error_type: "handler_not_found", retryable: false
+      )
+    end
+  end
+end

@@ -1,0 +1,196 @@
+# frozen_string_literal: true
+
+module TaskerCore
+  # A worker process's Ruby side: the native worker core claims steps for `namespaces` and
+  # hands them to `concurrency` Ruby handler threads; with `orchestration: :embedded` the
+  # process also runs orchestration (no separate `tasker server` needed).
+  #
+  #   TaskerCore::Worker.start(namespaces: ["ecommerce"], concurrency: 10, orchestration: :embedded)
+  #   ...
+  #   TaskerCore::Worker.stop   # drains in-flight steps
+  class Worker
+    ORCHESTRATION_MODES = %i[embedded external].freeze
+    CONCURRENCY_KEY = "worker.mpsc_channels.handler_dispatch.max_concurrent_handlers"
+    # After the native stop returns, how long handler threads get to notice and exit.
+    THREAD_JOIN_TIMEOUT = 5
+    SIGNALS = %w[TERM INT].freeze
+
+    @lock = Mutex.new
+
+    class << self
+      # Starts the process-wide worker; raises WorkerError if one is already running.
+      def start(namespaces: nil, concurrency: 10, orchestration: :external, trap_signals: true)
+        @lock.synchronize do
+          raise WorkerError, "a TaskerCore::Worker is already running; stop it first" if @current&.running?
+
+          @current = new(namespaces: namespaces, concurrency: concurrency,
+                         orchestration: orchestration, trap_signals: trap_signals).start
+        end
+      end
+
+      # Drains and stops the process-wide worker. False when none was running.
+      def stop(timeout: nil)
+        worker = @lock.synchronize { @current }
+        return false unless worker
+
+        worker.stop(timeout: timeout)
+      end
+
+      def running?
+        @current&.running? || false
+      end
+
+      def current
+        @current
+      end
+    end
+
+    attr_reader :namespaces, :concurrency, :orchestration, :templates
+
+    def initialize(namespaces: nil, concurrency: 10, orchestration: :external, trap_signals: true,
+                   configuration: TaskerCore.configuration, registry: TaskerCore.handlers,
+                   events: TaskerCore.events)
+      unless ORCHESTRATION_MODES.include?(orchestration)
+        raise ConfigurationError, "orchestration must be one of #{ORCHESTRATION_MODES.inspect}, got #{orchestration.inspect}"
+      end
+
+      @namespaces = namespaces&.map(&:to_s)
+      @concurrency = concurrency
+      @orchestration = orchestration
+      @trap_signals = trap_signals
+      @configuration = configuration
+      @registry = registry
+      @events = events
+      @state_lock = Mutex.new
+      @stopped_cv = ConditionVariable.new
+      @state = :new
+    end
+
+    # Loads templates, checks every handler they name for the served namespaces can be
+    # found, registers the templates, starts the native worker and the handler threads.
+    def start
+      @templates = Templates.load(@configuration.template_paths, environment: @configuration.environment)
+      @namespaces ||= Templates.namespaces(@templates)
+      raise ConfigurationError, "no namespaces to serve: pass namespaces: or put templates on the template path (#{@configuration.template_paths.join(':')})" if @namespaces.empty?
+
+      check_handlers!
+      @native = Native.start_worker(native_options)
+      begin
+        config = @native.config
+        @shutdown_timeout = config.dig("worker", "shutdown_timeout_ms") / 1000.0
+        @watchdog = Watchdog.new
+        runner = StepRunner.new(
+          registry: @registry, watchdog: @watchdog,
+          default_timeout: config.dig("worker", "mpsc_channels", "handler_dispatch", "handler_timeout_ms") / 1000.0
+        )
+        @pool = HandlerPool.new(@native, runner: runner, concurrency: @concurrency).start
+        @dispatcher = Events::Dispatcher.new(@native, @events).start
+      rescue StandardError
+        @native.stop(0)
+        raise
+      end
+      @state_lock.synchronize { @state = :running }
+      install_traps if @trap_signals
+      self
+    end
+
+    def running?
+      @state_lock.synchronize { @state == :running }
+    end
+
+    # Stops claiming steps, lets the handler threads finish what they hold (until
+    # `timeout` seconds, default worker.shutdown_timeout_ms), records their results, hands
+    # the rest back to the queue, then stops embedded orchestration. False if not running.
+    def stop(timeout: nil)
+      @state_lock.synchronize do
+        return false unless @state == :running
+
+        @state = :stopping
+      end
+      timeout ||= @shutdown_timeout
+      @pool.request_stop
+      begin
+        @native.stop(timeout)
+      ensure
+        @pool.stop(THREAD_JOIN_TIMEOUT)
+        @dispatcher.stop
+        @watchdog.stop
+        restore_traps
+        @state_lock.synchronize do
+          @state = :stopped
+          @stopped_cv.broadcast
+        end
+      end
+      true
+    end
+
+    # Blocks until the worker has stopped (by #stop, or SIGTERM/SIGINT when trapped), or
+    # `timeout` seconds pass. True when stopped.
+    def wait(timeout = nil)
+      deadline = timeout && Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
+      @state_lock.synchronize do
+        until @state == :stopped
+          left = deadline && deadline - Process.clock_gettime(Process::CLOCK_MONOTONIC)
+          return false if left && left <= 0
+
+          # Bounded waits keep the thread responsive to signals delivered to it.
+          @stopped_cv.wait(@state_lock, [left || 1.0, 1.0].min)
+        end
+      end
+      true
+    end
+
+    def status
+      @native.status
+    end
+
+    def ffi_metrics
+      @native.ffi_metrics
+    end
+
+    def worker_id
+      @native.worker_id
+    end
+
+    private
+
+    def native_options
+      options = @configuration.native_options
+      config = options.fetch("config", {}).dup
+      config[CONCURRENCY_KEY] ||= @concurrency
+      options.merge(
+        "namespaces" => @namespaces,
+        "template_paths" => @configuration.template_paths.select { |p| File.exist?(p) },
+        "embedded_orchestration" => @orchestration == :embedded,
+        "config" => config
+      )
+    end
+
+    def check_handlers!
+      served = @templates.select { |t| @namespaces.include?(t.namespace) }
+      missing = served.flat_map do |t|
+        t.steps.reject { |s| @registry.resolve(s.callable) }.map do |s|
+          "  #{s.callable} (step '#{s.name}' of #{t.identity}, #{t.path})"
+        end
+      end
+      return if missing.empty?
+
+      raise HandlerNotFoundError,
+            "no handler found for #{missing.size} step(s) in namespaces #{@namespaces.join(', ')}:\n" \
+            "#{missing.join("\n")}\n" \
+            "Define these classes (loaded before the worker starts) or call TaskerCore.register_handler."
+    end
+
+    def install_traps
+      @previous_traps = SIGNALS.to_h do |sig|
+        # Trap context cannot take locks or block: stop from a fresh thread.
+        [sig, Signal.trap(sig) { Thread.new { stop } }]
+      end
+    end
+
+    def restore_traps
+      (@previous_traps || {}).each { |sig, handler| Signal.trap(sig, handler || "DEFAULT") }
+      @previous_traps = nil
+    end
+  end
+end
