@@ -207,13 +207,14 @@ RETURNS SETOF uuid LANGUAGE sql AS $$
 $$;
 
 -- Records one handler result, only if the worker still holds the claim for that attempt:
--- stores result or error, moves the step on for orchestration, writes the audit row, sends
--- the orchestration message and deletes the worker's queue message, all in one transaction.
--- Returns false (and changes nothing) for a late result after the claim moved on.
-CREATE FUNCTION tasker.record_step_result(
+-- stores result or error, moves the step on for orchestration and writes the audit row.
+-- Returns false (and changes nothing) for a late result after the claim moved on. Sending
+-- the orchestration message and deleting the worker's message are the callers' part, so
+-- a batch can do each once.
+CREATE FUNCTION tasker.apply_step_result(
   p_step uuid, p_attempt integer, p_worker text, p_success boolean, p_result jsonb,
-  p_error jsonb, p_execution_ms bigint, p_metadata jsonb, p_worker_queue text, p_msg_id bigint
-) RETURNS boolean LANGUAGE plpgsql AS $$
+  p_error jsonb, p_execution_ms bigint, p_metadata jsonb
+) RETURNS uuid LANGUAGE plpgsql AS $$
 DECLARE
   v_task uuid;
   v_to   text := CASE WHEN p_success THEN 'enqueued_for_orchestration'
@@ -224,7 +225,7 @@ BEGIN
      AND attempts = p_attempt
    FOR UPDATE;
   IF NOT FOUND THEN
-    RETURN false;
+    RETURN NULL;
   END IF;
   PERFORM tasker.transition_step(p_step, 'in_progress', v_to, p_worker,
                                  jsonb_build_object('attempt', p_attempt,
@@ -239,6 +240,24 @@ BEGIN
   VALUES (p_step, v_task, p_attempt, p_worker, p_success,
           CASE WHEN p_success THEN p_result END, p_error, p_execution_ms,
           coalesce(p_metadata, '{}'::jsonb));
+  RETURN v_task;
+END;
+$$;
+
+-- One result in one transaction: apply it, send the orchestration message, delete the
+-- worker's queue message. False for a late result (nothing changes).
+CREATE FUNCTION tasker.record_step_result(
+  p_step uuid, p_attempt integer, p_worker text, p_success boolean, p_result jsonb,
+  p_error jsonb, p_execution_ms bigint, p_metadata jsonb, p_worker_queue text, p_msg_id bigint
+) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+  v_task uuid;
+BEGIN
+  v_task := tasker.apply_step_result(p_step, p_attempt, p_worker, p_success, p_result, p_error,
+                                     p_execution_ms, p_metadata);
+  IF v_task IS NULL THEN
+    RETURN false;
+  END IF;
   PERFORM pgmq.send('orchestration_step_results', jsonb_build_object(
     'task_uuid', v_task, 'step_uuid', p_step, 'attempt', p_attempt,
     'success', p_success, 'worker_id', p_worker));
@@ -283,5 +302,153 @@ BEGIN
     END IF;
   END LOOP;
   RETURN v_n;
+END;
+$$;
+
+-- Records several results in one transaction (the completion processor's batches), with one
+-- send of all orchestration messages and one delete per worker queue.
+-- p_results: [{step_uuid, attempt, success, result, error, execution_ms, metadata,
+-- queue, msg_id}]. Returns the step ids whose results were refused (claim moved on).
+CREATE FUNCTION tasker.record_step_results(p_worker text, p_results jsonb)
+RETURNS SETOF uuid LANGUAGE plpgsql AS $$
+DECLARE
+  r      jsonb;
+  v_task uuid;
+  v_msgs jsonb[] := ARRAY[]::jsonb[];
+  q      record;
+BEGIN
+  FOR r IN SELECT x FROM jsonb_array_elements(p_results) AS x ORDER BY x->>'step_uuid' LOOP
+    v_task := tasker.apply_step_result(
+         (r->>'step_uuid')::uuid, (r->>'attempt')::integer, p_worker, (r->>'success')::boolean,
+         r->'result', CASE WHEN jsonb_typeof(r->'error') = 'object' THEN r->'error' END,
+         (r->>'execution_ms')::bigint, r->'metadata');
+    IF v_task IS NULL THEN
+      RETURN NEXT (r->>'step_uuid')::uuid;
+    ELSE
+      v_msgs := v_msgs || jsonb_build_object(
+        'task_uuid', v_task, 'step_uuid', r->'step_uuid', 'attempt', (r->>'attempt')::integer,
+        'success', (r->>'success')::boolean, 'worker_id', p_worker);
+    END IF;
+  END LOOP;
+  IF cardinality(v_msgs) > 0 THEN
+    PERFORM pgmq.send_batch('orchestration_step_results', v_msgs);
+  END IF;
+  -- Worker messages of recorded results only: a refused result's message belongs to
+  -- whoever holds the step now.
+  FOR q IN SELECT x->>'queue' AS queue, array_agg((x->>'msg_id')::bigint) AS ids
+             FROM jsonb_array_elements(p_results) AS x
+            WHERE x->>'queue' IS NOT NULL AND x->>'msg_id' IS NOT NULL
+              AND (x->>'step_uuid')::uuid NOT IN (
+                SELECT (y->>'step_uuid')::uuid FROM jsonb_array_elements(p_results) y
+                 WHERE NOT EXISTS (SELECT 1 FROM unnest(v_msgs) m WHERE m->>'step_uuid' = y->>'step_uuid'))
+            GROUP BY 1 LOOP
+    PERFORM pgmq.delete(q.queue, q.ids);
+  END LOOP;
+END;
+$$;
+
+-- The delay before a failed step's next attempt: the handler's retry_after hint (capped) wins,
+-- else the step's backoff (none / linear / exponential, capped) plus random jitter.
+CREATE FUNCTION tasker.retry_delay_ms(
+  p_backoff text, p_base_ms bigint, p_max_ms bigint, p_attempts integer, p_error jsonb,
+  p_jitter_ratio float8, p_max_retry_after_ms bigint
+) RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+  v_delay bigint;
+BEGIN
+  IF p_error ? 'retry_after_ms' AND jsonb_typeof(p_error->'retry_after_ms') = 'number' THEN
+    RETURN least((p_error->>'retry_after_ms')::bigint, p_max_retry_after_ms);
+  END IF;
+  v_delay := CASE p_backoff
+    WHEN 'none' THEN 0
+    WHEN 'linear' THEN p_base_ms * greatest(p_attempts, 1)
+    ELSE p_base_ms * power(2::numeric, least(greatest(p_attempts, 1) - 1, 40))::bigint
+  END;
+  v_delay := least(v_delay, p_max_ms);
+  RETURN v_delay + floor(random() * v_delay * p_jitter_ratio)::bigint;
+END;
+$$;
+
+-- Applies a batch of result messages in one transaction: each step moves to complete,
+-- waiting_for_retry (with its delay) or error; duplicates and stale attempts are ignored;
+-- every task touched is finalized once, after all its results; the messages are deleted.
+-- p_messages: [{msg_id, task_uuid, step_uuid, attempt, success, worker_id}].
+-- Returns one row per message, and the namespace of its task for waking workers.
+CREATE FUNCTION tasker.process_step_results(
+  p_messages jsonb, p_actor text, p_jitter_ratio float8, p_max_retry_after_ms bigint
+) RETURNS TABLE (msg_id bigint, task_uuid uuid, namespace text, outcome text)
+LANGUAGE plpgsql AS $$
+DECLARE
+  m        jsonb;
+  v_task   uuid;
+  v_step   record;
+  v_err    jsonb;
+  v_delay  bigint;
+  v_retry  boolean;
+  v_tasks  uuid[] := ARRAY[]::uuid[];
+  v_ids    bigint[] := ARRAY[]::bigint[];
+BEGIN
+  -- Lock every task of the batch first, in one order, so concurrent batches cannot deadlock.
+  PERFORM 1 FROM tasker.tasks t
+   WHERE t.task_uuid IN (SELECT (x->>'task_uuid')::uuid FROM jsonb_array_elements(p_messages) x)
+   ORDER BY t.task_uuid FOR UPDATE;
+  FOR m IN SELECT x FROM jsonb_array_elements(p_messages) AS x
+            ORDER BY x->>'task_uuid', x->>'step_uuid', (x->>'msg_id')::bigint LOOP
+    msg_id := (m->>'msg_id')::bigint;
+    task_uuid := (m->>'task_uuid')::uuid;
+    v_ids := v_ids || msg_id;
+    SELECT n.name INTO namespace
+      FROM tasker.tasks t JOIN tasker.named_tasks nt USING (named_task_uuid)
+      JOIN tasker.namespaces n USING (namespace_uuid)
+     WHERE t.task_uuid = (m->>'task_uuid')::uuid;
+    SELECT s.state, s.attempts, s.max_attempts, s.retryable, s.backoff, s.backoff_base_ms,
+           s.max_backoff_ms, s.last_error
+      INTO v_step
+      FROM tasker.workflow_steps s
+     WHERE s.step_uuid = (m->>'step_uuid')::uuid AND s.task_uuid = (m->>'task_uuid')::uuid
+     FOR UPDATE;
+    IF NOT FOUND OR v_step.attempts <> (m->>'attempt')::integer
+       OR v_step.state NOT IN ('enqueued_for_orchestration', 'enqueued_as_error_for_orchestration') THEN
+      outcome := 'ignored';
+      RETURN NEXT;
+      CONTINUE;
+    END IF;
+    IF v_step.state = 'enqueued_for_orchestration' THEN
+      PERFORM tasker.transition_step((m->>'step_uuid')::uuid, v_step.state, 'complete', p_actor,
+        jsonb_build_object('attempt', v_step.attempts, 'worker_id', m->>'worker_id'));
+      UPDATE tasker.workflow_steps SET completed_at = clock_timestamp()
+       WHERE step_uuid = (m->>'step_uuid')::uuid;
+      outcome := 'completed';
+    ELSE
+      v_err := coalesce(v_step.last_error, '{}'::jsonb);
+      v_retry := coalesce((v_err->>'retryable')::boolean, true)
+                 AND v_step.retryable AND v_step.attempts < v_step.max_attempts;
+      IF v_retry THEN
+        v_delay := tasker.retry_delay_ms(v_step.backoff, v_step.backoff_base_ms, v_step.max_backoff_ms,
+                                         v_step.attempts, v_err, p_jitter_ratio, p_max_retry_after_ms);
+        PERFORM tasker.transition_step((m->>'step_uuid')::uuid, v_step.state, 'waiting_for_retry', p_actor,
+          jsonb_build_object('attempt', v_step.attempts, 'retry_in_ms', v_delay));
+        UPDATE tasker.workflow_steps
+           SET next_retry_at = clock_timestamp() + make_interval(secs => v_delay / 1000.0)
+         WHERE step_uuid = (m->>'step_uuid')::uuid;
+        outcome := 'retry_scheduled';
+      ELSE
+        PERFORM tasker.transition_step((m->>'step_uuid')::uuid, v_step.state, 'error', p_actor,
+          jsonb_build_object('attempt', v_step.attempts, 'reason',
+            CASE WHEN NOT coalesce((v_err->>'retryable')::boolean, true) THEN 'not retryable (handler)'
+                 WHEN NOT v_step.retryable THEN 'not retryable (template)'
+                 ELSE 'out of attempts' END));
+        UPDATE tasker.workflow_steps SET completed_at = clock_timestamp()
+         WHERE step_uuid = (m->>'step_uuid')::uuid;
+        outcome := 'failed';
+      END IF;
+    END IF;
+    IF NOT (task_uuid = ANY (v_tasks)) THEN
+      v_tasks := v_tasks || task_uuid;
+    END IF;
+    RETURN NEXT;
+  END LOOP;
+  PERFORM tasker.finalize_task(t, p_actor) FROM unnest(v_tasks) AS t ORDER BY t;
+  PERFORM pgmq.delete('orchestration_step_results', v_ids);
 END;
 $$;

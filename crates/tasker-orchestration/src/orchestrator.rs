@@ -4,7 +4,6 @@
 use crate::result_processor::ResultProcessor;
 use crate::step_enqueuer::StepEnqueuer;
 use crate::TaskInitializer;
-use futures::StreamExt;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use std::time::Duration;
@@ -58,6 +57,7 @@ impl OrchestrationCore {
             queue,
             config.backoff.clone(),
             actor.clone(),
+            config.orchestration.result_processing_concurrency,
         );
         let initializer = TaskInitializer::new(pool.clone(), config.backoff.clone());
         Self {
@@ -90,7 +90,6 @@ impl OrchestrationCore {
     pub async fn drain_results(&self) -> Result<usize, crate::OrchestrationError> {
         let batch = self.config.orchestration.result_batch_size as i32;
         let vt = self.config.queues.visibility_timeout_seconds as i32;
-        let concurrency = self.config.orchestration.result_processing_concurrency;
         let mut total = 0;
         loop {
             let messages = self.queues.read(self.results.queue(), vt, batch).await?;
@@ -99,13 +98,7 @@ impl OrchestrationCore {
             }
             total += messages.len();
             let full = messages.len() as i32 == batch;
-            futures::stream::iter(messages)
-                .for_each_concurrent(concurrency, |m| async move {
-                    if let Err(e) = self.results.process(&m).await {
-                        tracing::warn!(msg_id = m.msg_id, error = %e, "result not processed; it will be redelivered");
-                    }
-                })
-                .await;
+            self.results.process_batch(&messages).await?;
             if !full {
                 return Ok(total);
             }

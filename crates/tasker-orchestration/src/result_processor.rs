@@ -1,19 +1,15 @@
-//! Consumes the orchestration results queue: each result moves its step to complete,
-//! waiting_for_retry (with backoff) or error, then the task is finalized, and the message is
-//! deleted, all in one transaction. Duplicate and stale messages change nothing.
+//! Consumes the orchestration results queue. A batch of result messages is applied in one
+//! transaction per group of tasks (SQL `process_step_results`): each step moves to complete,
+//! waiting_for_retry (with backoff) or error, every task touched is finalized once, and the
+//! messages are deleted. Duplicate and stale messages change nothing.
 
 use crate::OrchestrationError;
-use chrono::Utc;
-use rand::Rng;
 use sqlx::PgPool;
-use std::time::Duration;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use tasker_shared::config::BackoffConfig;
 use tasker_shared::messages::StepResultMessage;
-use tasker_shared::models::transition_step;
 use tasker_shared::queue::{worker_queue, QueueClient, QueueName, QueuedMessage};
-use tasker_shared::state::StepState;
-use tasker_shared::template::{BackoffKind, ResolvedRetry};
-use tasker_shared::StepError;
 
 /// What became of one result message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +23,27 @@ pub enum ResultOutcome {
     Malformed,
 }
 
+impl ResultOutcome {
+    fn parse(s: &str) -> Self {
+        match s {
+            "completed" => Self::Completed,
+            "retry_scheduled" => Self::RetryScheduled,
+            "failed" => Self::Failed,
+            _ => Self::Ignored,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::RetryScheduled => "retry_scheduled",
+            Self::Failed => "failed",
+            Self::Ignored => "ignored",
+            Self::Malformed => "malformed",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct ResultProcessor {
     pool: PgPool,
@@ -34,18 +51,14 @@ pub struct ResultProcessor {
     queue: QueueName,
     backoff: BackoffConfig,
     actor: String,
+    concurrency: usize,
 }
 
 #[derive(sqlx::FromRow)]
-struct StepForResult {
-    state: String,
-    attempts: i32,
-    max_attempts: i32,
-    retryable: bool,
-    backoff: String,
-    backoff_base_ms: i64,
-    max_backoff_ms: i64,
-    last_error: Option<serde_json::Value>,
+struct Applied {
+    msg_id: i64,
+    namespace: Option<String>,
+    outcome: String,
 }
 
 impl ResultProcessor {
@@ -55,6 +68,7 @@ impl ResultProcessor {
         queue: QueueName,
         backoff: BackoffConfig,
         actor: String,
+        concurrency: usize,
     ) -> Self {
         Self {
             pool,
@@ -62,6 +76,7 @@ impl ResultProcessor {
             queue,
             backoff,
             actor,
+            concurrency: concurrency.max(1),
         }
     }
 
@@ -69,184 +84,104 @@ impl ResultProcessor {
         &self.queue
     }
 
-    /// Handles one message. On a database error nothing is committed and the message
-    /// reappears after its visibility timeout.
+    /// Handles one message (see [`ResultProcessor::process_batch`]).
     pub async fn process(
         &self,
         message: &QueuedMessage,
     ) -> Result<ResultOutcome, OrchestrationError> {
-        let result = match StepResultMessage::decode(&message.message) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(msg_id = message.msg_id, error = %e, "archiving malformed result message");
-                self.queues.archive(&self.queue, message.msg_id).await?;
-                metrics::counter!("tasker_results_total", "outcome" => "malformed").increment(1);
-                return Ok(ResultOutcome::Malformed);
+        let outcomes = self.process_batch(std::slice::from_ref(message)).await?;
+        Ok(outcomes
+            .get(&message.msg_id)
+            .copied()
+            .unwrap_or(ResultOutcome::Ignored))
+    }
+
+    /// Applies a batch. Messages are split by task into up to `concurrency` groups that run
+    /// in parallel, each in its own transaction (groups share no task, so they never wait on
+    /// each other). On a database error that group commits nothing and its messages reappear
+    /// after their visibility timeout.
+    pub async fn process_batch(
+        &self,
+        messages: &[QueuedMessage],
+    ) -> Result<HashMap<i64, ResultOutcome>, OrchestrationError> {
+        let mut outcomes = HashMap::with_capacity(messages.len());
+        let mut groups: Vec<Vec<serde_json::Value>> = vec![Vec::new(); self.concurrency];
+        for m in messages {
+            match StepResultMessage::decode(&m.message) {
+                Ok(r) => {
+                    let mut h = std::collections::hash_map::DefaultHasher::new();
+                    r.task_uuid.hash(&mut h);
+                    groups[(h.finish() as usize) % self.concurrency].push(serde_json::json!({
+                        "msg_id": m.msg_id, "task_uuid": r.task_uuid, "step_uuid": r.step_uuid,
+                        "attempt": r.attempt, "success": r.success, "worker_id": r.worker_id,
+                    }));
+                }
+                Err(e) => {
+                    tracing::error!(msg_id = m.msg_id, error = %e, "archiving malformed result message");
+                    self.queues.archive(&self.queue, m.msg_id).await?;
+                    outcomes.insert(m.msg_id, ResultOutcome::Malformed);
+                    metrics::counter!("tasker_results_total", "outcome" => "malformed")
+                        .increment(1);
+                }
             }
-        };
-        let mut tx = self.pool.begin().await?;
-        // Task first, then step: the same lock order as finalize_task.
-        let namespace: Option<String> = sqlx::query_scalar(
-            "SELECT n.name FROM tasker.tasks t
-               JOIN tasker.named_tasks nt USING (named_task_uuid)
-               JOIN tasker.namespaces n USING (namespace_uuid)
-              WHERE t.task_uuid = $1 FOR UPDATE OF t",
-        )
-        .bind(result.task_uuid)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let step: Option<StepForResult> = sqlx::query_as(
-            "SELECT state, attempts, max_attempts, retryable, backoff, backoff_base_ms, max_backoff_ms, last_error
-               FROM tasker.workflow_steps WHERE step_uuid = $1 AND task_uuid = $2 FOR UPDATE",
-        )
-        .bind(result.step_uuid)
-        .bind(result.task_uuid)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let outcome = match step {
-            Some(step) if step.attempts == result.attempt => {
-                self.apply(&mut tx, &result, &step).await?
-            }
-            _ => ResultOutcome::Ignored,
-        };
-        if outcome == ResultOutcome::Ignored {
-            tracing::debug!(step = %result.step_uuid, attempt = result.attempt, "ignoring duplicate or stale result");
-        } else {
-            sqlx::query("SELECT tasker.finalize_task($1, $2)")
-                .bind(result.task_uuid)
-                .bind(&self.actor)
-                .execute(&mut *tx)
-                .await?;
         }
-        self.queues
-            .delete(&self.queue, message.msg_id, &mut *tx)
-            .await?;
-        tx.commit().await?;
-        // Finalizing may have enqueued children: wake the namespace's workers.
-        if outcome != ResultOutcome::Ignored {
-            if let Some(queue) = namespace.and_then(|ns| worker_queue(&ns).ok()) {
+        let runs = groups
+            .into_iter()
+            .filter(|g| !g.is_empty())
+            .map(|g| self.apply(g));
+        let mut namespaces = BTreeSet::new();
+        let mut first_error = None;
+        for applied in futures::future::join_all(runs).await {
+            match applied {
+                Ok(rows) => {
+                    for row in rows {
+                        let outcome = ResultOutcome::parse(&row.outcome);
+                        metrics::counter!("tasker_results_total", "outcome" => outcome.label())
+                            .increment(1);
+                        if outcome != ResultOutcome::Ignored {
+                            namespaces.extend(row.namespace);
+                        } else {
+                            tracing::debug!(
+                                msg_id = row.msg_id,
+                                "ignored duplicate or stale result"
+                            );
+                        }
+                        outcomes.insert(row.msg_id, outcome);
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        // Finalizing may have enqueued children: wake those namespaces' workers.
+        for ns in namespaces {
+            if let Ok(queue) = worker_queue(&ns) {
                 self.queues.notify(&queue);
             }
         }
-        let label = match outcome {
-            ResultOutcome::Completed => "completed",
-            ResultOutcome::RetryScheduled => "retry_scheduled",
-            ResultOutcome::Failed => "failed",
-            ResultOutcome::Ignored => "ignored",
-            ResultOutcome::Malformed => "malformed",
-        };
-        metrics::counter!("tasker_results_total", "outcome" => label).increment(1);
-        Ok(outcome)
+        match first_error {
+            Some(e) if outcomes.is_empty() => Err(e),
+            Some(e) => {
+                tracing::warn!(error = %e, "part of a result batch failed; it will be redelivered");
+                Ok(outcomes)
+            }
+            None => Ok(outcomes),
+        }
     }
 
     async fn apply(
         &self,
-        tx: &mut sqlx::PgConnection,
-        result: &StepResultMessage,
-        step: &StepForResult,
-    ) -> Result<ResultOutcome, OrchestrationError> {
-        let state: StepState = step
-            .state
-            .parse()
-            .map_err(tasker_shared::models::StoreError::from)?;
-        let meta = serde_json::json!({ "attempt": result.attempt, "worker_id": result.worker_id });
-        match state {
-            StepState::EnqueuedForOrchestration => {
-                transition_step(
-                    &mut *tx,
-                    result.step_uuid,
-                    state,
-                    StepState::Complete,
-                    &self.actor,
-                    meta,
-                )
-                .await?;
-                sqlx::query("UPDATE tasker.workflow_steps SET completed_at = clock_timestamp() WHERE step_uuid = $1")
-                    .bind(result.step_uuid)
-                    .execute(&mut *tx)
-                    .await?;
-                Ok(ResultOutcome::Completed)
-            }
-            StepState::EnqueuedAsErrorForOrchestration => {
-                let error: Option<StepError> = step
-                    .last_error
-                    .as_ref()
-                    .and_then(|e| serde_json::from_value(e.clone()).ok());
-                let handler_retryable = error.as_ref().map(|e| e.retryable).unwrap_or(true);
-                if handler_retryable && step.retryable && step.attempts < step.max_attempts {
-                    let delay = self.retry_delay(step, error.as_ref());
-                    transition_step(
-                        &mut *tx,
-                        result.step_uuid,
-                        state,
-                        StepState::WaitingForRetry,
-                        &self.actor,
-                        serde_json::json!({
-                            "attempt": result.attempt, "retry_in_ms": delay.as_millis() as u64,
-                        }),
-                    )
-                    .await?;
-                    sqlx::query(
-                        "UPDATE tasker.workflow_steps SET next_retry_at = $2 WHERE step_uuid = $1",
-                    )
-                    .bind(result.step_uuid)
-                    .bind(Utc::now() + delay)
-                    .execute(&mut *tx)
-                    .await?;
-                    Ok(ResultOutcome::RetryScheduled)
-                } else {
-                    let reason = if !handler_retryable {
-                        "not retryable (handler)"
-                    } else if !step.retryable {
-                        "not retryable (template)"
-                    } else {
-                        "out of attempts"
-                    };
-                    transition_step(
-                        &mut *tx,
-                        result.step_uuid,
-                        state,
-                        StepState::Error,
-                        &self.actor,
-                        serde_json::json!({
-                            "attempt": result.attempt, "reason": reason,
-                        }),
-                    )
-                    .await?;
-                    sqlx::query("UPDATE tasker.workflow_steps SET completed_at = clock_timestamp() WHERE step_uuid = $1")
-                        .bind(result.step_uuid)
-                        .execute(&mut *tx)
-                        .await?;
-                    Ok(ResultOutcome::Failed)
-                }
-            }
-            _ => Ok(ResultOutcome::Ignored),
-        }
-    }
-
-    /// The handler's retry-after hint (capped) wins; otherwise the step's backoff plus jitter.
-    fn retry_delay(&self, step: &StepForResult, error: Option<&StepError>) -> Duration {
-        if let Some(ms) = error.and_then(|e| e.retry_after_ms) {
-            return Duration::from_millis(ms.min(self.backoff.max_retry_after_ms));
-        }
-        let policy = ResolvedRetry {
-            retryable: step.retryable,
-            max_attempts: step.max_attempts as u32,
-            backoff: match step.backoff.as_str() {
-                "none" => BackoffKind::None,
-                "linear" => BackoffKind::Linear,
-                _ => BackoffKind::Exponential,
-            },
-            backoff_base_ms: step.backoff_base_ms as u64,
-            max_backoff_ms: step.max_backoff_ms as u64,
-        };
-        let base = policy.base_delay_ms(step.attempts as u32);
-        let spread = (base as f64 * self.backoff.jitter_ratio) as u64;
-        let jitter = if spread > 0 {
-            rand::rng().random_range(0..=spread)
-        } else {
-            0
-        };
-        Duration::from_millis(base + jitter)
+        group: Vec<serde_json::Value>,
+    ) -> Result<Vec<Applied>, OrchestrationError> {
+        Ok(sqlx::query_as(
+            "SELECT msg_id, namespace, outcome FROM tasker.process_step_results($1, $2, $3, $4)",
+        )
+        .bind(serde_json::Value::Array(group))
+        .bind(&self.actor)
+        .bind(self.backoff.jitter_ratio)
+        .bind(self.backoff.max_retry_after_ms as i64)
+        .fetch_all(&self.pool)
+        .await?)
     }
 }

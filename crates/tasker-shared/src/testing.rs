@@ -75,14 +75,29 @@ async fn ensure_template(conn: &mut PgConnection) -> String {
             .await
             .expect("migrating the test template database");
         pool.close().await;
-        sqlx::query(&format!(
+        // A closed connection's server process can linger for a moment; RENAME needs none.
+        let rename = format!(
             "ALTER DATABASE {} RENAME TO {}",
             quote_ident(&building),
             quote_ident(&name)
-        ))
-        .execute(&mut *conn)
-        .await
-        .unwrap();
+        );
+        for attempt in 0.. {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            )
+            .bind(&building)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+            match sqlx::query(&rename).execute(&mut *conn).await {
+                Ok(_) => break,
+                Err(e) if attempt < 50 => {
+                    tracing::debug!(error = %e, "template database still in use; retrying rename");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("renaming the test template database: {e}"),
+            }
+        }
     }
     sqlx::query("SELECT pg_advisory_unlock(7415)")
         .execute(&mut *conn)

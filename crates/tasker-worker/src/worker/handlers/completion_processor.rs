@@ -17,6 +17,9 @@ use tasker_shared::queue::{Notifier, QueueName, ORCHESTRATION_RESULTS_QUEUE};
 use tasker_shared::result::{ErrorType, StepError, StepExecutionResult};
 use tokio::sync::{mpsc, Semaphore};
 
+/// Results recorded in one transaction at most.
+const MAX_BATCH: usize = 64;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordOutcome {
     Recorded,
@@ -78,11 +81,19 @@ impl CompletionProcessorService {
     pub async fn run(self, mut receiver: mpsc::Receiver<CompletedStep>) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let mut running = tokio::task::JoinSet::new();
-        while let Some(done) = receiver.recv().await {
+        while let Some(first) = receiver.recv().await {
+            // Whatever else is already waiting goes into the same transaction.
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(done) => batch.push(done),
+                    Err(_) => break,
+                }
+            }
             let permit = permits.clone().acquire_owned().await.expect("never closed");
             let this = self.clone();
             running.spawn(async move {
-                this.handle(done).await;
+                this.handle_batch(batch).await;
                 drop(permit);
             });
             while running.try_join_next().is_some() {}
@@ -90,13 +101,46 @@ impl CompletionProcessorService {
         while running.join_next().await.is_some() {}
     }
 
+    /// Records a batch in one transaction; if that fails, each result on its own (with
+    /// retries, and a visible failure for a payload the database refuses).
+    pub async fn handle_batch(&self, batch: Vec<CompletedStep>) {
+        if batch.len() == 1 {
+            let done = batch.into_iter().next().expect("one element");
+            self.handle(done).await;
+            return;
+        }
+        match self.record_batch(&batch).await {
+            Ok(refused) => {
+                for done in batch {
+                    let outcome = if refused.contains(&done.step.context.step_uuid) {
+                        RecordOutcome::Refused
+                    } else {
+                        RecordOutcome::Recorded
+                    };
+                    self.finish(&done, outcome).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, results = batch.len(), "recording a batch failed; recording one by one");
+                for done in batch {
+                    self.handle(done).await;
+                }
+            }
+        }
+    }
+
     pub async fn handle(&self, done: CompletedStep) -> RecordOutcome {
         let outcome = self.record_with_retry(&done).await;
+        self.finish(&done, outcome).await;
+        outcome
+    }
+
+    async fn finish(&self, done: &CompletedStep, outcome: RecordOutcome) {
         self.in_flight.remove(&done.step.context.step_uuid);
         match outcome {
             RecordOutcome::Recorded => {
                 self.notifier.notify(&self.results_queue);
-                self.run_callbacks(&done).await
+                self.run_callbacks(done).await
             }
             RecordOutcome::Refused => {
                 metrics::counter!(m::LATE_RESULTS).increment(1);
@@ -110,7 +154,25 @@ impl CompletionProcessorService {
                 "result could not be recorded before the deadline; the step's lease will expire and it will run again"
             ),
         }
-        outcome
+    }
+
+    async fn record_batch(&self, batch: &[CompletedStep]) -> Result<Vec<uuid::Uuid>, sqlx::Error> {
+        let rows: Vec<serde_json::Value> = batch
+            .iter()
+            .map(|done| {
+                let (ctx, r) = (&done.step.context, &done.result);
+                serde_json::json!({
+                    "step_uuid": ctx.step_uuid, "attempt": ctx.attempt, "success": r.success,
+                    "result": r.result, "error": r.error, "execution_ms": r.metadata.execution_time_ms,
+                    "metadata": r.metadata, "queue": done.step.queue.as_str(), "msg_id": done.step.msg_id,
+                })
+            })
+            .collect();
+        sqlx::query_scalar("SELECT tasker.record_step_results($1, $2)")
+            .bind(&self.worker_id)
+            .bind(serde_json::Value::Array(rows))
+            .fetch_all(&self.pool)
+            .await
     }
 
     async fn record_with_retry(&self, done: &CompletedStep) -> RecordOutcome {
