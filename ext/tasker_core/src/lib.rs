@@ -16,6 +16,12 @@ mod worker;
 
 use magnus::{prelude::*, Error, Ruby};
 
+/// Step payloads are cloned and freed across the runtime's threads and the Ruby threads;
+/// mimalloc handles that traffic much better than the system allocator. Only the Rust
+/// side's allocations use it; Ruby keeps its own.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[magnus::init]
 fn init(ruby: &Ruby) -> Result<(), Error> {
     logging::init();
