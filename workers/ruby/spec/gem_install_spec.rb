@@ -1,0 +1,50 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+require "open3"
+require "rbconfig"
+require "tmpdir"
+
+# Packaging: the gem builds, installs (compiling the extension with Cargo) into an empty
+# GEM_HOME, and runs a workflow from there with nothing from this checkout on the load path.
+# Cargo's output is kept in tmp/gem-target so a second run only rebuilds the workspace crates.
+RSpec.describe "the tasker_core gem", :slow do
+  def run!(env, *cmd, chdir: ROOT)
+    out, status = Open3.capture2e(env, *cmd, chdir: chdir)
+    expect(status).to be_success, "#{cmd.join(' ')} failed:\n#{out[-4000..] || out}"
+    out
+  end
+
+  it "builds, installs into a fresh GEM_HOME, loads from there and runs a workflow" do
+    Dir.mktmpdir("tasker_gem") do |dir|
+      gem_file = File.join(dir, "tasker_core.gem")
+      home = File.join(dir, "home")
+      env = { "GEM_HOME" => home, "GEM_PATH" => home, "RUBYOPT" => nil, "RUBYLIB" => nil, "BUNDLE_GEMFILE" => nil,
+              "CARGO_TARGET_DIR" => File.join(ROOT, "tmp/gem-target"), "TASKER_LOG" => "error" }
+      run!(env, "gem", "build", "tasker_core.gemspec", "--output", gem_file)
+      run!(env, "gem", "install", "--local", "--no-document", "--install-dir", home, gem_file)
+
+      script = <<~RUBY
+        require "tasker_core"
+        so = $LOADED_FEATURES.grep(/tasker_core\\.so\\z/).first
+        raise "extension loaded from \#{so}, not the temporary GEM_HOME" unless so.start_with?(ENV["GEM_HOME"])
+        gem_dir = Gem.loaded_specs.fetch("tasker_core").full_gem_path
+        require File.join(gem_dir, "workers/ruby/examples/handlers")
+        TaskerCore.configure do |c|
+          c.database_url = ENV.fetch("SPEC_DATABASE_URL")
+          c.environment = "test"
+          c.template_path = File.join(gem_dir, "config/tasks")
+        end
+        TaskerCore::Worker.start(namespaces: ["linear_workflow"], concurrency: 2, orchestration: :embedded)
+        task = TaskerCore::Client.create_task(namespace: "linear_workflow", name: "linear_math",
+                                              version: "1.0.0", context: { "value" => 6 })
+        task = TaskerCore::Client.wait(task, timeout: 30)
+        TaskerCore::Worker.stop
+        puts "RESULT \#{task.status} \#{task.step('minus_one').result}"
+      RUBY
+      out = run!(env.merge("SPEC_DATABASE_URL" => TaskerSpec::TestDatabase.url), RbConfig.ruby, "-e", script,
+                 chdir: dir)
+      expect(out).to include("RESULT complete 575")
+    end
+  end
+end

@@ -1,0 +1,107 @@
+# frozen_string_literal: true
+
+require "spec_helper"
+
+# The Ruby worker with embedded orchestration against the spec database.
+RSpec.describe TaskerCore::Worker do
+  before(:context) { start_worker }
+  after(:context) { TaskerCore::Worker.stop(timeout: 5) }
+
+  def run_task(name, context = {})
+    task = TaskerCore::Client.create_task(namespace: "rspec_errors", name: name, version: "1.0.0", context: context)
+    TaskerCore::Client.wait(task, timeout: 20)
+  end
+
+  it "is running, serving every namespace on the template path" do
+    expect(described_class.running?).to be(true)
+    expect(described_class.current.namespaces).to include("ecommerce", "linear_workflow", "rspec_errors")
+    expect(described_class.current.status).to include("running" => true)
+  end
+
+  it "records a raised exception as a retryable handler_error with class and backtrace" do
+    task = run_task("raises")
+    step = task.step("boom")
+    expect([task.status, step.status, step.attempts]).to eq(%w[error error] + [1])
+    expect(step.error).to include("error_type" => "handler_error", "retryable" => true,
+                                  "error_class" => "ArgumentError", "message" => "bad argument from a handler")
+    expect(step.error["backtrace"]).not_to be_empty
+  end
+
+  it "keeps a returned non-retryable failure final despite attempts left" do
+    task = run_task("returns_failure")
+    step = task.step("charge")
+    expect([task.status, step.status, step.attempts]).to eq(%w[error error] + [1])
+    expect(step.error).to include("error_type" => "card_declined", "retryable" => false)
+  end
+
+  it "ends a PermanentError after one attempt with its error type" do
+    step = run_task("raises_permanent").step("close")
+    expect([step.status, step.attempts]).to eq(["error", 1])
+    expect(step.error).to include("error_type" => "account_closed", "retryable" => false,
+                                  "error_class" => "TaskerCore::PermanentError")
+  end
+
+  it "retries a RetryableError until attempts run out, keeping its type and retry hint" do
+    step = run_task("raises_retryable").step("busy")
+    expect([step.status, step.attempts]).to eq(["error", 2])
+    expect(step.error).to include("error_type" => "gateway_busy", "retryable" => true, "retry_after_ms" => 100,
+                                  "message" => "gateway busy (attempt 2)")
+  end
+
+  it "fails a result that cannot be recorded as a final invalid_result" do
+    step = run_task("invalid_result").step("time")
+    expect([step.status, step.attempts]).to eq(["error", 1])
+    expect(step.error).to include("error_type" => "invalid_result", "retryable" => false)
+  end
+
+  it "delivers fast domain events to matching subscribers only" do
+    seen = Queue.new
+    payments = TaskerCore.subscribe("payment.*") { |e| seen << e }
+    task = TaskerCore::Client.create_task(
+      namespace: "ecommerce", name: "order_fulfillment", version: "1.0.0",
+      context: { "order_id" => 7, "items" => [{ "sku" => "A", "quantity" => 1, "price" => 2.5 }] }
+    )
+    expect(TaskerCore::Client.wait(task, timeout: 20).status).to eq("complete")
+    deadline = monotonic + 5
+    sleep 0.02 while seen.empty? && monotonic < deadline
+    event = seen.pop
+    expect(event.name).to eq("payment.processed")
+    expect(event.payload).to eq("charge_id" => "ch_7", "amount" => 2.5, "currency" => "USD")
+    expect(event.task_uuid).to eq(task.task_uuid)
+    sleep 0.2
+    expect(seen).to be_empty, "order.validated must not reach a payment.* subscriber"
+  ensure
+    TaskerCore.unsubscribe(payments)
+  end
+
+  it "refuses a second worker while one runs" do
+    expect { start_worker }.to raise_error(TaskerCore::WorkerError, /already running/)
+  end
+
+  describe "handler discovery" do
+    it "refuses to start when a served namespace names a handler that does not exist" do
+      worker = described_class.new(namespaces: ["rspec_missing"], trap_signals: false,
+                                   configuration: TaskerCore.configuration.dup.tap do |c|
+                                     c.template_path = [TaskerSpec::MISSING_TEMPLATES]
+                                   end)
+      expect { worker.start }.to raise_error(TaskerCore::HandlerNotFoundError,
+                                             /SpecHandlers::DoesNotExist \(step 'ghost' of rspec_missing/)
+    end
+  end
+end
+
+RSpec.describe TaskerCore::Worker, "stopping" do
+  it "drains a running handler before stop returns, then reports stopped" do
+    worker = start_worker(namespaces: ["sleep_workflow"], concurrency: 4)
+    task = TaskerCore::Client.create_task(namespace: "sleep_workflow", name: "parallel_sleep", version: "1.0.0",
+                                          context: { "sleep_ms" => 300 })
+    deadline = monotonic + 10
+    sleep 0.02 until worker.ffi_metrics["in_process"].positive? || monotonic > deadline
+    expect(worker.stop(timeout: 10)).to be(true)
+    expect(worker.running?).to be(false)
+    expect(worker.stop).to be(false)
+    statuses = TaskerCore::Client.get_task(task).steps.map(&:status)
+    expect(statuses).not_to include("in_progress")
+    expect(statuses & %w[complete enqueued_for_orchestration]).not_to be_empty
+  end
+end
