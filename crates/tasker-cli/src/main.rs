@@ -36,6 +36,9 @@ enum Command {
     /// Create, inspect, cancel and watch tasks.
     #[command(subcommand)]
     Task(commands::task::Command),
+    /// Run the order-fulfillment example end to end: orchestrator and worker processes, a
+    /// batch of tasks, live progress and a summary (exit 0 only if every task completed).
+    Demo(commands::demo::Args),
 }
 
 fn init_tracing() {
@@ -59,5 +62,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Server(args) => commands::server::run(args).await,
         Command::Worker(args) => commands::worker::run(args).await,
         Command::Task(cmd) => commands::task::run(cmd).await,
+        Command::Demo(args) => commands::demo::run(args).await,
     }
 }

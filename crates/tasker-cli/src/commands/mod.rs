@@ -1,4 +1,5 @@
 pub mod config;
+pub mod demo;
 pub mod migrate;
 pub mod server;
 pub mod task;
