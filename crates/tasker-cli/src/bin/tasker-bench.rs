@@ -171,9 +171,10 @@ impl Bench {
         match kind {
             "rust" => self.spawn(&["worker", "--namespace", "bench"], &[]),
             _ => {
-                let script = repo_root().join("workers/ruby/bin/tasker-ruby-worker");
-                let child = Command::new("ruby")
-                    .arg(script)
+                let child = Command::new("rake")
+                    .arg("-f")
+                    .arg(repo_root().join("Rakefile"))
+                    .arg("tasker:worker")
                     .env("DATABASE_URL", &self.db_url)
                     .env("TASKER_ENV", "development")
                     .env("TASKER_CONFIG_DIR", repo_root().join("config/tasker"))
@@ -182,7 +183,7 @@ impl Bench {
                     .env("CONCURRENCY", "10")
                     .stdin(Stdio::null())
                     .spawn()
-                    .context("starting the Ruby worker (build the gem first: rake compile)")?;
+                    .context("starting the Ruby worker (rake tasker:worker)")?;
                 Ok(Proc(child))
             }
         }
