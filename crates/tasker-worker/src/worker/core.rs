@@ -174,6 +174,7 @@ impl WorkerCore {
             visibility_timeout_seconds: config.queues.visibility_timeout_seconds as i32,
             read_batch_size: config.queues.read_batch_size as usize,
             reconnect_backoff: config.database.reconnect_backoff(),
+            max_in_flight: hd.max_concurrent_handlers * 2,
         };
         let mut intake = Vec::new();
         for q in queue_names {
@@ -183,6 +184,7 @@ impl WorkerCore {
                 es_config.clone(),
                 command_tx.clone(),
                 dispatch_tx.clone(),
+                in_flight.clone(),
             );
             intake.push(tokio::spawn(es.run_queue(q, shutdown.clone())));
         }

@@ -3,9 +3,11 @@
 //! more than the dispatch channel has room for, and turns them into WorkerCommands.
 
 use super::commands::WorkerCommand;
+use super::in_flight::InFlight;
 use crate::step::DispatchedStep;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
+use std::sync::Arc;
 use std::time::Duration;
 use tasker_shared::config::DeploymentMode;
 use tasker_shared::queue::{notify_channel, QueueClient, QueueName};
@@ -19,6 +21,9 @@ pub struct EventSystemConfig {
     pub visibility_timeout_seconds: i32,
     pub read_batch_size: usize,
     pub reconnect_backoff: Duration,
+    /// Claimed-but-unrecorded steps this worker holds at most (twice its handler limit), so
+    /// one worker does not hide a backlog from the others.
+    pub max_in_flight: usize,
 }
 
 pub struct WorkerEventSystem {
@@ -27,6 +32,7 @@ pub struct WorkerEventSystem {
     config: EventSystemConfig,
     commands: mpsc::Sender<WorkerCommand>,
     dispatch: mpsc::Sender<DispatchedStep>,
+    in_flight: Arc<InFlight>,
 }
 
 impl WorkerEventSystem {
@@ -36,6 +42,7 @@ impl WorkerEventSystem {
         config: EventSystemConfig,
         commands: mpsc::Sender<WorkerCommand>,
         dispatch: mpsc::Sender<DispatchedStep>,
+        in_flight: Arc<InFlight>,
     ) -> Self {
         Self {
             pool,
@@ -43,6 +50,7 @@ impl WorkerEventSystem {
             config,
             commands,
             dispatch,
+            in_flight,
         }
     }
 
@@ -62,7 +70,17 @@ impl WorkerEventSystem {
                     Err(_) => return,
                 },
             };
-            let qty = room.min(self.config.read_batch_size) as i32;
+            let held = self.in_flight.len();
+            if held >= self.config.max_in_flight {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = self.in_flight.released(self.config.poll_interval) => {}
+                }
+                continue;
+            }
+            let qty = room
+                .min(self.config.read_batch_size)
+                .min(self.config.max_in_flight - held) as i32;
             match self
                 .queues
                 .read(&queue, self.config.visibility_timeout_seconds, qty)

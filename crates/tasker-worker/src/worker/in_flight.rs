@@ -16,6 +16,7 @@ pub struct InFlightStep {
 #[derive(Debug, Default)]
 pub struct InFlight {
     steps: Mutex<HashMap<Uuid, InFlightStep>>,
+    released: tokio::sync::Notify,
 }
 
 impl InFlight {
@@ -28,8 +29,16 @@ impl InFlight {
         let removed = self.steps.lock().remove(step);
         if removed.is_some() {
             metrics::gauge!("tasker_worker_steps_in_flight").decrement(1.0);
+            // Wake every waiting reader, and leave a permit for one that is about to wait.
+            self.released.notify_waiters();
+            self.released.notify_one();
         }
         removed
+    }
+
+    /// Waits until a step is released, or `timeout`.
+    pub async fn released(&self, timeout: std::time::Duration) {
+        let _ = tokio::time::timeout(timeout, self.released.notified()).await;
     }
 
     pub fn len(&self) -> usize {
