@@ -420,3 +420,28 @@ async fn failing_publisher_never_fails_a_step() {
     assert_eq!(h.result_of(task, "join").await, json!(37));
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_steps_in_flight_bounds_what_one_worker_holds() {
+    let h = Harness::with_rust_worker(&[("worker.max_steps_in_flight", Toml::Integer(2))]).await;
+    let task = h
+        .create("sleep_workflow", "parallel_sleep", json!({"sleep_ms": 250}))
+        .await;
+    let mut peak = 0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(700) {
+        let held: i64 = sqlx::query_scalar("SELECT count(*) FROM tasker.workflow_steps WHERE task_uuid = $1 AND state = 'in_progress'")
+            .bind(task)
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+        peak = peak.max(held);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        peak, 2,
+        "two claimed at a time, though ten handlers are free"
+    );
+    assert_eq!(h.wait(task, T).await.state, "complete");
+    h.shutdown().await;
+}

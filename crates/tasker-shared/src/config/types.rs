@@ -102,6 +102,7 @@ pub struct WorkerConfig {
     pub claim_lease_seconds: u32,
     pub heartbeat_interval_ms: u64,
     pub command_buffer_size: usize,
+    pub max_steps_in_flight: usize,
     pub max_concurrent_completions: usize,
     pub completion_retry_deadline_ms: u64,
     pub bind_address: String,

@@ -23,7 +23,10 @@ impl ActorCommandProcessor {
         while let Some(cmd) = commands.recv().await {
             match cmd {
                 WorkerCommand::ExecuteSteps { queue, messages } => {
-                    if let Err(e) = self.executor.execute(&queue, messages).await {
+                    let n = messages.len();
+                    let outcome = self.executor.execute(&queue, messages).await;
+                    self.in_flight.unreserve(n);
+                    if let Err(e) = outcome {
                         // The messages stay invisible until their timeout, then come back.
                         tracing::warn!(queue = %queue, error = %e, "claiming steps failed");
                     }

@@ -174,7 +174,7 @@ impl WorkerCore {
             visibility_timeout_seconds: config.queues.visibility_timeout_seconds as i32,
             read_batch_size: config.queues.read_batch_size as usize,
             reconnect_backoff: config.database.reconnect_backoff(),
-            max_in_flight: hd.max_concurrent_handlers * 2,
+            max_in_flight: wc.max_steps_in_flight,
         };
         let mut intake = Vec::new();
         for q in queue_names {

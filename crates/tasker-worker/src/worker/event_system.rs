@@ -21,7 +21,7 @@ pub struct EventSystemConfig {
     pub visibility_timeout_seconds: i32,
     pub read_batch_size: usize,
     pub reconnect_backoff: Duration,
-    /// Claimed-but-unrecorded steps this worker holds at most (twice its handler limit), so
+    /// Claimed-but-unrecorded steps this worker holds at most (`max_steps_in_flight`), so
     /// one worker does not hide a backlog from the others.
     pub max_in_flight: usize,
 }
@@ -70,7 +70,7 @@ impl WorkerEventSystem {
                     Err(_) => return,
                 },
             };
-            let held = self.in_flight.len();
+            let held = self.in_flight.held();
             if held >= self.config.max_in_flight {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
@@ -87,6 +87,7 @@ impl WorkerEventSystem {
                 .await
             {
                 Ok(messages) if !messages.is_empty() => {
+                    self.in_flight.reserve(messages.len());
                     let full = messages.len() as i32 == qty;
                     let cmd = WorkerCommand::ExecuteSteps {
                         queue: queue.clone(),

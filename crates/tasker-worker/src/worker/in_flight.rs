@@ -16,6 +16,8 @@ pub struct InFlightStep {
 #[derive(Debug, Default)]
 pub struct InFlight {
     steps: Mutex<HashMap<Uuid, InFlightStep>>,
+    /// Messages read and not yet through the claim: they count against the limit too.
+    reserved: std::sync::atomic::AtomicUsize,
     released: tokio::sync::Notify,
 }
 
@@ -34,6 +36,25 @@ impl InFlight {
             self.released.notify_one();
         }
         removed
+    }
+
+    /// Steps held plus messages read and awaiting their claim.
+    pub fn held(&self) -> usize {
+        self.len() + self.reserved.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn reserve(&self, n: usize) {
+        self.reserved
+            .fetch_add(n, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Ends a reservation once its messages went through the claim (claimed ones are now
+    /// entries of their own).
+    pub fn unreserve(&self, n: usize) {
+        self.reserved
+            .fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
+        self.released.notify_waiters();
+        self.released.notify_one();
     }
 
     /// Waits until a step is released, or `timeout`.
