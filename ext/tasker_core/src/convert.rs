@@ -1,10 +1,12 @@
 //! Ruby <-> JSON conversions, with errors that name the field that was wrong.
 
 use crate::error::NativeError;
-use magnus::value::{Lazy, ReprValue};
-use magnus::{r_hash::ForEach, RArray, RHash, RString, Ruby, Value};
+use magnus::value::{Lazy, Opaque, ReprValue};
+use magnus::{r_hash::ForEach, IntoValue, RArray, RHash, RString, Ruby, Value};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use tasker_worker::worker::handlers::ffi_dispatch_channel::PolledStep;
 
 /// A Ruby value as JSON (Hash keys may be Strings or Symbols). On failure the message
@@ -105,6 +107,92 @@ pub fn to_ruby(ruby: &Ruby, value: &serde_json::Value) -> Result<Value, magnus::
     serde_magnus::serialize(ruby, value)
 }
 
+/// Hash entries inserted per `rb_hash_bulk_insert` call when building payloads.
+const BULK_PAIRS: usize = 16;
+/// Strings longer than this are not worth interning.
+const KEY_CACHE_MAX_LEN: usize = 64;
+/// Interned strings are kept for the life of the process; this bounds them (per thread).
+const KEY_CACHE_LIMIT: usize = 4096;
+
+type Interned = HashMap<String, Opaque<RString>, foldhash::fast::RandomState>;
+
+thread_local! {
+    /// Frozen, interned Strings for what repeats on every step of a template: payload Hash
+    /// keys (a frozen key is stored by Hash#[]= as it is, instead of being copied and looked
+    /// up in Ruby's string table each time) and step identifiers (names, namespace,
+    /// callable). Per Ruby thread, so the hot path takes no lock.
+    static INTERNED: RefCell<Interned> = RefCell::new(Interned::default());
+}
+
+fn interned(ruby: &Ruby, key: &str) -> RString {
+    if key.len() > KEY_CACHE_MAX_LEN {
+        return ruby.str_new(key);
+    }
+    if let Some(k) = INTERNED.with_borrow(|cache| cache.get(key).copied()) {
+        return ruby.get_inner(k);
+    }
+    let k = ruby.str_new(key).to_interned_str();
+    INTERNED.with_borrow_mut(|cache| {
+        if cache.len() < KEY_CACHE_LIMIT {
+            // Registered so it is never collected or moved while the cache refers to it.
+            magnus::gc::register_mark_object(k);
+            cache.insert(key.to_string(), k.into());
+        }
+    });
+    k
+}
+
+/// A JSON object as a Ruby Hash: pairs gathered on the stack (where Ruby's GC sees them)
+/// and inserted a chunk at a time.
+fn map_to_ruby(
+    ruby: &Ruby,
+    map: &serde_json::Map<String, serde_json::Value>,
+) -> Result<RHash, magnus::Error> {
+    let hash = ruby.hash_new();
+    let mut pairs = [ruby.qnil().as_value(); BULK_PAIRS * 2];
+    let mut n = 0;
+    for (k, v) in map {
+        pairs[n] = interned(ruby, k).as_value();
+        pairs[n + 1] = payload_to_ruby(ruby, v)?;
+        n += 2;
+        if n == pairs.len() {
+            hash.bulk_insert(&pairs[..n])?;
+            n = 0;
+        }
+    }
+    if n > 0 {
+        hash.bulk_insert(&pairs[..n])?;
+    }
+    Ok(hash)
+}
+
+/// A step payload (context, results, initialization) as Ruby, built directly rather than
+/// through serde: this runs for every step a handler polls, so it is on the FFI round
+/// trip's critical path.
+pub fn payload_to_ruby(ruby: &Ruby, value: &serde_json::Value) -> Result<Value, magnus::Error> {
+    use serde_json::Value as J;
+    Ok(match value {
+        J::Null => ruby.qnil().as_value(),
+        J::Bool(b) => b.into_value_with(ruby),
+        J::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => ruby.integer_from_i64(i).as_value(),
+            (None, Some(u)) => ruby.integer_from_u64(u).as_value(),
+            _ => ruby
+                .float_from_f64(n.as_f64().unwrap_or(f64::NAN))
+                .as_value(),
+        },
+        J::String(s) => ruby.str_new(s).as_value(),
+        J::Array(items) => {
+            let array = ruby.ary_new_capa(items.len());
+            for item in items {
+                array.push(payload_to_ruby(ruby, item)?)?;
+            }
+            array.as_value()
+        }
+        J::Object(map) => map_to_ruby(ruby, map)?.as_value(),
+    })
+}
+
 /// Any serializable Rust value as Ruby, through JSON so struct fields become String keys.
 pub fn to_ruby_via_json<T: Serialize>(ruby: &Ruby, value: &T) -> Result<Value, magnus::Error> {
     let json = serde_json::to_value(value)
@@ -167,37 +255,40 @@ fn uuid_str(ruby: &Ruby, id: &uuid::Uuid) -> RString {
 /// The Hash `poll` returns: one step for a Ruby handler.
 pub fn polled_step(ruby: &Ruby, step: &PolledStep) -> Result<RHash, magnus::Error> {
     let c = &step.context;
+    // Gathered on the stack (where Ruby's GC sees them) and inserted with one call.
+    let pairs = [
+        ruby.get_inner(&K_EVENT_ID).as_value(),
+        uuid_str(ruby, &step.event_id).as_value(),
+        ruby.get_inner(&K_TASK_UUID).as_value(),
+        uuid_str(ruby, &c.task_uuid).as_value(),
+        ruby.get_inner(&K_STEP_UUID).as_value(),
+        uuid_str(ruby, &c.step_uuid).as_value(),
+        ruby.get_inner(&K_STEP_NAME).as_value(),
+        interned(ruby, &c.step_name).as_value(),
+        ruby.get_inner(&K_NAMESPACE).as_value(),
+        interned(ruby, &c.namespace).as_value(),
+        ruby.get_inner(&K_TASK_NAME).as_value(),
+        interned(ruby, &c.task_name).as_value(),
+        ruby.get_inner(&K_TASK_VERSION).as_value(),
+        interned(ruby, &c.task_version).as_value(),
+        ruby.get_inner(&K_ATTEMPT).as_value(),
+        c.attempt.into_value_with(ruby),
+        ruby.get_inner(&K_MAX_ATTEMPTS).as_value(),
+        c.max_attempts.into_value_with(ruby),
+        ruby.get_inner(&K_HANDLER_CALLABLE).as_value(),
+        interned(ruby, &c.handler_callable).as_value(),
+        ruby.get_inner(&K_INITIALIZATION).as_value(),
+        payload_to_ruby(ruby, &c.initialization)?,
+        ruby.get_inner(&K_INPUTS).as_value(),
+        payload_to_ruby(ruby, &c.inputs)?,
+        ruby.get_inner(&K_TASK_CONTEXT).as_value(),
+        payload_to_ruby(ruby, &c.task_context)?,
+        ruby.get_inner(&K_DEPENDENCY_RESULTS).as_value(),
+        map_to_ruby(ruby, &c.dependency_results)?.as_value(),
+        ruby.get_inner(&K_TIMEOUT_SECONDS).as_value(),
+        c.timeout_seconds.into_value_with(ruby),
+    ];
     let h = ruby.hash_new();
-    h.aset(ruby.get_inner(&K_EVENT_ID), uuid_str(ruby, &step.event_id))?;
-    h.aset(ruby.get_inner(&K_TASK_UUID), uuid_str(ruby, &c.task_uuid))?;
-    h.aset(ruby.get_inner(&K_STEP_UUID), uuid_str(ruby, &c.step_uuid))?;
-    h.aset(ruby.get_inner(&K_STEP_NAME), ruby.str_new(&c.step_name))?;
-    h.aset(ruby.get_inner(&K_NAMESPACE), ruby.str_new(&c.namespace))?;
-    h.aset(ruby.get_inner(&K_TASK_NAME), ruby.str_new(&c.task_name))?;
-    h.aset(
-        ruby.get_inner(&K_TASK_VERSION),
-        ruby.str_new(&c.task_version),
-    )?;
-    h.aset(ruby.get_inner(&K_ATTEMPT), c.attempt)?;
-    h.aset(ruby.get_inner(&K_MAX_ATTEMPTS), c.max_attempts)?;
-    h.aset(
-        ruby.get_inner(&K_HANDLER_CALLABLE),
-        ruby.str_new(&c.handler_callable),
-    )?;
-    h.aset(
-        ruby.get_inner(&K_INITIALIZATION),
-        to_ruby(ruby, &c.initialization)?,
-    )?;
-    h.aset(ruby.get_inner(&K_INPUTS), to_ruby(ruby, &c.inputs)?)?;
-    h.aset(
-        ruby.get_inner(&K_TASK_CONTEXT),
-        to_ruby(ruby, &c.task_context)?,
-    )?;
-    let deps = ruby.hash_new();
-    for (name, value) in &c.dependency_results {
-        deps.aset(ruby.str_new(name), to_ruby(ruby, value)?)?;
-    }
-    h.aset(ruby.get_inner(&K_DEPENDENCY_RESULTS), deps)?;
-    h.aset(ruby.get_inner(&K_TIMEOUT_SECONDS), c.timeout_seconds)?;
+    h.bulk_insert(&pairs)?;
     Ok(h)
 }

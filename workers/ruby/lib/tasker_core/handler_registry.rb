@@ -16,7 +16,8 @@ module TaskerCore
 
     def initialize
       @explicit = {}
-      @resolved = {}
+      # Replaced, never mutated, so #resolve can read it without taking the lock.
+      @resolved = {}.freeze
       @lock = Mutex.new
     end
 
@@ -26,21 +27,29 @@ module TaskerCore
 
       @lock.synchronize do
         @explicit[callable.to_s] = entry
-        @resolved.delete(callable.to_s)
+        @resolved = @resolved.merge(callable.to_s => entry).freeze
       end
       self
     end
 
     # The Entry for `callable`, or nil when nothing by that name can run it. Thread-safe;
-    # constant lookups are done once per callable.
+    # the constant lookup is done once per callable, later calls take no lock.
     def resolve(callable)
+      found = @resolved[callable]
+      return found if found
+
       name = callable.to_s
-      @lock.synchronize do
-        return @explicit[name] if @explicit.key?(name)
-        return @resolved[name] if @resolved.key?(name)
-      end
+      explicit = @lock.synchronize { @explicit[name] }
+      return explicit if explicit
+
+      # Outside the lock: the lookup may autoload a file that registers handlers itself.
       entry = entry_for(name, constant(name))
-      @lock.synchronize { @resolved[name] = entry } if entry
+      @lock.synchronize do
+        # A registration made meanwhile wins over the constant.
+        return @explicit[name] if @explicit.key?(name)
+
+        @resolved = @resolved.merge(name => entry).freeze if entry
+      end
       entry
     end
 

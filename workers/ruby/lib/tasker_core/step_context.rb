@@ -2,38 +2,47 @@
 
 module TaskerCore
   # What a handler is given for one step: the task's context, its parents' results, the
-  # template's handler initialization, and where the step stands.
+  # template's handler initialization, and where the step stands. Reads the Hash that
+  # TaskerCore::Native poll returns (String keys) as it is asked, so a handler pays only
+  # for what it uses.
   class StepContext
-    attr_reader :event_id, :task_uuid, :step_uuid, :step_name, :namespace, :task_name,
-                :task_version, :attempt, :max_attempts, :handler_callable, :initialization,
-                :inputs, :task_context, :dependency_results, :timeout_seconds
+    EMPTY = {}.freeze
 
-    # `step` is the Hash TaskerCore::Native poll returns (String keys).
     def initialize(step)
-      @event_id = step["event_id"]
-      @task_uuid = step["task_uuid"]
-      @step_uuid = step["step_uuid"]
-      @step_name = step["step_name"]
-      @namespace = step["namespace"]
-      @task_name = step["task_name"]
-      @task_version = step["task_version"]
-      @attempt = step["attempt"]
-      @max_attempts = step["max_attempts"]
-      @handler_callable = step["handler_callable"]
-      @initialization = step["initialization"] || {}
-      @inputs = step["inputs"] || {}
-      @task_context = step["task_context"] || {}
-      @dependency_results = step["dependency_results"] || {}
-      @timeout_seconds = step["timeout_seconds"]
+      @step = step
     end
+
+    def event_id = @step["event_id"]
+    def task_uuid = @step["task_uuid"]
+    def step_uuid = @step["step_uuid"]
+    def step_name = @step["step_name"]
+    def namespace = @step["namespace"]
+    def task_name = @step["task_name"]
+    def task_version = @step["task_version"]
+    def attempt = @step["attempt"]
+    def max_attempts = @step["max_attempts"]
+    def handler_callable = @step["handler_callable"]
+    def timeout_seconds = @step["timeout_seconds"]
+
+    # The template's handler.initialization.
+    def initialization = @step["initialization"] || EMPTY
+    def inputs = @step["inputs"] || EMPTY
+    # The task's JSON context.
+    def task_context = @step["task_context"] || EMPTY
+    # Each parent's result, by step name.
+    def dependency_results = @step["dependency_results"] || EMPTY
 
     # A parent step's result value, or nil when `name` is not a parent of this step.
     def dependency_result(name)
-      @dependency_results[name.to_s]
+      dependency_results[name.to_s]
     end
 
     def last_attempt?
       attempt >= max_attempts
+    end
+
+    def to_h
+      @step.dup
     end
 
     def to_s

@@ -18,7 +18,7 @@ module TaskerCore
         raise NotImplementedError, "#{self.class} must implement #call(context)"
       end
 
-      def success(result: nil, metadata: {})
+      def success(result: nil, metadata: Result::NO_METADATA)
         Result.success(result: result, metadata: metadata)
       end
 

@@ -4,10 +4,12 @@ module TaskerCore
   module StepHandler
     # What a handler returns: built by Base#success / Base#failure.
     class Result
+      NO_METADATA = {}.freeze
+
       attr_reader :result, :metadata, :message, :error_type, :retryable, :retry_after,
                   :error_class, :backtrace
 
-      def self.success(result: nil, metadata: {})
+      def self.success(result: nil, metadata: NO_METADATA)
         new(success: true, result: result, metadata: metadata)
       end
 
@@ -17,7 +19,7 @@ module TaskerCore
             retry_after: retry_after, error_class: error_class, backtrace: backtrace)
       end
 
-      def initialize(success:, result: nil, metadata: {}, message: nil, error_type: nil,
+      def initialize(success:, result: nil, metadata: NO_METADATA, message: nil, error_type: nil,
                      retryable: nil, retry_after: nil, error_class: nil, backtrace: nil)
         @success = success
         @result = result
