@@ -180,6 +180,10 @@ impl Bench {
                     .env("TASKER_CONFIG_DIR", repo_root().join("config/tasker"))
                     .env("TASKER_TEMPLATE_PATH", &self.template_dir)
                     .env("NAMESPACES", "bench")
+                    .env(
+                        "HANDLERS",
+                        repo_root().join("workers/ruby/examples/handlers.rb"),
+                    )
                     .env("CONCURRENCY", "10")
                     .stdin(Stdio::null())
                     .spawn()
