@@ -5,30 +5,12 @@ mod support;
 
 use serde_json::json;
 use std::time::Duration;
-use support::{tasker, FAST_RECOVERY};
-use tasker_orchestration::{TaskInitializer, TaskRequest};
+use support::{create, tasker, FAST_RECOVERY};
 use tasker_shared::models::StepRow;
 use tasker_tests::testing::TestDatabase;
 use tasker_tests::{register_examples, wait_for_steps_in, wait_for_task};
-use uuid::Uuid;
 
 const T: Duration = Duration::from_secs(90);
-
-async fn create(db: &TestDatabase, ns: &str, name: &str, context: serde_json::Value) -> Uuid {
-    let backoff = tasker_tests::config_for(db, &[]).backoff;
-    TaskInitializer::new(db.pool.clone(), backoff)
-        .create_task(&TaskRequest {
-            namespace: ns.into(),
-            name: name.into(),
-            version: "1.0.0".into(),
-            context,
-            idempotency_key: None,
-            initiator: None,
-        })
-        .await
-        .unwrap()
-        .task_uuid
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_worker_steps_finish_on_another_worker() {

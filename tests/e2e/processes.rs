@@ -4,39 +4,12 @@ mod support;
 
 use serde_json::json;
 use std::time::Duration;
-use support::tasker;
-use tasker_orchestration::{TaskInitializer, TaskRequest};
-use tasker_shared::models::StepRow;
+use support::{create, result, run_every_example, tasker};
 use tasker_tests::testing::TestDatabase;
 use tasker_tests::{register_examples, wait_for_task};
 use uuid::Uuid;
 
 const T: Duration = Duration::from_secs(60);
-
-async fn create(db: &TestDatabase, ns: &str, name: &str, context: serde_json::Value) -> Uuid {
-    let backoff = tasker_tests::config_for(db, &[]).backoff;
-    TaskInitializer::new(db.pool.clone(), backoff)
-        .create_task(&TaskRequest {
-            namespace: ns.into(),
-            name: name.into(),
-            version: "1.0.0".into(),
-            context,
-            idempotency_key: None,
-            initiator: None,
-        })
-        .await
-        .unwrap()
-        .task_uuid
-}
-
-async fn result(db: &TestDatabase, task: Uuid, step: &str) -> serde_json::Value {
-    StepRow::find_by_name(&db.pool, task, step)
-        .await
-        .unwrap()
-        .unwrap()
-        .results
-        .unwrap_or_default()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_through_server_and_rust_worker_processes() {
@@ -44,53 +17,7 @@ async fn every_example_through_server_and_rust_worker_processes() {
     register_examples(&db).await;
     let _server = tasker("examples", "server", &db, &["server"], &[]);
     let _worker = tasker("examples", "worker", &db, &["worker"], &[]);
-    let linear = create(&db, "linear_workflow", "linear_math", json!({"value": 6})).await;
-    let diamond = create(&db, "diamond_workflow", "diamond_math", json!({"value": 3})).await;
-    let tree = create(&db, "tree_workflow", "tree_math", json!({"value": 2})).await;
-    let mixed = create(
-        &db,
-        "mixed_dag_workflow",
-        "mixed_dag_math",
-        json!({"value": 5}),
-    )
-    .await;
-    let order = create(
-        &db,
-        "ecommerce",
-        "order_fulfillment",
-        json!({"order_id": 7, "items": [{"sku": "a", "quantity": 3, "price": 2.5}]}),
-    )
-    .await;
-    let flaky = create(
-        &db,
-        "error_scenarios",
-        "retry_then_succeed",
-        json!({"value": 9}),
-    )
-    .await;
-    let doomed = create(&db, "error_scenarios", "always_fails", json!({})).await;
-    let permanent = create(
-        &db,
-        "error_scenarios",
-        "permanent_failure",
-        json!({"value": 1}),
-    )
-    .await;
-    for t in [linear, diamond, tree, mixed, order, flaky] {
-        assert_eq!(wait_for_task(&db.pool, t, T).await.state, "complete");
-    }
-    for t in [doomed, permanent] {
-        assert_eq!(wait_for_task(&db.pool, t, T).await.state, "error");
-    }
-    assert_eq!(result(&db, linear, "minus_one").await, json!(575));
-    assert_eq!(result(&db, diamond, "join").await, json!(37));
-    assert_eq!(result(&db, tree, "merge").await, json!(115));
-    assert_eq!(result(&db, mixed, "finalize").await, json!(266));
-    assert_eq!(
-        result(&db, order, "charge_payment").await["amount"],
-        json!(7.5)
-    );
-    assert_eq!(result(&db, flaky, "after_flaky").await, json!(10));
+    run_every_example(&db, T).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

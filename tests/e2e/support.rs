@@ -92,3 +92,130 @@ pub const FAST_RECOVERY: &[(&str, &str)] = &[
     ("TASKER_WORKER__CLAIM_LEASE_SECONDS", "2"),
     ("TASKER_WORKER__HEARTBEAT_INTERVAL_MS", "500"),
 ];
+
+/// Creates a task of an example template (version 1.0.0) directly in the database.
+pub async fn create(
+    db: &TestDatabase,
+    namespace: &str,
+    name: &str,
+    context: serde_json::Value,
+) -> uuid::Uuid {
+    let backoff = tasker_tests::config_for(db, &[]).backoff;
+    tasker_orchestration::TaskInitializer::new(db.pool.clone(), backoff)
+        .create_task(&tasker_orchestration::TaskRequest {
+            namespace: namespace.into(),
+            name: name.into(),
+            version: "1.0.0".into(),
+            context,
+            idempotency_key: None,
+            initiator: None,
+        })
+        .await
+        .unwrap()
+        .task_uuid
+}
+
+/// A step's recorded result (null when it has none).
+pub async fn result(db: &TestDatabase, task: uuid::Uuid, step: &str) -> serde_json::Value {
+    tasker_shared::models::StepRow::find_by_name(&db.pool, task, step)
+        .await
+        .unwrap()
+        .unwrap()
+        .results
+        .unwrap_or_default()
+}
+
+/// Runs every example template through whatever workers are running and checks each final
+/// value (the examples compute numbers, so the results are known).
+pub async fn run_every_example(db: &TestDatabase, timeout: Duration) {
+    use serde_json::json;
+    use tasker_tests::wait_for_task;
+    let linear = create(db, "linear_workflow", "linear_math", json!({"value": 6})).await;
+    let diamond = create(db, "diamond_workflow", "diamond_math", json!({"value": 3})).await;
+    let tree = create(db, "tree_workflow", "tree_math", json!({"value": 2})).await;
+    let mixed = create(
+        db,
+        "mixed_dag_workflow",
+        "mixed_dag_math",
+        json!({"value": 5}),
+    )
+    .await;
+    let order = create(
+        db,
+        "ecommerce",
+        "order_fulfillment",
+        json!({"order_id": 7, "items": [{"sku": "a", "quantity": 3, "price": 2.5}]}),
+    )
+    .await;
+    let flaky = create(
+        db,
+        "error_scenarios",
+        "retry_then_succeed",
+        json!({"value": 9}),
+    )
+    .await;
+    let doomed = create(db, "error_scenarios", "always_fails", json!({})).await;
+    let permanent = create(
+        db,
+        "error_scenarios",
+        "permanent_failure",
+        json!({"value": 1}),
+    )
+    .await;
+    let hung = create(db, "error_scenarios", "handler_timeout", json!({})).await;
+    for t in [linear, diamond, tree, mixed, order, flaky] {
+        assert_eq!(wait_for_task(&db.pool, t, timeout).await.state, "complete");
+    }
+    for t in [doomed, permanent, hung] {
+        assert_eq!(wait_for_task(&db.pool, t, timeout).await.state, "error");
+    }
+    assert_eq!(result(db, linear, "minus_one").await, json!(575));
+    assert_eq!(result(db, diamond, "join").await, json!(37));
+    assert_eq!(result(db, tree, "merge").await, json!(115));
+    assert_eq!(result(db, mixed, "finalize").await, json!(266));
+    assert_eq!(
+        result(db, order, "validate_order").await["total"],
+        json!(7.5)
+    );
+    assert_eq!(
+        result(db, order, "charge_payment").await,
+        json!({"charge_id": "ch_7", "amount": 7.5, "currency": "USD"})
+    );
+    assert_eq!(
+        result(db, order, "ship_order").await["tracking_number"],
+        json!("TRK00000007")
+    );
+    assert_eq!(result(db, flaky, "after_flaky").await, json!(10));
+    let steps = |t| async move {
+        tasker_shared::models::StepRow::for_task(&db.pool, t)
+            .await
+            .unwrap()
+    };
+    let doomed_step = &steps(doomed).await[0];
+    assert_eq!(
+        (
+            doomed_step.attempts,
+            doomed_step.last_error.as_ref().unwrap()["error_type"].clone()
+        ),
+        (3, json!("always_fails"))
+    );
+    let fail_fast = steps(permanent)
+        .await
+        .into_iter()
+        .find(|s| s.name == "fail_fast")
+        .unwrap();
+    let err = fail_fast.last_error.unwrap();
+    assert_eq!(
+        (
+            err["error_type"].clone(),
+            err["retryable"].clone(),
+            fail_fast.attempts
+        ),
+        (json!("validation_error"), json!(false), 1)
+    );
+    let hung_step = &steps(hung).await[0];
+    assert_eq!(
+        hung_step.last_error.as_ref().unwrap()["error_type"],
+        json!("handler_timeout")
+    );
+}

@@ -1,5 +1,6 @@
 //! `tasker`: the one binary for operating Tasker.
 
+mod child;
 mod commands;
 
 use clap::{Parser, Subcommand};

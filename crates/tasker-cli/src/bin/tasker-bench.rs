@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tasker_orchestration::{TaskInitializer, TaskRequest};
 use tasker_shared::config::ConfigLoader;
@@ -15,6 +15,10 @@ use tasker_shared::database;
 use tasker_shared::models::TemplateRegistry;
 use tasker_shared::template::{parse_template, TaskTemplate};
 use uuid::Uuid;
+
+#[path = "../child.rs"]
+mod child;
+use child::ManagedChild;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -38,26 +42,6 @@ struct Args {
         default_value = "postgresql://postgres@127.0.0.1:5432"
     )]
     server: String,
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.0.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn repo_root() -> PathBuf {
@@ -149,7 +133,7 @@ impl Bench {
         .await?)
     }
 
-    fn spawn(&self, args: &[&str], extra_env: &[(&str, &str)]) -> anyhow::Result<Proc> {
+    fn spawn(&self, args: &[&str], extra_env: &[(&str, &str)]) -> anyhow::Result<ManagedChild> {
         let tasker = std::env::current_exe()?.with_file_name("tasker");
         let mut cmd = Command::new(tasker);
         cmd.args(args)
@@ -164,10 +148,10 @@ impl Bench {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        Ok(Proc(cmd.spawn().context("starting tasker")?))
+        Ok(ManagedChild(cmd.spawn().context("starting tasker")?))
     }
 
-    fn spawn_worker(&self, kind: &str) -> anyhow::Result<Proc> {
+    fn spawn_worker(&self, kind: &str) -> anyhow::Result<ManagedChild> {
         match kind {
             "rust" => self.spawn(&["worker", "--namespace", "bench"], &[]),
             _ => {
@@ -188,7 +172,7 @@ impl Bench {
                     .stdin(Stdio::null())
                     .spawn()
                     .context("starting the Ruby worker (rake tasker:worker)")?;
-                Ok(Proc(child))
+                Ok(ManagedChild(child))
             }
         }
     }

@@ -1,8 +1,9 @@
+use crate::child::ManagedChild;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tasker_orchestration::{TaskInitializer, TaskRequest};
 use tasker_shared::models::TemplateRegistry;
@@ -21,27 +22,6 @@ pub struct Args {
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
-}
-
-/// A child process stopped with SIGTERM (then SIGKILL) when dropped.
-struct Managed(Child);
-
-impl Drop for Managed {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.0.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The main job: an orchestrator and a worker as separate processes, a batch of orders, a
@@ -70,7 +50,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let log_dir = std::env::temp_dir().join("tasker-demo");
     std::fs::create_dir_all(&log_dir)?;
-    let spawn = |mut cmd: Command, name: &str| -> anyhow::Result<Managed> {
+    let spawn = |mut cmd: Command, name: &str| -> anyhow::Result<ManagedChild> {
         let log = std::fs::File::create(log_dir.join(format!("{name}.log")))?;
         cmd.env("DATABASE_URL", &url)
             .env("TASKER_ORCHESTRATION__BIND_ADDRESS", "127.0.0.1:0")
@@ -78,7 +58,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        Ok(Managed(
+        Ok(ManagedChild(
             cmd.spawn()
                 .with_context(|| format!("starting the {name}"))?,
         ))
