@@ -77,12 +77,16 @@ fn options(ruby: &Ruby, args: &[Value], index: usize) -> Result<ConfigOptions, m
     }
 }
 
-fn arity(args: &[Value], min: usize, max: usize, name: &str) -> Result<(), magnus::Error> {
+fn arity(
+    ruby: &Ruby,
+    args: &[Value],
+    min: usize,
+    max: usize,
+    name: &str,
+) -> Result<(), magnus::Error> {
     if args.len() < min || args.len() > max {
         return Err(magnus::Error::new(
-            Ruby::get()
-                .expect("called from Ruby")
-                .exception_arg_error(),
+            ruby.exception_arg_error(),
             format!(
                 "TaskerCore::Native.{name}: wrong number of arguments (given {}, expected {min}..{max})",
                 args.len()
@@ -124,7 +128,7 @@ fn client(opts: &ConfigOptions) -> Result<Client, magnus::Error> {
 
 /// `create_task({namespace:, name:, version:, context:, idempotency_key:}, options = nil)`
 fn create_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
-    arity(args, 1, 2, "create_task")?;
+    arity(ruby, args, 1, 2, "create_task")?;
     let mut request: TaskRequest = from_ruby(ruby, args[0], "task request")?;
     if request.initiator.is_none() {
         request.initiator = Some("ruby".into());
@@ -157,7 +161,7 @@ fn create_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
 
 /// `get_task(task_uuid, options = nil)`: the task row, `terminal`, and its steps.
 fn get_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
-    arity(args, 1, 2, "get_task")?;
+    arity(ruby, args, 1, 2, "get_task")?;
     let id = uuid(&String::try_convert(args[0])?, "task_uuid")?;
     let c = client(&options(ruby, args, 1)?)?;
     let rt = runtime()?;
@@ -192,7 +196,7 @@ fn task_value(
 
 /// `cancel_task(task_uuid, options = nil)`: the cancelled task.
 fn cancel_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
-    arity(args, 1, 2, "cancel_task")?;
+    arity(ruby, args, 1, 2, "cancel_task")?;
     let id = uuid(&String::try_convert(args[0])?, "task_uuid")?;
     let c = client(&options(ruby, args, 1)?)?;
     let rt = runtime()?;

@@ -27,7 +27,6 @@ module TaskerCore
       @threads = Array.new(@concurrency) do |i|
         Thread.new do
           Thread.current.name = "#{@name}-#{i}"
-          Thread.current.report_on_exception = true
           work
         end
       end
