@@ -25,6 +25,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[magnus::init]
 fn init(ruby: &Ruby) -> Result<(), Error> {
     logging::init();
+    runtime::install_fork_hook()?;
     let tasker = ruby.define_module("TaskerCore")?;
     let native = tasker.define_module("Native")?;
     error::define(ruby, tasker, native)?;

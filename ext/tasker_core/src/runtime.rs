@@ -2,16 +2,41 @@
 //!
 //! A forked child inherits the parent's memory but none of its threads: the parent's runtime
 //! has no workers there, and any lock one of them held stays locked forever. So the runtime
-//! remembers the pid that built it, a child builds its own, and objects made in the parent
-//! refuse to work (and are leaked rather than dropped) in the child.
+//! remembers the process that built it, a child builds its own, and objects made in the
+//! parent refuse to work (and are leaked rather than dropped) in the child.
 
-use crate::error::fork_error;
+use crate::error::{fork_error, native_error};
 use std::mem::ManuallyDrop;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::runtime::Runtime;
 
+/// Bumped in every forked child, so "is this still the process that made it?" is an atomic
+/// load rather than a getpid system call on every poll and completion.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn forked_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Registers the fork hook; called once, when the extension loads.
+pub fn install_fork_hook() -> Result<(), magnus::Error> {
+    // SAFETY: the handler only touches an atomic, which is async-signal-safe.
+    let rc = unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+    if rc != 0 {
+        return Err(native_error(format!(
+            "cannot register the fork handler (pthread_atfork returned {rc})"
+        )));
+    }
+    Ok(())
+}
+
+fn generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Acquire)
+}
+
 struct Owned {
-    pid: u32,
+    generation: u64,
     runtime: Arc<Runtime>,
 }
 
@@ -21,10 +46,10 @@ static RUNTIME: Mutex<Option<Owned>> = Mutex::new(None);
 
 /// The runtime for this process, built on first use. Call with the GVL held.
 pub fn runtime() -> Result<Arc<Runtime>, magnus::Error> {
-    let pid = std::process::id();
+    let generation = generation();
     let mut slot = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(owned) = slot.as_ref() {
-        if owned.pid == pid {
+        if owned.generation == generation {
             return Ok(owned.runtime.clone());
         }
     }
@@ -33,14 +58,12 @@ pub fn runtime() -> Result<Arc<Runtime>, magnus::Error> {
             .enable_all()
             .thread_name("tasker-rt")
             .build()
-            .map_err(|e| {
-                crate::error::native_error(format!("cannot start the tokio runtime: {e}"))
-            })?,
+            .map_err(|e| native_error(format!("cannot start the tokio runtime: {e}")))?,
     );
     // The parent's runtime (if this is a forked child) is leaked: dropping it would wait for
     // worker threads that do not exist in this process.
     if let Some(stale) = slot.replace(Owned {
-        pid,
+        generation,
         runtime: runtime.clone(),
     }) {
         std::mem::forget(stale);
@@ -50,6 +73,8 @@ pub fn runtime() -> Result<Arc<Runtime>, magnus::Error> {
 
 /// A value usable only in the process that created it.
 pub struct ProcessBound<T> {
+    generation: u64,
+    /// For messages only.
     pid: u32,
     value: ManuallyDrop<T>,
 }
@@ -57,6 +82,7 @@ pub struct ProcessBound<T> {
 impl<T> ProcessBound<T> {
     pub fn new(value: T) -> Self {
         Self {
+            generation: generation(),
             pid: std::process::id(),
             value: ManuallyDrop::new(value),
         }
@@ -64,7 +90,7 @@ impl<T> ProcessBound<T> {
 
     /// The value, or a ForkError when called in a forked child.
     pub fn get(&self, what: &str) -> Result<&T, magnus::Error> {
-        if self.pid == std::process::id() {
+        if self.in_owner_process() {
             Ok(&self.value)
         } else {
             Err(fork_error(what, self.pid))
@@ -80,7 +106,7 @@ impl<T> ProcessBound<T> {
     }
 
     pub fn in_owner_process(&self) -> bool {
-        self.pid == std::process::id()
+        self.generation == generation()
     }
 }
 
