@@ -4,6 +4,7 @@
 //! Ruby handler threads poll the FfiDispatchChannel with the GVL released and hand results
 //! back without waiting; tokio runs everything else on a runtime the extension owns.
 
+mod channel;
 mod client;
 mod config;
 mod convert;

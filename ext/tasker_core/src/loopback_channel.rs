@@ -2,11 +2,11 @@
 //! it. Steps are fed in from Ruby, results land in an in-memory sink. Specs use it to test
 //! poll/complete, timeouts and starvation; the benchmark uses it to time the FFI round trip.
 
+use crate::channel::{complete_on, poll_channel};
 use crate::convert::{from_json, seconds, to_json, to_ruby_via_json};
 use crate::error::NativeError;
 use crate::nogvl::{wait, Waited};
 use crate::runtime::{runtime, ProcessBound};
-use crate::worker::{complete_on, poll_channel};
 use chrono::Utc;
 use magnus::{function, method, prelude::*, RArray, RHash, RModule, Ruby, Value};
 use std::collections::VecDeque;

@@ -1,16 +1,17 @@
 //! TaskerCore::Native::Worker: a WorkerCore dispatching to Ruby through the
 //! FfiDispatchChannel, optionally with orchestration embedded in the same process.
 
+use crate::channel::{complete_on, poll_channel};
 use crate::config::ConfigOptions;
-use crate::convert::{from_ruby, polled_step, seconds, to_json, to_ruby, to_ruby_via_json, uuid};
+use crate::convert::{from_ruby, seconds, to_ruby, to_ruby_via_json};
 use crate::error::NativeError;
-use crate::nogvl::{self, block_on, wait, Waited};
+use crate::nogvl::{block_on, wait, Waited};
 use crate::runtime::{runtime, ProcessBound};
 use magnus::{function, method, prelude::*, RHash, RModule, Ruby, Value};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tasker_orchestration::{OrchestrationCore, OrchestrationHandle};
@@ -19,9 +20,7 @@ use tasker_shared::models::TemplateRegistry;
 use tasker_shared::template::load_template_dirs;
 use tasker_shared::{database, TaskerConfig};
 use tasker_worker::worker::commands::{WorkerCommand, WorkerStatus};
-use tasker_worker::worker::handlers::ffi_dispatch_channel::{
-    FfiDispatchChannel, FfiError, FfiStepResult, PolledStep,
-};
+use tasker_worker::worker::handlers::ffi_dispatch_channel::FfiDispatchChannel;
 use tasker_worker::{Dispatch, WorkerCore, WorkerHandle, WorkerOptions};
 use tokio::runtime::Runtime;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -196,72 +195,6 @@ fn start_worker(ruby: &Ruby, options: Value) -> Result<Worker, magnus::Error> {
             events_dropped: Arc::default(),
         }),
     })
-}
-
-/// Never set: the GVL-holding attempt in `poll_channel` does not wait, so it needs no
-/// interrupt.
-static NOT_INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Takes a ready step at once if there is one; otherwise waits up to `timeout` with the GVL
-/// released. Releasing and retaking the GVL costs tens of microseconds on Ruby 3.1, so a
-/// busy worker mostly takes the first path. A step taken just as Ruby interrupts the
-/// waiting thread is failed (retryably) at once instead of waiting for the completion
-/// timeout.
-pub fn poll_channel(
-    ruby: &Ruby,
-    ffi: &Arc<FfiDispatchChannel>,
-    timeout: f64,
-) -> Result<Option<RHash>, magnus::Error> {
-    let timeout = seconds(timeout, "poll timeout")?;
-    if let Some(step) = ffi.poll(Duration::ZERO, &NOT_INTERRUPTED) {
-        return polled_step(ruby, &step).map(Some);
-    }
-    if timeout.is_zero() {
-        return Ok(None);
-    }
-    let channel = ffi.clone();
-    let outcome = nogvl::run(move |interrupt| channel.poll(timeout, interrupt.flag()))?;
-    let step: Option<PolledStep> = outcome.value.flatten();
-    if let Some(pending) = outcome.pending {
-        if let Some(step) = step {
-            ffi.complete(step.event_id, interrupted_result());
-        }
-        return Err(pending);
-    }
-    step.map(|s| polled_step(ruby, &s)).transpose()
-}
-
-fn interrupted_result() -> FfiStepResult {
-    FfiStepResult {
-        success: false,
-        result: serde_json::Value::Null,
-        metadata: serde_json::Value::Null,
-        error: Some(FfiError {
-            message:
-                "the Ruby thread that polled this step was interrupted before running its handler"
-                    .into(),
-            error_type: Some("handler_error".into()),
-            retryable: Some(true),
-            ..Default::default()
-        }),
-    }
-}
-
-/// Hands a Ruby result to the channel; false for unknown, duplicate or late event ids.
-pub fn complete_on(
-    ruby: &Ruby,
-    ffi: &FfiDispatchChannel,
-    event_id: String,
-    result: Value,
-) -> Result<bool, magnus::Error> {
-    let id = uuid(&event_id, "event_id")?;
-    // Straight into the struct; only a refused result takes the slower route through JSON
-    // that names the field that was wrong.
-    let parsed: FfiStepResult = match serde_magnus::deserialize(ruby, result) {
-        Ok(parsed) => parsed,
-        Err(_) => crate::convert::from_json(to_json(ruby, result, "result")?, "result")?,
-    };
-    Ok(ffi.complete(id, parsed))
 }
 
 impl Worker {
