@@ -11,13 +11,15 @@
 #    Steps are fed in chunks that are fully buffered before the clock runs, so the time is
 #    the Ruby thread's loop (and the runtime's completion work beside it), not the feeder.
 # 2. The same loop over a plain Ruby Thread::Queue (the step Hash already built in Ruby):
-#    the floor no FFI channel can beat.
+#    the floor no FFI channel can beat. A second floor builds each step's payload in Ruby
+#    (JSON.parse of the same payload), which the FFI path has to do too.
 # 3. 20 steps sleeping 100 ms on 10 handler threads, against the ideal 0.2 s.
 
 ROOT = File.expand_path("../../..", __dir__)
 $LOAD_PATH.unshift(File.join(ROOT, "workers/ruby/lib"))
 ENV["TASKER_LOG"] ||= "error"
 
+require "json"
 require_relative "../examples/handlers"
 
 STEPS = Integer(ARGV.fetch(0, "100000"))
@@ -73,9 +75,9 @@ ensure
   channel&.close
 end
 
-# The same loop over Thread::Queue: pop a prebuilt step Hash, run the handler, push the
-# result.
-def queue_floor(count, watchdog)
+# The same loop over Thread::Queue: pop a step Hash, run the handler, push the result.
+# With `parse`, each step's payload is built from JSON first, as the FFI path must build it.
+def queue_floor(count, watchdog, parse: false)
   run = runner(watchdog)
   template = STEP.merge("event_id" => "00000000-0000-0000-0000-000000000000", "attempt" => 1, "max_attempts" => 3,
                         "task_uuid" => "t", "step_uuid" => "s", "namespace" => "bench", "task_name" => "bench",
@@ -83,8 +85,13 @@ def queue_floor(count, watchdog)
   steps = Thread::Queue.new
   results = Thread::Queue.new
   count.times { steps << template.dup }
+  payload = JSON.generate(template.slice("task_context", "dependency_results", "initialization"))
   started = now
-  count.times { results << run.run(steps.pop) }
+  if parse
+    count.times { results << run.run(steps.pop.merge!(JSON.parse(payload))) }
+  else
+    count.times { results << run.run(steps.pop) }
+  end
   count / (now - started)
 end
 
@@ -105,6 +112,7 @@ end
 watchdog = TaskerCore::Watchdog.new
 ffi = ffi_round_trip(STEPS, watchdog)
 floor = queue_floor(STEPS, watchdog)
+parsed_floor = queue_floor(STEPS, watchdog, parse: true)
 wall = parallel(watchdog)
 watchdog.stop
 
@@ -114,7 +122,9 @@ puts format("%-52s %14s", "measure", "result")
 puts "-" * 67
 puts format("%-52s %10.0f steps/s", "FFI round trip (LoopbackChannel, poll+run+complete)", ffi)
 puts format("%-52s %10.0f steps/s", "Ruby Thread::Queue floor (pop+run+push)", floor)
+puts format("%-52s %10.0f steps/s", "  same, payload built per step (JSON.parse)", parsed_floor)
 puts format("%-52s %14.2f", "FFI / floor", ffi / floor)
+puts format("%-52s %14.2f", "FFI / floor with payload built", ffi / parsed_floor)
 puts format("%-52s %12.3f s", "20 x 100 ms sleeping steps, concurrency 10", wall)
 puts format("%-52s %14.2f", "ideal (0.2 s) / measured: 1.00 is perfect", 0.2 / wall)
 puts format("%-52s %14.2f", "speed-up over sequential (2.0 s)", 2.0 / wall)

@@ -8,6 +8,8 @@ module TaskerCore
   class HandlerPool
     # How long an idle thread waits per poll before looking at the stop flag again.
     POLL_TIMEOUT = 0.1
+    # Outside a handler, a handler timeout waits (see Watchdog).
+    HOLD = { HandlerTimeout => :never }.freeze
 
     attr_reader :concurrency
 
@@ -61,7 +63,7 @@ module TaskerCore
     private
 
     def work
-      Thread.handle_interrupt(HandlerTimeout => :never) do
+      Thread.handle_interrupt(HOLD) do
         until @stopping
           step = poll
           if step

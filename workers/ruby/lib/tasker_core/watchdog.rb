@@ -11,6 +11,8 @@ module TaskerCore
   class Watchdog
     # Longest sleep with nothing armed, so #stop is never waited on for long.
     IDLE_WAIT = 1.0
+    # Built once: Thread.handle_interrupt is called twice per step.
+    DELIVER = { HandlerTimeout => :immediate }.freeze
 
     def initialize
       @lock = Mutex.new
@@ -28,7 +30,7 @@ module TaskerCore
       return yield if seconds.nil?
 
       token = arm(Thread.current, seconds)
-      Thread.handle_interrupt(HandlerTimeout => :immediate) { yield }
+      Thread.handle_interrupt(DELIVER) { yield }
     ensure
       disarm(token) if token
     end
@@ -65,7 +67,7 @@ module TaskerCore
 
       # Raised just as the handler returned: take it here so it cannot land in the next one.
       begin
-        Thread.handle_interrupt(HandlerTimeout => :immediate) { Thread.pass }
+        Thread.handle_interrupt(DELIVER) { Thread.pass }
       rescue HandlerTimeout
         nil
       end
