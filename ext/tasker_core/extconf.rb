@@ -46,9 +46,11 @@ File.write("Makefile", <<~MAKE)
   \tcd "$(WORKSPACE)" && RUBY="$(RUBY)" "$(CARGO)" build --release -p tasker_core --target-dir "$(TARGET_DIR)"
   \tcp "$(BUILT)" "$(DLLIB)"
 
+  # Copied beside the target and renamed over it: a process that has the old library
+  # loaded keeps its (unlinked) file instead of seeing it rewritten under it.
   install: $(DLLIB)
   \tmkdir -p "$(DESTDIR)$(sitearchdir)/tasker_core"
-  \tcp "$(DLLIB)" "$(DESTDIR)$(sitearchdir)/tasker_core/$(DLLIB)"
+  \tcd "$(DESTDIR)$(sitearchdir)/tasker_core" && cp "$(CURDIR)/$(DLLIB)" ".$(DLLIB).$$$$" && mv -f ".$(DLLIB).$$$$" "$(DLLIB)"
 
   clean:
   \trm -f "$(DLLIB)"

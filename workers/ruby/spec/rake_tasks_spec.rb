@@ -4,6 +4,7 @@ require "spec_helper"
 require "rake"
 require "stringio"
 require "tmpdir"
+require "tasker_core/rake_support"
 
 RSpec.describe "tasker rake tasks" do
   before(:context) do
@@ -57,5 +58,17 @@ RSpec.describe "tasker rake tasks" do
     expect(out).to include('ship_order         complete  attempts=1 result={"charge_id":"ch_42"')
   ensure
     TaskerSpec.configure_tasker
+  end
+end
+
+RSpec.describe TaskerCore::RakeTasks do
+  it "requires the handler files and directories named in HANDLERS" do
+    Dir.mktmpdir do |dir|
+      File.write(File.join(dir, "one.rb"), "module RakeSpecHandlers; ONE = 1; end\n")
+      Dir.mkdir(File.join(dir, "more"))
+      File.write(File.join(dir, "more", "two.rb"), "module RakeSpecHandlers; TWO = 2; end\n")
+      described_class.load_handlers("#{File.join(dir, 'one.rb')}:#{File.join(dir, 'more')}")
+      expect([RakeSpecHandlers::ONE, RakeSpecHandlers::TWO]).to eq([1, 2])
+    end
   end
 end
