@@ -17,6 +17,14 @@ module TaskerCore
 
     @lock = Mutex.new
 
+    # A script that ends without Worker.stop still hands its in-flight steps back rather
+    # than leaving them to the lease timeout. Not in forked children: the worker is the
+    # parent's.
+    at_exit do
+      worker = @current
+      worker.stop if worker&.running? && worker.started_in == Process.pid
+    end
+
     class << self
       # Starts the process-wide worker; raises WorkerError if one is already running.
       def start(namespaces: nil, concurrency: 10, orchestration: :external, trap_signals: true)
@@ -45,7 +53,7 @@ module TaskerCore
       end
     end
 
-    attr_reader :namespaces, :concurrency, :orchestration, :templates
+    attr_reader :namespaces, :concurrency, :orchestration, :templates, :started_in
 
     def initialize(namespaces: nil, concurrency: 10, orchestration: :external, trap_signals: true,
                    configuration: TaskerCore.configuration, registry: TaskerCore.handlers,
@@ -75,6 +83,7 @@ module TaskerCore
 
       check_handlers!
       @native = Native.start_worker(native_options)
+      @started_in = Process.pid
       begin
         config = @native.config
         @shutdown_timeout = config.dig("worker", "shutdown_timeout_ms") / 1000.0
