@@ -71,14 +71,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         c.arg("-f")
             .arg(repo_root().join("Rakefile"))
             .arg("tasker:worker")
-            .env("NAMESPACES", "ecommerce");
+            .env("NAMESPACES", "ecommerce")
+            .env(
+                "HANDLERS",
+                repo_root().join("workers/ruby/examples/handlers.rb"),
+            );
         c
     } else {
         let mut c = Command::new(&exe);
         c.args(["worker", "--namespace", "ecommerce"]);
         c
     };
-    let _worker = spawn(worker_cmd, &format!("{}-worker", args.worker))?;
+    let worker_log = log_dir.join(format!("{}-worker.log", args.worker));
+    let mut worker = spawn(worker_cmd, &format!("{}-worker", args.worker))?;
     println!(
         "orchestrator and {} worker started (logs in {})",
         args.worker,
@@ -146,6 +151,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if finished.len() == ids.len() || Instant::now() > deadline {
             bar.finish();
             break;
+        }
+        if let Ok(Some(status)) = worker.0.try_wait() {
+            bar.abandon();
+            bail!(
+                "the {} worker exited ({status}); see {}",
+                args.worker,
+                worker_log.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
