@@ -154,7 +154,7 @@ async fn late_result_after_lease_loss_is_refused() {
     );
     let dispatched = DispatchedStep {
         event_id: uuid::Uuid::now_v7(),
-        context: tasker_worker::StepContext {
+        context: Arc::new(tasker_worker::StepContext {
             task_uuid: task,
             step_uuid: step.step_uuid,
             step_name: step.name.clone(),
@@ -169,7 +169,7 @@ async fn late_result_after_lease_loss_is_refused() {
             task_context: json!({}),
             dependency_results: Default::default(),
             timeout_seconds: None,
-        },
+        }),
         publishes_events: Vec::new(),
         queue: worker_queue("linear_workflow").unwrap(),
         msg_id: 1,

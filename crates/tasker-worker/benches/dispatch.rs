@@ -41,7 +41,7 @@ impl StepHandler for Sleep {
 fn step(callable: &str) -> DispatchedStep {
     DispatchedStep {
         event_id: Uuid::now_v7(),
-        context: StepContext {
+        context: Arc::new(StepContext {
             task_uuid: Uuid::now_v7(),
             step_uuid: Uuid::now_v7(),
             step_name: "bench".into(),
@@ -56,7 +56,7 @@ fn step(callable: &str) -> DispatchedStep {
             task_context: serde_json::json!({"order_id": 1}),
             dependency_results: Default::default(),
             timeout_seconds: None,
-        },
+        }),
         publishes_events: Vec::new(),
         queue: QueueName::new("worker_bench_queue").unwrap(),
         msg_id: 1,

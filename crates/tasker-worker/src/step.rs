@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tasker_shared::queue::QueueName;
 use tasker_shared::template::EventDeclaration;
@@ -41,7 +42,8 @@ impl StepContext {
 pub struct DispatchedStep {
     /// Identifies this dispatch to a foreign-language poller (`complete(event_id, ...)`).
     pub event_id: Uuid,
-    pub context: StepContext,
+    /// Shared, not copied, with whoever runs the handler (a foreign poller gets a handle).
+    pub context: Arc<StepContext>,
     pub publishes_events: Vec<EventDeclaration>,
     pub queue: QueueName,
     pub msg_id: i64,

@@ -18,7 +18,7 @@ use uuid::Uuid;
 fn step(callable: &str, timeout_seconds: Option<u64>) -> DispatchedStep {
     DispatchedStep {
         event_id: Uuid::now_v7(),
-        context: StepContext {
+        context: Arc::new(StepContext {
             task_uuid: Uuid::now_v7(),
             step_uuid: Uuid::now_v7(),
             step_name: "s".into(),
@@ -33,7 +33,7 @@ fn step(callable: &str, timeout_seconds: Option<u64>) -> DispatchedStep {
             task_context: serde_json::json!({}),
             dependency_results: Default::default(),
             timeout_seconds,
-        },
+        }),
         publishes_events: Vec::new(),
         queue: QueueName::new("worker_ns_queue").unwrap(),
         msg_id: 1,

@@ -18,7 +18,7 @@ use uuid::Uuid;
 fn step() -> DispatchedStep {
     DispatchedStep {
         event_id: Uuid::now_v7(),
-        context: StepContext {
+        context: Arc::new(StepContext {
             task_uuid: Uuid::now_v7(),
             step_uuid: Uuid::now_v7(),
             step_name: "charge".into(),
@@ -33,7 +33,7 @@ fn step() -> DispatchedStep {
             task_context: serde_json::json!({"order_id": 7}),
             dependency_results: Default::default(),
             timeout_seconds: None,
-        },
+        }),
         publishes_events: Vec::new(),
         queue: QueueName::new("worker_ns_queue").unwrap(),
         msg_id: 1,

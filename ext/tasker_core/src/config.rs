@@ -8,9 +8,6 @@ use std::path::PathBuf;
 use tasker_shared::config::ConfigLoader;
 use tasker_shared::TaskerConfig;
 
-/// Top-level sections single-key environment overrides may address, as the loader reads them.
-const SECTIONS: &[&str] = &["database", "queues", "backoff", "orchestration", "worker"];
-
 /// What Ruby's `TaskerCore.configure` passes down.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,15 +49,7 @@ impl ConfigOptions {
     pub fn load(&self) -> Result<TaskerConfig, NativeError> {
         let environment = self.environment();
         let dir = self.config_dir();
-        // ConfigLoader::from_env cannot be given an environment or directory, so the
-        // isolated loader is used and the process-environment layer is applied here.
-        let mut loader = ConfigLoader::isolated(dir.as_deref(), &environment);
-        for (key, value) in environment_overrides() {
-            loader = loader.set(&key, value);
-        }
-        if let Some(url) = std::env::var("DATABASE_URL").ok().filter(|u| !u.is_empty()) {
-            loader = loader.set("database.url", url);
-        }
+        let mut loader = ConfigLoader::new(dir.as_deref(), &environment);
         if let Some(url) = self.database_url.as_ref().filter(|u| !u.is_empty()) {
             loader = loader.set("database.url", url.clone());
         }
@@ -68,37 +57,6 @@ impl ConfigOptions {
             loader = loader.set(key, toml_value(key, value)?);
         }
         Ok(loader.load()?)
-    }
-}
-
-/// `TASKER_<SECTION>__<KEY>` variables as dotted keys, values typed like TOML scalars.
-fn environment_overrides() -> Vec<(String, toml::Value)> {
-    let mut out: Vec<(String, toml::Value)> = std::env::vars()
-        .filter_map(|(name, value)| {
-            let key = name
-                .strip_prefix("TASKER_")?
-                .to_ascii_lowercase()
-                .replace("__", ".");
-            SECTIONS
-                .iter()
-                .any(|s| key.starts_with(&format!("{s}.")))
-                .then(|| (key, scalar(&value)))
-        })
-        .collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
-}
-
-fn scalar(text: &str) -> toml::Value {
-    let t = text.trim();
-    if let Ok(b) = t.parse::<bool>() {
-        toml::Value::Boolean(b)
-    } else if let Ok(i) = t.parse::<i64>() {
-        toml::Value::Integer(i)
-    } else if let Ok(f) = t.parse::<f64>() {
-        toml::Value::Float(f)
-    } else {
-        toml::Value::String(text.to_string())
     }
 }
 

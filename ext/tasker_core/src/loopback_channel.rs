@@ -171,7 +171,7 @@ impl LoopbackChannel {
                 context.step_uuid = uuid::Uuid::new_v4();
                 let step = DispatchedStep {
                     event_id: uuid::Uuid::now_v7(),
-                    context,
+                    context: std::sync::Arc::new(context),
                     publishes_events: Vec::new(),
                     queue: queue.clone(),
                     msg_id: first + i as i64,

@@ -65,6 +65,17 @@ impl ConfigLoader {
         }
     }
 
+    /// The given directory and environment, layered with the process environment
+    /// (`TASKER_<SECTION>__<KEY>`, `DATABASE_URL`) like [`ConfigLoader::from_env`].
+    pub fn new(dir: Option<&Path>, environment: &str) -> Self {
+        Self {
+            dir: dir.map(Path::to_path_buf),
+            environment: environment.to_string(),
+            use_process_env: true,
+            overrides: Vec::new(),
+        }
+    }
+
     /// Only the given directory and environment; the process environment is ignored.
     pub fn isolated(dir: Option<&Path>, environment: &str) -> Self {
         Self {

@@ -182,7 +182,7 @@ impl StepExecutorActor {
         metrics::counter!(m::STEPS_CLAIMED).increment(1);
         let step = DispatchedStep {
             event_id: Uuid::now_v7(),
-            context,
+            context: std::sync::Arc::new(context),
             publishes_events: events,
             queue: queue.clone(),
             msg_id,

@@ -31,7 +31,7 @@ const POLL_SLICE: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone, Serialize)]
 pub struct PolledStep {
     pub event_id: Uuid,
-    pub context: StepContext,
+    pub context: Arc<StepContext>,
 }
 
 /// A foreign handler's error, as it reports it.
@@ -158,7 +158,7 @@ impl FfiDispatchChannel {
     pub fn poll(&self, timeout: Duration, interrupted: &AtomicBool) -> Option<PolledStep> {
         let deadline = Instant::now() + timeout;
         loop {
-            if interrupted.load(Ordering::Acquire) {
+            if interrupted.load(Ordering::Acquire) || self.is_closed() {
                 return None;
             }
             let now = Instant::now();
@@ -176,6 +176,14 @@ impl FfiDispatchChannel {
                 Err(RecvTimeoutError::Disconnected) => return None,
             }
         }
+    }
+
+    /// The next step if one is waiting; never blocks.
+    pub fn try_poll(&self) -> Option<PolledStep> {
+        if self.is_closed() {
+            return None;
+        }
+        self.ready_rx.try_recv().ok().map(|step| self.take(step))
     }
 
     fn take(&self, step: DispatchedStep) -> PolledStep {
@@ -220,6 +228,15 @@ impl FfiDispatchChannel {
             return;
         };
         // Fire and forget: the calling (Ruby) thread never waits for the completion channel.
+        // Room now means no task is needed; otherwise a task waits for room.
+        let done = match tx.try_send(done) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("completion channel closed; result not recorded");
+                return;
+            }
+            Err(mpsc::error::TrySendError::Full(done)) => done,
+        };
         self.runtime.spawn(async move {
             if tx.send(done).await.is_err() {
                 tracing::error!("completion channel closed; result not recorded");
@@ -337,7 +354,8 @@ impl FfiDispatchChannel {
             .collect()
     }
 
-    /// Stops handing out steps: pollers return None from now on.
+    /// Stops handing out steps: pollers return None from now on, even while steps remain
+    /// buffered (those stay claimed by this worker and are handed back at shutdown).
     pub fn stop_polling(&self) {
         self.closed.store(true, Ordering::Release);
         self.ready_tx.lock().take();
