@@ -272,3 +272,72 @@ async fn api_key_is_required_on_v1_when_configured() {
     assert_eq!(s, StatusCode::OK, "health stays open");
     h.shutdown().await;
 }
+
+/// Arbitrary request bodies, valid JSON and not, to the write endpoints: the answer is
+/// always a 4xx (or success for a body that happens to be valid) with a JSON error, never a
+/// 5xx or a dropped connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arbitrary_request_bodies_get_clear_errors() {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+    let h = Harness::orchestration_only(&[]).await;
+    let app = tasker_orchestration::api::router(h.core.clone());
+    let task = h
+        .create("diamond_workflow", "diamond_math", json!({"value": 1}))
+        .await;
+    let mut runner = TestRunner::deterministic();
+    let field = proptest::prop_oneof![
+        proptest::strategy::Just("namespace".to_string()),
+        proptest::strategy::Just("name".to_string()),
+        proptest::strategy::Just("version".to_string()),
+        proptest::strategy::Just("context".to_string()),
+        proptest::strategy::Just("idempotency_key".to_string()),
+        proptest::strategy::Just("action".to_string()),
+        proptest::strategy::Just("result".to_string()),
+        "[a-z]{1,8}",
+    ];
+    let scalar = proptest::prop_oneof![
+        proptest::strategy::Just(Value::Null),
+        proptest::arbitrary::any::<bool>().prop_map(Value::Bool),
+        proptest::arbitrary::any::<i32>().prop_map(|n| json!(n)),
+        "\\PC{0,16}".prop_map(Value::String),
+        proptest::strategy::Just(json!("diamond_workflow")),
+        proptest::strategy::Just(json!("reset")),
+        proptest::strategy::Just(json!({"value": 2})),
+    ];
+    let object = proptest::collection::btree_map(field, scalar, 0..6)
+        .prop_map(|m| Value::Object(m.into_iter().collect()).to_string());
+    let bodies = proptest::prop_oneof![object, "\\PC{0,60}"];
+    for i in 0..200 {
+        let body = bodies.new_tree(&mut runner).unwrap().current();
+        let (uri, method) = if i % 2 == 0 {
+            ("/v1/tasks".to_string(), Method::POST)
+        } else {
+            (format!("/v1/tasks/{task}/steps/start"), Method::PATCH)
+        };
+        let req = Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body.clone()))
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        assert!(!status.is_server_error(), "{uri} {body:?} -> {status}");
+        if status.is_client_error() {
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            let v: Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| panic!("{uri} {body:?}: error body is not JSON"));
+            assert!(
+                !v["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .is_empty(),
+                "{uri} {body:?} -> {v}"
+            );
+        }
+    }
+    h.shutdown().await;
+}
