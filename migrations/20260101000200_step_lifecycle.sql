@@ -1,6 +1,11 @@
 -- The hot path, one function per transaction the engine spends on a step: enqueue (by
 -- orchestration), claim (by a worker), record the result (by the worker), and finalize
 -- (by orchestration, after each result). Each runs in one round trip.
+--
+-- Rows are locked FOR NO KEY UPDATE, never FOR UPDATE: the foreign-key checks of the rows
+-- other transactions insert (transitions, audit rows) take KEY SHARE locks on the same task
+-- and step rows, and FOR UPDATE would make every worker's result wait for the
+-- orchestrator's transaction on that task.
 
 -- A step that failed for good: error, or waiting for a retry it can no longer have.
 CREATE FUNCTION tasker.task_has_permanent_failure(p_task uuid) RETURNS boolean
@@ -69,7 +74,7 @@ DECLARE
   v_target text;
   v_failed jsonb;
 BEGIN
-  SELECT state INTO v_state FROM tasker.tasks WHERE task_uuid = p_task FOR UPDATE;
+  SELECT state INTO v_state FROM tasker.tasks WHERE task_uuid = p_task FOR NO KEY UPDATE;
   IF v_state IS NULL OR v_state NOT IN ('enqueuing_steps', 'steps_in_process', 'evaluating_results',
                                         'waiting_for_dependencies', 'waiting_for_retry') THEN
     RETURN v_state;
@@ -147,7 +152,7 @@ BEGIN
   -- Sorted, so concurrent claimers and cancellations lock rows in one order.
   FOR v_id IN SELECT DISTINCT x FROM unnest(p_steps) AS x ORDER BY x LOOP
     SELECT s.state, s.lease_expires_at, s.task_uuid INTO v_step
-      FROM tasker.workflow_steps s WHERE s.step_uuid = v_id FOR UPDATE;
+      FROM tasker.workflow_steps s WHERE s.step_uuid = v_id FOR NO KEY UPDATE;
     step_uuid := v_id;
     lease_expires_at := NULL;
     IF NOT FOUND THEN
@@ -223,7 +228,7 @@ BEGIN
   SELECT task_uuid INTO v_task FROM tasker.workflow_steps
    WHERE step_uuid = p_step AND state = 'in_progress' AND claim_owner = p_worker
      AND attempts = p_attempt
-   FOR UPDATE;
+   FOR NO KEY UPDATE;
   IF NOT FOUND THEN
     RETURN NULL;
   END IF;
@@ -292,7 +297,7 @@ BEGIN
   FOR v_id IN SELECT DISTINCT x FROM unnest(p_steps) AS x ORDER BY x LOOP
     IF EXISTS (SELECT 1 FROM tasker.workflow_steps
                 WHERE step_uuid = v_id AND state = 'in_progress' AND claim_owner = p_worker
-                FOR UPDATE) THEN
+                FOR NO KEY UPDATE) THEN
       PERFORM tasker.transition_step(v_id, 'in_progress', 'enqueued', p_worker,
                                      jsonb_build_object('reason', 'worker_shutdown'));
       UPDATE tasker.workflow_steps
@@ -391,7 +396,7 @@ BEGIN
   -- Lock every task of the batch first, in one order, so concurrent batches cannot deadlock.
   PERFORM 1 FROM tasker.tasks t
    WHERE t.task_uuid IN (SELECT (x->>'task_uuid')::uuid FROM jsonb_array_elements(p_messages) x)
-   ORDER BY t.task_uuid FOR UPDATE;
+   ORDER BY t.task_uuid FOR NO KEY UPDATE;
   FOR m IN SELECT x FROM jsonb_array_elements(p_messages) AS x
             ORDER BY x->>'task_uuid', x->>'step_uuid', (x->>'msg_id')::bigint LOOP
     msg_id := (m->>'msg_id')::bigint;
@@ -406,7 +411,7 @@ BEGIN
       INTO v_step
       FROM tasker.workflow_steps s
      WHERE s.step_uuid = (m->>'step_uuid')::uuid AND s.task_uuid = (m->>'task_uuid')::uuid
-     FOR UPDATE;
+     FOR NO KEY UPDATE;
     IF NOT FOUND OR v_step.attempts <> (m->>'attempt')::integer
        OR v_step.state NOT IN ('enqueued_for_orchestration', 'enqueued_as_error_for_orchestration') THEN
       outcome := 'ignored';

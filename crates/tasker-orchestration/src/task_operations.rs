@@ -43,7 +43,7 @@ pub async fn cancel_task(
 ) -> Result<TaskRow, OrchestrationError> {
     let mut tx = pool.begin().await?;
     let state: Option<String> =
-        sqlx::query_scalar("SELECT state FROM tasker.tasks WHERE task_uuid = $1 FOR UPDATE")
+        sqlx::query_scalar("SELECT state FROM tasker.tasks WHERE task_uuid = $1 FOR NO KEY UPDATE")
             .bind(task)
             .fetch_optional(&mut *tx)
             .await?;
@@ -70,7 +70,7 @@ pub async fn cancel_task(
     let unstarted: Vec<(Uuid, String)> = sqlx::query_as(
         "SELECT step_uuid, state FROM tasker.workflow_steps
           WHERE task_uuid = $1 AND state IN ('pending', 'enqueued', 'waiting_for_retry')
-          ORDER BY step_uuid FOR UPDATE",
+          ORDER BY step_uuid FOR NO KEY UPDATE",
     )
     .bind(task)
     .fetch_all(&mut *tx)
@@ -102,7 +102,7 @@ pub async fn act_on_step(
 ) -> Result<StepRow, OrchestrationError> {
     let mut tx = pool.begin().await?;
     let task_state: Option<String> =
-        sqlx::query_scalar("SELECT state FROM tasker.tasks WHERE task_uuid = $1 FOR UPDATE")
+        sqlx::query_scalar("SELECT state FROM tasker.tasks WHERE task_uuid = $1 FOR NO KEY UPDATE")
             .bind(task)
             .fetch_optional(&mut *tx)
             .await?;

@@ -70,8 +70,10 @@ impl WorkerEventSystem {
                     Err(_) => return,
                 },
             };
+            // Wait until half the allowance is free: reading one message per released step
+            // would cost a read and a claim transaction per step.
             let held = self.in_flight.held();
-            if held >= self.config.max_in_flight {
+            if held > self.config.max_in_flight / 2 {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = self.in_flight.released(self.config.poll_interval) => {}
