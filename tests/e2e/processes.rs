@@ -4,9 +4,9 @@ mod support;
 
 use serde_json::json;
 use std::time::Duration;
-use support::{create, result, run_every_example, tasker};
+use support::{result, run_every_example, run_shared_sleep_load, tasker};
+use tasker_tests::register_examples;
 use tasker_tests::testing::TestDatabase;
-use tasker_tests::{register_examples, wait_for_task};
 use uuid::Uuid;
 
 const T: Duration = Duration::from_secs(60);
@@ -39,37 +39,7 @@ async fn two_rust_workers_share_the_load_without_running_a_step_twice() {
         &["worker", "--worker-id", "rust-2"],
         &[],
     );
-    let mut tasks = Vec::new();
-    for i in 0..40 {
-        tasks.push(
-            create(
-                &db,
-                "sleep_workflow",
-                "parallel_sleep",
-                json!({"sleep_ms": 20 + i % 3}),
-            )
-            .await,
-        );
-    }
-    for t in tasks {
-        assert_eq!(wait_for_task(&db.pool, t, T).await.state, "complete");
-    }
-    let (runs, distinct): (i64, i64) =
-        sqlx::query_as("SELECT count(*), count(DISTINCT step_uuid) FROM tasker.step_result_audits")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(
-        (runs, distinct),
-        (160, 160),
-        "each step recorded exactly once"
-    );
-    let workers: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT worker_id, count(*) FROM tasker.step_result_audits GROUP BY 1 ORDER BY 1",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
+    let workers = run_shared_sleep_load(&db, 40, T).await;
     assert_eq!(workers.len(), 2, "both workers ran steps: {workers:?}");
 }
 

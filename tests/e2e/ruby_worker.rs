@@ -3,13 +3,12 @@
 
 mod support;
 
-use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::Duration;
-use support::{create, run_every_example, tasker};
+use support::{run_every_example, run_shared_sleep_load, tasker};
 use tasker_tests::testing::TestDatabase;
-use tasker_tests::{register_examples, repo_root, wait_for_task};
+use tasker_tests::{register_examples, repo_root};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -108,45 +107,10 @@ async fn rust_and_ruby_workers_share_the_load_without_running_a_step_twice() {
         &[],
     );
     let _ruby = ruby_worker("mixed_workers", &db, "sleep_workflow");
-    let mut tasks = Vec::new();
-    for i in 0..60 {
-        tasks.push(
-            create(
-                &db,
-                "sleep_workflow",
-                "parallel_sleep",
-                json!({"sleep_ms": 30 + i % 5}),
-            )
-            .await,
-        );
-    }
-    for t in tasks {
-        assert_eq!(wait_for_task(&db.pool, t, T).await.state, "complete");
-    }
-    let (runs, distinct): (i64, i64) =
-        sqlx::query_as("SELECT count(*), count(DISTINCT step_uuid) FROM tasker.step_result_audits")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(
-        (runs, distinct),
-        (240, 240),
-        "each step recorded exactly once"
-    );
-    let by_worker: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT worker_id, count(*) FROM tasker.step_result_audits GROUP BY 1 ORDER BY 1",
-    )
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
+    let by_worker = run_shared_sleep_load(&db, 60, T).await;
     assert_eq!(
         by_worker.len(),
         3,
         "both Rust workers and the Ruby worker ran steps: {by_worker:?}"
     );
-    let attempts: i32 = sqlx::query_scalar("SELECT max(attempts) FROM tasker.workflow_steps")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(attempts, 1, "no step ran twice");
 }

@@ -219,3 +219,54 @@ pub async fn run_every_example(db: &TestDatabase, timeout: Duration) {
         json!("handler_timeout")
     );
 }
+
+/// Submits `count` parallel_sleep tasks (4 steps each), waits for all of them, checks every
+/// step's result was recorded exactly once, and returns how many steps each worker ran.
+pub async fn run_shared_sleep_load(
+    db: &TestDatabase,
+    count: usize,
+    timeout: Duration,
+) -> Vec<(String, i64)> {
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        tasks.push(
+            create(
+                db,
+                "sleep_workflow",
+                "parallel_sleep",
+                serde_json::json!({"sleep_ms": 20 + i % 5}),
+            )
+            .await,
+        );
+    }
+    for t in tasks {
+        assert_eq!(
+            tasker_tests::wait_for_task(&db.pool, t, timeout)
+                .await
+                .state,
+            "complete"
+        );
+    }
+    let steps = (count * 4) as i64;
+    let (runs, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT step_uuid) FROM tasker.step_result_audits")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (runs, distinct),
+        (steps, steps),
+        "each step recorded exactly once"
+    );
+    let attempts: i32 = sqlx::query_scalar("SELECT max(attempts) FROM tasker.workflow_steps")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 1, "no step ran twice");
+    sqlx::query_as(
+        "SELECT worker_id, count(*) FROM tasker.step_result_audits GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
