@@ -81,8 +81,13 @@ impl CompletionProcessorService {
     pub async fn run(self, mut receiver: mpsc::Receiver<CompletedStep>) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let mut running = tokio::task::JoinSet::new();
-        while let Some(first) = receiver.recv().await {
-            // Whatever else is already waiting goes into the same transaction.
+        loop {
+            // The permit comes first: while every recording is busy, results wait in the
+            // channel and the next transaction takes all of them.
+            let permit = permits.clone().acquire_owned().await.expect("never closed");
+            let Some(first) = receiver.recv().await else {
+                break;
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match receiver.try_recv() {
@@ -90,7 +95,6 @@ impl CompletionProcessorService {
                     Err(_) => break,
                 }
             }
-            let permit = permits.clone().acquire_owned().await.expect("never closed");
             let this = self.clone();
             running.spawn(async move {
                 this.handle_batch(batch).await;
