@@ -12,6 +12,21 @@
 ALTER TABLE tasker.workflow_step_transitions DROP CONSTRAINT workflow_step_transitions_task_uuid_fkey;
 ALTER TABLE tasker.step_result_audits DROP CONSTRAINT step_result_audits_task_uuid_fkey;
 
+-- A step's history is read by step, a task's through its steps; indexing the log by task
+-- only cost every transition (and every flag flip) one more index entry.
+DROP INDEX tasker.workflow_step_transitions_task_idx;
+
+-- One most_recent row per step and per task, now checked as each row is written instead of
+-- by a deferred exclusion constraint's per-row recheck at commit. Every writer clears the old
+-- row's flag before inserting the new row (record_step_transitions in one statement, whose
+-- insert of a step's row needs that step's flip first), so nothing needed the deferral.
+ALTER TABLE tasker.workflow_step_transitions DROP CONSTRAINT workflow_step_transitions_step_uuid_excl;
+CREATE UNIQUE INDEX workflow_step_transitions_most_recent
+  ON tasker.workflow_step_transitions (step_uuid) WHERE most_recent;
+ALTER TABLE tasker.task_transitions DROP CONSTRAINT task_transitions_task_uuid_excl;
+CREATE UNIQUE INDEX task_transitions_most_recent
+  ON tasker.task_transitions (task_uuid) WHERE most_recent;
+
 -- Appends one transition per step and moves each step's most_recent flag to it. The step
 -- rows themselves are the caller's UPDATE (one statement that also sets the columns that go
 -- with the new state); this writes the log. Raises for a pair the transition table forbids,

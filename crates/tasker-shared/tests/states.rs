@@ -224,3 +224,54 @@ async fn compare_and_swap_loses_when_state_moved_underneath() {
     .await
     .unwrap());
 }
+
+#[tokio::test]
+async fn a_second_most_recent_transition_is_refused() {
+    let db = TestDatabase::new().await;
+    let (task, step) = one_step_task(&db).await;
+    let insert_step = "INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state, sort_key, most_recent, actor)
+                       VALUES ($1, $2, NULL, 'pending', $3, true, 'test')";
+    for (sort_key, accepted) in [(0, true), (1, false)] {
+        let inserted = sqlx::query(insert_step)
+            .bind(step)
+            .bind(task)
+            .bind(sort_key)
+            .execute(&db.pool)
+            .await;
+        assert_eq!(
+            inserted.is_ok(),
+            accepted,
+            "step row {sort_key}: {inserted:?}"
+        );
+    }
+    let insert_task = "INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, sort_key, most_recent, actor)
+                       VALUES ($1, NULL, 'pending', $2, true, 'test')";
+    for (sort_key, accepted) in [(0, true), (1, false)] {
+        let inserted = sqlx::query(insert_task)
+            .bind(task)
+            .bind(sort_key)
+            .execute(&db.pool)
+            .await;
+        assert_eq!(
+            inserted.is_ok(),
+            accepted,
+            "task row {sort_key}: {inserted:?}"
+        );
+    }
+    // Moving the flag the way the engine does (clear, then insert) is accepted.
+    sqlx::query("UPDATE tasker.workflow_steps SET state = 'pending' WHERE step_uuid = $1")
+        .bind(step)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert!(transition_step(
+        &db.pool,
+        step,
+        StepState::Pending,
+        StepState::Enqueued,
+        "test",
+        serde_json::json!({})
+    )
+    .await
+    .unwrap());
+}

@@ -4,6 +4,7 @@
 //! bin/bench [--worker rust|ruby|both] [--tasks N]
 
 use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
 use clap::Parser;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,11 @@ use tasker_shared::database;
 use tasker_shared::models::TemplateRegistry;
 use tasker_shared::template::{parse_template, TaskTemplate};
 use uuid::Uuid;
+
+/// Polling the many tasks of the throughput run (their end time comes from the database).
+const SLOW_POLL: Duration = Duration::from_millis(50);
+/// Polling one task by its key.
+const FAST_POLL: Duration = Duration::from_millis(2);
 
 #[path = "../child.rs"]
 mod child;
@@ -30,7 +36,7 @@ struct Args {
     #[arg(long, default_value = "rust", value_parser = ["rust", "ruby", "both"])]
     worker: String,
     /// Tasks of 10 no-op steps for the throughput run.
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 1000)]
     tasks: usize,
     /// Sequential linear tasks for the latency run.
     #[arg(long, default_value_t = 60)]
@@ -101,27 +107,36 @@ impl Bench {
             .task_uuid)
     }
 
-    async fn wait_all(&self, tasks: &[Uuid], timeout: Duration) -> anyhow::Result<()> {
+    /// Waits until every task is finished and returns when the last one completed, by the
+    /// database's clock. The end time comes from `completed_at`, so polling can be gentle:
+    /// the harness should not take CPU from the system it measures.
+    async fn wait_all(
+        &self,
+        tasks: &[Uuid],
+        poll: Duration,
+        timeout: Duration,
+    ) -> anyhow::Result<DateTime<Utc>> {
         let deadline = Instant::now() + timeout;
         loop {
-            let open: i64 = sqlx::query_scalar("SELECT count(*) FROM tasker.tasks WHERE task_uuid = ANY($1) AND state NOT IN ('complete', 'error', 'cancelled')")
-                .bind(tasks)
-                .fetch_one(&self.pool)
-                .await?;
+            let (open, failed, last): (i64, i64, Option<DateTime<Utc>>) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE state NOT IN ('complete', 'error', 'cancelled')),
+                        count(*) FILTER (WHERE state IN ('error', 'cancelled')),
+                        max(completed_at)
+                   FROM tasker.tasks WHERE task_uuid = ANY($1)",
+            )
+            .bind(tasks)
+            .fetch_one(&self.pool)
+            .await?;
+            if failed > 0 {
+                bail!("{failed} benchmark tasks did not complete");
+            }
             if open == 0 {
-                let failed: i64 = sqlx::query_scalar("SELECT count(*) FROM tasker.tasks WHERE task_uuid = ANY($1) AND state <> 'complete'")
-                    .bind(tasks)
-                    .fetch_one(&self.pool)
-                    .await?;
-                if failed > 0 {
-                    bail!("{failed} benchmark tasks did not complete");
-                }
-                return Ok(());
+                return last.context("finished tasks without completed_at");
             }
             if Instant::now() > deadline {
                 bail!("{open} benchmark tasks still open after {timeout:?}");
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(poll).await;
         }
     }
 
@@ -192,10 +207,12 @@ async fn measure(bench: &Bench, kind: &str, args: &Args) -> anyhow::Result<Row> 
     // Warm up: the worker is up once a task completes.
     let warm: Vec<Uuid> =
         futures::future::try_join_all((0..20).map(|_| bench.create("noop_fanout"))).await?;
-    bench.wait_all(&warm, Duration::from_secs(120)).await?;
+    bench
+        .wait_all(&warm, SLOW_POLL, Duration::from_secs(120))
+        .await?;
 
     let before = bench.commits().await?;
-    let start = Instant::now();
+    let start = Utc::now();
     let mut tasks = Vec::with_capacity(args.tasks);
     for chunk in (0..args.tasks).collect::<Vec<_>>().chunks(20) {
         tasks.extend(
@@ -203,33 +220,42 @@ async fn measure(bench: &Bench, kind: &str, args: &Args) -> anyhow::Result<Row> 
                 .await?,
         );
     }
-    bench.wait_all(&tasks, Duration::from_secs(600)).await?;
-    let elapsed = start.elapsed();
+    let end = bench
+        .wait_all(&tasks, SLOW_POLL, Duration::from_secs(600))
+        .await?;
+    let elapsed = seconds(end - start);
     let steps = (args.tasks * 10) as f64;
     let commits = (bench.commits().await? - before) as f64;
 
     let mut latencies = Vec::with_capacity(args.latency_samples);
     for _ in 0..args.latency_samples {
-        let t0 = Instant::now();
+        let t0 = Utc::now();
         let t = bench.create("noop_linear").await?;
-        bench.wait_all(&[t], Duration::from_secs(60)).await?;
-        latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
+        let done = bench
+            .wait_all(&[t], FAST_POLL, Duration::from_secs(60))
+            .await?;
+        latencies.push(seconds(done - t0) * 1000.0);
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
 
-    let t0 = Instant::now();
+    let t0 = Utc::now();
     let t = bench.create("sleep_100").await?;
-    bench.wait_all(&[t], Duration::from_secs(120)).await?;
-    let parallel = t0.elapsed().as_secs_f64();
+    let done = bench
+        .wait_all(&[t], FAST_POLL, Duration::from_secs(120))
+        .await?;
     Ok(Row {
         worker: kind.into(),
-        throughput: steps / elapsed.as_secs_f64(),
+        throughput: steps / elapsed,
         commits_per_step: commits / steps,
         p50_ms: pct(0.5),
         p95_ms: pct(0.95),
-        parallel_s: parallel,
+        parallel_s: seconds(done - t0),
     })
+}
+
+fn seconds(d: chrono::TimeDelta) -> f64 {
+    d.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6
 }
 
 fn pgbench_tps(server: &str) -> anyhow::Result<f64> {
