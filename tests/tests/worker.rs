@@ -445,3 +445,99 @@ async fn max_steps_in_flight_bounds_what_one_worker_holds() {
     assert_eq!(h.wait(task, T).await.state, "complete");
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_records_the_results_still_held_and_refuses_the_rest() {
+    let mut h = Harness::orchestration_only(&[]).await;
+    let mut firsts = Vec::new();
+    for value in [1, 2] {
+        let task = h
+            .create("linear_workflow", "linear_math", json!({"value": value}))
+            .await;
+        firsts.push(h.steps(task).await.into_iter().next().unwrap().step_uuid);
+    }
+    // Orchestration stops here, so the recorded result stays where the worker left it.
+    h.orchestrator
+        .take()
+        .unwrap()
+        .shutdown(Duration::from_secs(5))
+        .await;
+    let queue = worker_queue("linear_workflow").unwrap();
+    let messages = h.core.queues.read(&queue, 30, 10).await.unwrap();
+    let msg_of = |step: uuid::Uuid| {
+        messages
+            .iter()
+            .find(|m| m.message["step_uuid"] == json!(step))
+            .unwrap()
+            .msg_id
+    };
+    let (kept, lost) = (firsts[0], firsts[1]);
+    let claimed: Vec<String> =
+        sqlx::query_scalar("SELECT outcome FROM tasker.claim_steps($1, 'w1', 60)")
+            .bind(&firsts)
+            .fetch_all(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(claimed, ["claimed", "claimed"]);
+    // w1 loses one claim to w2 (its lease expired), then records both results at once.
+    sqlx::query("UPDATE tasker.workflow_steps SET lease_expires_at = now() - interval '1 second' WHERE step_uuid = $1")
+        .bind(lost)
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    let taken: String = sqlx::query_scalar("SELECT outcome FROM tasker.claim_steps($1, 'w2', 60)")
+        .bind(vec![lost])
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(taken, "claimed");
+    let results = json!([kept, lost]
+        .iter()
+        .map(|step| json!({
+            "step_uuid": step, "attempt": 1, "success": true, "result": 7, "error": null,
+            "execution_ms": 1, "metadata": {}, "queue": queue.as_str(), "msg_id": msg_of(*step),
+        }))
+        .collect::<Vec<_>>());
+    let refused: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT tasker.record_step_results('w1', $1)")
+            .bind(&results)
+            .fetch_all(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(refused, [lost]);
+
+    let state = |step: uuid::Uuid| {
+        let pool = h.db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, Option<String>, i32, i64, bool)>(
+                "SELECT s.state, s.claim_owner, s.attempts,
+                        (SELECT count(*) FROM tasker.step_result_audits a WHERE a.step_uuid = s.step_uuid),
+                        (SELECT most_recent FROM tasker.workflow_step_transitions t
+                          WHERE t.step_uuid = s.step_uuid ORDER BY sort_key DESC LIMIT 1)
+                   FROM tasker.workflow_steps s WHERE s.step_uuid = $1",
+            )
+            .bind(step)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        state(kept).await,
+        ("enqueued_for_orchestration".into(), None, 1, 1, true)
+    );
+    assert_eq!(
+        state(lost).await,
+        ("in_progress".into(), Some("w2".into()), 2, 0, true)
+    );
+    // Only the recorded result's worker message is gone; the other belongs to w2 now.
+    let left: Vec<i64> = sqlx::query_scalar(&format!(
+        "SELECT msg_id FROM pgmq.q_{} ORDER BY msg_id",
+        queue.as_str()
+    ))
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(left, [msg_of(lost)]);
+    h.shutdown().await;
+}
