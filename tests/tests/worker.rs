@@ -541,3 +541,91 @@ async fn a_batch_records_the_results_still_held_and_refuses_the_rest() {
     assert_eq!(left, [msg_of(lost)]);
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_reports_only_steps_really_lost_and_never_waits() {
+    let mut h = Harness::orchestration_only(&[]).await;
+    let task = h
+        .create("linear_workflow", "linear_math", json!({"value": 1}))
+        .await;
+    h.orchestrator
+        .take()
+        .unwrap()
+        .shutdown(Duration::from_secs(5))
+        .await;
+    let step = h.steps(task).await.into_iter().next().unwrap().step_uuid;
+    let pool = h.db.pool.clone();
+    let sql = |q: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(q)
+                .bind(vec![step])
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let renew = || async {
+        let lost: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT tasker.renew_leases($1, 'w1', 60)")
+            .bind(vec![step])
+            .fetch_all(&h.db.pool)
+            .await
+            .unwrap();
+        lost
+    };
+    assert_eq!(
+        sql("SELECT outcome FROM tasker.claim_steps($1, 'w1', 5)").await,
+        ["claimed"]
+    );
+    assert!(renew().await.is_empty());
+    let lease: f64 = sqlx::query_scalar("SELECT extract(epoch FROM lease_expires_at - now())::float8 FROM tasker.workflow_steps WHERE step_uuid = $1")
+        .bind(step)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert!(lease > 30.0, "lease renewed to 60 s, {lease} s left");
+
+    // A row someone else is changing is skipped at once, not waited for.
+    let mut holder = h.db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM tasker.workflow_steps WHERE step_uuid = $1 FOR NO KEY UPDATE")
+        .bind(step)
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let skipped = tokio::time::timeout(Duration::from_secs(2), renew()).await;
+    assert!(skipped
+        .expect("renewal must not wait for a locked row")
+        .is_empty());
+    holder.rollback().await.unwrap();
+
+    // Taken over by another worker: lost.
+    sqlx::query("UPDATE tasker.workflow_steps SET lease_expires_at = now() - interval '1 second' WHERE step_uuid = $1")
+        .bind(step)
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        sql("SELECT outcome FROM tasker.claim_steps($1, 'w2', 60)").await,
+        ["claimed"]
+    );
+    assert_eq!(renew().await, [step]);
+
+    // Recorded by the worker that renews: not lost, just finished.
+    let recorded = json!([{ "step_uuid": step, "attempt": 2, "success": true, "result": 3,
+                            "error": null, "execution_ms": 1, "metadata": {} }]);
+    let refused: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT tasker.record_step_results('w2', $1)")
+            .bind(&recorded)
+            .fetch_all(&h.db.pool)
+            .await
+            .unwrap();
+    assert!(refused.is_empty());
+    let lost_for_w2: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT tasker.renew_leases($1, 'w2', 60)")
+            .bind(vec![step])
+            .fetch_all(&h.db.pool)
+            .await
+            .unwrap();
+    assert!(lost_for_w2.is_empty());
+    h.shutdown().await;
+}

@@ -4,6 +4,7 @@
 pub mod api;
 mod error;
 pub mod orchestrator;
+pub mod queue_maintenance;
 pub mod result_processor;
 pub mod step_enqueuer;
 pub mod task_initializer;

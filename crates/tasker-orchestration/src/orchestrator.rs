@@ -1,5 +1,6 @@
 //! The orchestration process: the result processor (woken by NOTIFY on the results queue,
-//! with a fallback poll) and the step enqueuer's sweep, each with a shutdown path.
+//! with a fallback poll), the step enqueuer's sweep and queue maintenance, each with a
+//! shutdown path.
 
 use crate::result_processor::ResultProcessor;
 use crate::step_enqueuer::StepEnqueuer;
@@ -83,6 +84,13 @@ impl OrchestrationCore {
             self.actor.clone(),
         );
         tasks.spawn(enqueuer.run(token.clone()));
+        if let Some(interval) = self.config.queues.vacuum_interval() {
+            tasks.spawn(crate::queue_maintenance::run(
+                self.pool.clone(),
+                interval,
+                token.clone(),
+            ));
+        }
         OrchestrationHandle { token, tasks }
     }
 

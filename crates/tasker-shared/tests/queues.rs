@@ -89,3 +89,57 @@ async fn create_database_if_missing_creates_once() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn queue_tables_full_of_dead_rows_are_vacuumed() {
+    let db = TestDatabase::new().await;
+    let queues = QueueClient::new(db.pool.clone()).await;
+    let q = worker_queue("churn").unwrap();
+    queues.ensure_queue(&q).await.unwrap();
+    let mut conn = db.pool.acquire().await.unwrap();
+    sqlx::query(&format!(
+        "WITH sent AS (SELECT pgmq.send_batch('{q}', array_fill('{{}}'::jsonb, ARRAY[1500])) AS id)
+         SELECT pgmq.delete('{q}', array_agg(id)) FROM sent",
+        q = q.as_str()
+    ))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    // This session's counts reach the statistics system when it next goes idle.
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    let table = format!("pgmq.q_{}", q.as_str());
+    let dead = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT n_dead_tup FROM pg_stat_user_tables WHERE schemaname = 'pgmq' AND relname = $1",
+        )
+        .bind(format!("q_{}", q.as_str()))
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while dead().await < 1500 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dead rows never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let vacuumed = tasker_shared::queue::vacuum_queues(&db.pool, 1000)
+        .await
+        .unwrap();
+    assert_eq!(vacuumed, [table]);
+    assert_eq!(dead().await, 0);
+    assert!(
+        tasker_shared::queue::vacuum_queues(&db.pool, 1000)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing left to vacuum"
+    );
+}

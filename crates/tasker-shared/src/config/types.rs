@@ -51,6 +51,9 @@ pub struct QueuesConfig {
     pub visibility_timeout_seconds: u32,
     pub read_batch_size: u32,
     pub archive_malformed: bool,
+    /// How often orchestration vacuums queue tables that have piled up dead rows; 0 leaves
+    /// them to autovacuum alone.
+    pub vacuum_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,6 +148,13 @@ impl DatabaseConfig {
     }
     pub fn reconnect_backoff(&self) -> Duration {
         ms(self.reconnect_backoff_ms)
+    }
+}
+
+impl QueuesConfig {
+    /// `None` when queue vacuuming is off.
+    pub fn vacuum_interval(&self) -> Option<Duration> {
+        (self.vacuum_interval_ms > 0).then(|| ms(self.vacuum_interval_ms))
     }
 }
 

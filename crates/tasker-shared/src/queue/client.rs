@@ -193,7 +193,9 @@ impl QueueClient {
             })
     }
 
-    /// Hides messages for another `seconds` from now (long-running handlers).
+    /// Hides messages for another `seconds` from now (long-running handlers). Messages
+    /// another transaction holds right now (being read or deleted) are skipped, never
+    /// waited for, so this cannot deadlock with a worker recording results.
     pub async fn extend_visibility(
         &self,
         queue: &QueueName,
@@ -204,8 +206,9 @@ impl QueueClient {
             return Ok(());
         }
         sqlx::query(&format!(
-            "UPDATE pgmq.q_{} SET vt = clock_timestamp() + make_interval(secs => $2) WHERE msg_id = ANY($1)",
-            queue.as_str()
+            "UPDATE pgmq.q_{q} SET vt = clock_timestamp() + make_interval(secs => $2)
+              WHERE msg_id IN (SELECT msg_id FROM pgmq.q_{q} WHERE msg_id = ANY($1) FOR UPDATE SKIP LOCKED)",
+            q = queue.as_str()
         ))
         .bind(ids)
         .bind(f64::from(seconds))

@@ -5,10 +5,12 @@
 //! by [`QueueName::new`] before it reaches the database.
 
 mod client;
+mod maintenance;
 mod names;
 mod notifier;
 
 pub use client::{QueueClient, QueueError, QueuedMessage};
+pub use maintenance::{vacuum_queues, VACUUM_DEAD_ROWS_THRESHOLD};
 pub use names::{
     domain_events_queue, notify_channel, validate_identifier, worker_queue, QueueName,
     ORCHESTRATION_RESULTS_QUEUE,
