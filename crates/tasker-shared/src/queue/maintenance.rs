@@ -1,7 +1,7 @@
 //! Queue-table vacuuming. A PGMQ message row is inserted, updated on every read and deleted,
 //! so queue tables fill with dead rows, and a read (an index scan from the oldest message
 //! id) walks past all of them until a vacuum clears them: measured on the worker queue after
-//! 30,000 steps with nothing vacuuming, an empty read took 1.7 ms instead of 0.05 ms.
+//! 30,000 steps with nothing vacuuming, an empty read took 1.7 ms, 0.1 ms after a vacuum.
 //! Autovacuum handles this where it is on and tuned for such tables; this does it regardless.
 
 use sqlx::PgPool;
