@@ -7,8 +7,8 @@
 
 -- The task id on step transitions and audit rows is copied from the step row, which
 -- references the task already (and deleting a task cascades through its steps). The second
--- foreign key only made each of those inserts lock the task row (KEY SHARE) next to the
--- orchestrator's lock on it, turning the task row's lock into a multixact on every result.
+-- foreign key only made each of those inserts take a KEY SHARE lock on the task row next to
+-- the orchestrator's lock on it (a multixact whenever the two overlap).
 ALTER TABLE tasker.workflow_step_transitions DROP CONSTRAINT workflow_step_transitions_task_uuid_fkey;
 ALTER TABLE tasker.step_result_audits DROP CONSTRAINT step_result_audits_task_uuid_fkey;
 
