@@ -60,12 +60,26 @@ BEGIN
 END;
 $$;
 
+-- The namespace a task's steps are queued under. plpgsql, not sql: a SQL function with a
+-- FROM clause is not inlined and would be planned again in every statement that calls it.
+CREATE FUNCTION tasker.task_namespace(p_task uuid) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+  RETURN (SELECT n.name
+            FROM tasker.tasks t
+            JOIN tasker.named_tasks nt ON nt.named_task_uuid = t.named_task_uuid
+            JOIN tasker.namespaces n ON n.namespace_uuid = nt.namespace_uuid
+           WHERE t.task_uuid = p_task);
+END;
+$$;
+
 -- Moves every ready step of a task to enqueued and sends their worker messages in the
 -- caller's transaction, which holds the task row and has already decided the task may
 -- move on. Returns the number of steps enqueued.
-CREATE FUNCTION tasker.enqueue_steps_of(p_task uuid, p_namespace text, p_actor text)
+CREATE FUNCTION tasker.enqueue_steps_of(p_task uuid, p_actor text)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
+  v_ns    text;
   v_steps uuid[];
   v_tasks uuid[];
   v_from  text[];
@@ -73,6 +87,7 @@ DECLARE
   v_meta  jsonb[];
   v_msgs  jsonb[];
 BEGIN
+  v_ns := tasker.task_namespace(p_task);
   WITH ready AS (
     SELECT rs.step_uuid, rs.current_state, rs.name
       FROM tasker.get_step_readiness_status(p_task) rs
@@ -89,7 +104,7 @@ BEGIN
   SELECT array_agg(step_uuid), array_agg(p_task), array_agg(from_state),
          array_agg('enqueued'::text), array_agg(jsonb_build_object('attempt', attempts + 1)),
          array_agg(jsonb_build_object('task_uuid', p_task, 'step_uuid', step_uuid,
-                                      'step_name', name, 'namespace', p_namespace,
+                                      'step_name', name, 'namespace', v_ns,
                                       'attempt', attempts + 1))
     INTO v_steps, v_tasks, v_from, v_to, v_meta, v_msgs
     FROM moved;
@@ -97,7 +112,7 @@ BEGIN
     RETURN 0;
   END IF;
   PERFORM tasker.record_step_transitions(v_steps, v_tasks, v_from, v_to, p_actor, v_meta);
-  PERFORM pgmq.send_batch('worker_' || p_namespace || '_queue', v_msgs);
+  PERFORM pgmq.send_batch('worker_' || v_ns || '_queue', v_msgs);
   RETURN cardinality(v_steps);
 END;
 $$;
@@ -106,20 +121,15 @@ CREATE OR REPLACE FUNCTION tasker.enqueue_ready_steps(p_task uuid, p_actor text)
 LANGUAGE plpgsql AS $$
 DECLARE
   v_state text;
-  v_ns    text;
 BEGIN
-  SELECT t.state, n.name INTO v_state, v_ns
-    FROM tasker.tasks t
-    JOIN tasker.named_tasks nt USING (named_task_uuid)
-    JOIN tasker.namespaces n USING (namespace_uuid)
-   WHERE t.task_uuid = p_task;
+  SELECT t.state INTO v_state FROM tasker.tasks t WHERE t.task_uuid = p_task;
   IF v_state IS NULL
      OR v_state NOT IN ('enqueuing_steps', 'steps_in_process', 'evaluating_results',
                         'waiting_for_dependencies', 'waiting_for_retry')
      OR tasker.task_has_permanent_failure(p_task) THEN
     RETURN 0;
   END IF;
-  RETURN tasker.enqueue_steps_of(p_task, v_ns, p_actor);
+  RETURN tasker.enqueue_steps_of(p_task, p_actor);
 END;
 $$;
 
@@ -129,18 +139,12 @@ CREATE OR REPLACE FUNCTION tasker.finalize_task(p_task uuid, p_actor text) RETUR
 LANGUAGE plpgsql AS $$
 DECLARE
   v_state  text;
-  v_ns     text;
   v_ctx    record;
   v_status text;
   v_target text;
   v_failed jsonb;
 BEGIN
-  SELECT t.state, n.name INTO v_state, v_ns
-    FROM tasker.tasks t
-    JOIN tasker.named_tasks nt USING (named_task_uuid)
-    JOIN tasker.namespaces n USING (namespace_uuid)
-   WHERE t.task_uuid = p_task
-   FOR NO KEY UPDATE OF t;
+  SELECT state INTO v_state FROM tasker.tasks WHERE task_uuid = p_task FOR NO KEY UPDATE;
   IF v_state IS NULL OR v_state NOT IN ('enqueuing_steps', 'steps_in_process', 'evaluating_results',
                                         'waiting_for_dependencies', 'waiting_for_retry') THEN
     RETURN v_state;
@@ -148,7 +152,7 @@ BEGIN
   SELECT * INTO v_ctx FROM tasker.get_task_execution_context(p_task);
   v_status := v_ctx.execution_status;
   IF v_status = 'has_ready_steps' THEN
-    IF tasker.enqueue_steps_of(p_task, v_ns, p_actor) > 0 THEN
+    IF tasker.enqueue_steps_of(p_task, p_actor) > 0 THEN
       v_status := 'processing';
     ELSE
       SELECT * INTO v_ctx FROM tasker.get_task_execution_context(p_task);
@@ -398,24 +402,36 @@ CREATE OR REPLACE FUNCTION tasker.process_step_results(
 ) RETURNS TABLE (msg_id bigint, task_uuid uuid, namespace text, outcome text)
 LANGUAGE plpgsql AS $$
 DECLARE
-  v_task_ids uuid[];
-  v_step_ids uuid[];
-  v_msg_ids  bigint[];
-  v_msgs     bigint[];
-  v_steps    uuid[];
-  v_tasks    uuid[];
-  v_from     text[];
-  v_to       text[];
-  v_meta     jsonb[];
-  v_outcomes jsonb := '{}'::jsonb;
-  f          record;
-  v_err      jsonb;
-  v_delay    bigint;
+  v_m_msgs     bigint[];
+  v_m_tasks    uuid[];
+  v_m_steps    uuid[];
+  v_m_attempts integer[];
+  v_m_workers  text[];
+  v_task_ids   uuid[];
+  v_step_ids   uuid[];
+  v_msgs       bigint[];
+  v_steps      uuid[];
+  v_tasks      uuid[];
+  v_from       text[];
+  v_to         text[];
+  v_meta       jsonb[];
+  v_outcomes   jsonb := '{}'::jsonb;
+  f            record;
+  v_err        jsonb;
+  v_delay      bigint;
 BEGIN
-  SELECT array_agg(DISTINCT (x->>'task_uuid')::uuid), array_agg(DISTINCT (x->>'step_uuid')::uuid),
-         array_agg((x->>'msg_id')::bigint)
-    INTO v_task_ids, v_step_ids, v_msg_ids
-    FROM jsonb_array_elements(p_messages) AS x;
+  -- The batch decoded once, in the order its rows are returned.
+  SELECT array_agg(m.msg_id ORDER BY m.task_uuid, m.step_uuid, m.msg_id),
+         array_agg(m.task_uuid ORDER BY m.task_uuid, m.step_uuid, m.msg_id),
+         array_agg(m.step_uuid ORDER BY m.task_uuid, m.step_uuid, m.msg_id),
+         array_agg(m.attempt ORDER BY m.task_uuid, m.step_uuid, m.msg_id),
+         array_agg(m.worker_id ORDER BY m.task_uuid, m.step_uuid, m.msg_id),
+         array_agg(DISTINCT m.task_uuid), array_agg(DISTINCT m.step_uuid)
+    INTO v_m_msgs, v_m_tasks, v_m_steps, v_m_attempts, v_m_workers, v_task_ids, v_step_ids
+    FROM (SELECT (x->>'msg_id')::bigint AS msg_id, (x->>'task_uuid')::uuid AS task_uuid,
+                 (x->>'step_uuid')::uuid AS step_uuid, (x->>'attempt')::integer AS attempt,
+                 x->>'worker_id' AS worker_id
+            FROM jsonb_array_elements(p_messages) AS x) AS m;
   -- Every task of the batch first, then every step, each in one order, so concurrent
   -- batches cannot deadlock.
   PERFORM 1 FROM tasker.tasks t
@@ -424,14 +440,13 @@ BEGIN
    WHERE s.step_uuid = ANY (v_step_ids) ORDER BY s.step_uuid FOR NO KEY UPDATE;
 
   WITH m AS (
-    SELECT DISTINCT ON (s.step_uuid) (x->>'msg_id')::bigint AS msg_id, s.step_uuid,
-           x->>'worker_id' AS worker_id
-      FROM jsonb_array_elements(p_messages) AS x
-      JOIN tasker.workflow_steps s
-        ON s.step_uuid = (x->>'step_uuid')::uuid AND s.task_uuid = (x->>'task_uuid')::uuid
-     WHERE s.step_uuid = ANY (v_step_ids) AND s.attempts = (x->>'attempt')::integer
+    SELECT DISTINCT ON (s.step_uuid) u.msg_id, s.step_uuid, u.worker_id
+      FROM unnest(v_m_msgs, v_m_tasks, v_m_steps, v_m_attempts, v_m_workers)
+             AS u(msg_id, task_uuid, step_uuid, attempt, worker_id)
+      JOIN tasker.workflow_steps s ON s.step_uuid = u.step_uuid AND s.task_uuid = u.task_uuid
+     WHERE s.step_uuid = ANY (v_step_ids) AND s.attempts = u.attempt
        AND s.state = 'enqueued_for_orchestration'
-     ORDER BY s.step_uuid, (x->>'msg_id')::bigint
+     ORDER BY s.step_uuid, u.msg_id
   ), completed AS (
     UPDATE tasker.workflow_steps s
        SET state = 'complete', updated_at = now(), completed_at = clock_timestamp()
@@ -450,15 +465,16 @@ BEGIN
   END IF;
 
   FOR f IN SELECT DISTINCT ON (s.step_uuid)
-                  (x->>'msg_id')::bigint AS msg_id, s.step_uuid, s.task_uuid, s.state, s.attempts,
-                  s.max_attempts, s.retryable, s.backoff, s.backoff_base_ms, s.max_backoff_ms,
+                  u.msg_id, s.step_uuid, s.task_uuid, s.state, s.attempts, s.max_attempts,
+                  s.retryable, s.backoff, s.backoff_base_ms, s.max_backoff_ms,
                   coalesce(s.last_error, '{}'::jsonb) AS last_error
-             FROM jsonb_array_elements(p_messages) AS x
+             FROM unnest(v_m_msgs, v_m_tasks, v_m_steps, v_m_attempts)
+                    AS u(msg_id, task_uuid, step_uuid, attempt)
              JOIN tasker.workflow_steps s
-               ON s.step_uuid = (x->>'step_uuid')::uuid AND s.task_uuid = (x->>'task_uuid')::uuid
-            WHERE s.step_uuid = ANY (v_step_ids) AND s.attempts = (x->>'attempt')::integer
+               ON s.step_uuid = u.step_uuid AND s.task_uuid = u.task_uuid
+            WHERE s.step_uuid = ANY (v_step_ids) AND s.attempts = u.attempt
               AND s.state = 'enqueued_as_error_for_orchestration'
-            ORDER BY s.step_uuid, (x->>'msg_id')::bigint LOOP
+            ORDER BY s.step_uuid, u.msg_id LOOP
     v_err := f.last_error;
     IF coalesce((v_err->>'retryable')::boolean, true) AND f.retryable
        AND f.attempts < f.max_attempts THEN
@@ -485,17 +501,13 @@ BEGIN
 
   PERFORM tasker.finalize_task(t, p_actor)
      FROM (SELECT DISTINCT t FROM unnest(v_tasks) AS t) AS touched ORDER BY t;
-  DELETE FROM pgmq.q_orchestration_step_results q WHERE q.msg_id = ANY (v_msg_ids);
+  DELETE FROM pgmq.q_orchestration_step_results q WHERE q.msg_id = ANY (v_m_msgs);
 
   RETURN QUERY
-    SELECT (x->>'msg_id')::bigint, (x->>'task_uuid')::uuid, n.name,
-           coalesce(v_outcomes->>(x->>'msg_id'), 'ignored')
-      FROM jsonb_array_elements(p_messages) AS x
-      LEFT JOIN tasker.tasks t
-        ON t.task_uuid = (x->>'task_uuid')::uuid AND t.task_uuid = ANY (v_task_ids)
-      LEFT JOIN tasker.named_tasks nt ON nt.named_task_uuid = t.named_task_uuid
-      LEFT JOIN tasker.namespaces n ON n.namespace_uuid = nt.namespace_uuid
-     ORDER BY x->>'task_uuid', x->>'step_uuid', (x->>'msg_id')::bigint;
+    SELECT u.msg_id, u.task_uuid, tasker.task_namespace(u.task_uuid),
+           coalesce(v_outcomes->>u.msg_id::text, 'ignored')
+      FROM unnest(v_m_msgs, v_m_tasks) WITH ORDINALITY AS u(msg_id, task_uuid, i)
+     ORDER BY u.i;
 END;
 $$;
 
