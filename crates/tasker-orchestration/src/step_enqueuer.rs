@@ -1,5 +1,5 @@
 //! StepEnqueuer: moves ready steps to `enqueued` and sends their worker messages in the same
-//! transaction (SQL `enqueue_ready_steps`, reached through `finalize_task`).
+//! transaction (SQL `enqueue_steps_of`, reached through `finalize_task`).
 //!
 //! Most enqueueing happens inline, in the transaction that makes a step ready: task creation
 //! enqueues the roots, and each processed result (woken by NOTIFY on the results queue)
