@@ -2,6 +2,7 @@
 //! decides when a task is done. Runs as `tasker server`, or embedded in a worker process.
 
 pub mod api;
+pub mod dead_worker_reaper;
 mod error;
 pub mod orchestrator;
 pub mod queue_maintenance;

@@ -9,7 +9,7 @@ use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use std::time::Duration;
 use tasker_shared::queue::{notify_channel, QueueClient, QueueName, ORCHESTRATION_RESULTS_QUEUE};
-use tasker_shared::TaskerConfig;
+use tasker_shared::{TaskWaiter, TaskerConfig};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +22,8 @@ pub struct OrchestrationCore {
     pub initializer: TaskInitializer,
     pub results: ResultProcessor,
     pub actor: String,
+    /// Shared by every request that waits for a task (one listening connection).
+    pub waiter: TaskWaiter,
 }
 
 /// A running orchestrator; `shutdown` stops its loops and waits for them.
@@ -49,7 +51,11 @@ impl OrchestrationCore {
     pub async fn new(pool: PgPool, config: TaskerConfig) -> Self {
         tasker_shared::observability::prometheus();
         let queues = QueueClient::new(pool.clone()).await;
-        let actor = format!("orchestrator:{}:{}", hostname(), std::process::id());
+        let actor = format!(
+            "orchestrator:{}:{}",
+            tasker_shared::host::hostname(),
+            std::process::id()
+        );
         let queue =
             QueueName::new(ORCHESTRATION_RESULTS_QUEUE).expect("constant queue name is valid");
         let results = ResultProcessor::new(
@@ -61,7 +67,13 @@ impl OrchestrationCore {
             config.orchestration.result_processing_concurrency,
         );
         let initializer = TaskInitializer::new(pool.clone(), config.backoff.clone());
+        let waiter = TaskWaiter::new(
+            pool.clone(),
+            config.orchestration.wait_fallback_poll_interval(),
+            config.database.reconnect_backoff(),
+        );
         Self {
+            waiter,
             pool,
             config,
             queues,
@@ -91,13 +103,21 @@ impl OrchestrationCore {
                 token.clone(),
             ));
         }
+        tasks.spawn(crate::dead_worker_reaper::run(
+            self.pool.clone(),
+            self.queues.clone(),
+            self.config.worker.clone(),
+            self.actor.clone(),
+            self.config.orchestration.dead_worker_check_interval(),
+            token.clone(),
+        ));
         OrchestrationHandle { token, tasks }
     }
 
     /// Reads and processes result messages until the queue is empty. Returns how many.
     pub async fn drain_results(&self) -> Result<usize, crate::OrchestrationError> {
         let batch = self.config.orchestration.result_batch_size as i32;
-        let vt = self.config.queues.visibility_timeout_seconds as i32;
+        let vt = self.config.orchestration.result_visibility_timeout_seconds as i32;
         let mut total = 0;
         loop {
             let messages = self.queues.read(self.results.queue(), vt, batch).await?;
@@ -154,15 +174,4 @@ async fn connect_listener(pool: &PgPool, channel: &str) -> Option<PgListener> {
     let mut l = PgListener::connect_with(pool).await.ok()?;
     l.listen(channel).await.ok()?;
     Some(l)
-}
-
-pub(crate) fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "localhost".into())
 }

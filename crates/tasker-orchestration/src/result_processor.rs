@@ -57,6 +57,7 @@ pub struct ResultProcessor {
 #[derive(sqlx::FromRow)]
 struct Applied {
     msg_id: i64,
+    task_uuid: uuid::Uuid,
     namespace: Option<String>,
     outcome: String,
 }
@@ -130,6 +131,7 @@ impl ResultProcessor {
             .filter(|g| !g.is_empty())
             .map(|g| self.apply(g));
         let mut namespaces = BTreeSet::new();
+        let mut settled = BTreeSet::new();
         let mut first_error = None;
         for applied in futures::future::join_all(runs).await {
             match applied {
@@ -138,6 +140,9 @@ impl ResultProcessor {
                         let outcome = ResultOutcome::parse(&row.outcome);
                         metrics::counter!("tasker_results_total", "outcome" => outcome.label())
                             .increment(1);
+                        if matches!(outcome, ResultOutcome::Completed | ResultOutcome::Failed) {
+                            settled.insert(row.task_uuid);
+                        }
                         if outcome != ResultOutcome::Ignored {
                             namespaces.extend(row.namespace);
                         } else {
@@ -154,6 +159,10 @@ impl ResultProcessor {
                 }
             }
         }
+        // Those of these tasks that finalizing finished wake their waiters.
+        self.queues
+            .notifier()
+            .task_finished(settled.into_iter().collect());
         // Finalizing may have enqueued children: wake those namespaces' workers.
         for ns in namespaces {
             if let Ok(queue) = worker_queue(&ns) {
@@ -175,7 +184,7 @@ impl ResultProcessor {
         group: Vec<serde_json::Value>,
     ) -> Result<Vec<Applied>, OrchestrationError> {
         Ok(sqlx::query_as(
-            "SELECT msg_id, namespace, outcome FROM tasker.process_step_results($1, $2, $3, $4)",
+            "SELECT msg_id, task_uuid, namespace, outcome FROM tasker.process_step_results($1, $2, $3, $4)",
         )
         .bind(serde_json::Value::Array(group))
         .bind(&self.actor)

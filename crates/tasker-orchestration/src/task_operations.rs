@@ -6,6 +6,7 @@ use sqlx::PgPool;
 use tasker_shared::models::{transition_step, transition_task, StepRow, TaskRow};
 use tasker_shared::queue::{worker_queue, Notifier};
 use tasker_shared::state::{StepState, TaskState};
+use tasker_shared::task_waiter::TASK_FINISHED_CHANNEL;
 use uuid::Uuid;
 
 /// What to do with a step, as PATCH /v1/tasks/{id}/steps/{step} takes it.
@@ -88,6 +89,12 @@ pub async fn cancel_task(
         .await?;
     }
     tx.commit().await?;
+    // Rare enough to notify directly rather than through a process's Notifier.
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(TASK_FINISHED_CHANNEL)
+        .bind(task.to_string())
+        .execute(pool)
+        .await?;
     Ok(TaskRow::get(pool, task).await?)
 }
 
@@ -229,6 +236,8 @@ pub async fn act_on_step(
     if let Ok(queue) = worker_queue(&TaskRow::get(pool, task).await?.namespace) {
         notifier.notify(&queue);
     }
+    // Resolving the last failed step may have completed the task.
+    notifier.task_finished(vec![task]);
     StepRow::find_by_name(pool, task, step_name)
         .await?
         .ok_or_else(|| OrchestrationError::StepNotFound {

@@ -6,16 +6,19 @@
 
 pub mod config;
 pub mod database;
+pub mod host;
 pub mod messages;
 pub mod models;
 pub mod observability;
 pub mod queue;
 pub mod result;
 pub mod state;
+pub mod task_waiter;
 pub mod template;
 pub mod testing;
 
 pub use config::TaskerConfig;
 pub use result::{ErrorType, StepError, StepExecutionResult};
 pub use state::{StepState, TaskState};
+pub use task_waiter::TaskWaiter;
 pub use template::TaskTemplate;

@@ -20,7 +20,7 @@ use tasker_shared::config::{ConfigLoader, DatabaseConfig};
 use tasker_shared::database;
 use tasker_shared::models::{RegisterOutcome, StepRow, TaskRow, TemplateRegistry};
 use tasker_shared::template::{load_template_dirs, read_template};
-use tasker_shared::TaskState;
+use tasker_shared::{TaskState, TaskWaiter};
 
 /// Upper bound on one client call; the pool's acquire timeout usually fires long before.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -30,6 +30,7 @@ const CLIENT_MAX_CONNECTIONS: u32 = 5;
 pub fn define(native: RModule) -> Result<(), magnus::Error> {
     native.define_module_function("create_task", function!(create_task, -1))?;
     native.define_module_function("get_task", function!(get_task, -1))?;
+    native.define_module_function("wait_task", function!(wait_task, -1))?;
     native.define_module_function("cancel_task", function!(cancel_task, -1))?;
     native.define_module_function("migrate", function!(migrate, 1))?;
     native.define_module_function("drop_database", function!(drop_database, 1))?;
@@ -44,6 +45,8 @@ pub fn define(native: RModule) -> Result<(), magnus::Error> {
 struct Client {
     pool: PgPool,
     initializer: TaskInitializer,
+    /// One listening connection for every thread of the process that waits for a task.
+    waiter: TaskWaiter,
 }
 
 /// One pool per distinct configuration, per process. Only touched with the GVL held, so a
@@ -118,6 +121,11 @@ fn client(opts: &ConfigOptions) -> Result<Client, magnus::Error> {
             let pool = database::connect(&db).await?;
             Ok(Client {
                 initializer: TaskInitializer::new(pool.clone(), config.backoff.clone()),
+                waiter: TaskWaiter::new(
+                    pool.clone(),
+                    config.orchestration.wait_fallback_poll_interval(),
+                    config.database.reconnect_backoff(),
+                ),
                 pool,
             })
         },
@@ -172,6 +180,38 @@ fn get_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
         let steps = StepRow::for_task(&c.pool, id).await?;
         Ok((task, steps))
     })?;
+    task_value(ruby, &task, Some(&steps))
+}
+
+/// `wait_task(task_uuid, timeout_seconds, options = nil)`: waits, without the GVL, until the
+/// task is terminal or the timeout passes (woken by the database, not by polling), then
+/// returns it as `get_task` does.
+fn wait_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
+    arity(ruby, args, 2, 3, "wait_task")?;
+    let id = uuid(&String::try_convert(args[0])?, "task_uuid")?;
+    let seconds = f64::try_convert(args[1])?;
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(NativeError::conversion(format!(
+            "timeout: must be a non-negative number of seconds, got {seconds}"
+        ))
+        .into());
+    }
+    let timeout = Duration::from_secs_f64(seconds);
+    let c = client(&options(ruby, args, 2)?)?;
+    let rt = runtime()?;
+    let (task, steps) = block_on(
+        &rt,
+        timeout + CALL_TIMEOUT,
+        "waiting for the task",
+        async move {
+            c.waiter.wait(id, timeout).await?;
+            let task = TaskRow::find(&c.pool, id).await?.ok_or_else(|| {
+                NativeError::new(crate::error::Kind::NotFound, format!("task {id} not found"))
+            })?;
+            let steps = StepRow::for_task(&c.pool, id).await?;
+            Ok((task, steps))
+        },
+    )?;
     task_value(ruby, &task, Some(&steps))
 }
 

@@ -75,7 +75,13 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
                 .await?;
             println!("{}", created.task_uuid);
             if wait {
-                let task = wait_for(&pool, created.task_uuid, Duration::from_secs(timeout)).await?;
+                let task = wait_for(
+                    &pool,
+                    &config,
+                    created.task_uuid,
+                    Duration::from_secs(timeout),
+                )
+                .await?;
                 eprintln!("task {} {}", task.task_uuid, task.state);
                 if task.state != "complete" {
                     bail!("task ended {}", task.state);
@@ -120,22 +126,28 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for(pool: &sqlx::PgPool, id: Uuid, timeout: Duration) -> anyhow::Result<TaskRow> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let task = TaskRow::get(pool, id).await?;
-        if task.task_state()?.is_terminal() {
-            return Ok(task);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            bail!(
-                "task {id} still {} after {}s",
-                task.state,
-                timeout.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+/// Woken by the database when the task finishes (see `tasker_shared::task_waiter`).
+async fn wait_for(
+    pool: &sqlx::PgPool,
+    config: &tasker_shared::TaskerConfig,
+    id: Uuid,
+    timeout: Duration,
+) -> anyhow::Result<TaskRow> {
+    let waiter = tasker_shared::TaskWaiter::new(
+        pool.clone(),
+        config.orchestration.wait_fallback_poll_interval(),
+        config.database.reconnect_backoff(),
+    );
+    waiter.wait(id, timeout).await?;
+    let task = TaskRow::get(pool, id).await?;
+    if !task.task_state()?.is_terminal() {
+        bail!(
+            "task {id} still {} after {}s",
+            task.state,
+            timeout.as_secs()
+        );
     }
+    Ok(task)
 }
 
 async fn watch(pool: &sqlx::PgPool, id: Uuid) -> anyhow::Result<()> {

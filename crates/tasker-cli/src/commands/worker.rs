@@ -1,12 +1,15 @@
 use anyhow::Context;
 use std::collections::BTreeSet;
-use tasker_shared::models::TemplateRegistry;
+use tasker_shared::models::{TemplateRegistry, WorkerRow};
 use tasker_shared::template::{load_template_dirs, template_search_path};
 use tasker_worker::{Dispatch, WorkerCore, WorkerOptions};
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    action: Option<Action>,
     /// Namespace to serve (repeatable; default: every namespace of the registered templates
     /// on TASKER_TEMPLATE_PATH).
     #[arg(long = "namespace", short = 'n')]
@@ -16,8 +19,23 @@ pub struct Args {
     worker_id: Option<String>,
 }
 
-/// A Rust worker running the example handlers, until SIGTERM or SIGINT.
+#[derive(clap::Subcommand)]
+enum Action {
+    /// List the live worker processes (the worker registry): id, host, pid, namespaces,
+    /// started, last seen, steps held. A worker that dies drops off within seconds.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A Rust worker running the example handlers, until SIGTERM or SIGINT; or, with `list`,
+/// the workers running now.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Action::List { json }) = args.action {
+        return list(json).await;
+    }
     let config = super::load_config()?;
     let pool = super::connect(&config).await?;
     let env = std::env::var("TASKER_ENV").unwrap_or_else(|_| "development".into());
@@ -77,6 +95,37 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     worker.shutdown().await;
     if let Some(h) = http {
         h.await??;
+    }
+    Ok(())
+}
+
+async fn list(json: bool) -> anyhow::Result<()> {
+    let config = super::load_config()?;
+    let pool = super::connect(&config).await?;
+    let workers = WorkerRow::list(&pool).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&workers)?);
+        return Ok(());
+    }
+    if workers.is_empty() {
+        println!("no workers running");
+        return Ok(());
+    }
+    println!(
+        "{:<40} {:<16} {:>7}  {:<24} {:<20} {:<20} {:>5}",
+        "WORKER", "HOST", "PID", "NAMESPACES", "STARTED", "LAST SEEN", "STEPS"
+    );
+    for w in workers {
+        println!(
+            "{:<40} {:<16} {:>7}  {:<24} {:<20} {:<20} {:>5}",
+            w.worker_id,
+            w.host,
+            w.pid,
+            w.namespaces.join(","),
+            w.started_at.format("%Y-%m-%d %H:%M:%S"),
+            w.last_seen_at.format("%Y-%m-%d %H:%M:%S"),
+            w.steps_held
+        );
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ mod error;
 mod health;
 mod tasks;
 mod templates;
+mod workers;
 
 pub use error::ApiError;
 
@@ -22,6 +23,7 @@ pub fn router(core: OrchestrationCore) -> Router {
         .route("/tasks/{id}/steps", get(tasks::steps))
         .route("/tasks/{id}/steps/{step}", patch(tasks::act_on_step))
         .route("/templates", get(templates::list))
+        .route("/workers", get(workers::list))
         .route_layer(axum::middleware::from_fn_with_state(
             core.clone(),
             auth::require_api_key,

@@ -109,11 +109,35 @@ fn task_id(path: Result<Path<Uuid>, PathRejection>) -> Result<Uuid, ApiError> {
     Ok(path?.0)
 }
 
+/// Longest `wait_seconds` a request may ask for.
+const MAX_WAIT_SECONDS: u64 = 60;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetParams {
+    /// Returns when the task is terminal or after this many seconds, whichever comes first.
+    wait_seconds: Option<u64>,
+}
+
 pub async fn get(
     State(core): State<OrchestrationCore>,
     path: Result<Path<Uuid>, PathRejection>,
+    params: Result<Query<GetParams>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = task_id(path)?;
+    let Query(p) = params?;
+    if let Some(wait) = p.wait_seconds {
+        if wait > MAX_WAIT_SECONDS {
+            return Err(ApiError::bad_request(
+                "wait_seconds",
+                format!("wait_seconds must be at most {MAX_WAIT_SECONDS}"),
+            ));
+        }
+        core.waiter
+            .wait(id, std::time::Duration::from_secs(wait))
+            .await
+            .map_err(tasker_shared::models::StoreError::from)?;
+    }
     let task = TaskRow::find(&core.pool, id)
         .await?
         .ok_or(crate::OrchestrationError::TaskNotFound(id))?;

@@ -77,6 +77,13 @@ pub struct OrchestrationConfig {
     pub result_processing_concurrency: usize,
     pub enqueue_batch_size: u32,
     pub shutdown_timeout_ms: u64,
+    /// Result messages read stay invisible this long. Applying a result is idempotent, so
+    /// this is short: results a killed orchestrator had read come back within it.
+    pub result_visibility_timeout_seconds: u32,
+    /// How often orchestration looks for dead workers and releases their steps.
+    pub dead_worker_check_interval_ms: u64,
+    /// Waiting for a task to finish is woken by NOTIFY; this slow poll covers a lost one.
+    pub wait_fallback_poll_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +117,12 @@ pub struct WorkerConfig {
     pub completion_retry_deadline_ms: u64,
     pub bind_address: String,
     pub shutdown_timeout_ms: u64,
+    /// How often a worker renews its row in the worker registry (and looks for dead ones).
+    pub liveness_interval_ms: u64,
+    /// A worker whose session (and advisory lock) is gone is dead once unseen this long.
+    pub liveness_grace_ms: u64,
+    /// A worker unseen this long is dead even if its session lingers (partitioned).
+    pub liveness_timeout_ms: u64,
     pub mpsc_channels: MpscChannelsConfig,
 }
 
@@ -165,6 +178,12 @@ impl OrchestrationConfig {
     pub fn shutdown_timeout(&self) -> Duration {
         ms(self.shutdown_timeout_ms)
     }
+    pub fn dead_worker_check_interval(&self) -> Duration {
+        ms(self.dead_worker_check_interval_ms)
+    }
+    pub fn wait_fallback_poll_interval(&self) -> Duration {
+        ms(self.wait_fallback_poll_interval_ms)
+    }
 }
 
 impl WorkerConfig {
@@ -179,6 +198,9 @@ impl WorkerConfig {
     }
     pub fn completion_retry_deadline(&self) -> Duration {
         ms(self.completion_retry_deadline_ms)
+    }
+    pub fn liveness_interval(&self) -> Duration {
+        ms(self.liveness_interval_ms)
     }
 }
 
@@ -274,6 +296,40 @@ impl TaskerConfig {
             return invalid(
                 "worker.mpsc_channels.handler_dispatch.handler_timeout_ms",
                 "must be at least 1",
+            );
+        }
+        for (key, value) in [
+            (
+                "orchestration.result_visibility_timeout_seconds",
+                u64::from(self.orchestration.result_visibility_timeout_seconds),
+            ),
+            (
+                "orchestration.dead_worker_check_interval_ms",
+                self.orchestration.dead_worker_check_interval_ms,
+            ),
+            (
+                "orchestration.wait_fallback_poll_interval_ms",
+                self.orchestration.wait_fallback_poll_interval_ms,
+            ),
+            (
+                "worker.liveness_interval_ms",
+                self.worker.liveness_interval_ms,
+            ),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        if self.worker.liveness_grace_ms <= self.worker.liveness_interval_ms {
+            return invalid(
+                "worker.liveness_grace_ms",
+                "must be longer than worker.liveness_interval_ms, or live workers are taken for dead",
+            );
+        }
+        if self.worker.liveness_timeout_ms < self.worker.liveness_grace_ms {
+            return invalid(
+                "worker.liveness_timeout_ms",
+                "must not be shorter than worker.liveness_grace_ms",
             );
         }
         if self.worker.claim_lease_seconds == 0 {

@@ -4,12 +4,14 @@ mod execution_context;
 mod named_task;
 mod task;
 mod transitions;
+mod worker_registry;
 mod workflow_step;
 
 pub use execution_context::{ExecutionStatus, StepReadiness, TaskExecutionContext};
 pub use named_task::{RegisterOutcome, RegisteredTemplate, TemplateRegistry};
 pub use task::TaskRow;
 pub use transitions::{transition_step, transition_task, TransitionRow};
+pub use worker_registry::{reap_dead_workers, ReapedWorker, WorkerRow};
 pub use workflow_step::StepRow;
 
 use uuid::Uuid;

@@ -11,6 +11,7 @@ use super::handlers::ffi_dispatch_channel::FfiDispatchChannel;
 use super::handlers::registry::HandlerRegistry;
 use super::heartbeat::Heartbeat;
 use super::in_flight::InFlight;
+use super::registration::{Registration, RegistrationError};
 use crate::step::DispatchedStep;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -59,6 +60,7 @@ pub struct WorkerHandle {
     abandon: Option<CancellationToken>,
     completion: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
+    registration: Option<(CancellationToken, JoinHandle<()>)>,
 }
 
 impl WorkerCore {
@@ -86,6 +88,20 @@ impl WorkerCore {
             queues.ensure_queue(&events).await?;
             queue_names.push(q);
         }
+        // Listed before the first claim, so no step of this worker outlives it unnoticed.
+        let registration = Registration::register(
+            pool.clone(),
+            queues.clone(),
+            wc.clone(),
+            worker_id.clone(),
+            options.namespaces.clone(),
+        )
+        .await?;
+        let registration_stop = CancellationToken::new();
+        let registration = (
+            registration_stop.clone(),
+            tokio::spawn(registration.run(registration_stop)),
+        );
 
         let (dispatch_tx, dispatch_rx) = mpsc::channel::<DispatchedStep>(hd.dispatch_buffer_size);
         let (completion_tx, completion_rx) = mpsc::channel(hd.completion_buffer_size);
@@ -218,6 +234,7 @@ impl WorkerCore {
             abandon,
             completion,
             background,
+            registration: Some(registration),
         })
     }
 }
@@ -228,6 +245,8 @@ pub enum WorkerStartError {
     Namespace { namespace: String, reason: String },
     #[error(transparent)]
     Queue(#[from] tasker_shared::queue::QueueError),
+    #[error(transparent)]
+    Registration(#[from] RegistrationError),
 }
 
 impl WorkerHandle {
@@ -341,21 +360,19 @@ impl WorkerHandle {
         for h in self.background.drain(..) {
             h.abort();
         }
+        // Last: the worker stays listed (and its steps its own) until everything is handed back.
+        if let Some((stop, handle)) = self.registration.take() {
+            stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), handle).await;
+        }
         tracing::info!(worker_id = %self.worker_id, "worker stopped");
     }
 }
 
 fn default_worker_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "localhost".into());
     format!(
-        "{host}:{}:{}",
+        "{}:{}:{}",
+        tasker_shared::host::hostname(),
         std::process::id(),
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     )

@@ -8,4 +8,5 @@ pub mod handlers;
 pub mod heartbeat;
 pub mod http;
 pub mod in_flight;
+pub mod registration;
 pub mod worker_metrics;

@@ -3,9 +3,6 @@
 module TaskerCore
   # Submits tasks and reads them back, against the configured database.
   module Client
-    # How often #wait looks at the task.
-    WAIT_INTERVAL = 0.05
-
     class << self
       def create_task(namespace:, name:, version:, context:, idempotency_key: nil)
         request = { "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
@@ -19,21 +16,17 @@ module TaskerCore
         Task.new(Native.get_task(uuid_of(task_or_uuid), options))
       end
 
-      # Polls until the task is terminal and returns it; raises TaskerCore::TimeoutError
-      # (naming the task's step states) after `timeout` seconds.
-      def wait(task_or_uuid, timeout:, interval: WAIT_INTERVAL)
+      # Returns the task once it is terminal; raises TaskerCore::TimeoutError (naming the
+      # task's step states) after `timeout` seconds. The wait is woken by the database when
+      # the task finishes (one listening connection per process, however many threads
+      # wait) and releases the GVL while it waits.
+      def wait(task_or_uuid, timeout:)
         uuid = uuid_of(task_or_uuid)
-        deadline = Process.clock_gettime(Process::CLOCK_MONOTONIC) + timeout
-        loop do
-          task = get_task(uuid)
-          return task if task.terminal?
+        task = Task.new(Native.wait_task(uuid, timeout.to_f, options))
+        return task if task.terminal?
 
-          if Process.clock_gettime(Process::CLOCK_MONOTONIC) >= deadline
-            raise TimeoutError, "task #{uuid} (#{task.namespace}/#{task.name}) still #{task.status} after " \
-                                "#{timeout} s: #{task.steps.map(&:to_s).join(', ')}"
-          end
-          sleep interval
-        end
+        raise TimeoutError, "task #{uuid} (#{task.namespace}/#{task.name}) still #{task.status} after " \
+                            "#{timeout} s: #{task.steps.map(&:to_s).join(', ')}"
       end
 
       # Cancels the task; returns it as it now stands.

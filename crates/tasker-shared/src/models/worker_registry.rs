@@ -1,0 +1,77 @@
+//! The worker registry: the worker processes alive now, and the reaping of dead ones.
+//!
+//! A worker registers at start (see `tasker_worker::worker::registration`) and renews its
+//! row while it lives; [`reap_dead_workers`] (run by orchestration and by every live
+//! worker) releases the steps of workers that died and removes them from the list.
+
+use super::StoreError;
+use crate::config::WorkerConfig;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+/// A registered worker and the steps it holds now.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct WorkerRow {
+    pub worker_id: String,
+    pub host: String,
+    pub pid: i32,
+    pub namespaces: Vec<String>,
+    pub started_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+    pub steps_held: i64,
+}
+
+impl WorkerRow {
+    /// Oldest first.
+    pub async fn list(pool: &PgPool) -> Result<Vec<Self>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT w.worker_id, w.host, w.pid, w.namespaces, w.started_at, w.last_seen_at,
+                    (SELECT count(*) FROM tasker.workflow_steps s
+                      WHERE s.state = 'in_progress' AND s.lease_expires_at IS NOT NULL
+                        AND s.claim_owner = w.worker_id) AS steps_held
+               FROM tasker.workers w
+              ORDER BY w.started_at, w.worker_id",
+        )
+        .fetch_all(pool)
+        .await?)
+    }
+}
+
+/// A dead worker found by [`reap_dead_workers`].
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReapedWorker {
+    pub worker_id: String,
+    /// Its in-progress steps, now enqueued again.
+    pub released: i32,
+    /// Worker queues whose consumers should be woken for those steps.
+    pub queues: Vec<String>,
+}
+
+/// Releases the steps of every dead worker (see the `[worker] liveness_*` keys) and removes
+/// it from the registry, in one transaction.
+pub async fn reap_dead_workers(
+    pool: &PgPool,
+    config: &WorkerConfig,
+    actor: &str,
+) -> Result<Vec<ReapedWorker>, StoreError> {
+    let reaped: Vec<ReapedWorker> = sqlx::query_as(
+        "SELECT worker_id, released, queues FROM tasker.reap_dead_workers($1, $2, $3)",
+    )
+    .bind(config.liveness_grace_ms as i64)
+    .bind(config.liveness_timeout_ms as i64)
+    .bind(actor)
+    .fetch_all(pool)
+    .await?;
+    for w in &reaped {
+        tracing::warn!(
+            worker_id = %w.worker_id,
+            released = w.released,
+            "worker is gone; its steps were released to run elsewhere"
+        );
+        metrics::counter!("tasker_dead_workers_total").increment(1);
+        metrics::counter!("tasker_steps_released_from_dead_workers_total")
+            .increment(w.released as u64);
+    }
+    Ok(reaped)
+}
