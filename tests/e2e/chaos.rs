@@ -10,7 +10,7 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use support::{create, tasker, Process};
 use tasker_tests::testing::TestDatabase;
-use tasker_tests::{register_examples, wait_for_task};
+use tasker_tests::wait_for_task;
 
 /// No environment directory exists by this name, so only the base configuration applies.
 const DEFAULTS: &[(&str, &str)] = &[("TASKER_ENV", "chaos_defaults")];
@@ -50,7 +50,7 @@ async fn wait_until_registered(db: &TestDatabase, expected: &[String], timeout: 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_workers_and_orchestrator_recover_within_seconds() {
     let db = TestDatabase::new().await;
-    register_examples(&db).await;
+    // The workers register the templates, as the default environment renders them.
     let mut server = tasker("chaos", "server1", &db, &["server"], DEFAULTS);
     let mut workers = vec![worker(&db, 1), worker(&db, 2)];
     wait_until_registered(
@@ -60,7 +60,6 @@ async fn killed_workers_and_orchestrator_recover_within_seconds() {
     )
     .await;
 
-    let start = Instant::now();
     let mut diamonds = Vec::new();
     for i in 0..DIAMONDS {
         diamonds.push(create(&db, "diamond_workflow", "diamond_math", json!({"value": i})).await);

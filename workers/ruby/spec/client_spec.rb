@@ -66,3 +66,47 @@ RSpec.describe TaskerCore::Client do
     expect(TaskerCore::Native::Error.ancestors).to include(TaskerCore::Error, StandardError)
   end
 end
+
+RSpec.describe "TaskerCore::Client.wait" do
+  before(:context) { start_worker(namespaces: ["linear_workflow"]) }
+  after(:context) { TaskerCore::Worker.stop(timeout: 5) }
+
+  def listening_connections
+    sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() " \
+          "AND query ILIKE 'LISTEN%tasker_task_finished%'"
+    out = IO.popen(["psql", TaskerSpec::TestDatabase.url, "-Atc", sql], &:read)
+    raise "psql failed: #{out}" unless $?.success?
+
+    Integer(out.strip)
+  end
+
+  it "wakes 200 threads waiting on 200 tasks, through one listening connection" do
+    tasks = Array.new(200) do |i|
+      TaskerCore::Client.create_task(namespace: "linear_workflow", name: "linear_math", version: "1.0.0",
+                                     context: { "value" => i })
+    end
+    seen = []
+    watcher = Thread.new do
+      20.times do
+        seen << listening_connections
+        sleep 0.05
+      end
+    end
+    waiters = tasks.map { |t| Thread.new { TaskerCore::Client.wait(t, timeout: 60) } }
+    finished = waiters.map(&:value)
+    watcher.join
+    expect(finished.map(&:status).uniq).to eq(["complete"])
+    expect(finished.map { |t| t.step("minus_one").result }).to eq(Array.new(200) { |i| (((i + 2) * 3)**2) - 1 })
+    expect(seen.max).to eq(1)
+  end
+
+  it "lets other Ruby threads run while it waits" do
+    task = TaskerCore::Client.create_task(namespace: "linear_workflow", name: "linear_math", version: "1.0.0",
+                                          context: { "value" => 1 })
+    ticks = 0
+    ticker = Thread.new { loop { ticks += 1; sleep 0.001 } }
+    TaskerCore::Client.wait(task, timeout: 30)
+    ticker.kill
+    expect(ticks).to be > 5
+  end
+end

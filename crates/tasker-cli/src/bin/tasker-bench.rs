@@ -254,6 +254,47 @@ async fn measure(bench: &Bench, kind: &str, args: &Args) -> anyhow::Result<Row> 
     })
 }
 
+/// What a Ruby caller sees: `Client.create_task` + `Client.wait` of the 4-step chain, run
+/// by workers/ruby/bench/client_wait.rb against the running server and a Rust worker.
+struct ClientWait {
+    client_p50_ms: f64,
+    client_p95_ms: f64,
+    server_p50_ms: f64,
+}
+
+fn measure_client_wait(bench: &Bench, samples: usize) -> anyhow::Result<ClientWait> {
+    let _worker = bench.spawn_worker("rust")?;
+    let out = Command::new("ruby")
+        .arg("-I")
+        .arg(repo_root().join("workers/ruby/lib"))
+        .arg(repo_root().join("workers/ruby/bench/client_wait.rb"))
+        .arg(samples.to_string())
+        .env("DATABASE_URL", &bench.db_url)
+        .env("TASKER_ENV", "development")
+        .env("TASKER_CONFIG_DIR", repo_root().join("config/tasker"))
+        .env("TASKER_TEMPLATE_PATH", &bench.template_dir)
+        .stdin(Stdio::null())
+        .output()
+        .context("running workers/ruby/bench/client_wait.rb")?;
+    if !out.status.success() {
+        bail!(
+            "client_wait.rb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("client_wait.rb printed {}", String::from_utf8_lossy(&out.stdout)))?;
+    let field = |k: &str| {
+        v[k].as_f64()
+            .with_context(|| format!("client_wait.rb: no {k} in {v}"))
+    };
+    Ok(ClientWait {
+        client_p50_ms: field("client_p50_ms")?,
+        client_p95_ms: field("client_p95_ms")?,
+        server_p50_ms: field("server_p50_ms")?,
+    })
+}
+
 fn seconds(d: chrono::TimeDelta) -> f64 {
     d.num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6
 }
@@ -334,6 +375,12 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("measuring the {kind} worker ...");
         rows.push(measure(&bench, kind, &args).await?);
     }
+    let client_wait = if args.worker == "rust" {
+        None
+    } else {
+        eprintln!("measuring a Ruby client's create + wait ...");
+        Some(measure_client_wait(&bench, args.latency_samples)?)
+    };
     let tps = pgbench_tps(&args.server).unwrap_or(f64::NAN);
     println!();
     println!("| worker | no-op steps/s | target | DB commits/step | linear 4-step p50 | p95 | 100 x 50 ms, 10 handlers | ratio to ideal 0.5 s |");
@@ -354,6 +401,16 @@ async fn main() -> anyhow::Result<()> {
             r.p95_ms,
             r.parallel_s,
             r.parallel_s / 0.5
+        );
+    }
+    if let Some(c) = client_wait {
+        println!();
+        println!(
+            "Ruby client, Client.create_task + Client.wait of the linear 4-step task: p50 {:.1} ms, p95 {:.1} ms; server-side p50 (created_at to completed_at) {:.1} ms; ratio {:.2} (target <= 1.2)",
+            c.client_p50_ms,
+            c.client_p95_ms,
+            c.server_p50_ms,
+            c.client_p50_ms / c.server_p50_ms
         );
     }
     println!();
