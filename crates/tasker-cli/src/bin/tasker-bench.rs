@@ -282,8 +282,12 @@ fn measure_client_wait(bench: &Bench, samples: usize) -> anyhow::Result<ClientWa
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .with_context(|| format!("client_wait.rb printed {}", String::from_utf8_lossy(&out.stdout)))?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
+        format!(
+            "client_wait.rb printed {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })?;
     let field = |k: &str| {
         v[k].as_f64()
             .with_context(|| format!("client_wait.rb: no {k} in {v}"))

@@ -47,16 +47,29 @@ impl TemplateRegistry {
     async fn register_body(&self, template: &TaskTemplate) -> Result<RegisterOutcome, StoreError> {
         let body = serde_json::to_value(template).expect("templates serialize to JSON");
         let mut tx = self.pool.begin().await?;
-        let ns: Uuid = sqlx::query_scalar(
-            "WITH ins AS (INSERT INTO tasker.namespaces (name) VALUES ($1)
-                          ON CONFLICT (name) DO NOTHING RETURNING namespace_uuid)
-             SELECT namespace_uuid FROM ins
-             UNION ALL SELECT namespace_uuid FROM tasker.namespaces WHERE name = $1
-             LIMIT 1",
-        )
-        .bind(&template.namespace)
-        .fetch_one(&mut *tx)
-        .await?;
+        // When another process inserts the namespace at the same moment, ON CONFLICT waits
+        // for it and does nothing, but this statement's snapshot predates its row: the
+        // next statement sees it.
+        let mut ns = None;
+        for _ in 0..3 {
+            ns = sqlx::query_scalar(
+                "WITH ins AS (INSERT INTO tasker.namespaces (name) VALUES ($1)
+                              ON CONFLICT (name) DO NOTHING RETURNING namespace_uuid)
+                 SELECT namespace_uuid FROM ins
+                 UNION ALL SELECT namespace_uuid FROM tasker.namespaces WHERE name = $1
+                 LIMIT 1",
+            )
+            .bind(&template.namespace)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if ns.is_some() {
+                break;
+            }
+        }
+        let ns: Uuid = ns.ok_or_else(|| StoreError::NotFound {
+            what: "namespace",
+            id: template.namespace.clone(),
+        })?;
         let inserted: Option<Uuid> = sqlx::query_scalar(
             "INSERT INTO tasker.named_tasks (namespace_uuid, name, version, description, template)
              VALUES ($1, $2, $3, $4, $5)
