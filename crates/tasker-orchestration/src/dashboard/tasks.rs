@@ -11,11 +11,36 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use sqlx::{Postgres, QueryBuilder};
+use sqlx::{Postgres, QueryBuilder, Transaction};
+use std::time::Duration;
 use tasker_shared::state::TaskState;
 use uuid::Uuid;
 
 const PAGE: i64 = 50;
+/// A text filter (`q`) matching few of many tasks scans until it fills a page: the list
+/// gives up after this long with a clear message rather than hold a connection.
+const LIST_BUDGET: Duration = Duration::from_secs(10);
+/// The count is a nicety: it gives up sooner and the page says so.
+const COUNT_BUDGET: Duration = Duration::from_secs(1);
+
+/// Bounds every statement of the transaction (read-only: it only scopes the timeout, and is
+/// rolled back when dropped).
+async fn limit_time(tx: &mut Transaction<'_, Postgres>, budget: Duration) -> Result<(), UiError> {
+    sqlx::query(&format!(
+        "SET LOCAL statement_timeout = {}",
+        budget.as_millis()
+    ))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Whether Postgres cancelled the statement (statement_timeout: SQLSTATE 57014).
+fn cancelled(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "57014")
+}
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Filters {
@@ -144,7 +169,26 @@ pub async fn page(
     }
     list.push(" ORDER BY t.task_uuid DESC LIMIT ")
         .push_bind(PAGE + 1);
-    let mut rows: Vec<Row> = list.build_query_as().fetch_all(pool).await?;
+    let mut tx = pool.begin().await?;
+    limit_time(&mut tx, LIST_BUDGET).await?;
+    let mut rows: Vec<Row> = list
+        .build_query_as()
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| {
+            if cancelled(&e) {
+                UiError::BadRequest {
+                    field: "q",
+                    message: format!(
+                        "the search took longer than {} s; narrow it with a state, namespace or name",
+                        LIST_BUDGET.as_secs()
+                    ),
+                }
+            } else {
+                e.into()
+            }
+        })?;
+    drop(tx);
     let more = rows.len() as i64 > PAGE;
     rows.truncate(PAGE as usize);
 
@@ -155,7 +199,14 @@ pub async fn page(
         .push(" LIMIT ")
         .push_bind(COUNT_CAP + 1)
         .push(") capped");
-    let matching: i64 = count.build_query_scalar().fetch_one(pool).await?;
+    let mut tx = pool.begin().await?;
+    limit_time(&mut tx, COUNT_BUDGET).await?;
+    let matching = match count.build_query_scalar::<i64>().fetch_one(&mut *tx).await {
+        Ok(n) => capped(n),
+        Err(e) if cancelled(&e) => "many".to_string(),
+        Err(e) => return Err(e.into()),
+    };
+    drop(tx);
 
     let namespaces: Vec<String> =
         sqlx::query_scalar("SELECT name FROM tasker.namespaces ORDER BY name")
@@ -194,7 +245,7 @@ pub async fn page(
                 updated_at: when(&r.updated_at),
             })
             .collect(),
-        matching: capped(matching),
+        matching,
         next,
     })
 }
