@@ -307,14 +307,8 @@ async fn the_task_list_pages_by_keyset() {
     h.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn actions_are_confirmed_protected_and_done_like_the_api() {
-    let h = Harness::orchestration_only(&[]).await;
-    let app = tasker_orchestration::api::router(h.core.clone());
-    let fake = FakeWorker::new(h.db.pool.clone()).await;
-    let task = h
-        .create("diamond_workflow", "diamond_math", json!({"value": 2}))
-        .await;
+/// Fails the diamond's first step for good, so the task ends in error.
+async fn fail_for_good(fake: &FakeWorker, task: Uuid) {
     let row = fake
         .run_task("diamond_workflow", task, Duration::from_secs(10), |_, _| {
             FakeOutcome::Failure {
@@ -324,6 +318,17 @@ async fn actions_are_confirmed_protected_and_done_like_the_api() {
         })
         .await;
     assert_eq!(row.state, "error");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_are_confirmed_protected_and_done_like_the_api() {
+    let h = Harness::orchestration_only(&[]).await;
+    let app = tasker_orchestration::api::router(h.core.clone());
+    let fake = FakeWorker::new(h.db.pool.clone()).await;
+    let task = h
+        .create("diamond_workflow", "diamond_math", json!({"value": 2}))
+        .await;
+    fail_for_good(&fake, task).await;
     let page = get(&app, &format!("/ui/tasks/{task}")).await;
     let csrf = page.csrf();
     let reset = format!("/ui/tasks/{task}/steps/start/reset");
@@ -390,16 +395,7 @@ async fn actions_are_confirmed_protected_and_done_like_the_api() {
     let other = h
         .create("diamond_workflow", "diamond_math", json!({"value": 5}))
         .await;
-    fake.run_task(
-        "diamond_workflow",
-        other,
-        Duration::from_secs(10),
-        |_, _| FakeOutcome::Failure {
-            retryable: false,
-            retry_after_ms: None,
-        },
-    )
-    .await;
+    fail_for_good(&fake, other).await;
     let resolved = post_form(
         &app,
         &format!("/ui/tasks/{other}/steps/start/resolve"),

@@ -148,6 +148,14 @@ async fn open(client: &Client, url: &str) {
         .unwrap_or_else(|e| panic!("{url} never set data-ready: {e}"));
 }
 
+async fn click(client: &Client, css: &str) {
+    let element = client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css} to click: {e}"));
+    element.click().await.unwrap();
+}
+
 async fn count(client: &Client, css: &str) -> usize {
     client.find_all(Locator::Css(css)).await.unwrap().len()
 }
@@ -220,26 +228,14 @@ async fn a_finished_diamond_a_blocked_task_and_a_reset_in_chromium() {
     let reset = format!("{failed} button[data-action=\"reset\"]");
 
     // Declining the confirmation changes nothing.
-    client
-        .find(Locator::Css(&reset))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, &reset).await;
     client.dismiss_alert().await.expect("a confirmation dialog");
     let step = h.steps(blocked).await;
     assert_eq!(step[0].state, "error", "declined: the step is still failed");
 
     // Confirming resets it; the worker runs it again and the task completes, which the
     // page shows (after the redirect, or at the latest through its live refresh).
-    client
-        .find(Locator::Css(&reset))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, &reset).await;
     client.accept_alert().await.expect("a confirmation dialog");
     client
         .wait()
@@ -313,13 +309,7 @@ async fn logging_in_with_the_api_key_in_chromium() {
             .await
             .unwrap();
         input.send_keys(key).await.unwrap();
-        client
-            .find(Locator::Css("form.login button[type=\"submit\"]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&client, "form.login button[type=\"submit\"]").await;
         client
             .wait()
             .at_most(WAIT)

@@ -1,7 +1,7 @@
 //! The REST API (axum): tasks, steps, templates, health and metrics; and the dashboard
 //! under `/ui` (see [`crate::dashboard`]).
 
-mod auth;
+pub(crate) mod auth;
 mod error;
 mod health;
 mod tasks;

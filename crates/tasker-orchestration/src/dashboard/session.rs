@@ -30,10 +30,8 @@ fn session_value(api_key: &str) -> String {
     hex::encode(session_mac(api_key).finalize().into_bytes())
 }
 
-/// Compares without stopping at the first difference, so timing does not leak the key.
 fn key_matches(given: &str, expected: &str) -> bool {
-    let (a, b) = (given.as_bytes(), expected.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    crate::api::auth::constant_time_eq(given.as_bytes(), expected.as_bytes())
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {

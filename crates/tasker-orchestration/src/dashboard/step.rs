@@ -34,6 +34,8 @@ struct StepPage {
     layout: Layout,
     task: TaskRow,
     step: StepRow,
+    /// The step's page; its actions are posted below it.
+    href: String,
     initialization: String,
     inputs: String,
     results: Option<String>,
@@ -102,6 +104,7 @@ pub async fn page(
     };
     render(&StepPage {
         layout: Layout::new(&core, format!("Step {name}"), "tasks"),
+        href: step_href(id, &name),
         initialization: pretty(&initialization),
         inputs: pretty(&step.inputs),
         results: step.results.as_ref().map(pretty),
