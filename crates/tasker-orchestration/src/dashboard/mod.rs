@@ -88,13 +88,14 @@ async fn security_headers(request: Request, next: Next) -> Response {
 }
 
 /// What every page's layout needs: its title, which navigation entry is current, the CSRF
-/// token for its forms, whether it refreshes itself, and whether a logout button makes sense.
+/// token for its forms, whether it refreshes itself, and whether an API key is required
+/// (then a logout button makes sense).
 pub(crate) struct Layout {
     pub title: String,
     pub nav: &'static str,
     pub csrf: String,
     pub live: bool,
-    pub logged_in: bool,
+    pub key_required: bool,
 }
 
 impl Layout {
@@ -104,7 +105,7 @@ impl Layout {
             nav,
             csrf: csrf::issue(),
             live: true,
-            logged_in: !core.config.orchestration.api_key.is_empty(),
+            key_required: !core.config.orchestration.api_key.is_empty(),
         }
     }
 

@@ -124,7 +124,6 @@ struct LoginPage {
     layout: Layout,
     next: String,
     error: Option<String>,
-    required: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,7 +139,6 @@ pub async fn login_form(
         layout: Layout::new(&core, "Log in", "login").still(),
         next: safe_next(q.next.as_deref()),
         error: None,
-        required: !core.config.orchestration.api_key.is_empty(),
     })
 }
 
@@ -168,7 +166,6 @@ pub async fn login(
             layout: Layout::new(&core, "Log in", "login").still(),
             next,
             error: Some("That is not the configured API key.".into()),
-            required: true,
         })?;
         *response.status_mut() = StatusCode::UNAUTHORIZED;
         return Ok(response);
