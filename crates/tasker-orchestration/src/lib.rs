@@ -2,11 +2,13 @@
 //! decides when a task is done. Runs as `tasker server`, or embedded in a worker process.
 
 pub mod api;
+pub mod dashboard;
 pub mod dead_worker_reaper;
 mod error;
 pub mod orchestrator;
 pub mod queue_maintenance;
 pub mod result_processor;
+pub mod state_gauges;
 pub mod step_enqueuer;
 pub mod task_initializer;
 pub mod task_operations;

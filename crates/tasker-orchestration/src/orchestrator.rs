@@ -96,6 +96,11 @@ impl OrchestrationCore {
             self.actor.clone(),
         );
         tasks.spawn(enqueuer.run(token.clone()));
+        tasks.spawn(crate::state_gauges::run(
+            self.pool.clone(),
+            crate::state_gauges::INTERVAL,
+            token.clone(),
+        ));
         if let Some(interval) = self.config.queues.vacuum_interval() {
             tasks.spawn(crate::queue_maintenance::run(
                 self.pool.clone(),

@@ -32,7 +32,7 @@ pub async fn require_api_key(
 }
 
 /// Compares without stopping at the first difference, so timing does not leak the key.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -1,6 +1,7 @@
-//! The REST API (axum): tasks, steps, templates, health and metrics.
+//! The REST API (axum): tasks, steps, templates, health and metrics; and the dashboard
+//! under `/ui` (see [`crate::dashboard`]).
 
-mod auth;
+pub(crate) mod auth;
 mod error;
 mod health;
 mod tasks;
@@ -30,6 +31,7 @@ pub fn router(core: OrchestrationCore) -> Router {
         ));
     Router::new()
         .nest("/v1", v1)
+        .merge(crate::dashboard::routes(core.clone()))
         .route("/health", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
