@@ -105,7 +105,7 @@ async fn a_dead_workers_steps_run_elsewhere_without_waiting_for_the_lease() {
         .collect();
     assert_eq!(
         listed,
-        [rescuer.worker_id.clone()],
+        std::slice::from_ref(&rescuer.worker_id),
         "the dead worker is gone"
     );
     rescuer.shutdown_within(Duration::from_secs(5)).await;
