@@ -23,7 +23,8 @@ pub struct Args {
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
-    /// Stop the demo's private PostgreSQL cluster (see below) and exit.
+    /// Stop the demo's private PostgreSQL cluster (the one it starts when no server accepts
+    /// tasker_demo on 127.0.0.1:5432) and exit.
     #[arg(long)]
     stop_db: bool,
 }
