@@ -39,6 +39,11 @@ enum Command {
     Task(commands::task::Command),
     /// Run the order-fulfillment example end to end: orchestrator and worker processes, a
     /// batch of tasks, live progress and a summary (exit 0 only if every task completed).
+    ///
+    /// Database: DATABASE_URL when set; else tasker_demo on 127.0.0.1:5432 if that server
+    /// accepts postgres without a password; else a private PostgreSQL cluster for the
+    /// project (.tasker/pg, Unix socket only), started when needed and left running for the
+    /// next run until `tasker demo --stop-db`.
     Demo(commands::demo::Args),
 }
 

@@ -1,3 +1,4 @@
+use super::demo_db::{self, PrivateCluster, Started};
 use crate::child::ManagedChild;
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -22,12 +23,96 @@ pub struct Args {
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+    /// Stop the demo's private PostgreSQL cluster (the one it starts when no server accepts
+    /// tasker_demo on 127.0.0.1:5432) and exit.
+    #[arg(long)]
+    stop_db: bool,
 }
 
 /// The main job: an orchestrator and a worker as separate processes, a batch of orders, a
 /// live progress bar and a summary. Fails unless every task completed.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let config = super::load_config()?;
+    let root = repo_root();
+    if args.stop_db {
+        return stop_private_cluster(&root).await;
+    }
+    let mut config = super::load_config()?;
+    let private = choose_database(&root, &mut config.database.url).await?;
+    let outcome = run_demo(args, config).await;
+    if let Some(cluster) = private {
+        println!(
+            "the demo's private PostgreSQL cluster in {} is left running for the next run; \
+             stop it with `bin/demo --stop-db` (or `tasker demo --stop-db`)",
+            cluster.base().display()
+        );
+    }
+    outcome
+}
+
+/// `DATABASE_URL` when set; else `tasker_demo` on 127.0.0.1:5432 when that server lets us
+/// in; else the project's private cluster, started if needed. Sets `url` to the choice and
+/// returns the private cluster if that is it.
+async fn choose_database(
+    root: &std::path::Path,
+    url: &mut String,
+) -> anyhow::Result<Option<PrivateCluster>> {
+    if std::env::var_os("DATABASE_URL").is_some_and(|u| !u.is_empty()) {
+        println!(
+            "database: {} (DATABASE_URL)",
+            tasker_shared::database::redact(url)
+        );
+        return Ok(None);
+    }
+    let refusal = match demo_db::probe(demo_db::SYSTEM_URL).await {
+        Ok(()) => {
+            println!("database: {}", demo_db::SYSTEM_URL);
+            *url = demo_db::SYSTEM_URL.into();
+            return Ok(None);
+        }
+        Err(e) => e,
+    };
+    println!(
+        "database: {} is not usable ({refusal}); using the demo's private PostgreSQL cluster",
+        demo_db::SYSTEM_URL
+    );
+    let cluster = PrivateCluster::for_project(root).await?;
+    if let Some(why) = &cluster.relocated {
+        println!(
+            "  it lives in {} rather than the project's .tasker: {why}",
+            cluster.base().display()
+        );
+    }
+    let state = match cluster.ensure_running().await? {
+        Started::Now => "started",
+        Started::AlreadyRunning => "already running",
+    };
+    println!(
+        "  {state}: data in {}/pg, Unix socket only (psql -h {} -p {} -U postgres tasker_demo)",
+        cluster.base().display(),
+        cluster.socket_dir().display(),
+        cluster.port()
+    );
+    *url = cluster.url();
+    Ok(Some(cluster))
+}
+
+async fn stop_private_cluster(root: &std::path::Path) -> anyhow::Result<()> {
+    let cluster = PrivateCluster::for_project(root).await?;
+    if cluster.stop().await? {
+        println!(
+            "stopped the demo's private PostgreSQL cluster in {}",
+            cluster.base().display()
+        );
+    } else {
+        println!(
+            "the demo's private PostgreSQL cluster ({}) is not running",
+            cluster.base().display()
+        );
+    }
+    Ok(())
+}
+
+async fn run_demo(args: Args, config: tasker_shared::TaskerConfig) -> anyhow::Result<()> {
     let url = config.database.url.clone();
     if tasker_shared::database::create_database_if_missing(&url).await? {
         println!(

@@ -1,5 +1,6 @@
 pub mod config;
 pub mod demo;
+pub mod demo_db;
 pub mod migrate;
 pub mod server;
 pub mod task;
