@@ -148,6 +148,15 @@ impl Bench {
         .await?)
     }
 
+    /// Bytes of WAL written so far (by the whole server).
+    async fn wal_bytes(&self) -> anyhow::Result<f64> {
+        Ok(
+            sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     fn spawn(&self, args: &[&str], extra_env: &[(&str, &str)]) -> anyhow::Result<ManagedChild> {
         let tasker = std::env::current_exe()?.with_file_name("tasker");
         let mut cmd = Command::new(tasker);
@@ -193,10 +202,43 @@ impl Bench {
     }
 }
 
+/// CPU seconds used so far by every local `postgres` process, exited backends included (they
+/// are in the postmaster's children's times). `None` where /proc cannot tell (a remote server).
+fn postgres_cpu_seconds() -> Option<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let mut total = 0u64;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after its ')'.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if !head.ends_with("(postgres") {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime, stime, cutime, cstime are fields 14-17 of stat, 12-15 after the comm.
+        let times: u64 = fields
+            .get(11..15)
+            .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+            .unwrap_or(0);
+        total += times;
+        found = true;
+    }
+    found.then(|| total as f64 / ticks)
+}
+
 struct Row {
     worker: String,
     throughput: f64,
     commits_per_step: f64,
+    /// Postgres CPU milliseconds per step in the throughput run (NaN when not measurable).
+    pg_cpu_ms_per_step: f64,
+    wal_bytes_per_step: f64,
     p50_ms: f64,
     p95_ms: f64,
     parallel_s: f64,
@@ -212,6 +254,8 @@ async fn measure(bench: &Bench, kind: &str, args: &Args) -> anyhow::Result<Row> 
         .await?;
 
     let before = bench.commits().await?;
+    let wal_before = bench.wal_bytes().await?;
+    let cpu_before = postgres_cpu_seconds();
     let start = Utc::now();
     let mut tasks = Vec::with_capacity(args.tasks);
     for chunk in (0..args.tasks).collect::<Vec<_>>().chunks(20) {
@@ -226,6 +270,11 @@ async fn measure(bench: &Bench, kind: &str, args: &Args) -> anyhow::Result<Row> 
     let elapsed = seconds(end - start);
     let steps = (args.tasks * 10) as f64;
     let commits = (bench.commits().await? - before) as f64;
+    let wal = bench.wal_bytes().await? - wal_before;
+    let pg_cpu = match (cpu_before, postgres_cpu_seconds()) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    };
 
     let mut latencies = Vec::with_capacity(args.latency_samples);
     for _ in 0..args.latency_samples {
@@ -248,6 +297,8 @@ async fn measure(bench: &Bench, kind: &str, args: &Args) -> anyhow::Result<Row> 
         worker: kind.into(),
         throughput: steps / elapsed,
         commits_per_step: commits / steps,
+        pg_cpu_ms_per_step: pg_cpu * 1000.0 / steps,
+        wal_bytes_per_step: wal / steps,
         p50_ms: pct(0.5),
         p95_ms: pct(0.95),
         parallel_s: seconds(done - t0),
@@ -387,20 +438,17 @@ async fn main() -> anyhow::Result<()> {
     };
     let tps = pgbench_tps(&args.server).unwrap_or(f64::NAN);
     println!();
-    println!("| worker | no-op steps/s | target | DB commits/step | linear 4-step p50 | p95 | 100 x 50 ms, 10 handlers | ratio to ideal 0.5 s |");
-    println!("|--------|---------------|--------|-----------------|-------------------|-----|--------------------------|----------------------|");
+    println!("| worker | no-op steps/s | per pgbench TPS | DB commits/step | Postgres CPU/step | WAL/step | linear 4-step p50 | p95 | 100 x 50 ms, 10 handlers | ratio to ideal 0.5 s |");
+    println!("|--------|---------------|-----------------|-----------------|-------------------|----------|-------------------|-----|--------------------------|----------------------|");
     for r in &rows {
-        let target = if r.worker == "rust" {
-            ">= 1000"
-        } else {
-            ">= 700"
-        };
         println!(
-            "| {} | {:.0} | {} | {:.2} | {:.1} ms | {:.1} ms | {:.3} s | {:.2}x |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.3} ms | {:.0} B | {:.1} ms | {:.1} ms | {:.3} s | {:.2}x |",
             r.worker,
             r.throughput,
-            target,
+            r.throughput / tps,
             r.commits_per_step,
+            r.pg_cpu_ms_per_step,
+            r.wal_bytes_per_step,
             r.p50_ms,
             r.p95_ms,
             r.parallel_s,
@@ -420,6 +468,9 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!(
         "PostgreSQL ceiling on this machine: pgbench -N -c 8 -j 2 -T 10 (scale 4): {tps:.0} TPS"
+    );
+    println!(
+        "(Postgres CPU: every local postgres process's CPU time over the throughput run, from /proc, so other databases' load counts too; WAL: the server's WAL growth over the same run)"
     );
     println!(
         "({} no-op tasks x 10 steps for throughput; {} sequential linear tasks for latency)",
