@@ -80,3 +80,65 @@ async fn task_create_wait_from_the_cli() {
     let id: Uuid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert_eq!(result(&db, id, "join").await, json!(37));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_list_shows_live_workers_and_drops_killed_ones() {
+    let db = TestDatabase::new().await;
+    register_examples(&db).await;
+    let _server = tasker("worker_list", "server", &db, &["server"], &[]);
+    let _alive = tasker(
+        "worker_list",
+        "alive",
+        &db,
+        &["worker", "--worker-id", "alive"],
+        &[],
+    );
+    let mut doomed = tasker(
+        "worker_list",
+        "doomed",
+        &db,
+        &["worker", "--worker-id", "doomed"],
+        &[],
+    );
+    until_listed(&db, &["alive", "doomed"]).await;
+    doomed.kill_hard();
+    // Gone on its own: its session ended, so the next reaper after the grace period drops it.
+    until_listed(&db, &["alive"]).await;
+}
+
+/// Runs `tasker worker list --json` until it lists exactly `want`.
+async fn until_listed(db: &TestDatabase, want: &[&str]) {
+    let root = tasker_tests::repo_root();
+    let start = std::time::Instant::now();
+    loop {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_tasker"))
+            .args(["worker", "list", "--json"])
+            .env("DATABASE_URL", &db.url)
+            .env("TASKER_ENV", "test")
+            .env("TASKER_CONFIG_DIR", root.join("config/tasker"))
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let workers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut ids = Vec::new();
+        for w in workers.as_array().unwrap() {
+            assert!(w["pid"].as_i64().unwrap() > 0, "{w}");
+            assert!(w["namespaces"].as_array().unwrap().len() > 1, "{w}");
+            ids.push(w["worker_id"].as_str().unwrap().to_string());
+        }
+        ids.sort();
+        if ids == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < T,
+            "workers listed: {ids:?}, expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
