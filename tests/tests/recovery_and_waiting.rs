@@ -138,7 +138,7 @@ async fn a_live_worker_that_loses_its_connection_is_not_taken_for_dead() {
     // the grace period ends.
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        reap_dead_workers(&h.db.pool, &h.config.worker, "test")
+        reap_dead_workers(&h.db.pool, &h.core.queues, &h.config.worker, "test")
             .await
             .unwrap();
     }
@@ -167,7 +167,7 @@ async fn a_worker_unseen_past_the_timeout_is_reaped_even_if_its_session_lingers(
     .execute(&mut session)
     .await
     .unwrap();
-    let reaped = reap_dead_workers(&h.db.pool, &h.config.worker, "test")
+    let reaped = reap_dead_workers(&h.db.pool, &h.core.queues, &h.config.worker, "test")
         .await
         .unwrap();
     assert_eq!(reaped.len(), 1);
@@ -185,10 +185,12 @@ async fn a_worker_unseen_past_the_timeout_is_reaped_even_if_its_session_lingers(
         .execute(&h.db.pool)
         .await
         .unwrap();
-    assert!(reap_dead_workers(&h.db.pool, &h.config.worker, "test")
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(
+        reap_dead_workers(&h.db.pool, &h.core.queues, &h.config.worker, "test")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     session.close().await.unwrap();
     h.shutdown().await;
 }

@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use std::time::Duration;
 use tasker_shared::config::WorkerConfig;
 use tasker_shared::models::reap_dead_workers;
-use tasker_shared::queue::{QueueClient, QueueName};
+use tasker_shared::queue::QueueClient;
 use tokio_util::sync::CancellationToken;
 
 pub async fn run(
@@ -17,24 +17,17 @@ pub async fn run(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let reap = reap_dead_workers(&pool, &liveness, &actor);
-        match tokio::time::timeout(interval.max(Duration::from_secs(30)), reap).await {
-            Ok(Ok(reaped)) => {
-                for queue in reaped.iter().flat_map(|w| &w.queues) {
-                    if let Ok(q) = QueueName::new(queue.clone()) {
-                        queues.notify(&q);
-                    }
-                }
-            }
-            Ok(Err(e)) => tracing::warn!(error = %e, "looking for dead workers failed"),
-            Err(_) => tracing::warn!("looking for dead workers timed out"),
-        }
-    }
+    let limit = interval.max(Duration::from_secs(30));
+    crate::periodic::every(
+        "looking for dead workers",
+        interval,
+        limit,
+        shutdown,
+        || async {
+            reap_dead_workers(&pool, &queues, &liveness, &actor)
+                .await
+                .map(drop)
+        },
+    )
+    .await
 }

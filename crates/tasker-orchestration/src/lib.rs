@@ -6,6 +6,7 @@ pub mod dashboard;
 pub mod dead_worker_reaper;
 mod error;
 pub mod orchestrator;
+mod periodic;
 pub mod queue_maintenance;
 pub mod result_processor;
 pub mod state_gauges;

@@ -8,23 +8,21 @@ use tasker_shared::queue::{vacuum_queues, VACUUM_DEAD_ROWS_THRESHOLD};
 use tokio_util::sync::CancellationToken;
 
 pub async fn run(pool: PgPool, interval: Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let vacuum = vacuum_queues(&pool, VACUUM_DEAD_ROWS_THRESHOLD);
-        // A vacuum runs to its end once started; shutdown only stops the next one.
-        match tokio::time::timeout(interval.max(Duration::from_secs(60)), vacuum).await {
-            Ok(Ok(tables)) if !tables.is_empty() => {
+    // A vacuum runs to its end once started; shutdown only stops the next one.
+    let limit = interval.max(Duration::from_secs(60));
+    crate::periodic::every(
+        "vacuuming queue tables",
+        interval,
+        limit,
+        shutdown,
+        || async {
+            let tables = vacuum_queues(&pool, VACUUM_DEAD_ROWS_THRESHOLD).await?;
+            if !tables.is_empty() {
                 metrics::counter!("tasker_queue_vacuums_total").increment(tables.len() as u64);
                 tracing::debug!(?tables, "vacuumed queue tables");
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "vacuuming queue tables failed"),
-            Err(_) => tracing::warn!("vacuuming queue tables timed out"),
-        }
-    }
+            Ok::<_, sqlx::Error>(())
+        },
+    )
+    .await
 }

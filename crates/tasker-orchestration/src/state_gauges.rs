@@ -36,20 +36,14 @@ struct Figures {
 
 /// Refreshes the gauges every `interval` until `shutdown` fires.
 pub async fn run(pool: PgPool, interval: Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        // A slow database must not pile up refreshes; the next tick tries again.
-        match tokio::time::timeout(interval, refresh(&pool)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "refreshing the state gauges failed"),
-            Err(_) => tracing::warn!(?interval, "refreshing the state gauges timed out"),
-        }
-    }
+    crate::periodic::every(
+        "refreshing the state gauges",
+        interval,
+        interval,
+        shutdown,
+        || refresh(&pool),
+    )
+    .await
 }
 
 /// Reads the figures once and sets the gauges.

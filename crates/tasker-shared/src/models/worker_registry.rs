@@ -6,6 +6,7 @@
 
 use super::StoreError;
 use crate::config::WorkerConfig;
+use crate::queue::{QueueClient, QueueName};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -49,9 +50,11 @@ pub struct ReapedWorker {
 }
 
 /// Releases the steps of every dead worker (see the `[worker] liveness_*` keys) and removes
-/// it from the registry, in one transaction.
+/// it from the registry, in one transaction, then wakes the consumers of the queues whose
+/// messages became visible.
 pub async fn reap_dead_workers(
     pool: &PgPool,
+    queues: &QueueClient,
     config: &WorkerConfig,
     actor: &str,
 ) -> Result<Vec<ReapedWorker>, StoreError> {
@@ -72,6 +75,11 @@ pub async fn reap_dead_workers(
         metrics::counter!("tasker_dead_workers_total").increment(1);
         metrics::counter!("tasker_steps_released_from_dead_workers_total")
             .increment(w.released as u64);
+        for queue in &w.queues {
+            if let Ok(q) = QueueName::new(queue.clone()) {
+                queues.notify(&q);
+            }
+        }
     }
     Ok(reaped)
 }

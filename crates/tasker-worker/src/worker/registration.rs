@@ -11,7 +11,7 @@
 use sqlx::{Connection, PgConnection, PgPool};
 use tasker_shared::config::WorkerConfig;
 use tasker_shared::models::reap_dead_workers;
-use tasker_shared::queue::{QueueClient, QueueName};
+use tasker_shared::queue::QueueClient;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -104,15 +104,10 @@ impl Registration {
 
     /// Releases the steps of workers that died and wakes their queues' consumers.
     async fn reap(&self) {
-        match reap_dead_workers(&self.pool, &self.config, &self.worker_id).await {
-            Ok(reaped) => {
-                for queue in reaped.iter().flat_map(|w| &w.queues) {
-                    if let Ok(q) = QueueName::new(queue.clone()) {
-                        self.queues.notify(&q);
-                    }
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "looking for dead workers failed"),
+        if let Err(e) =
+            reap_dead_workers(&self.pool, &self.queues, &self.config, &self.worker_id).await
+        {
+            tracing::debug!(error = %e, "looking for dead workers failed");
         }
     }
 
