@@ -77,6 +77,9 @@ pub struct OrchestrationConfig {
     pub result_processing_concurrency: usize,
     pub enqueue_batch_size: u32,
     pub shutdown_timeout_ms: u64,
+    /// The most steps one task may have, counting those decision and batchable steps
+    /// create while it runs; an outcome that would pass it fails its step.
+    pub max_steps_per_task: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,6 +223,9 @@ impl TaskerConfig {
                 "database.min_connections",
                 "must not exceed database.max_connections",
             );
+        }
+        if self.orchestration.max_steps_per_task == 0 {
+            return invalid("orchestration.max_steps_per_task", "must be at least 1");
         }
         if self.queues.visibility_timeout_seconds == 0 {
             return invalid("queues.visibility_timeout_seconds", "must be at least 1");
