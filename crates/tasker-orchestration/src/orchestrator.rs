@@ -60,7 +60,8 @@ impl OrchestrationCore {
             actor.clone(),
             config.orchestration.result_processing_concurrency,
         );
-        let initializer = TaskInitializer::new(pool.clone(), config.backoff.clone());
+        let initializer = TaskInitializer::new(pool.clone(), config.backoff.clone())
+            .with_max_steps_per_task(config.orchestration.max_steps_per_task);
         Self {
             pool,
             config,

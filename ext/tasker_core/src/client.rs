@@ -117,7 +117,8 @@ fn client(opts: &ConfigOptions) -> Result<Client, magnus::Error> {
         async move {
             let pool = database::connect(&db).await?;
             Ok(Client {
-                initializer: TaskInitializer::new(pool.clone(), config.backoff.clone()),
+                initializer: TaskInitializer::new(pool.clone(), config.backoff.clone())
+                    .with_max_steps_per_task(config.orchestration.max_steps_per_task),
                 pool,
             })
         },

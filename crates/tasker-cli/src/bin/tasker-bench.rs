@@ -321,7 +321,8 @@ async fn main() -> anyhow::Result<()> {
     let bench = Bench {
         db_url,
         pool: pool.clone(),
-        initializer: TaskInitializer::new(pool.clone(), config.backoff.clone()),
+        initializer: TaskInitializer::new(pool.clone(), config.backoff.clone())
+            .with_max_steps_per_task(config.orchestration.max_steps_per_task),
         template_dir,
     };
     let _server = bench.spawn(&["server"], &[])?;

@@ -90,7 +90,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         log_dir.display()
     );
 
-    let initializer = TaskInitializer::new(pool.clone(), config.backoff.clone());
+    let initializer = TaskInitializer::new(pool.clone(), config.backoff.clone())
+        .with_max_steps_per_task(config.orchestration.max_steps_per_task);
     let start = Instant::now();
     let mut submitted: Vec<(Uuid, Instant)> = Vec::with_capacity(args.tasks);
     for i in 0..args.tasks {

@@ -62,7 +62,8 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         } => {
             let context: serde_json::Value =
                 serde_json::from_str(&context).context("--context is not valid JSON")?;
-            let initializer = TaskInitializer::new(pool.clone(), config.backoff.clone());
+            let initializer = TaskInitializer::new(pool.clone(), config.backoff.clone())
+                .with_max_steps_per_task(config.orchestration.max_steps_per_task);
             let created = initializer
                 .create_task(&TaskRequest {
                     namespace,
