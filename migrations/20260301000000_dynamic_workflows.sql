@@ -14,7 +14,13 @@ ALTER TABLE tasker.workflow_steps
   -- A batch copy's batch_worker step (process_batch for process_batch_007).
   ADD COLUMN template_step text,
   -- The applied outcome of a decision ({"next_steps": [...]}) or batchable ({"batches": [...]}).
-  ADD COLUMN outcome jsonb;
+  ADD COLUMN outcome jsonb,
+  -- Parents (edges in) and parents not yet complete or resolved, kept as edges are added and
+  -- parents finish, for the steps of dynamic tasks: a convergence step over a thousand batch
+  -- workers is then checked for readiness without reading its thousand parents each time a
+  -- result lands. NULL (fixed-DAG tasks) means readiness counts the edges.
+  ADD COLUMN parent_count integer,
+  ADD COLUMN pending_parents integer;
 
 -- A gate edge makes a convergence step wait for a decision or batchable step whose outcome
 -- may still create some of its dependencies; it carries no result to the convergence step.
@@ -47,6 +53,101 @@ CREATE TABLE tasker.step_blueprints (
   PRIMARY KEY (task_uuid, name)
 );
 
+-- Counts edges just added (p_from[i] -> p_to[i]) into their children's parent counters.
+-- Returns NULL, so callers can select it into a scratch variable.
+CREATE FUNCTION tasker.count_new_parents(p_from uuid[], p_to uuid[]) RETURNS uuid
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF p_from IS NULL THEN
+    RETURN NULL;
+  END IF;
+  PERFORM 1 FROM tasker.workflow_steps c
+   WHERE c.step_uuid = ANY (p_to) ORDER BY c.step_uuid FOR NO KEY UPDATE;
+  UPDATE tasker.workflow_steps c
+     SET parent_count = c.parent_count + n.total, pending_parents = c.pending_parents + n.pending
+    FROM (SELECT e.t, count(*) AS total,
+                 count(*) FILTER (WHERE p.state NOT IN ('complete', 'resolved_manually')) AS pending
+            FROM unnest(p_from, p_to) AS e(f, t)
+            JOIN tasker.workflow_steps p ON p.step_uuid = e.f
+           WHERE p.step_uuid = ANY (p_from)
+           GROUP BY e.t) n
+   WHERE c.step_uuid = ANY (p_to) AND c.step_uuid = n.t AND c.pending_parents IS NOT NULL;
+  RETURN NULL;
+END;
+$$;
+
+-- Steps that just became complete or resolved: each of their children has one parent fewer
+-- to wait for. One statement for the batch; children locked in key order.
+CREATE FUNCTION tasker.parents_done(p_steps uuid[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_children uuid[];
+BEGIN
+  SELECT array_agg(DISTINCT e.to_step_uuid) INTO v_children
+    FROM tasker.workflow_step_edges e WHERE e.from_step_uuid = ANY (p_steps);
+  IF v_children IS NULL THEN
+    RETURN;
+  END IF;
+  PERFORM 1 FROM tasker.workflow_steps c
+   WHERE c.step_uuid = ANY (v_children) AND c.pending_parents IS NOT NULL
+   ORDER BY c.step_uuid FOR NO KEY UPDATE;
+  UPDATE tasker.workflow_steps c
+     SET pending_parents = c.pending_parents - d.n
+    FROM (SELECT e.to_step_uuid, count(*) AS n FROM tasker.workflow_step_edges e
+           WHERE e.from_step_uuid = ANY (p_steps) GROUP BY 1) d
+   WHERE c.step_uuid = ANY (v_children) AND c.step_uuid = d.to_step_uuid
+     AND c.pending_parents IS NOT NULL;
+END;
+$$;
+
+-- As before, but a step with counters is ready from them alone; only steps without (tasks
+-- with a fixed DAG) count their edges, and then only theirs.
+CREATE OR REPLACE FUNCTION tasker.get_step_readiness_status(p_task uuid)
+RETURNS TABLE (
+  step_uuid uuid,
+  task_uuid uuid,
+  name text,
+  current_state text,
+  dependencies_satisfied boolean,
+  retry_eligible boolean,
+  ready_for_execution boolean,
+  attempts integer,
+  max_attempts integer,
+  retryable boolean,
+  next_retry_at timestamptz,
+  total_parents integer,
+  completed_parents integer
+) LANGUAGE sql STABLE AS $$
+  SELECT s.step_uuid,
+         s.task_uuid,
+         s.name,
+         s.state,
+         p.total = p.done,
+         s.attempts < s.max_attempts AND (s.retryable OR s.attempts = 0),
+         s.state IN ('pending', 'waiting_for_retry')
+           AND p.total = p.done
+           AND s.attempts < s.max_attempts
+           AND (s.retryable OR s.attempts = 0)
+           AND (s.next_retry_at IS NULL OR s.next_retry_at <= clock_timestamp()),
+         s.attempts,
+         s.max_attempts,
+         s.retryable,
+         s.next_retry_at,
+         p.total::integer,
+         p.done::integer
+    FROM tasker.workflow_steps s
+    CROSS JOIN LATERAL (
+      SELECT coalesce(s.parent_count, count(*)) AS total,
+             coalesce(s.parent_count - s.pending_parents,
+                      count(*) FILTER (WHERE ps.state IN ('complete', 'resolved_manually'))) AS done
+        FROM tasker.workflow_step_edges e
+        JOIN tasker.workflow_steps ps ON ps.step_uuid = e.from_step_uuid
+       WHERE e.to_step_uuid = s.step_uuid AND s.pending_parents IS NULL
+    ) p
+   WHERE s.task_uuid = p_task
+   ORDER BY s.position
+$$;
+
 -- Creates every step of a dynamic task that should exist now and is missing, with its
 -- edges and first transition: steps whose dependencies all exist (and whose decision
 -- parents chose them), and convergence steps with an edge from each created dependency (a
@@ -63,11 +164,15 @@ DECLARE
   v_deps  uuid[];
   v_gates uuid[];
   v_conv  uuid;
+  v_none  uuid;
   c       record;
   d       text;
   g       text;
   gs      record;
 BEGIN
+  -- The task row first, as result processing and operator actions take it: parents cannot
+  -- finish (and be counted down) between reading their states and counting the edges added.
+  PERFORM 1 FROM tasker.tasks WHERE task_uuid = p_task FOR NO KEY UPDATE;
   LOOP
     v_round := ARRAY[]::uuid[];
     LOOP
@@ -75,10 +180,10 @@ BEGIN
         INSERT INTO tasker.workflow_steps
           (task_uuid, name, position, step_type, handler_callable, handler_initialization,
            max_attempts, retryable, backoff, backoff_base_ms, max_backoff_ms, timeout_seconds,
-           publishes_events)
+           publishes_events, parent_count, pending_parents)
         SELECT p_task, b.name, b.position, b.step_type, b.handler_callable,
                b.handler_initialization, b.max_attempts, b.retryable, b.backoff,
-               b.backoff_base_ms, b.max_backoff_ms, b.timeout_seconds, b.publishes_events
+               b.backoff_base_ms, b.max_backoff_ms, b.timeout_seconds, b.publishes_events, 0, 0
           FROM tasker.step_blueprints b
          WHERE b.task_uuid = p_task
            AND b.step_type NOT IN ('batch_worker', 'deferred_convergence')
@@ -99,14 +204,19 @@ BEGIN
       v_round := v_round || v_ids;
     END LOOP;
     IF cardinality(v_round) > 0 THEN
-      INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
-      SELECT p_task, ps.step_uuid, s.step_uuid
-        FROM tasker.workflow_steps s
-        JOIN tasker.step_blueprints b ON b.task_uuid = p_task AND b.name = s.name
-        CROSS JOIN unnest(b.dependencies) AS dep(name)
-        JOIN tasker.workflow_steps ps ON ps.task_uuid = p_task AND ps.name = dep.name
-       WHERE s.step_uuid = ANY (v_round)
-      ON CONFLICT DO NOTHING;
+      WITH added AS (
+        INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
+        SELECT p_task, ps.step_uuid, s.step_uuid
+          FROM tasker.workflow_steps s
+          JOIN tasker.step_blueprints b ON b.task_uuid = p_task AND b.name = s.name
+          CROSS JOIN unnest(b.dependencies) AS dep(name)
+          JOIN tasker.workflow_steps ps ON ps.task_uuid = p_task AND ps.name = dep.name
+         WHERE s.step_uuid = ANY (v_round)
+        ON CONFLICT DO NOTHING
+        RETURNING from_step_uuid, to_step_uuid
+      )
+      SELECT tasker.count_new_parents(array_agg(from_step_uuid), array_agg(to_step_uuid))
+        INTO v_none FROM added;
     END IF;
 
     FOR c IN SELECT b.* FROM tasker.step_blueprints b
@@ -146,21 +256,26 @@ BEGIN
         INSERT INTO tasker.workflow_steps
           (task_uuid, name, position, step_type, handler_callable, handler_initialization,
            max_attempts, retryable, backoff, backoff_base_ms, max_backoff_ms, timeout_seconds,
-           publishes_events)
+           publishes_events, parent_count, pending_parents)
         VALUES (p_task, c.name, c.position, c.step_type, c.handler_callable,
                 c.handler_initialization, c.max_attempts, c.retryable, c.backoff,
-                c.backoff_base_ms, c.max_backoff_ms, c.timeout_seconds, c.publishes_events)
+                c.backoff_base_ms, c.max_backoff_ms, c.timeout_seconds, c.publishes_events, 0, 0)
         ON CONFLICT (task_uuid, name) DO NOTHING
         RETURNING step_uuid INTO v_conv;
         CONTINUE WHEN v_conv IS NULL;
         v_round := v_round || v_conv;
       END IF;
-      INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid, gate)
-      SELECT p_task, f, v_conv, false FROM unnest(v_deps) AS f
-      UNION ALL
-      SELECT p_task, f, v_conv, true FROM unnest(v_gates) AS f
-       WHERE NOT (f = ANY (v_deps))
-      ON CONFLICT DO NOTHING;
+      WITH added AS (
+        INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid, gate)
+        SELECT p_task, f, v_conv, false FROM unnest(v_deps) AS f
+        UNION ALL
+        SELECT p_task, f, v_conv, true FROM unnest(v_gates) AS f
+         WHERE NOT (f = ANY (v_deps))
+        ON CONFLICT DO NOTHING
+        RETURNING from_step_uuid, to_step_uuid
+      )
+      SELECT tasker.count_new_parents(array_agg(from_step_uuid), array_agg(to_step_uuid))
+        INTO v_none FROM added;
     END LOOP;
 
     EXIT WHEN cardinality(v_round) = 0;
@@ -333,12 +448,14 @@ BEGIN
     INSERT INTO tasker.workflow_steps
       (task_uuid, name, position, step_type, template_step, handler_callable,
        handler_initialization, max_attempts, retryable, backoff, backoff_base_ms, max_backoff_ms,
-       timeout_seconds, publishes_events, inputs)
+       timeout_seconds, publishes_events, inputs, parent_count, pending_parents)
     SELECT s.task_uuid,
            w.name || '_' || lpad((o.i - 1)::text, greatest(3, length((o.i - 1)::text)), '0'),
            w.position, 'batch_worker', w.name, w.handler_callable, w.handler_initialization,
            w.max_attempts, w.retryable, w.backoff, w.backoff_base_ms, w.max_backoff_ms,
-           w.timeout_seconds, w.publishes_events, jsonb_build_object('batch', o.batch)
+           w.timeout_seconds, w.publishes_events, jsonb_build_object('batch', o.batch),
+           -- The batchable step, being recorded now, is the one parent.
+           1, 1
       FROM tasker.workflow_steps s
       JOIN tasker.step_blueprints pb ON pb.task_uuid = s.task_uuid AND pb.name = s.name
       JOIN tasker.step_blueprints w ON w.task_uuid = s.task_uuid AND w.name = pb.batch_worker
@@ -570,9 +687,128 @@ BEGIN
 END;
 $$;
 
+-- As before, and each completed step counts itself off its children's pending parents.
+CREATE OR REPLACE FUNCTION tasker.process_step_results(
+  p_messages jsonb, p_actor text, p_jitter_ratio float8, p_max_retry_after_ms bigint
+) RETURNS TABLE (msg_id bigint, task_uuid uuid, namespace text, outcome text)
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_m_msgs     bigint[];
+  v_m_tasks    uuid[];
+  v_m_steps    uuid[];
+  v_m_attempts integer[];
+  v_m_workers  text[];
+  v_task_ids   uuid[];
+  v_step_ids   uuid[];
+  v_msgs       bigint[];
+  v_steps      uuid[];
+  v_tasks      uuid[];
+  v_from       text[];
+  v_to         text[];
+  v_meta       jsonb[];
+  v_outcomes   jsonb := '{}'::jsonb;
+  f            record;
+  v_err        jsonb;
+  v_delay      bigint;
+BEGIN
+  -- The batch decoded once, in the order its rows are returned.
+  SELECT array_agg(m.msg_id ORDER BY m.task_uuid, m.step_uuid, m.msg_id),
+         array_agg(m.task_uuid ORDER BY m.task_uuid, m.step_uuid, m.msg_id),
+         array_agg(m.step_uuid ORDER BY m.task_uuid, m.step_uuid, m.msg_id),
+         array_agg(m.attempt ORDER BY m.task_uuid, m.step_uuid, m.msg_id),
+         array_agg(m.worker_id ORDER BY m.task_uuid, m.step_uuid, m.msg_id),
+         array_agg(DISTINCT m.task_uuid), array_agg(DISTINCT m.step_uuid)
+    INTO v_m_msgs, v_m_tasks, v_m_steps, v_m_attempts, v_m_workers, v_task_ids, v_step_ids
+    FROM (SELECT (x->>'msg_id')::bigint AS msg_id, (x->>'task_uuid')::uuid AS task_uuid,
+                 (x->>'step_uuid')::uuid AS step_uuid, (x->>'attempt')::integer AS attempt,
+                 x->>'worker_id' AS worker_id
+            FROM jsonb_array_elements(p_messages) AS x) AS m;
+  -- Every task of the batch first, then every step, each in one order, so concurrent
+  -- batches cannot deadlock.
+  PERFORM 1 FROM tasker.tasks t
+   WHERE t.task_uuid = ANY (v_task_ids) ORDER BY t.task_uuid FOR NO KEY UPDATE;
+  PERFORM 1 FROM tasker.workflow_steps s
+   WHERE s.step_uuid = ANY (v_step_ids) ORDER BY s.step_uuid FOR NO KEY UPDATE;
+
+  WITH m AS (
+    SELECT DISTINCT ON (s.step_uuid) u.msg_id, s.step_uuid, u.worker_id
+      FROM unnest(v_m_msgs, v_m_tasks, v_m_steps, v_m_attempts, v_m_workers)
+             AS u(msg_id, task_uuid, step_uuid, attempt, worker_id)
+      JOIN tasker.workflow_steps s ON s.step_uuid = u.step_uuid AND s.task_uuid = u.task_uuid
+     WHERE s.step_uuid = ANY (v_step_ids) AND s.attempts = u.attempt
+       AND s.state = 'enqueued_for_orchestration'
+     ORDER BY s.step_uuid, u.msg_id
+  ), completed AS (
+    UPDATE tasker.workflow_steps s
+       SET state = 'complete', updated_at = now(), completed_at = clock_timestamp()
+      FROM m
+     WHERE s.step_uuid = ANY (v_step_ids) AND s.step_uuid = m.step_uuid
+    RETURNING s.step_uuid, s.task_uuid, s.attempts, m.msg_id, m.worker_id
+  )
+  SELECT array_agg(c.msg_id), array_agg(c.step_uuid), array_agg(c.task_uuid),
+         array_agg('enqueued_for_orchestration'::text), array_agg('complete'::text),
+         array_agg(jsonb_build_object('attempt', c.attempts, 'worker_id', c.worker_id))
+    INTO v_msgs, v_steps, v_tasks, v_from, v_to, v_meta
+    FROM completed c;
+  IF v_steps IS NOT NULL THEN
+    PERFORM tasker.record_step_transitions(v_steps, v_tasks, v_from, v_to, p_actor, v_meta);
+    PERFORM tasker.parents_done(v_steps);
+    SELECT jsonb_object_agg(id::text, 'completed') INTO v_outcomes FROM unnest(v_msgs) AS id;
+  END IF;
+
+  FOR f IN SELECT DISTINCT ON (s.step_uuid)
+                  u.msg_id, s.step_uuid, s.task_uuid, s.state, s.attempts, s.max_attempts,
+                  s.retryable, s.backoff, s.backoff_base_ms, s.max_backoff_ms,
+                  coalesce(s.last_error, '{}'::jsonb) AS last_error
+             FROM unnest(v_m_msgs, v_m_tasks, v_m_steps, v_m_attempts)
+                    AS u(msg_id, task_uuid, step_uuid, attempt)
+             JOIN tasker.workflow_steps s
+               ON s.step_uuid = u.step_uuid AND s.task_uuid = u.task_uuid
+            WHERE s.step_uuid = ANY (v_step_ids) AND s.attempts = u.attempt
+              AND s.state = 'enqueued_as_error_for_orchestration'
+            ORDER BY s.step_uuid, u.msg_id LOOP
+    v_err := f.last_error;
+    IF coalesce((v_err->>'retryable')::boolean, true) AND f.retryable
+       AND f.attempts < f.max_attempts THEN
+      v_delay := tasker.retry_delay_ms(f.backoff, f.backoff_base_ms, f.max_backoff_ms,
+                                       f.attempts, v_err, p_jitter_ratio, p_max_retry_after_ms);
+      PERFORM tasker.transition_step(f.step_uuid, f.state, 'waiting_for_retry', p_actor,
+        jsonb_build_object('attempt', f.attempts, 'retry_in_ms', v_delay));
+      UPDATE tasker.workflow_steps
+         SET next_retry_at = clock_timestamp() + make_interval(secs => v_delay / 1000.0)
+       WHERE workflow_steps.step_uuid = f.step_uuid;
+      v_outcomes := v_outcomes || jsonb_build_object(f.msg_id::text, 'retry_scheduled');
+    ELSE
+      PERFORM tasker.transition_step(f.step_uuid, f.state, 'error', p_actor,
+        jsonb_build_object('attempt', f.attempts, 'reason',
+          CASE WHEN NOT coalesce((v_err->>'retryable')::boolean, true) THEN 'not retryable (handler)'
+               WHEN NOT f.retryable THEN 'not retryable (template)'
+               ELSE 'out of attempts' END));
+      UPDATE tasker.workflow_steps SET completed_at = clock_timestamp()
+       WHERE workflow_steps.step_uuid = f.step_uuid;
+      v_outcomes := v_outcomes || jsonb_build_object(f.msg_id::text, 'failed');
+    END IF;
+    v_tasks := v_tasks || f.task_uuid;
+  END LOOP;
+
+  PERFORM tasker.finalize_task(t, p_actor)
+     FROM (SELECT DISTINCT t FROM unnest(v_tasks) AS t) AS touched ORDER BY t;
+  DELETE FROM pgmq.q_orchestration_step_results q WHERE q.msg_id = ANY (v_m_msgs);
+
+  RETURN QUERY
+    SELECT u.msg_id, u.task_uuid, tasker.task_namespace(u.task_uuid),
+           coalesce(v_outcomes->>u.msg_id::text, 'ignored')
+      FROM unnest(v_m_msgs, v_m_tasks) WITH ORDINALITY AS u(msg_id, task_uuid, i)
+     ORDER BY u.i;
+END;
+$$;
+
 ALTER FUNCTION tasker.claim_steps(uuid[], text, integer) SET enable_seqscan = off;
 ALTER FUNCTION tasker.record_step_results(text, jsonb) SET enable_seqscan = off;
 ALTER FUNCTION tasker.expand_steps(uuid, text) SET enable_seqscan = off;
 ALTER FUNCTION tasker.create_dynamic_steps(uuid, jsonb, integer, text) SET enable_seqscan = off;
 ALTER FUNCTION tasker.create_batch_workers(uuid[], text) SET enable_seqscan = off;
 ALTER FUNCTION tasker.outcome_error(uuid, text, text, jsonb) SET enable_seqscan = off;
+ALTER FUNCTION tasker.count_new_parents(uuid[], uuid[]) SET enable_seqscan = off;
+ALTER FUNCTION tasker.parents_done(uuid[]) SET enable_seqscan = off;
+ALTER FUNCTION tasker.process_step_results(jsonb, text, float8, bigint) SET enable_seqscan = off;

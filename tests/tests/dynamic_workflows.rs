@@ -576,6 +576,9 @@ async fn a_batch_worker_failing_for_good_blocks_until_reset() {
         "pending",
         "the convergence step never ran"
     );
+    // Its readiness comes from counters kept as parents were added and finished: three
+    // copies and the batchable step's gate, one copy still unfinished.
+    assert_eq!(parent_counts(&h, task, "total").await, (4, 3));
 
     let reset = act_on_step(
         &h.db.pool,
@@ -594,7 +597,36 @@ async fn a_batch_worker_failing_for_good_blocks_until_reset() {
         names(&h, task).await,
         sorted(&["plan", "total", "work_000", "work_001", "work_002"])
     );
+    assert_eq!(parent_counts(&h, task, "total").await, (4, 4));
+
+    // Resolving the failed copy by hand counts it as finished too.
+    let task = h.create(NS, "fragile_batch", json!({})).await;
+    assert_eq!(fake.run_task(NS, task, T, fail_001).await.state, "error");
+    act_on_step(
+        &h.db.pool,
+        h.core.queues.notifier(),
+        task,
+        "work_001",
+        &StepAction::Resolve,
+        "test",
+    )
+    .await
+    .unwrap();
+    assert_eq!(fake.run_task(NS, task, T, ok).await.state, "complete");
+    assert_eq!(parent_counts(&h, task, "total").await, (4, 4));
     h.shutdown().await;
+}
+
+/// A step's (total_parents, completed_parents) as readiness reports them.
+async fn parent_counts(h: &Harness, task: Uuid, name: &str) -> (i32, i32) {
+    sqlx::query_as(
+        "SELECT total_parents, completed_parents FROM tasker.get_step_readiness_status($1) WHERE name = $2",
+    )
+    .bind(task)
+    .bind(name)
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
