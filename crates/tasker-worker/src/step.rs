@@ -202,3 +202,71 @@ impl HandlerError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn context(inputs: serde_json::Value, deps: serde_json::Value) -> StepContext {
+        StepContext {
+            task_uuid: Uuid::nil(),
+            step_uuid: Uuid::nil(),
+            step_name: "s".into(),
+            namespace: "ns".into(),
+            task_name: "t".into(),
+            task_version: "1".into(),
+            attempt: 1,
+            max_attempts: 1,
+            handler_callable: "X".into(),
+            initialization: json!({}),
+            inputs,
+            task_context: json!({}),
+            dependency_results: deps.as_object().unwrap().clone(),
+            timeout_seconds: None,
+        }
+    }
+
+    #[test]
+    fn batch_ranges_cover_the_total_in_numbered_ranges() {
+        assert_eq!(
+            batch_ranges(250, 100),
+            [
+                json!({"batch_id": "000", "start_cursor": 0, "end_cursor": 100}),
+                json!({"batch_id": "001", "start_cursor": 100, "end_cursor": 200}),
+                json!({"batch_id": "002", "start_cursor": 200, "end_cursor": 250}),
+            ]
+        );
+        assert!(batch_ranges(0, 10).is_empty());
+        assert_eq!(batch_ranges(5, 0).len(), 5, "a zero size is taken as 1");
+    }
+
+    #[test]
+    fn batch_and_batch_results_in_batch_order() {
+        let c = context(
+            json!({"batch": {"batch_id": "001"}}),
+            json!({"w_010": 10, "w_002": 2, "w_000": 0, "w_x": 9, "wide_001": 1, "w_": 5}),
+        );
+        assert_eq!(c.batch(), Some(&json!({"batch_id": "001"})));
+        let got: Vec<i64> = c
+            .batch_results("w")
+            .into_iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        assert_eq!(got, [0, 2, 10]);
+        assert!(c.batch_results("none").is_empty());
+        assert_eq!(context(json!({}), json!({})).batch(), None);
+    }
+
+    #[test]
+    fn outcomes_ride_on_the_handler_output() {
+        let out = HandlerOutput::new(json!(1)).with_next_steps(["a", "b"]);
+        assert_eq!(
+            out.outcome,
+            Some(StepOutcome::NextSteps(vec!["a".into(), "b".into()]))
+        );
+        let out = HandlerOutput::new(json!(1)).with_batches(vec![]);
+        assert_eq!(out.outcome, Some(StepOutcome::Batches(vec![])));
+        assert_eq!(HandlerOutput::new(json!(1)).outcome, None);
+    }
+}
