@@ -565,6 +565,14 @@ BEGIN
     FROM applied a;
   IF v_steps IS NOT NULL THEN
     PERFORM tasker.record_step_transitions(v_steps, v_tasks, v_from, v_to, p_worker, v_meta);
+    -- A cancelled task gets no new steps: its in-flight results still land, nothing more.
+    IF v_decided IS NOT NULL THEN
+      SELECT array_agg(s.step_uuid ORDER BY s.step_uuid), array_agg(DISTINCT s.task_uuid)
+        INTO v_decided, v_dyn_tasks
+        FROM tasker.workflow_steps s JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
+       WHERE s.step_uuid = ANY (v_decided) AND t.task_uuid = ANY (v_dyn_tasks)
+         AND t.state <> 'cancelled';
+    END IF;
     IF v_decided IS NOT NULL THEN
       PERFORM tasker.create_batch_workers(v_decided, p_worker);
       FOREACH t IN ARRAY v_dyn_tasks LOOP

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
-use tasker_orchestration::task_operations::{act_on_step, StepAction};
+use tasker_orchestration::task_operations::{act_on_step, cancel_task, StepAction};
 use tasker_orchestration::{OrchestrationError, TaskRequest};
 use tasker_shared::models::{StepRow, TemplateRegistry, TransitionRow};
 use tasker_shared::template::parse_template;
@@ -788,5 +788,38 @@ async fn max_steps_per_task_caps_templates_and_batches() {
             );
         }
     }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_landing_after_cancellation_creates_nothing() {
+    let h = harness(&[]).await;
+    let task = h
+        .create(
+            "imports",
+            "batched_import",
+            json!({"rows": 30, "batch_size": 10}),
+        )
+        .await;
+    let plan = step(&h, task, "plan").await;
+    wait_until_enqueued(&h, &plan).await;
+    let claimed: String =
+        sqlx::query_scalar("SELECT outcome FROM tasker.claim_steps($1, 'w1', 60)")
+            .bind(vec![plan.step_uuid])
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(claimed, "claimed");
+    cancel_task(&h.db.pool, task, "test").await.unwrap();
+    let refused: Vec<Uuid> = sqlx::query_scalar("SELECT tasker.record_step_results('w1', $1)")
+        .bind(json!([{
+            "step_uuid": plan.step_uuid, "attempt": 1, "success": true, "result": {"total": 30},
+            "error": null, "execution_ms": 1, "metadata": {}, "outcome": batches(3),
+        }]))
+        .fetch_all(&h.db.pool)
+        .await
+        .unwrap();
+    assert!(refused.is_empty(), "the in-flight result is still recorded");
+    assert_eq!(names(&h, task).await, sorted(&["plan", "aggregate"]));
     h.shutdown().await;
 }
