@@ -54,12 +54,12 @@ CREATE TABLE tasker.step_blueprints (
 );
 
 -- Counts edges just added (p_from[i] -> p_to[i]) into their children's parent counters.
--- Returns NULL, so callers can select it into a scratch variable.
-CREATE FUNCTION tasker.count_new_parents(p_from uuid[], p_to uuid[]) RETURNS uuid
+-- Returns how many edges it counted.
+CREATE FUNCTION tasker.count_new_parents(p_from uuid[], p_to uuid[]) RETURNS integer
 LANGUAGE plpgsql AS $$
 BEGIN
   IF p_from IS NULL THEN
-    RETURN NULL;
+    RETURN 0;
   END IF;
   PERFORM 1 FROM tasker.workflow_steps c
    WHERE c.step_uuid = ANY (p_to) ORDER BY c.step_uuid FOR NO KEY UPDATE;
@@ -72,7 +72,7 @@ BEGIN
            WHERE p.step_uuid = ANY (p_from)
            GROUP BY e.t) n
    WHERE c.step_uuid = ANY (p_to) AND c.step_uuid = n.t AND c.pending_parents IS NOT NULL;
-  RETURN NULL;
+  RETURN cardinality(p_from);
 END;
 $$;
 
@@ -164,7 +164,7 @@ DECLARE
   v_deps  uuid[];
   v_gates uuid[];
   v_conv  uuid;
-  v_none  uuid;
+  v_edges integer;
   c       record;
   d       text;
   g       text;
@@ -216,7 +216,7 @@ BEGIN
         RETURNING from_step_uuid, to_step_uuid
       )
       SELECT tasker.count_new_parents(array_agg(from_step_uuid), array_agg(to_step_uuid))
-        INTO v_none FROM added;
+        INTO v_edges FROM added;
     END IF;
 
     FOR c IN SELECT b.* FROM tasker.step_blueprints b
@@ -275,7 +275,7 @@ BEGIN
         RETURNING from_step_uuid, to_step_uuid
       )
       SELECT tasker.count_new_parents(array_agg(from_step_uuid), array_agg(to_step_uuid))
-        INTO v_none FROM added;
+        INTO v_edges FROM added;
     END LOOP;
 
     EXIT WHEN cardinality(v_round) = 0;
