@@ -28,6 +28,8 @@ pub const EXAMPLE_NAMESPACES: &[&str] = &[
     "ecommerce",
     "error_scenarios",
     "sleep_workflow",
+    "approvals",
+    "imports",
 ];
 
 /// The test environment's configuration pointed at `db`, with overrides.
@@ -67,7 +69,8 @@ pub struct Harness {
 impl Harness {
     /// Orchestration only (the worker side is left to the test).
     pub async fn orchestration_only(overrides: &[(&str, toml_value::Value)]) -> Self {
-        let db = TestDatabase::new().await;
+        // The worker's per-namespace listeners each hold a pool connection.
+        let db = TestDatabase::with_max_connections(20).await;
         register_examples(&db).await;
         let config = config_for(&db, overrides);
         let core = OrchestrationCore::new(db.pool.clone(), config.clone()).await;
@@ -184,6 +187,9 @@ pub struct FakeWorker {
 #[derive(Debug, Clone)]
 pub enum FakeOutcome {
     Success(serde_json::Value),
+    /// A success carrying a decision's or batch's outcome (`{"next_steps": [...]}`,
+    /// `{"batches": [...]}`, or anything else to see it refused).
+    Decided(serde_json::Value, serde_json::Value),
     Failure {
         retryable: bool,
         retry_after_ms: Option<u64>,
@@ -226,9 +232,10 @@ impl FakeWorker {
                     .unwrap();
                 continue;
             };
-            let (success, result, error) = match decide(&msg.step_name, attempt) {
+            let (success, result, error, outcome) = match decide(&msg.step_name, attempt) {
                 FakeOutcome::Hold => continue,
-                FakeOutcome::Success(v) => (true, v, None),
+                FakeOutcome::Success(v) => (true, v, None, None),
+                FakeOutcome::Decided(v, outcome) => (true, v, None, Some(outcome)),
                 FakeOutcome::Failure {
                     retryable,
                     retry_after_ms,
@@ -239,10 +246,11 @@ impl FakeWorker {
                         "message": format!("fake failure of {} on attempt {attempt}", msg.step_name),
                         "error_type": "fake_error", "retryable": retryable, "retry_after_ms": retry_after_ms,
                     })),
+                    None,
                 ),
             };
             let ok: bool = sqlx::query_scalar(
-                "SELECT tasker.record_step_result($1, $2, $3, $4, $5, $6, 1, '{}', $7, $8)",
+                "SELECT tasker.record_step_result($1, $2, $3, $4, $5, $6, 1, '{}', $7, $8, $9)",
             )
             .bind(msg.step_uuid)
             .bind(attempt)
@@ -252,6 +260,7 @@ impl FakeWorker {
             .bind(error)
             .bind(queue.as_str())
             .bind(m.msg_id)
+            .bind(outcome)
             .fetch_one(&self.pool)
             .await
             .unwrap();

@@ -163,7 +163,21 @@ pub async fn run_every_example(db: &TestDatabase, timeout: Duration) {
     )
     .await;
     let hung = create(db, "error_scenarios", "handler_timeout", json!({})).await;
-    for t in [linear, diamond, tree, mixed, order, flaky] {
+    let approval = create(
+        db,
+        "approvals",
+        "approval_routing",
+        json!({"amount": 50000}),
+    )
+    .await;
+    let import = create(
+        db,
+        "imports",
+        "batched_import",
+        json!({"rows": 250, "batch_size": 100}),
+    )
+    .await;
+    for t in [linear, diamond, tree, mixed, order, flaky, approval, import] {
         assert_eq!(wait_for_task(&db.pool, t, timeout).await.state, "complete");
     }
     for t in [doomed, permanent, hung] {
@@ -173,6 +187,18 @@ pub async fn run_every_example(db: &TestDatabase, timeout: Duration) {
     assert_eq!(result(db, diamond, "join").await, json!(37));
     assert_eq!(result(db, tree, "merge").await, json!(115));
     assert_eq!(result(db, mixed, "finalize").await, json!(266));
+    assert_eq!(
+        result(db, approval, "finalize").await,
+        json!({"approved": true, "approvals": ["manager", "finance"], "route": "manager_and_finance"})
+    );
+    assert_eq!(
+        result(db, import, "aggregate").await,
+        json!({"batches": 3, "count": 250, "sum": 31125, "batch_ids": ["000", "001", "002"]})
+    );
+    assert_eq!(
+        result(db, import, "process_batch_001").await,
+        json!({"batch_id": "001", "count": 100, "sum": (100..200).sum::<u64>()})
+    );
     assert_eq!(
         result(db, order, "validate_order").await["total"],
         json!(7.5)

@@ -341,3 +341,70 @@ async fn arbitrary_request_bodies_get_clear_errors() {
     }
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_detail_shows_steps_created_by_outcomes_with_their_batches() {
+    let h = Harness::orchestration_only(&[]).await;
+    let app = tasker_orchestration::api::router(h.core.clone());
+    let fake = FakeWorker::new(h.db.pool.clone()).await;
+    let body = json!({"namespace": "imports", "name": "batched_import", "version": "1.0.0", "context": {"rows": 20, "batch_size": 10}});
+    let (s, v) = call(&app, Method::POST, "/v1/tasks", Some(body), None).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["task_uuid"].as_str().unwrap().to_string();
+    let step_names = |v: &Value| {
+        let mut n: Vec<String> = v["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_string())
+            .collect();
+        n.sort();
+        n
+    };
+    let (_, v) = call(&app, Method::GET, &format!("/v1/tasks/{id}"), None, None).await;
+    assert_eq!(step_names(&v), ["aggregate", "plan"]);
+    let task = id.parse().unwrap();
+    let outcome = json!({"batches": [{"batch_id": "000", "start_cursor": 0, "end_cursor": 10}, {"batch_id": "001", "start_cursor": 10, "end_cursor": 20}]});
+    fake.run_task(
+        "imports",
+        task,
+        Duration::from_secs(30),
+        |name, _| match name {
+            "plan" => FakeOutcome::Decided(json!({"total": 20}), outcome.clone()),
+            _ => FakeOutcome::Success(json!(1)),
+        },
+    )
+    .await;
+    let (s, v) = call(&app, Method::GET, &format!("/v1/tasks/{id}"), None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        step_names(&v),
+        [
+            "aggregate",
+            "plan",
+            "process_batch_000",
+            "process_batch_001"
+        ]
+    );
+    let (s, v) = call(
+        &app,
+        Method::GET,
+        &format!("/v1/tasks/{id}/steps"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let copy = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "process_batch_001")
+        .unwrap();
+    assert_eq!(copy["step_type"], json!("batch_worker"));
+    assert_eq!(
+        copy["inputs"]["batch"],
+        json!({"batch_id": "001", "start_cursor": 10, "end_cursor": 20})
+    );
+    h.shutdown().await;
+}

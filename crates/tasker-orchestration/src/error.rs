@@ -15,6 +15,12 @@ pub enum OrchestrationError {
         template: String,
         problems: Vec<String>,
     },
+    #[error("{template} has {steps} steps, more than orchestration.max_steps_per_task ({max})")]
+    TooManySteps {
+        template: String,
+        steps: usize,
+        max: u32,
+    },
     #[error("task {0} not found")]
     TaskNotFound(Uuid),
     #[error("task {task} has no step '{step}'")]

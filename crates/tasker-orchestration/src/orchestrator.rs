@@ -66,7 +66,8 @@ impl OrchestrationCore {
             actor.clone(),
             config.orchestration.result_processing_concurrency,
         );
-        let initializer = TaskInitializer::new(pool.clone(), config.backoff.clone());
+        let initializer = TaskInitializer::new(pool.clone(), config.backoff.clone())
+            .with_max_steps_per_task(config.orchestration.max_steps_per_task);
         let waiter = TaskWaiter::new(
             pool.clone(),
             config.orchestration.wait_fallback_poll_interval(),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tasker_shared::config::BackoffConfig;
 use tasker_shared::models::{RegisteredTemplate, TemplateRegistry};
 use tasker_shared::queue::{worker_queue, Notifier};
+use tasker_shared::template::TaskTemplate;
 use uuid::Uuid;
 
 /// What a caller asks for.
@@ -49,7 +50,11 @@ pub struct TaskInitializer {
     actor: String,
     validators: Arc<Mutex<Validators>>,
     notifier: Notifier,
+    max_steps_per_task: u32,
 }
+
+/// `[orchestration] max_steps_per_task`'s default.
+pub const DEFAULT_MAX_STEPS_PER_TASK: u32 = 10_000;
 
 impl TaskInitializer {
     /// Must be called inside a tokio runtime (it starts the queue notifier).
@@ -61,7 +66,14 @@ impl TaskInitializer {
             backoff,
             actor: "task_initializer".into(),
             validators: Arc::default(),
+            max_steps_per_task: DEFAULT_MAX_STEPS_PER_TASK,
         }
+    }
+
+    /// The ceiling on one task's steps, including those its outcomes create.
+    pub fn with_max_steps_per_task(mut self, max: u32) -> Self {
+        self.max_steps_per_task = max;
+        self
     }
 
     pub async fn create_task(
@@ -79,6 +91,13 @@ impl TaskInitializer {
             })?;
         self.check_context(&registered, &request.context)?;
         let template = &registered.template;
+        if template.steps.len() > self.max_steps_per_task as usize {
+            return Err(OrchestrationError::TooManySteps {
+                template: template.identity(),
+                steps: template.steps.len(),
+                max: self.max_steps_per_task,
+            });
+        }
 
         let mut tx = self.pool.begin().await?;
         let inserted: Option<Uuid> = sqlx::query_scalar(
@@ -111,6 +130,75 @@ impl TaskInitializer {
             });
         };
 
+        if template.is_dynamic() {
+            // Only what is certain is created now; the rest waits for outcomes.
+            sqlx::query("SELECT tasker.create_dynamic_steps($1, $2, $3, $4)")
+                .bind(task)
+                .bind(self.blueprints(template))
+                .bind(self.max_steps_per_task as i32)
+                .bind(&self.actor)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            self.insert_steps(&mut tx, task, template).await?;
+        }
+        let state: String = sqlx::query_scalar("SELECT tasker.start_task($1, $2)")
+            .bind(task)
+            .bind(&self.actor)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if let Ok(queue) = worker_queue(&request.namespace) {
+            self.notifier.notify(&queue);
+        }
+        metrics::counter!("tasker_tasks_created_total", "namespace" => request.namespace.clone())
+            .increment(1);
+        tracing::debug!(task = %task, template = %template.identity(), "task created");
+        Ok(CreatedTask {
+            task_uuid: task,
+            created: true,
+            state,
+        })
+    }
+
+    /// A dynamic template's steps as `tasker.create_dynamic_steps` takes them: resolved
+    /// retry settings, dependencies, and each step's gate.
+    fn blueprints(&self, template: &TaskTemplate) -> serde_json::Value {
+        template
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                let retry = step.retry.resolve(&self.backoff);
+                serde_json::json!({
+                    "name": step.name,
+                    "position": i,
+                    "step_type": step.step_type.as_str(),
+                    "handler_callable": step.handler.callable,
+                    "handler_initialization": step.handler.initialization,
+                    "max_attempts": retry.max_attempts,
+                    "retryable": retry.retryable,
+                    "backoff": retry.backoff.as_str(),
+                    "backoff_base_ms": retry.backoff_base_ms,
+                    "max_backoff_ms": retry.max_backoff_ms,
+                    "timeout_seconds": step.timeout_seconds,
+                    "publishes_events": step.publishes_events,
+                    "dependencies": step.dependencies,
+                    "gate": template.gate_of(&step.name),
+                    "batch_worker": step.batch.as_ref().map(|b| &b.worker),
+                    "max_workers": step.batch.as_ref().map(|b| b.max_workers),
+                })
+            })
+            .collect()
+    }
+
+    /// A fixed DAG's steps, edges and first transitions, each in one statement.
+    async fn insert_steps(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        task: Uuid,
+        template: &TaskTemplate,
+    ) -> Result<(), OrchestrationError> {
         let n = template.steps.len();
         let mut names = Vec::with_capacity(n);
         let mut positions = Vec::with_capacity(n);
@@ -159,7 +247,7 @@ impl TaskInitializer {
         .bind(&max_ms)
         .bind(&timeouts)
         .bind(&events)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
         let by_name: HashMap<&str, Uuid> =
             ids.iter().map(|(id, name)| (name.as_str(), *id)).collect();
@@ -177,7 +265,7 @@ impl TaskInitializer {
         .bind(task)
         .bind(&from)
         .bind(&to)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         let step_ids: Vec<Uuid> = ids.iter().map(|(id, _)| *id).collect();
         sqlx::query(
@@ -187,25 +275,9 @@ impl TaskInitializer {
         .bind(&step_ids)
         .bind(task)
         .bind(&self.actor)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        let state: String = sqlx::query_scalar("SELECT tasker.start_task($1, $2)")
-            .bind(task)
-            .bind(&self.actor)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        if let Ok(queue) = worker_queue(&request.namespace) {
-            self.notifier.notify(&queue);
-        }
-        metrics::counter!("tasker_tasks_created_total", "namespace" => request.namespace.clone())
-            .increment(1);
-        tracing::debug!(task = %task, template = %template.identity(), "task created");
-        Ok(CreatedTask {
-            task_uuid: task,
-            created: true,
-            state,
-        })
+        Ok(())
     }
 
     fn check_context(

@@ -209,6 +209,13 @@ pub async fn act_on_step(
             .await?;
         }
     }
+    if matches!(action, StepAction::Resolve | StepAction::Complete { .. }) {
+        // The step is done: its children have one parent fewer to wait for.
+        sqlx::query("SELECT tasker.parents_done($1)")
+            .bind(vec![step.step_uuid])
+            .execute(&mut *tx)
+            .await?;
+    }
     // A task the failure had ended is reopened for evaluation.
     let reopen_from = match task_state {
         TaskState::Error | TaskState::BlockedByFailures => Some(task_state),

@@ -118,6 +118,75 @@ pub struct ExecutionMetadata {
     pub custom: serde_json::Value,
 }
 
+/// What a decision or batchable step's handler decided, besides its result. Serialized as
+/// `{"next_steps": [...]}` or `{"batches": [...]}`; orchestration checks it against the
+/// template when the result is recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepOutcome {
+    /// A decision's choice among its direct dependents; empty chooses none.
+    NextSteps(Vec<String>),
+    /// One JSON object per batch, in order; empty creates no batch workers.
+    Batches(Vec<serde_json::Value>),
+}
+
+impl StepOutcome {
+    /// The outcome from a foreign handler's `next_steps` / `batches` values (either may be
+    /// absent or null). A value of the wrong shape is a permanent `invalid_decision` /
+    /// `invalid_batch` failure that quotes it.
+    pub fn from_parts(
+        next_steps: Option<serde_json::Value>,
+        batches: Option<serde_json::Value>,
+    ) -> Result<Option<StepOutcome>, StepError> {
+        let present = |v: Option<serde_json::Value>| v.filter(|v| !v.is_null());
+        let quote = |v: &serde_json::Value| {
+            let text = v.to_string();
+            match text.char_indices().nth(200) {
+                Some((i, _)) => format!("{}...", &text[..i]),
+                None => text,
+            }
+        };
+        let invalid = |kind: &str, message: String| {
+            let mut e = StepError::new(ErrorType::Custom(kind.into()), message);
+            e.retryable = false;
+            e
+        };
+        match (present(next_steps), present(batches)) {
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => Err(invalid(
+                "invalid_decision",
+                "a result cannot carry both next_steps and batches".into(),
+            )),
+            (Some(v), None) => serde_json::from_value::<Vec<String>>(v.clone())
+                .map(|names| Some(StepOutcome::NextSteps(names)))
+                .map_err(|_| {
+                    invalid(
+                        "invalid_decision",
+                        format!(
+                            "next_steps must be an array of step names, got {}",
+                            quote(&v)
+                        ),
+                    )
+                }),
+            (None, Some(v)) => match v {
+                serde_json::Value::Array(items) => {
+                    if let Some((i, bad)) = items.iter().enumerate().find(|(_, b)| !b.is_object()) {
+                        return Err(invalid(
+                            "invalid_batch",
+                            format!("batches[{i}] must be an object, got {}", quote(bad)),
+                        ));
+                    }
+                    Ok(Some(StepOutcome::Batches(items)))
+                }
+                other => Err(invalid(
+                    "invalid_batch",
+                    format!("batches must be an array of objects, got {}", quote(&other)),
+                )),
+            },
+        }
+    }
+}
+
 /// The outcome of running one step's handler once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepExecutionResult {
@@ -128,6 +197,9 @@ pub struct StepExecutionResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<StepError>,
     pub metadata: ExecutionMetadata,
+    /// A decision's or batchable step's outcome (successes only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<StepOutcome>,
 }
 
 impl StepExecutionResult {
@@ -142,7 +214,13 @@ impl StepExecutionResult {
             result,
             error: None,
             metadata,
+            outcome: None,
         }
+    }
+
+    pub fn with_outcome(mut self, outcome: Option<StepOutcome>) -> Self {
+        self.outcome = outcome;
+        self
     }
 
     pub fn failure(step_uuid: Uuid, error: StepError, metadata: ExecutionMetadata) -> Self {
@@ -152,6 +230,7 @@ impl StepExecutionResult {
             result: serde_json::Value::Null,
             error: Some(error),
             metadata,
+            outcome: None,
         }
     }
 
@@ -178,6 +257,37 @@ mod tests {
             let json = serde_json::to_string(&t).unwrap();
             assert_eq!(serde_json::from_str::<ErrorType>(&json).unwrap(), t);
         }
+    }
+
+    #[test]
+    fn outcomes_serialize_by_kind_and_foreign_shapes_are_checked() {
+        let json = serde_json::to_value(StepOutcome::NextSteps(vec!["a".into()])).unwrap();
+        assert_eq!(json, serde_json::json!({"next_steps": ["a"]}));
+        let json =
+            serde_json::to_value(StepOutcome::Batches(vec![serde_json::json!({"i": 0})])).unwrap();
+        assert_eq!(json, serde_json::json!({"batches": [{"i": 0}]}));
+
+        use serde_json::json;
+        assert_eq!(StepOutcome::from_parts(None, Some(json!(null))), Ok(None));
+        assert_eq!(
+            StepOutcome::from_parts(Some(json!([])), None),
+            Ok(Some(StepOutcome::NextSteps(vec![])))
+        );
+        let e = StepOutcome::from_parts(Some(json!("manager")), None).unwrap_err();
+        assert_eq!(e.error_type.as_str(), "invalid_decision");
+        assert!(!e.retryable);
+        assert!(e.message.contains("\"manager\""), "{}", e.message);
+        let e = StepOutcome::from_parts(None, Some(json!([{"a": 1}, 7]))).unwrap_err();
+        assert_eq!(e.error_type.as_str(), "invalid_batch");
+        assert!(
+            e.message.contains("batches[1]") && e.message.contains('7'),
+            "{}",
+            e.message
+        );
+        let e = StepOutcome::from_parts(None, Some(json!({"a": 1}))).unwrap_err();
+        assert_eq!(e.error_type.as_str(), "invalid_batch");
+        let e = StepOutcome::from_parts(Some(json!([])), Some(json!([]))).unwrap_err();
+        assert_eq!(e.error_type.as_str(), "invalid_decision");
     }
 
     #[test]

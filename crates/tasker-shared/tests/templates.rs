@@ -180,3 +180,199 @@ fn environment_overrides_apply_to_one_environment() {
     .unwrap_err();
     assert!(err.to_string().contains("zz"), "{err}");
 }
+
+const DYNAMIC: &str = r#"
+name: dyn
+namespace: ns
+version: 1.0.0
+steps:
+  - name: route
+    type: decision
+    handler: { callable: Route }
+  - name: auto_approve
+    dependencies: [route]
+    handler: { callable: Auto }
+  - name: manager_approval
+    dependencies: [route]
+    handler: { callable: Manager }
+  - name: finalize
+    type: deferred_convergence
+    dependencies: [route, auto_approve, manager_approval]
+    handler: { callable: Finalize }
+  - name: plan
+    type: batchable
+    batch: { worker: process_batch, max_workers: 1000 }
+    handler: { callable: Plan }
+  - name: process_batch
+    type: batch_worker
+    dependencies: [plan]
+    handler: { callable: ProcessBatch }
+  - name: aggregate
+    type: deferred_convergence
+    dependencies: [process_batch]
+    handler: { callable: Aggregate }
+"#;
+
+fn dynamic_error(from: &str, to: &str) -> (String, String, String) {
+    let text = DYNAMIC.replace(from, to);
+    assert_ne!(text, DYNAMIC, "the replacement of {from:?} applies");
+    match parse(&text).unwrap_err() {
+        err @ TemplateError::InvalidField { step: Some(_), .. } => {
+            let TemplateError::InvalidField { step, field, .. } = &err else {
+                unreachable!()
+            };
+            (step.clone().unwrap(), field.clone(), err.to_string())
+        }
+        other => panic!("expected InvalidField for {to:?}, got {other}"),
+    }
+}
+
+#[test]
+fn dynamic_step_types_parse_and_round_trip() {
+    use tasker_shared::template::StepType;
+    let t = parse(DYNAMIC).unwrap();
+    assert!(t.is_dynamic());
+    assert!(!parse(BASE).unwrap().is_dynamic());
+    assert_eq!(t.step("route").unwrap().step_type, StepType::Decision);
+    assert_eq!(
+        t.step("auto_approve").unwrap().step_type,
+        StepType::Standard
+    );
+    let batch = t.step("plan").unwrap().batch.as_ref().unwrap();
+    assert_eq!(
+        (batch.worker.as_str(), batch.max_workers),
+        ("process_batch", 1000)
+    );
+    assert_eq!(t.gate_of("auto_approve"), Some("route"));
+    assert_eq!(t.gate_of("process_batch"), Some("plan"));
+    assert_eq!(t.gate_of("finalize"), None);
+    assert_eq!(t.gate_of("route"), None);
+    let json = serde_json::to_value(&t).unwrap();
+    assert_eq!(json["steps"][0]["type"], "decision");
+    assert!(
+        json["steps"][1].get("type").is_none(),
+        "standard is the default, left out"
+    );
+    let back: tasker_shared::TaskTemplate = serde_json::from_value(json).unwrap();
+    assert_eq!(back, t);
+    let err = parse(&DYNAMIC.replace("type: decision", "type: sometimes")).unwrap_err();
+    assert!(matches!(err, TemplateError::Malformed { .. }), "{err}");
+}
+
+#[test]
+fn batch_worker_without_batchable_parent() {
+    let (step, field, msg) = dynamic_error(
+        "    type: batch_worker\n    dependencies: [plan]",
+        "    type: batch_worker\n    dependencies: [route]",
+    );
+    // The batchable step's batch.worker no longer names a worker that depends on it.
+    assert_eq!(
+        (step.as_str(), field.as_str()),
+        ("plan", "batch.worker"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("bad.yaml") && msg.contains("process_batch"),
+        "{msg}"
+    );
+
+    let text = r#"
+name: t
+namespace: ns
+version: 1.0.0
+steps:
+  - name: a
+    handler: { callable: A }
+  - name: w
+    type: batch_worker
+    dependencies: [a]
+    handler: { callable: W }
+"#;
+    let err = parse(text).unwrap_err();
+    assert!(
+        matches!(&err, TemplateError::InvalidField { step: Some(s), field, .. } if s == "w" && field == "dependencies"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("batchable"), "{err}");
+}
+
+#[test]
+fn batch_worker_naming_no_batch_worker_step() {
+    let (step, field, msg) = dynamic_error("worker: process_batch", "worker: nowhere");
+    assert_eq!((step.as_str(), field.as_str()), ("plan", "batch.worker"));
+    assert!(msg.contains("nowhere"), "{msg}");
+    let (step, field, msg) = dynamic_error("worker: process_batch", "worker: route");
+    assert_eq!((step.as_str(), field.as_str()), ("plan", "batch.worker"));
+    assert!(msg.contains("not a batch_worker"), "{msg}");
+}
+
+#[test]
+fn deferred_convergence_without_decision_or_batch_upstream() {
+    let text = BASE.replace(
+        "handler: { callable: B }",
+        "handler: { callable: B }\n    type: deferred_convergence",
+    );
+    let err = parse(&text).unwrap_err();
+    assert!(
+        matches!(&err, TemplateError::InvalidField { step: Some(s), field, .. } if s == "b" && field == "type"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("decision or batchable"), "{err}");
+}
+
+#[test]
+fn batch_settings_misused() {
+    let (step, field, _) = dynamic_error("max_workers: 1000", "max_workers: 0");
+    assert_eq!(
+        (step.as_str(), field.as_str()),
+        ("plan", "batch.max_workers")
+    );
+    let (step, field, _) = dynamic_error(
+        "    type: batchable\n    batch: { worker: process_batch, max_workers: 1000 }\n",
+        "    type: batchable\n",
+    );
+    assert_eq!((step.as_str(), field.as_str()), ("plan", "batch"));
+    let (step, field, msg) = dynamic_error(
+        "    type: decision\n",
+        "    type: decision\n    batch: { worker: process_batch, max_workers: 2 }\n",
+    );
+    assert_eq!((step.as_str(), field.as_str()), ("route", "batch"));
+    assert!(msg.contains("only allowed on a batchable step"), "{msg}");
+}
+
+#[test]
+fn other_dynamic_misuses() {
+    // A standard step cannot wait for batch copies.
+    let (step, field, _) = dynamic_error(
+        "    type: deferred_convergence\n    dependencies: [process_batch]",
+        "    dependencies: [process_batch]",
+    );
+    assert_eq!(
+        (step.as_str(), field.as_str()),
+        ("aggregate", "dependencies")
+    );
+    // A step named like a batch copy.
+    let (step, field, _) = dynamic_error(
+        "  - name: aggregate\n",
+        "  - name: process_batch_001\n    handler: { callable: X }\n  - name: aggregate\n",
+    );
+    assert_eq!(
+        (step.as_str(), field.as_str()),
+        ("process_batch_001", "name")
+    );
+    // A decision with nothing to choose.
+    let text = r#"
+name: t
+namespace: ns
+version: 1.0.0
+steps:
+  - name: d
+    type: decision
+    handler: { callable: D }
+"#;
+    let err = parse(text).unwrap_err();
+    assert!(
+        matches!(&err, TemplateError::InvalidField { step: Some(s), field, .. } if s == "d" && field == "type"),
+        "{err}"
+    );
+}

@@ -9,6 +9,6 @@
 pub mod step;
 pub mod worker;
 
-pub use step::{DispatchedStep, HandlerError, HandlerOutput, StepContext};
+pub use step::{batch_ranges, DispatchedStep, HandlerError, HandlerOutput, StepContext};
 pub use worker::core::{Dispatch, WorkerCore, WorkerHandle, WorkerOptions};
 pub use worker::handlers::registry::{HandlerRegistry, StepHandler};

@@ -77,6 +77,7 @@ fn ok() -> FfiStepResult {
         result: serde_json::json!({"charge_id": "ch_7"}),
         metadata: serde_json::json!({"gateway": "x"}),
         error: None,
+        ..Default::default()
     }
 }
 
@@ -137,6 +138,7 @@ async fn returned_non_retryable_failure_stays_non_retryable() {
             backtrace: Some(vec!["charge.rb:3".into()]),
             retry_after_seconds: None,
         }),
+        ..Default::default()
     };
     assert!(f.channel.complete(polled.event_id, failure));
     let err = f.completions.recv().await.unwrap().result.error.unwrap();

@@ -57,6 +57,7 @@ fn interrupted_result() -> FfiStepResult {
             retryable: Some(true),
             ..Default::default()
         }),
+        ..Default::default()
     }
 }
 

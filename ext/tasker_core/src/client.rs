@@ -120,7 +120,8 @@ fn client(opts: &ConfigOptions) -> Result<Client, magnus::Error> {
         async move {
             let pool = database::connect(&db).await?;
             Ok(Client {
-                initializer: TaskInitializer::new(pool.clone(), config.backoff.clone()),
+                initializer: TaskInitializer::new(pool.clone(), config.backoff.clone())
+                    .with_max_steps_per_task(config.orchestration.max_steps_per_task),
                 waiter: TaskWaiter::new(
                     pool.clone(),
                     config.orchestration.wait_fallback_poll_interval(),

@@ -37,7 +37,21 @@ module Examples
       steps: { "fail_fast" => { status: "error", attempts: 1, error_type: "validation_error", retryable: false },
                "after_slow" => { status: "pending" } } },
     { namespace: "error_scenarios", name: "handler_timeout", context: {}, status: "error",
-      steps: { "hangs" => { status: "error", attempts: 1, error_type: "handler_timeout", retryable: true } } }
+      steps: { "hangs" => { status: "error", attempts: 1, error_type: "handler_timeout", retryable: true } } },
+    { namespace: "approvals", name: "approval_routing", context: { "amount" => 50_000 }, status: "complete",
+      steps: { "route" => { result: { "route" => "manager_and_finance" } },
+               "manager_approval" => { result: { "approved_by" => "manager" } },
+               "finance_review" => { result: { "approved_by" => "finance" } },
+               "finalize" => { result: { "approved" => true, "approvals" => %w[manager finance],
+                                         "route" => "manager_and_finance" } } },
+      absent: ["auto_approve"] },
+    { namespace: "imports", name: "batched_import", context: { "rows" => 250, "batch_size" => 100 }, status: "complete",
+      steps: { "plan" => { result: { "total" => 250 } },
+               "process_batch_000" => { result: { "batch_id" => "000", "count" => 100, "sum" => 4950 } },
+               "process_batch_002" => { result: { "batch_id" => "002", "count" => 50, "sum" => 11_225 } },
+               "aggregate" => { result: { "batches" => 3, "count" => 250, "sum" => 31_125,
+                                          "batch_ids" => %w[000 001 002] } } },
+      absent: ["process_batch", "process_batch_003"] }
   ].freeze
 
   # What differs between a finished task and its case; empty when it matches.
@@ -54,6 +68,8 @@ module Examples
         out << "#{name}.#{field} = #{actual[field].inspect}, expected #{value.inspect}" unless actual[field] == value
       end
     end
+    # Steps a decision or batch must not have created.
+    example.fetch(:absent, []).each { |name| out << "step #{name} was created" if task.steps.any? { |s| s.name == name } }
     out
   end
 end

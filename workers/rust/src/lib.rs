@@ -34,6 +34,12 @@ pub fn example_registry() -> Arc<HandlerRegistry> {
             "Ecommerce::ChargePayment",
             handlers::ecommerce::ChargePayment,
         )
-        .register("Ecommerce::ShipOrder", handlers::ecommerce::ShipOrder);
+        .register("Ecommerce::ShipOrder", handlers::ecommerce::ShipOrder)
+        .register("Approvals::Route", handlers::approvals::Route)
+        .register("Approvals::Approve", handlers::approvals::Approve)
+        .register("Approvals::Finalize", handlers::approvals::Finalize)
+        .register("Import::Plan", handlers::import::Plan)
+        .register("Import::ProcessBatch", handlers::import::ProcessBatch)
+        .register("Import::Aggregate", handlers::import::Aggregate);
     Arc::new(r)
 }

@@ -21,6 +21,8 @@ use uuid::Uuid;
 const SLOW_POLL: Duration = Duration::from_millis(50);
 /// Polling one task by its key.
 const FAST_POLL: Duration = Duration::from_millis(2);
+/// Batch workers one batchable step creates in the fan-out run.
+const BATCH_WORKERS: usize = 1000;
 
 #[path = "../child.rs"]
 mod child;
@@ -71,10 +73,17 @@ fn templates() -> Vec<TaskTemplate> {
     let sleeps: String = (0..100)
         .map(|i| format!("  - {{ name: sleep_{i}, handler: {{ callable: Examples::Sleep, initialization: {{ ms: 50 }} }} }}\n"))
         .collect();
+    // A batchable step fanning out to BATCH_WORKERS no-op copies and a convergence over them.
+    let batch = format!(
+        "  - {{ name: plan, type: batchable, batch: {{ worker: work, max_workers: {BATCH_WORKERS} }}, handler: {{ callable: Import::Plan }} }}\n\
+         \x20 - {{ name: work, type: batch_worker, dependencies: [plan], handler: {{ callable: Examples::Noop }} }}\n\
+         \x20 - {{ name: gather, type: deferred_convergence, dependencies: [work], handler: {{ callable: Examples::Noop }} }}\n"
+    );
     [
         ("noop_fanout", fanout),
         ("noop_linear", linear),
         ("sleep_100", sleeps),
+        ("noop_batch", batch),
     ]
     .into_iter()
     .map(|(name, steps)| {
@@ -93,13 +102,17 @@ struct Bench {
 
 impl Bench {
     async fn create(&self, name: &str) -> anyhow::Result<Uuid> {
+        self.create_with(name, json!({})).await
+    }
+
+    async fn create_with(&self, name: &str, context: serde_json::Value) -> anyhow::Result<Uuid> {
         Ok(self
             .initializer
             .create_task(&TaskRequest {
                 namespace: "bench".into(),
                 name: name.into(),
                 version: "1.0.0".into(),
-                context: json!({}),
+                context,
                 idempotency_key: None,
                 initiator: Some("bench".into()),
             })
@@ -242,6 +255,7 @@ struct Row {
     p50_ms: f64,
     p95_ms: f64,
     parallel_s: f64,
+    batch_steps_per_s: f64,
 }
 
 async fn measure(bench: &Bench, kind: &str, args: &Args) -> anyhow::Result<Row> {
@@ -293,6 +307,18 @@ async fn measure(bench: &Bench, kind: &str, args: &Args) -> anyhow::Result<Row> 
     let done = bench
         .wait_all(&[t], FAST_POLL, Duration::from_secs(120))
         .await?;
+
+    // One task whose batchable step creates BATCH_WORKERS copies; plan + copies + convergence.
+    let b0 = Utc::now();
+    let b = bench
+        .create_with(
+            "noop_batch",
+            json!({"rows": BATCH_WORKERS, "batch_size": 1}),
+        )
+        .await?;
+    let batch_done = bench
+        .wait_all(&[b], FAST_POLL, Duration::from_secs(300))
+        .await?;
     Ok(Row {
         worker: kind.into(),
         throughput: steps / elapsed,
@@ -302,6 +328,7 @@ async fn measure(bench: &Bench, kind: &str, args: &Args) -> anyhow::Result<Row> 
         p50_ms: pct(0.5),
         p95_ms: pct(0.95),
         parallel_s: seconds(done - t0),
+        batch_steps_per_s: (BATCH_WORKERS + 2) as f64 / seconds(batch_done - b0),
     })
 }
 
@@ -417,7 +444,8 @@ async fn main() -> anyhow::Result<()> {
     let bench = Bench {
         db_url,
         pool: pool.clone(),
-        initializer: TaskInitializer::new(pool.clone(), config.backoff.clone()),
+        initializer: TaskInitializer::new(pool.clone(), config.backoff.clone())
+            .with_max_steps_per_task(config.orchestration.max_steps_per_task),
         template_dir,
     };
     let _server = bench.spawn(&["server"], &[])?;
@@ -438,11 +466,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let tps = pgbench_tps(&args.server).unwrap_or(f64::NAN);
     println!();
-    println!("| worker | no-op steps/s | per pgbench TPS | DB commits/step | Postgres CPU/step | WAL/step | linear 4-step p50 | p95 | 100 x 50 ms, 10 handlers | ratio to ideal 0.5 s |");
-    println!("|--------|---------------|-----------------|-----------------|-------------------|----------|-------------------|-----|--------------------------|----------------------|");
+    println!("| worker | no-op steps/s | per pgbench TPS | DB commits/step | Postgres CPU/step | WAL/step | linear 4-step p50 | p95 | 100 x 50 ms, 10 handlers | ratio to ideal 0.5 s | 1,000-worker batch steps/s |");
+    println!("|--------|---------------|-----------------|-----------------|-------------------|----------|-------------------|-----|--------------------------|----------------------|----------------------------|");
     for r in &rows {
         println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {:.3} ms | {:.0} B | {:.1} ms | {:.1} ms | {:.3} s | {:.2}x |",
+            "| {} | {:.0} | {:.2} | {:.2} | {:.3} ms | {:.0} B | {:.1} ms | {:.1} ms | {:.3} s | {:.2}x | {:.0} |",
             r.worker,
             r.throughput,
             r.throughput / tps,
@@ -452,7 +480,8 @@ async fn main() -> anyhow::Result<()> {
             r.p50_ms,
             r.p95_ms,
             r.parallel_s,
-            r.parallel_s / 0.5
+            r.parallel_s / 0.5,
+            r.batch_steps_per_s
         );
     }
     if let Some(c) = client_wait {
@@ -473,7 +502,7 @@ async fn main() -> anyhow::Result<()> {
         "(Postgres CPU: every local postgres process's CPU time over the throughput run, from /proc, so other databases' load counts too; WAL: the server's WAL growth over the same run)"
     );
     println!(
-        "({} no-op tasks x 10 steps for throughput; {} sequential linear tasks for latency)",
+        "({} no-op tasks x 10 steps for throughput; {} sequential linear tasks for latency; one batchable step creating {BATCH_WORKERS} no-op batch workers and a convergence step, created to completed)",
         args.tasks, args.latency_samples
     );
     std::fs::remove_dir_all(&bench.template_dir).ok();

@@ -175,7 +175,8 @@ async fn run_demo(args: Args, config: tasker_shared::TaskerConfig) -> anyhow::Re
         log_dir.display()
     );
 
-    let initializer = TaskInitializer::new(pool.clone(), config.backoff.clone());
+    let initializer = TaskInitializer::new(pool.clone(), config.backoff.clone())
+        .with_max_steps_per_task(config.orchestration.max_steps_per_task);
     let start = Instant::now();
     let mut submitted: Vec<(Uuid, Instant)> = Vec::with_capacity(args.tasks);
     for i in 0..args.tasks {

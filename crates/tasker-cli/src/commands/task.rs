@@ -62,7 +62,8 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
         } => {
             let context: serde_json::Value =
                 serde_json::from_str(&context).context("--context is not valid JSON")?;
-            let initializer = TaskInitializer::new(pool.clone(), config.backoff.clone());
+            let initializer = TaskInitializer::new(pool.clone(), config.backoff.clone())
+                .with_max_steps_per_task(config.orchestration.max_steps_per_task);
             let created = initializer
                 .create_task(&TaskRequest {
                     namespace,
@@ -155,15 +156,8 @@ async fn watch(pool: &sqlx::PgPool, id: Uuid) -> anyhow::Result<()> {
     let multi = MultiProgress::new();
     let header = multi.add(ProgressBar::new_spinner());
     header.set_style(ProgressStyle::with_template("{spinner} {msg}")?);
-    let steps = StepRow::for_task(pool, id).await?;
     let style = ProgressStyle::with_template("  {prefix:<28} {msg}")?;
     let mut bars: HashMap<Uuid, ProgressBar> = HashMap::new();
-    for s in &steps {
-        let bar = multi.add(ProgressBar::new_spinner());
-        bar.set_style(style.clone());
-        bar.set_prefix(s.name.clone());
-        bars.insert(s.step_uuid, bar);
-    }
     loop {
         let task_now = TaskRow::get(pool, id).await?;
         header.set_message(format!(
@@ -172,19 +166,24 @@ async fn watch(pool: &sqlx::PgPool, id: Uuid) -> anyhow::Result<()> {
         ));
         header.tick();
         for s in StepRow::for_task(pool, id).await? {
-            if let Some(bar) = bars.get(&s.step_uuid) {
-                let err = s
-                    .last_error
-                    .as_ref()
-                    .and_then(|e| e.get("message"))
-                    .and_then(|m| m.as_str())
-                    .map(|m| format!("  ({m})"))
-                    .unwrap_or_default();
-                bar.set_message(format!(
-                    "{:<36} attempts {}/{}{}",
-                    s.state, s.attempts, s.max_attempts, err
-                ));
-            }
+            // Decisions and batches create steps while the task runs.
+            let bar = bars.entry(s.step_uuid).or_insert_with(|| {
+                let bar = multi.add(ProgressBar::new_spinner());
+                bar.set_style(style.clone());
+                bar.set_prefix(s.name.clone());
+                bar
+            });
+            let err = s
+                .last_error
+                .as_ref()
+                .and_then(|e| e.get("message"))
+                .and_then(|m| m.as_str())
+                .map(|m| format!("  ({m})"))
+                .unwrap_or_default();
+            bar.set_message(format!(
+                "{:<36} attempts {}/{}{}",
+                s.state, s.attempts, s.max_attempts, err
+            ));
         }
         if task_now.task_state()?.is_terminal() {
             header.finish_with_message(format!(

@@ -58,6 +58,9 @@ impl From<OrchestrationError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_context", msg)
                     .field("context")
             }
+            E::TooManySteps { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "too_many_steps", msg)
+            }
             E::TaskNotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "task_not_found", msg),
             E::StepNotFound { .. } => ApiError::new(StatusCode::NOT_FOUND, "step_not_found", msg),
             E::TaskFinished { .. } | E::StepActionRefused { .. } => {

@@ -84,6 +84,9 @@ pub struct OrchestrationConfig {
     pub dead_worker_check_interval_ms: u64,
     /// Waiting for a task to finish is woken by NOTIFY; this slow poll covers a lost one.
     pub wait_fallback_poll_interval_ms: u64,
+    /// The most steps one task may have, counting those decision and batchable steps
+    /// create while it runs; an outcome that would pass it fails its step.
+    pub max_steps_per_task: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -242,6 +245,9 @@ impl TaskerConfig {
                 "database.min_connections",
                 "must not exceed database.max_connections",
             );
+        }
+        if self.orchestration.max_steps_per_task == 0 {
+            return invalid("orchestration.max_steps_per_task", "must be at least 1");
         }
         if self.queues.visibility_timeout_seconds == 0 {
             return invalid("queues.visibility_timeout_seconds", "must be at least 1");

@@ -11,6 +11,8 @@ pub struct StepRow {
     pub task_uuid: Uuid,
     pub name: String,
     pub position: i32,
+    /// standard, decision, batchable, batch_worker (a batch copy) or deferred_convergence.
+    pub step_type: String,
     pub handler_callable: String,
     pub state: String,
     pub attempts: i32,
@@ -32,7 +34,7 @@ pub struct StepRow {
 }
 
 const SELECT: &str =
-    "SELECT step_uuid, task_uuid, name, position, handler_callable, state, attempts,
+    "SELECT step_uuid, task_uuid, name, position, step_type, handler_callable, state, attempts,
         max_attempts, retryable, backoff, backoff_base_ms, max_backoff_ms, timeout_seconds, inputs,
         results, last_error, next_retry_at, claim_owner, lease_expires_at, enqueued_at, started_at,
         completed_at
@@ -43,12 +45,12 @@ impl StepRow {
         executor: E,
         task: Uuid,
     ) -> Result<Vec<Self>, StoreError> {
-        Ok(
-            sqlx::query_as(&format!("{SELECT} WHERE task_uuid = $1 ORDER BY position"))
-                .bind(task)
-                .fetch_all(executor)
-                .await?,
-        )
+        Ok(sqlx::query_as(&format!(
+            "{SELECT} WHERE task_uuid = $1 ORDER BY position, name"
+        ))
+        .bind(task)
+        .fetch_all(executor)
+        .await?)
     }
 
     pub async fn find_by_name<'c, E: Executor<'c, Database = Postgres>>(

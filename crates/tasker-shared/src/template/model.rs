@@ -26,6 +26,17 @@ pub struct StepTemplate {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// What the step does to the shape of the workflow (see `StepType`).
+    #[serde(
+        rename = "type",
+        default,
+        skip_serializing_if = "StepType::is_standard"
+    )]
+    pub step_type: StepType,
+    /// For a `batchable` step: which `batch_worker` step is copied per batch, and how many
+    /// copies one outcome may create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchConfig>,
     pub handler: HandlerDefinition,
     #[serde(default)]
     pub dependencies: Vec<String>,
@@ -35,6 +46,53 @@ pub struct StepTemplate {
     pub timeout_seconds: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publishes_events: Vec<EventDeclaration>,
+}
+
+/// How a step shapes the workflow. Only `standard` steps exist in a fixed DAG; the others
+/// let a running task decide which steps it gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepType {
+    #[default]
+    Standard,
+    /// Its handler chooses which of its direct dependents are created (`next_steps`).
+    Decision,
+    /// Its handler returns batches; one copy of `batch.worker` is created per batch.
+    Batchable,
+    /// A template for the copies a batchable parent creates; never created by its own name.
+    BatchWorker,
+    /// Runs once whichever of its dependencies were created are complete.
+    DeferredConvergence,
+}
+
+impl StepType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepType::Standard => "standard",
+            StepType::Decision => "decision",
+            StepType::Batchable => "batchable",
+            StepType::BatchWorker => "batch_worker",
+            StepType::DeferredConvergence => "deferred_convergence",
+        }
+    }
+
+    pub fn is_standard(&self) -> bool {
+        *self == StepType::Standard
+    }
+
+    /// Decision and batchable steps: their outcome creates steps.
+    pub fn creates_steps(self) -> bool {
+        matches!(self, StepType::Decision | StepType::Batchable)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// The name of the `batch_worker` step copied once per batch.
+    pub worker: String,
+    /// The most batches one outcome may return.
+    pub max_workers: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -234,6 +292,33 @@ impl TaskTemplate {
     /// `namespace/name@version`, how templates are named in messages and errors.
     pub fn identity(&self) -> String {
         format!("{}/{}@{}", self.namespace, self.name, self.version)
+    }
+
+    /// Whether any step is not `standard`: such a task's steps are created as it runs.
+    pub fn is_dynamic(&self) -> bool {
+        self.steps.iter().any(|s| !s.step_type.is_standard())
+    }
+
+    /// The decision or batchable step whose outcome decides whether `name` is created, or
+    /// None for a step that exists whenever its dependencies do. A direct dependent of a
+    /// decision is gated by it, a batch worker by its batchable parent, and any other step
+    /// by the first gated dependency it has (it cannot exist before that one does).
+    /// Convergence steps have no gate: they are created as soon as anything they wait for
+    /// exists. The template must have been validated.
+    pub fn gate_of(&self, name: &str) -> Option<&str> {
+        let step = self.step(name)?;
+        let parent_of = |t: StepType| {
+            step.dependencies
+                .iter()
+                .find(|d| self.step(d).is_some_and(|p| p.step_type == t))
+                .map(String::as_str)
+        };
+        match step.step_type {
+            StepType::DeferredConvergence => None,
+            StepType::BatchWorker => parent_of(StepType::Batchable),
+            _ => parent_of(StepType::Decision)
+                .or_else(|| step.dependencies.iter().find_map(|d| self.gate_of(d))),
+        }
     }
 
     /// Steps in an order where every step comes after its dependencies (the template must

@@ -1,4 +1,4 @@
-use super::{RetryPolicy, StepTemplate, TaskTemplate, TemplateError};
+use super::{RetryPolicy, StepTemplate, StepType, TaskTemplate, TemplateError};
 use crate::queue::validate_identifier;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -73,6 +73,7 @@ impl TaskTemplate {
                 cycle,
             });
         }
+        self.validate_dynamic_steps(path)?;
         for (env, o) in &self.environments {
             for so in &o.steps {
                 let Some(step) = self.step(&so.name) else {
@@ -91,6 +92,177 @@ impl TaskTemplate {
             }
         }
         Ok(())
+    }
+}
+
+/// The most copies one batchable step may declare; the task-wide ceiling is
+/// `[orchestration] max_steps_per_task`.
+const MAX_WORKERS_LIMIT: u32 = 100_000;
+
+impl TaskTemplate {
+    /// The rules of decision, batchable, batch_worker and deferred_convergence steps. Runs
+    /// after names, dependencies and cycles are known good.
+    fn validate_dynamic_steps(&self, path: &Path) -> Result<(), TemplateError> {
+        let invalid =
+            |step: &StepTemplate, field: &str, reason: String| TemplateError::InvalidField {
+                path: path.to_path_buf(),
+                step: Some(step.name.clone()),
+                field: field.to_string(),
+                reason,
+            };
+        let type_of = |name: &str| self.step(name).map(|s| s.step_type);
+        for step in &self.steps {
+            match (&step.batch, step.step_type) {
+                (None, StepType::Batchable) => {
+                    return Err(invalid(
+                        step,
+                        "batch",
+                        "is required on a batchable step ({ worker: <batch_worker step>, max_workers: N })".into(),
+                    ))
+                }
+                (Some(_), t) if t != StepType::Batchable => {
+                    return Err(invalid(
+                        step,
+                        "batch",
+                        format!("is only allowed on a batchable step, this one is {}", t.as_str()),
+                    ))
+                }
+                (Some(batch), _) => {
+                    if batch.max_workers == 0 || batch.max_workers > MAX_WORKERS_LIMIT {
+                        return Err(invalid(
+                            step,
+                            "batch.max_workers",
+                            format!(
+                                "must be between 1 and {MAX_WORKERS_LIMIT}, got {}",
+                                batch.max_workers
+                            ),
+                        ));
+                    }
+                    let Some(worker) = self.step(&batch.worker) else {
+                        return Err(invalid(
+                            step,
+                            "batch.worker",
+                            format!("names unknown step '{}'", batch.worker),
+                        ));
+                    };
+                    if worker.step_type != StepType::BatchWorker {
+                        return Err(invalid(
+                            step,
+                            "batch.worker",
+                            format!(
+                                "names '{}', which is {}, not a batch_worker step",
+                                worker.name,
+                                worker.step_type.as_str()
+                            ),
+                        ));
+                    }
+                    if worker.dependencies != [step.name.clone()] {
+                        return Err(invalid(
+                            step,
+                            "batch.worker",
+                            format!(
+                                "names '{}', which must depend on '{}' (and only on it)",
+                                worker.name, step.name
+                            ),
+                        ));
+                    }
+                }
+                (None, _) => {}
+            }
+            match step.step_type {
+                StepType::BatchWorker => {
+                    let parent = step.dependencies.iter().find(|d| {
+                        self.step(d).is_some_and(|p| {
+                            p.step_type == StepType::Batchable
+                                && p.batch.as_ref().is_some_and(|b| b.worker == step.name)
+                        })
+                    });
+                    if parent.is_none() || step.dependencies.len() != 1 {
+                        return Err(invalid(
+                            step,
+                            "dependencies",
+                            "a batch_worker step must depend on exactly one batchable step whose batch.worker names it".into(),
+                        ));
+                    }
+                }
+                StepType::DeferredConvergence => {
+                    if !self.has_dynamic_ancestor(&step.name) {
+                        return Err(invalid(
+                            step,
+                            "type",
+                            "deferred_convergence needs a decision or batchable step upstream (in its dependencies or theirs)".into(),
+                        ));
+                    }
+                }
+                StepType::Decision => {
+                    if !self
+                        .steps
+                        .iter()
+                        .any(|s| s.dependencies.contains(&step.name))
+                    {
+                        return Err(invalid(
+                            step,
+                            "type",
+                            "a decision step needs direct dependents to choose from".into(),
+                        ));
+                    }
+                }
+                StepType::Standard | StepType::Batchable => {}
+            }
+            if step.step_type != StepType::DeferredConvergence {
+                if let Some(dep) = step
+                    .dependencies
+                    .iter()
+                    .find(|d| type_of(d) == Some(StepType::BatchWorker))
+                {
+                    return Err(invalid(
+                        step,
+                        "dependencies",
+                        format!(
+                            "depends on batch_worker '{dep}', whose copies only a deferred_convergence step can wait for"
+                        ),
+                    ));
+                }
+            }
+        }
+        // A copy is named <worker>_<index>: no other step may be named so.
+        for worker in self
+            .steps
+            .iter()
+            .filter(|s| s.step_type == StepType::BatchWorker)
+        {
+            let prefix = format!("{}_", worker.name);
+            if let Some(clash) = self.steps.iter().find(|s| {
+                s.name.strip_prefix(&prefix).is_some_and(|rest| {
+                    !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit())
+                })
+            }) {
+                return Err(invalid(
+                    clash,
+                    "name",
+                    format!("clashes with the copies of batch_worker '{}'", worker.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn has_dynamic_ancestor(&self, name: &str) -> bool {
+        let mut stack = vec![name];
+        let mut seen = HashSet::new();
+        while let Some(n) = stack.pop() {
+            let Some(step) = self.step(n) else { continue };
+            for d in &step.dependencies {
+                if !seen.insert(d.as_str()) {
+                    continue;
+                }
+                if self.step(d).is_some_and(|p| p.step_type.creates_steps()) {
+                    return true;
+                }
+                stack.push(d);
+            }
+        }
+        false
     }
 }
 

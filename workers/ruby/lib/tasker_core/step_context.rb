@@ -32,9 +32,23 @@ module TaskerCore
     # Each parent's result, by step name.
     def dependency_results = @step["dependency_results"] || EMPTY
 
-    # A parent step's result value, or nil when `name` is not a parent of this step.
+    # A parent step's result value, or nil when `name` is not a parent of this step (or is a
+    # branch its decision did not create).
     def dependency_result(name)
       dependency_results[name.to_s]
+    end
+
+    # In a batch worker: its batch, the Hash its batchable step returned for it.
+    def batch
+      inputs["batch"]
+    end
+
+    # In a convergence step: the results of the batch worker's copies (<worker>_000, _001,
+    # ...) in batch order; [] when no batches were created.
+    def batch_results(worker_name)
+      pattern = /\A#{Regexp.escape(worker_name.to_s)}_(\d+)\z/
+      dependency_results.filter_map { |name, result| (m = pattern.match(name)) && [m[1].to_i, result] }
+                        .sort_by(&:first).map(&:last)
     end
 
     def last_attempt?

@@ -6,7 +6,7 @@ module TaskerCore
     # One workflow step of a task.
     class Step
       attr_reader :name, :status, :attempts, :max_attempts, :result, :error, :step_uuid,
-                  :retryable, :completed_at
+                  :retryable, :completed_at, :step_type, :inputs
 
       def initialize(row)
         @name = row["name"]
@@ -18,6 +18,13 @@ module TaskerCore
         @step_uuid = row["step_uuid"]
         @retryable = row["retryable"]
         @completed_at = row["completed_at"]
+        @step_type = row["step_type"]
+        @inputs = row["inputs"]
+      end
+
+      # A batch worker copy's batch.
+      def batch
+        inputs && inputs["batch"]
       end
 
       def complete?

@@ -41,3 +41,37 @@ module SpecHandlers
     end
   end
 end
+
+# Handlers for spec/fixtures/templates/rspec_dynamic.yaml: outcomes come from the context.
+module SpecHandlers
+  class Decide < TaskerCore::StepHandler::Base
+    def call(ctx)
+      success(result: { "chose" => ctx.task_context["next_steps"] }, next_steps: ctx.task_context["next_steps"])
+    end
+  end
+
+  class Ran < TaskerCore::StepHandler::Base
+    def call(ctx)
+      success(result: "#{ctx.step_name} ran")
+    end
+  end
+
+  class Split < TaskerCore::StepHandler::Base
+    def call(ctx)
+      success(result: nil, batches: ctx.task_context["batches"])
+    end
+  end
+
+  class Part < TaskerCore::StepHandler::Base
+    def call(ctx)
+      success(result: { "batch" => ctx.batch, "step" => ctx.step_name })
+    end
+  end
+
+  class Done < TaskerCore::StepHandler::Base
+    def call(ctx)
+      success(result: { "a" => ctx.dependency_result("a"), "b" => ctx.dependency_result("b"),
+                        "parts" => ctx.batch_results("part").map { |r| r["step"] } })
+    end
+  end
+end

@@ -169,6 +169,7 @@ impl CompletionProcessorService {
                     "step_uuid": ctx.step_uuid, "attempt": ctx.attempt, "success": r.success,
                     "result": r.result, "error": r.error, "execution_ms": r.metadata.execution_time_ms,
                     "metadata": r.metadata, "queue": done.step.queue.as_str(), "msg_id": done.step.msg_id,
+                    "outcome": r.outcome,
                 })
             })
             .collect();
@@ -228,7 +229,7 @@ impl CompletionProcessorService {
             .as_ref()
             .map(|e| serde_json::to_value(e).expect("errors serialize"));
         sqlx::query_scalar(
-            "SELECT tasker.record_step_result($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "SELECT tasker.record_step_result($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(ctx.step_uuid)
         .bind(ctx.attempt)
@@ -240,6 +241,7 @@ impl CompletionProcessorService {
         .bind(metadata)
         .bind(done.step.queue.as_str())
         .bind(done.step.msg_id)
+        .bind(sqlx::types::Json(&result.outcome))
         .fetch_one(&self.pool)
         .await
     }

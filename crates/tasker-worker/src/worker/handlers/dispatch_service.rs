@@ -186,6 +186,7 @@ pub async fn execute(
                 output.result,
                 metadata(started_at, start, worker_id, output.metadata),
             )
+            .with_outcome(output.outcome)
         }
         Ok(Ok(Err(e))) => failure(step, handler_error(e), started_at, start, worker_id),
     }

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tasker_shared::config::FfiDispatchConfig;
-use tasker_shared::result::{ErrorType, StepError, StepExecutionResult};
+use tasker_shared::result::{ErrorType, StepError, StepExecutionResult, StepOutcome};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -52,7 +52,7 @@ pub struct FfiError {
 }
 
 /// A foreign handler's result, as it reports it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FfiStepResult {
     pub success: bool,
@@ -62,6 +62,12 @@ pub struct FfiStepResult {
     pub metadata: serde_json::Value,
     #[serde(default)]
     pub error: Option<FfiError>,
+    /// A decision's choice (an array of step names).
+    #[serde(default)]
+    pub next_steps: Option<serde_json::Value>,
+    /// A batchable step's batches (an array of objects).
+    #[serde(default)]
+    pub batches: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -376,7 +382,10 @@ fn convert(entry: &InProcess, r: FfiStepResult, worker_id: &str) -> StepExecutio
     let meta = metadata(entry.started_at, entry.polled_at, worker_id, r.metadata);
     let step = entry.step.context.step_uuid;
     if r.success {
-        return StepExecutionResult::success(step, r.result, meta);
+        return match StepOutcome::from_parts(r.next_steps, r.batches) {
+            Ok(outcome) => StepExecutionResult::success(step, r.result, meta).with_outcome(outcome),
+            Err(error) => StepExecutionResult::failure(step, error, meta),
+        };
     }
     let e = r.error.unwrap_or_else(|| FfiError {
         message: "handler reported failure without an error".into(),

@@ -18,8 +18,10 @@ module TaskerCore
         raise NotImplementedError, "#{self.class} must implement #call(context)"
       end
 
-      def success(result: nil, metadata: Result::NO_METADATA)
-        Result.success(result: result, metadata: metadata)
+      # next_steps: (decision steps) the direct dependents to create; [] chooses none.
+      # batches: (batchable steps) one Hash per batch, e.g. TaskerCore::Batches.ranges(...).
+      def success(result: nil, metadata: Result::NO_METADATA, next_steps: nil, batches: nil)
+        Result.success(result: result, metadata: metadata, next_steps: next_steps, batches: batches)
       end
 
       def failure(message:, error_type: "handler_error", retryable: true)

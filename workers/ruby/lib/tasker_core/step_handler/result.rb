@@ -7,10 +7,12 @@ module TaskerCore
       NO_METADATA = {}.freeze
 
       attr_reader :result, :metadata, :message, :error_type, :retryable, :retry_after,
-                  :error_class, :backtrace
+                  :error_class, :backtrace, :next_steps, :batches
 
-      def self.success(result: nil, metadata: NO_METADATA)
-        new(success: true, result: result, metadata: metadata)
+      # next_steps: a decision step's choice among its direct dependents ([] chooses none).
+      # batches: a batchable step's batches, one Hash per batch worker copy ([] for none).
+      def self.success(result: nil, metadata: NO_METADATA, next_steps: nil, batches: nil)
+        new(success: true, result: result, metadata: metadata, next_steps: next_steps, batches: batches)
       end
 
       def self.failure(message:, error_type: "handler_error", retryable: true, retry_after: nil,
@@ -20,8 +22,11 @@ module TaskerCore
       end
 
       def initialize(success:, result: nil, metadata: NO_METADATA, message: nil, error_type: nil,
-                     retryable: nil, retry_after: nil, error_class: nil, backtrace: nil)
+                     retryable: nil, retry_after: nil, error_class: nil, backtrace: nil,
+                     next_steps: nil, batches: nil)
         @success = success
+        @next_steps = next_steps
+        @batches = batches
         @result = result
         @metadata = metadata
         @message = message
@@ -41,6 +46,8 @@ module TaskerCore
         if @success
           out = { "success" => true, "result" => @result }
           out["metadata"] = @metadata unless @metadata.nil? || @metadata.empty?
+          out["next_steps"] = next_steps_native unless @next_steps.nil?
+          out["batches"] = @batches unless @batches.nil?
           return out
         end
         error = {
@@ -52,6 +59,16 @@ module TaskerCore
         error["backtrace"] = @backtrace if @backtrace
         error["retry_after_seconds"] = Float(@retry_after) if @retry_after
         { "success" => false, "error" => error }
+      end
+
+      private
+
+      # Step names may be given as Symbols; anything else goes as it is, for the engine to
+      # refuse with invalid_decision naming it.
+      def next_steps_native
+        return @next_steps unless @next_steps.is_a?(Array)
+
+        @next_steps.map { |n| n.is_a?(Symbol) ? n.to_s : n }
       end
     end
   end
