@@ -504,6 +504,15 @@ DECLARE
 BEGIN
   SELECT array_agg(DISTINCT (x->>'step_uuid')::uuid) INTO v_ids
     FROM jsonb_array_elements(p_results) AS x;
+  -- An outcome changes its task (expand_steps locks the task row), so the tasks of decision
+  -- and batchable steps are locked first, in order, as result processing, cancellation and
+  -- operator actions lock a task before its steps. A step's type never changes, so reading
+  -- it unlocked is safe.
+  PERFORM 1 FROM tasker.tasks t
+   WHERE t.task_uuid IN (SELECT s.task_uuid FROM tasker.workflow_steps s
+                          WHERE s.step_uuid = ANY (v_ids)
+                            AND s.step_type IN ('decision', 'batchable'))
+   ORDER BY t.task_uuid FOR NO KEY UPDATE;
   -- Sorted, so concurrent recorders, claimers and cancellations lock rows in one order.
   PERFORM 1 FROM tasker.workflow_steps s
    WHERE s.step_uuid = ANY (v_ids) ORDER BY s.step_uuid FOR NO KEY UPDATE;

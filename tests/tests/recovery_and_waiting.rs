@@ -118,7 +118,12 @@ async fn a_dead_workers_steps_run_elsewhere_without_waiting_for_the_lease() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_worker_that_loses_its_connection_is_not_taken_for_dead() {
-    let h = Harness::with_rust_worker(&[]).await;
+    // A grace period well past the reaping below, so a slow machine cannot fake a death.
+    let h = Harness::with_rust_worker(&[(
+        "worker.liveness_grace_ms",
+        tasker_tests::toml_value::Value::Integer(6000),
+    )])
+    .await;
     let worker_id = h.worker.as_ref().unwrap().worker_id.clone();
     let lock_holder: i32 = sqlx::query_scalar(
         "SELECT l.pid FROM pg_locks l JOIN tasker.workers w ON w.lock_key = l.objid::bigint
@@ -134,8 +139,7 @@ async fn a_live_worker_that_loses_its_connection_is_not_taken_for_dead() {
         .await
         .unwrap();
     assert!(killed);
-    // Reapers look every second; the worker takes its lock back at its next beat, before
-    // the grace period ends.
+    // The worker takes its lock back at its next beat (1 s), long before the grace ends.
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         reap_dead_workers(&h.db.pool, &h.core.queues, &h.config.worker, "test")
@@ -250,8 +254,13 @@ async fn a_wait_on_an_unfinished_task_returns_after_its_timeout() {
     let task = h
         .create("linear_workflow", "linear_math", json!({"value": 1}))
         .await;
+    let asked = Instant::now();
     let (s, v) = get(&app, &format!("/v1/tasks/{task}?wait_seconds=1")).await;
     assert_eq!(s, StatusCode::OK);
+    assert!(
+        asked.elapsed() >= Duration::from_millis(900),
+        "the request waited for its timeout"
+    );
     assert_ne!(v["task"]["state"], json!("complete"), "no worker runs: {v}");
     let (s, _) = get(&app, &format!("/v1/tasks/{}?wait_seconds=1", Uuid::nil())).await;
     assert_eq!(s, StatusCode::NOT_FOUND);

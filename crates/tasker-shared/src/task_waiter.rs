@@ -24,6 +24,9 @@ pub const TASK_FINISHED_CHANNEL: &str = "tasker_task_finished";
 /// Terminal task states, as stored.
 pub const TERMINAL_TASK_STATES: [&str; 4] = ["complete", "error", "cancelled", "resolved_manually"];
 
+/// Longer waits are cut to this (a deadline must stay representable).
+pub const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
+
 /// Waits for tasks to reach a terminal state. Cheap to clone; clones share the listener.
 #[derive(Clone)]
 pub struct TaskWaiter {
@@ -82,14 +85,14 @@ impl TaskWaiter {
         self.inner.watched.lock().len()
     }
 
-    /// Waits until the task is in a terminal state or `timeout` passes, and returns its
-    /// state then; `None` if there is no such task.
+    /// Waits until the task is in a terminal state or `timeout` (at most [`MAX_WAIT`])
+    /// passes, and returns its state then; `None` if there is no such task.
     pub async fn wait(
         &self,
         task: Uuid,
         timeout: Duration,
     ) -> Result<Option<TaskState>, sqlx::Error> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + timeout.min(MAX_WAIT);
         self.ensure_listening();
         let guard = self.watch(task);
         loop {
@@ -176,9 +179,15 @@ impl Inner {
     }
 }
 
-/// The one listening connection of a process. Ends when the last waiter handle is dropped
-/// (checked at least every fallback interval).
+/// The one listening connection of a process, and the fallback poll on its own clock (a
+/// busy channel must not postpone it). Ends when the last waiter handle is dropped (checked
+/// at least every fallback interval).
 async fn listen(inner: Weak<Inner>) {
+    let Some(me) = inner.upgrade() else { return };
+    let mut poll = tokio::time::interval(me.fallback_poll);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let backoff = me.reconnect_backoff;
+    drop(me);
     let mut listener: Option<PgListener> = None;
     loop {
         let Some(me) = inner.upgrade() else { return };
@@ -195,11 +204,12 @@ async fn listen(inner: Weak<Inner>) {
                 tracing::debug!(error = %e, "task waiter poll failed");
             }
         }
-        let fallback = me.fallback_poll;
-        let backoff = me.reconnect_backoff;
         drop(me);
         let received = match listener.as_mut() {
-            Some(l) => tokio::time::timeout(fallback, l.try_recv()).await,
+            Some(l) => tokio::select! {
+                r = l.try_recv() => Some(r),
+                _ = poll.tick() => None,
+            },
             None => {
                 tokio::time::sleep(backoff).await;
                 continue;
@@ -207,17 +217,17 @@ async fn listen(inner: Weak<Inner>) {
         };
         let Some(me) = inner.upgrade() else { return };
         match received {
-            Ok(Ok(Some(n))) => {
+            Some(Ok(Some(n))) => {
                 if let Ok(id) = Uuid::parse_str(n.payload()) {
                     me.wake(&id);
                 }
             }
             // The connection was lost: reconnect, and let every waiter read its task again.
-            Ok(Ok(None)) | Ok(Err(_)) => {
+            Some(Ok(None)) | Some(Err(_)) => {
                 listener = None;
                 me.wake_all();
             }
-            Err(_) => {
+            None => {
                 if let Err(e) = me.poll_watched().await {
                     tracing::debug!(error = %e, "task waiter poll failed");
                 }

@@ -197,7 +197,10 @@ fn wait_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
         ))
         .into());
     }
-    let timeout = Duration::from_secs_f64(seconds);
+    // Longer waits are cut to the waiter's maximum (a day) rather than overflowing.
+    let timeout = Duration::try_from_secs_f64(seconds)
+        .unwrap_or(tasker_shared::task_waiter::MAX_WAIT)
+        .min(tasker_shared::task_waiter::MAX_WAIT);
     let c = client(&options(ruby, args, 2)?)?;
     let rt = runtime()?;
     let (task, steps) = block_on(
