@@ -58,6 +58,8 @@ pub async fn reap_dead_workers(
     config: &WorkerConfig,
     actor: &str,
 ) -> Result<Vec<ReapedWorker>, StoreError> {
+    // Registered before any reap, so the alert rules see the series at zero.
+    let dead_workers = metrics::counter!("tasker_dead_workers_total");
     let reaped: Vec<ReapedWorker> = sqlx::query_as(
         "SELECT worker_id, released, queues FROM tasker.reap_dead_workers($1, $2, $3)",
     )
@@ -72,7 +74,7 @@ pub async fn reap_dead_workers(
             released = w.released,
             "worker is gone; its steps were released to run elsewhere"
         );
-        metrics::counter!("tasker_dead_workers_total").increment(1);
+        dead_workers.increment(1);
         metrics::counter!("tasker_steps_released_from_dead_workers_total")
             .increment(w.released as u64);
         for queue in &w.queues {
