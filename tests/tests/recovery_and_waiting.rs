@@ -158,7 +158,13 @@ async fn a_live_worker_that_loses_its_connection_is_not_taken_for_dead() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_unseen_past_the_timeout_is_reaped_even_if_its_session_lingers() {
-    let h = Harness::orchestration_only(&[]).await;
+    let mut h = Harness::orchestration_only(&[]).await;
+    // This test reaps by hand; the orchestrator's own reaper would race it.
+    h.orchestrator
+        .take()
+        .unwrap()
+        .shutdown(Duration::from_secs(5))
+        .await;
     let mut session = PgConnection::connect(&h.db.url).await.unwrap();
     sqlx::query("SELECT pg_advisory_lock(777)")
         .execute(&mut session)
