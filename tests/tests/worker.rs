@@ -150,6 +150,7 @@ async fn late_result_after_lease_loss_is_refused() {
             callback_timeout: Duration::from_secs(1),
             retry_deadline: Duration::from_secs(5),
             concurrency: 1,
+            backoff: h.core.config.backoff.clone(),
         },
     );
     let dispatched = DispatchedStep {

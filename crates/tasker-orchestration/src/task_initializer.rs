@@ -211,6 +211,9 @@ impl TaskInitializer {
         let mut max_ms = Vec::with_capacity(n);
         let mut timeouts: Vec<Option<i32>> = Vec::with_capacity(n);
         let mut events = Vec::with_capacity(n);
+        // Parents not yet complete: a step is ready from this counter alone, without
+        // reading its edges, and each completing parent counts itself off.
+        let mut parents = Vec::with_capacity(n);
         for (i, step) in template.steps.iter().enumerate() {
             let retry = step.retry.resolve(&self.backoff);
             names.push(step.name.clone());
@@ -226,13 +229,16 @@ impl TaskInitializer {
             max_ms.push(retry.max_backoff_ms as i64);
             timeouts.push(step.timeout_seconds.map(|t| t as i32));
             events.push(serde_json::to_value(&step.publishes_events).expect("events serialize"));
+            parents.push(step.dependencies.len() as i32);
         }
         let ids: Vec<(Uuid, String)> = sqlx::query_as(
             "INSERT INTO tasker.workflow_steps (task_uuid, name, position, handler_callable,
                  handler_initialization, max_attempts, retryable, backoff, backoff_base_ms,
-                 max_backoff_ms, timeout_seconds, publishes_events)
-             SELECT $1, * FROM unnest($2::text[], $3::int[], $4::text[], $5::jsonb[], $6::int[],
-                 $7::bool[], $8::text[], $9::bigint[], $10::bigint[], $11::int[], $12::jsonb[])
+                 max_backoff_ms, timeout_seconds, publishes_events, parent_count, pending_parents)
+             SELECT $1, u.*, u.parents FROM unnest($2::text[], $3::int[], $4::text[], $5::jsonb[],
+                 $6::int[], $7::bool[], $8::text[], $9::bigint[], $10::bigint[], $11::int[],
+                 $12::jsonb[], $13::int[]) AS u(name, position, callable, init, max_attempts,
+                 retryable, backoff, base_ms, max_ms, timeout, events, parents)
              RETURNING step_uuid, name",
         )
         .bind(task)
@@ -247,6 +253,7 @@ impl TaskInitializer {
         .bind(&max_ms)
         .bind(&timeouts)
         .bind(&events)
+        .bind(&parents)
         .fetch_all(&mut **tx)
         .await?;
         let by_name: HashMap<&str, Uuid> =
@@ -258,19 +265,21 @@ impl TaskInitializer {
                 to.push(by_name[step.name.as_str()]);
             }
         }
-        sqlx::query(
-            "INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
-             SELECT $1, f, t FROM unnest($2::uuid[], $3::uuid[]) AS e(f, t)",
-        )
-        .bind(task)
-        .bind(&from)
-        .bind(&to)
-        .execute(&mut **tx)
-        .await?;
+        if !from.is_empty() {
+            sqlx::query(
+                "INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
+                 SELECT $1, f, t FROM unnest($2::uuid[], $3::uuid[]) AS e(f, t)",
+            )
+            .bind(task)
+            .bind(&from)
+            .bind(&to)
+            .execute(&mut **tx)
+            .await?;
+        }
         let step_ids: Vec<Uuid> = ids.iter().map(|(id, _)| *id).collect();
         sqlx::query(
-            "INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state, sort_key, most_recent, actor)
-             SELECT s, $2, NULL, 'pending', 0, true, $3 FROM unnest($1::uuid[]) AS s",
+            "INSERT INTO tasker.workflow_step_transition_log (step_uuid, task_uuid, from_state, to_state, sort_key, actor)
+             SELECT s, $2, NULL, 'pending', 0, $3 FROM unnest($1::uuid[]) AS s",
         )
         .bind(&step_ids)
         .bind(task)

@@ -226,12 +226,14 @@ async fn compare_and_swap_loses_when_state_moved_underneath() {
 }
 
 #[tokio::test]
-async fn a_second_most_recent_transition_is_refused() {
+async fn each_step_and_task_has_exactly_one_most_recent_transition() {
     let db = TestDatabase::new().await;
     let (task, step) = one_step_task(&db).await;
+    // A step's log is append-only; its newest row is the most recent one by construction,
+    // and a sort_key can be taken once.
     let insert_step = "INSERT INTO tasker.workflow_step_transitions (step_uuid, task_uuid, from_state, to_state, sort_key, most_recent, actor)
                        VALUES ($1, $2, NULL, 'pending', $3, true, 'test')";
-    for (sort_key, accepted) in [(0, true), (1, false)] {
+    for (sort_key, accepted) in [(0, true), (0, false), (1, true)] {
         let inserted = sqlx::query(insert_step)
             .bind(step)
             .bind(task)
@@ -244,6 +246,14 @@ async fn a_second_most_recent_transition_is_refused() {
             "step row {sort_key}: {inserted:?}"
         );
     }
+    let recent: Vec<i32> = sqlx::query_scalar(
+        "SELECT sort_key FROM tasker.workflow_step_transitions WHERE step_uuid = $1 AND most_recent",
+    )
+    .bind(step)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(recent, [1]);
     let insert_task = "INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, sort_key, most_recent, actor)
                        VALUES ($1, NULL, 'pending', $2, true, 'test')";
     for (sort_key, accepted) in [(0, true), (1, false)] {
@@ -258,7 +268,7 @@ async fn a_second_most_recent_transition_is_refused() {
             "task row {sort_key}: {inserted:?}"
         );
     }
-    // Moving the flag the way the engine does (clear, then insert) is accepted.
+    // A transition the engine makes appends the next row, which becomes the most recent.
     sqlx::query("UPDATE tasker.workflow_steps SET state = 'pending' WHERE step_uuid = $1")
         .bind(step)
         .execute(&db.pool)
@@ -274,4 +284,12 @@ async fn a_second_most_recent_transition_is_refused() {
     )
     .await
     .unwrap());
+    let recent: Vec<(i32, String)> = sqlx::query_as(
+        "SELECT sort_key, to_state FROM tasker.workflow_step_transitions WHERE step_uuid = $1 AND most_recent",
+    )
+    .bind(step)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(recent, [(2, "enqueued".to_string())]);
 }

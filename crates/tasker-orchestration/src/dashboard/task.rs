@@ -156,7 +156,7 @@ pub async fn page(
         "SELECT s.name, tr.from_state, tr.to_state, tr.actor, tr.created_at
                FROM tasker.workflow_step_transitions tr
                JOIN tasker.workflow_steps s USING (step_uuid)
-              WHERE tr.task_uuid = $1
+              WHERE s.task_uuid = $1
               ORDER BY tr.created_at DESC LIMIT $2",
     )
     .bind(id)

@@ -19,8 +19,10 @@ state_enum!(
 use StepState::*;
 
 /// Every allowed step transition. `in_progress -> enqueued` hands a step back (graceful
-/// shutdown, or a claim whose lease expired); `error -> pending` and the `resolved_manually`
-/// and `error -> complete` edges are operator actions.
+/// shutdown, or a claim whose lease expired); `in_progress -> complete` is a success the
+/// worker records and applies in one transaction (a step without a decision or batch
+/// outcome); `error -> pending` and the `resolved_manually` and `error -> complete` edges
+/// are operator actions.
 pub const STEP_TRANSITIONS: &[(StepState, StepState)] = &[
     (Pending, Enqueued),
     (Pending, Cancelled),
@@ -31,6 +33,7 @@ pub const STEP_TRANSITIONS: &[(StepState, StepState)] = &[
     (InProgress, EnqueuedForOrchestration),
     (InProgress, EnqueuedAsErrorForOrchestration),
     (InProgress, Enqueued),
+    (InProgress, Complete),
     (EnqueuedForOrchestration, Complete),
     (EnqueuedAsErrorForOrchestration, WaitingForRetry),
     (EnqueuedAsErrorForOrchestration, Error),

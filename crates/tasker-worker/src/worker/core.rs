@@ -126,6 +126,7 @@ impl WorkerCore {
                 callback_timeout: wc.mpsc_channels.ffi_dispatch.callback_timeout(),
                 retry_deadline: wc.completion_retry_deadline(),
                 concurrency: wc.max_concurrent_completions,
+                backoff: config.backoff.clone(),
             },
         );
         let completion = tokio::spawn(completion.run(completion_rx));

@@ -1,19 +1,24 @@
 //! CompletionProcessorService: records results from the completion channel, up to
-//! `max_concurrent_completions` at once. Recording is one transaction (result, step state,
-//! audit row, orchestration message, worker message deleted) and only succeeds while this
-//! worker still holds the step's claim. Database errors are retried with backoff until
-//! `completion_retry_deadline_ms`; a result the database refuses outright is replaced by a
-//! visible `invalid_result` failure. Post-handler callbacks run after the result is recorded.
+//! `max_concurrent_completions` at once. Recording is one transaction (SQL
+//! `complete_steps`): result, audit row and worker message deleted, then the result applied
+//! as the orchestrator would (step complete, retry scheduled or error, children that became
+//! ready enqueued, the task finalized), so a result needs no second hop through the
+//! orchestration results queue. It only succeeds while this worker still holds the step's
+//! claim. Database errors are retried with backoff until `completion_retry_deadline_ms`; a
+//! result the database refuses outright is replaced by a visible `invalid_result` failure.
+//! Post-handler callbacks run after the result is recorded.
 
 use super::dispatch_service::{CompletedStep, PostHandlerCallback};
 use crate::worker::in_flight::InFlight;
 use crate::worker::worker_metrics as m;
 use futures::FutureExt;
 use sqlx::PgPool;
+use std::collections::BTreeSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tasker_shared::queue::{Notifier, QueueName, ORCHESTRATION_RESULTS_QUEUE};
+use tasker_shared::config::BackoffConfig;
+use tasker_shared::queue::{worker_queue, Notifier};
 use tasker_shared::result::{ErrorType, StepError, StepExecutionResult};
 use tokio::sync::{mpsc, Semaphore};
 
@@ -30,7 +35,7 @@ pub enum RecordOutcome {
 }
 
 /// How results are recorded: the keys of `[worker]` and `ffi_dispatch` that apply here.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CompletionSettings {
     /// Each post-handler callback gets this long.
     pub callback_timeout: Duration,
@@ -38,19 +43,30 @@ pub struct CompletionSettings {
     pub retry_deadline: Duration,
     /// Results recorded at once.
     pub concurrency: usize,
+    /// Retry delays of failed steps (`[backoff]`), applied as the result is recorded.
+    pub backoff: BackoffConfig,
+}
+
+/// One row of `tasker.complete_steps`: what became of one step's result.
+#[derive(sqlx::FromRow)]
+struct Completion {
+    step_uuid: uuid::Uuid,
+    task_uuid: Option<uuid::Uuid>,
+    namespace: Option<String>,
+    outcome: String,
 }
 
 #[derive(Clone)]
 pub struct CompletionProcessorService {
     pool: PgPool,
     notifier: Notifier,
-    results_queue: QueueName,
     worker_id: String,
     in_flight: Arc<InFlight>,
     callbacks: Vec<Arc<dyn PostHandlerCallback>>,
     callback_timeout: Duration,
     retry_deadline: Duration,
     concurrency: usize,
+    backoff: BackoffConfig,
 }
 
 impl CompletionProcessorService {
@@ -65,14 +81,13 @@ impl CompletionProcessorService {
         Self {
             pool,
             notifier,
-            results_queue: QueueName::new(ORCHESTRATION_RESULTS_QUEUE)
-                .expect("constant queue name is valid"),
             worker_id,
             in_flight,
             callbacks,
             callback_timeout: settings.callback_timeout,
             retry_deadline: settings.retry_deadline,
             concurrency: settings.concurrency,
+            backoff: settings.backoff,
         }
     }
 
@@ -142,10 +157,7 @@ impl CompletionProcessorService {
     async fn finish(&self, done: &CompletedStep, outcome: RecordOutcome) {
         self.in_flight.remove(&done.step.context.step_uuid);
         match outcome {
-            RecordOutcome::Recorded => {
-                self.notifier.notify(&self.results_queue);
-                self.run_callbacks(done).await
-            }
+            RecordOutcome::Recorded => self.run_callbacks(done).await,
             RecordOutcome::Refused => {
                 metrics::counter!(m::LATE_RESULTS).increment(1);
                 tracing::warn!(
@@ -163,21 +175,49 @@ impl CompletionProcessorService {
     async fn record_batch(&self, batch: &[CompletedStep]) -> Result<Vec<uuid::Uuid>, sqlx::Error> {
         let rows: Vec<serde_json::Value> = batch
             .iter()
-            .map(|done| {
-                let (ctx, r) = (&done.step.context, &done.result);
-                serde_json::json!({
-                    "step_uuid": ctx.step_uuid, "attempt": ctx.attempt, "success": r.success,
-                    "result": r.result, "error": r.error, "execution_ms": r.metadata.execution_time_ms,
-                    "metadata": r.metadata, "queue": done.step.queue.as_str(), "msg_id": done.step.msg_id,
-                    "outcome": r.outcome,
-                })
-            })
+            .map(|done| result_row(done, &done.result))
             .collect();
-        sqlx::query_scalar("SELECT tasker.record_step_results($1, $2)")
-            .bind(&self.worker_id)
-            .bind(serde_json::Value::Array(rows))
-            .fetch_all(&self.pool)
-            .await
+        let completions = self.complete(rows).await?;
+        Ok(completions
+            .into_iter()
+            .filter(|c| c.outcome == "refused")
+            .map(|c| c.step_uuid)
+            .collect())
+    }
+
+    /// Records and applies results in one transaction, then wakes the workers of the
+    /// namespaces that got new steps and the waiters of the tasks that may have finished.
+    async fn complete(&self, rows: Vec<serde_json::Value>) -> Result<Vec<Completion>, sqlx::Error> {
+        let completions: Vec<Completion> = sqlx::query_as(
+            "SELECT step_uuid, task_uuid, namespace, outcome FROM tasker.complete_steps($1, $2, $3, $4)",
+        )
+        .bind(&self.worker_id)
+        .bind(serde_json::Value::Array(rows))
+        .bind(self.backoff.jitter_ratio)
+        .bind(self.backoff.max_retry_after_ms as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut namespaces = BTreeSet::new();
+        let mut settled = BTreeSet::new();
+        for c in &completions {
+            metrics::counter!("tasker_results_total", "outcome" => c.outcome.clone()).increment(1);
+            if matches!(c.outcome.as_str(), "completed" | "failed") {
+                settled.extend(c.task_uuid);
+            }
+            if matches!(
+                c.outcome.as_str(),
+                "completed" | "failed" | "retry_scheduled"
+            ) {
+                namespaces.extend(c.namespace.as_deref());
+            }
+        }
+        self.notifier.task_finished(settled.into_iter().collect());
+        for ns in namespaces {
+            if let Ok(queue) = worker_queue(ns) {
+                self.notifier.notify(&queue);
+            }
+        }
+        Ok(completions)
     }
 
     async fn record_with_retry(&self, done: &CompletedStep) -> RecordOutcome {
@@ -222,28 +262,8 @@ impl CompletionProcessorService {
         done: &CompletedStep,
         result: &StepExecutionResult,
     ) -> Result<bool, sqlx::Error> {
-        let ctx = &done.step.context;
-        let metadata = serde_json::to_value(&result.metadata).expect("metadata serializes");
-        let error = result
-            .error
-            .as_ref()
-            .map(|e| serde_json::to_value(e).expect("errors serialize"));
-        sqlx::query_scalar(
-            "SELECT tasker.record_step_result($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(ctx.step_uuid)
-        .bind(ctx.attempt)
-        .bind(&self.worker_id)
-        .bind(result.success)
-        .bind(&result.result)
-        .bind(error)
-        .bind(result.metadata.execution_time_ms as i64)
-        .bind(metadata)
-        .bind(done.step.queue.as_str())
-        .bind(done.step.msg_id)
-        .bind(sqlx::types::Json(&result.outcome))
-        .fetch_one(&self.pool)
-        .await
+        let completions = self.complete(vec![result_row(done, result)]).await?;
+        Ok(completions.iter().all(|c| c.outcome != "refused"))
     }
 
     /// The result is already recorded: a callback that fails, panics or overruns its
@@ -263,6 +283,17 @@ impl CompletionProcessorService {
             }
         }
     }
+}
+
+/// A result as `tasker.complete_steps` takes it.
+fn result_row(done: &CompletedStep, result: &StepExecutionResult) -> serde_json::Value {
+    let ctx = &done.step.context;
+    serde_json::json!({
+        "step_uuid": ctx.step_uuid, "attempt": ctx.attempt, "success": result.success,
+        "result": result.result, "error": result.error,
+        "execution_ms": result.metadata.execution_time_ms, "metadata": result.metadata,
+        "queue": done.step.queue.as_str(), "msg_id": done.step.msg_id, "outcome": result.outcome,
+    })
 }
 
 /// SQLSTATE class 22 (data exception): the value, not the connection, is the problem.

@@ -1,0 +1,250 @@
+//! The worker's one-transaction completion (`tasker.complete_steps`): batches that mix
+//! kept and stale claims, parents completing together, failures next to successes, and the
+//! append-only transition log it writes.
+
+use serde_json::{json, Value};
+use std::time::Duration;
+use tasker_shared::queue::{worker_queue, QueueName};
+use tasker_tests::Harness;
+use uuid::Uuid;
+
+/// A harness whose orchestrator is stopped: the test plays the worker by hand.
+async fn quiet() -> Harness {
+    let mut h = Harness::orchestration_only(&[]).await;
+    h.orchestrator
+        .take()
+        .unwrap()
+        .shutdown(Duration::from_secs(5))
+        .await;
+    h
+}
+
+fn success(step: Uuid, attempt: i32, result: Value) -> Value {
+    json!({"step_uuid": step, "attempt": attempt, "success": true, "result": result,
+           "error": null, "execution_ms": 1, "metadata": {}})
+}
+
+async fn claim(h: &Harness, steps: &[Uuid], worker: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT outcome FROM tasker.claim_steps($1, $2, 60)")
+        .bind(steps)
+        .bind(worker)
+        .fetch_all(&h.db.pool)
+        .await
+        .unwrap()
+}
+
+async fn complete(h: &Harness, worker: &str, results: Vec<Value>) -> Vec<(Uuid, String)> {
+    let mut rows: Vec<(Uuid, String)> =
+        sqlx::query_as("SELECT step_uuid, outcome FROM tasker.complete_steps($1, $2, 0, 60000)")
+            .bind(worker)
+            .bind(Value::Array(results))
+            .fetch_all(&h.db.pool)
+            .await
+            .unwrap();
+    rows.sort();
+    rows
+}
+
+async fn step_id(h: &Harness, task: Uuid, name: &str) -> Uuid {
+    h.steps(task)
+        .await
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap()
+        .step_uuid
+}
+
+async fn state_of(h: &Harness, step: Uuid) -> (String, Option<String>, i64) {
+    sqlx::query_as(
+        "SELECT s.state, s.claim_owner,
+                (SELECT count(*) FROM tasker.step_result_audits a WHERE a.step_uuid = s.step_uuid)
+           FROM tasker.workflow_steps s WHERE s.step_uuid = $1",
+    )
+    .bind(step)
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap()
+}
+
+async fn messages_for(h: &Harness, queue: &QueueName, step: Uuid) -> i64 {
+    sqlx::query_scalar(&format!(
+        "SELECT count(*) FROM pgmq.q_{} WHERE message->>'step_uuid' = $1",
+        queue.as_str()
+    ))
+    .bind(step.to_string())
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_a_stale_claim_completes_the_rest_and_refuses_it() {
+    let h = quiet().await;
+    let queue = worker_queue("linear_workflow").unwrap();
+    let mut firsts = Vec::new();
+    for value in [1, 2] {
+        let task = h
+            .create("linear_workflow", "linear_math", json!({"value": value}))
+            .await;
+        firsts.push((task, step_id(&h, task, "add_two").await));
+    }
+    let (kept, lost) = (firsts[0].1, firsts[1].1);
+    assert_eq!(claim(&h, &[kept, lost], "w1").await, ["claimed", "claimed"]);
+    // w1's lease on one step expires and w2 takes it over.
+    sqlx::query("UPDATE tasker.workflow_steps SET lease_expires_at = now() - interval '1 second' WHERE step_uuid = $1")
+        .bind(lost)
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(claim(&h, &[lost], "w2").await, ["claimed"]);
+
+    let mut expected = vec![(kept, "completed".to_string()), (lost, "refused".into())];
+    expected.sort();
+    assert_eq!(
+        complete(
+            &h,
+            "w1",
+            vec![success(kept, 1, json!(2)), success(lost, 1, json!(4))]
+        )
+        .await,
+        expected
+    );
+    assert_eq!(state_of(&h, kept).await, ("complete".into(), None, 1));
+    assert_eq!(
+        state_of(&h, lost).await,
+        ("in_progress".into(), Some("w2".into()), 0),
+        "the stale result changed nothing"
+    );
+    // The kept step's child is enqueued in the same transaction, with its message.
+    let child = step_id(&h, firsts[0].0, "triple").await;
+    assert_eq!(state_of(&h, child).await.0, "enqueued");
+    assert_eq!(messages_for(&h, &queue, child).await, 1);
+    let untouched = step_id(&h, firsts[1].0, "triple").await;
+    assert_eq!(state_of(&h, untouched).await.0, "pending");
+
+    // The kept step went straight from in_progress to complete, by the worker.
+    let log: Vec<(Option<String>, String, String, bool)> = sqlx::query_as(
+        "SELECT from_state, to_state, actor, most_recent FROM tasker.workflow_step_transitions
+          WHERE step_uuid = $1 ORDER BY sort_key",
+    )
+    .bind(kept)
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap();
+    let last = log.last().unwrap();
+    assert_eq!(
+        (last.0.as_deref(), last.1.as_str(), last.2.as_str(), last.3),
+        (Some("in_progress"), "complete", "w1", true)
+    );
+    assert_eq!(log.iter().filter(|t| t.3).count(), 1);
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parents_completing_in_one_batch_enqueue_their_child_once() {
+    let h = quiet().await;
+    let queue = worker_queue("diamond_workflow").unwrap();
+    let task = h
+        .create("diamond_workflow", "diamond_math", json!({"value": 3}))
+        .await;
+    let start = step_id(&h, task, "start").await;
+    assert_eq!(claim(&h, &[start], "w1").await, ["claimed"]);
+    complete(&h, "w1", vec![success(start, 1, json!(9))]).await;
+    let (left, right, join) = (
+        step_id(&h, task, "left").await,
+        step_id(&h, task, "right").await,
+        step_id(&h, task, "join").await,
+    );
+    assert_eq!(claim(&h, &[left, right], "w1").await.len(), 2);
+    // Both parents of the join complete in the same batch, each listed twice.
+    let results = vec![
+        success(left, 1, json!(81)),
+        success(right, 1, json!(81)),
+        success(left, 1, json!(81)),
+        success(right, 1, json!(81)),
+    ];
+    let rows = complete(&h, "w1", results).await;
+    assert_eq!(rows.len(), 2, "one row per step: {rows:?}");
+    assert!(rows.iter().all(|(_, outcome)| outcome == "completed"));
+    assert_eq!(state_of(&h, join).await.0, "enqueued");
+    assert_eq!(messages_for(&h, &queue, join).await, 1);
+    let enqueued: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tasker.workflow_step_transitions WHERE step_uuid = $1 AND to_state = 'enqueued'",
+    )
+    .bind(join)
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(enqueued, 1);
+    for parent in [left, right] {
+        assert_eq!(state_of(&h, parent).await.2, 1, "one audit row each");
+    }
+
+    // The join's result finishes the task in the same transaction.
+    assert_eq!(claim(&h, &[join], "w1").await, ["claimed"]);
+    assert_eq!(
+        complete(&h, "w1", vec![success(join, 1, json!(13122))]).await,
+        [(join, "completed".to_string())]
+    );
+    let task_state: String =
+        sqlx::query_scalar("SELECT state FROM tasker.tasks WHERE task_uuid = $1")
+            .bind(task)
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(task_state, "complete");
+    // The same result again is refused: the claim is gone.
+    assert_eq!(
+        complete(&h, "w1", vec![success(join, 1, json!(13122))]).await,
+        [(join, "refused".to_string())]
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_and_a_success_of_one_task_in_one_batch() {
+    let h = quiet().await;
+    let task = h
+        .create("diamond_workflow", "diamond_math", json!({"value": 3}))
+        .await;
+    let start = step_id(&h, task, "start").await;
+    claim(&h, &[start], "w1").await;
+    complete(&h, "w1", vec![success(start, 1, json!(9))]).await;
+    let (left, right, join) = (
+        step_id(&h, task, "left").await,
+        step_id(&h, task, "right").await,
+        step_id(&h, task, "join").await,
+    );
+    claim(&h, &[left, right], "w1").await;
+    let failure = json!({"step_uuid": right, "attempt": 1, "success": false, "result": null,
+        "error": {"message": "flaky", "error_type": "handler_error", "retryable": true},
+        "execution_ms": 1, "metadata": {}});
+    let mut expected = vec![
+        (left, "completed".to_string()),
+        (right, "retry_scheduled".into()),
+    ];
+    expected.sort();
+    assert_eq!(
+        complete(&h, "w1", vec![success(left, 1, json!(81)), failure]).await,
+        expected
+    );
+    assert_eq!(state_of(&h, left).await.0, "complete");
+    assert_eq!(state_of(&h, right).await.0, "waiting_for_retry");
+    assert_eq!(state_of(&h, join).await.0, "pending", "one parent is left");
+    let (task_state, pending): (String, i32) = sqlx::query_as(
+        "SELECT t.state, s.pending_parents FROM tasker.tasks t
+           JOIN tasker.workflow_steps s ON s.task_uuid = t.task_uuid
+          WHERE t.task_uuid = $1 AND s.step_uuid = $2",
+    )
+    .bind(task)
+    .bind(join)
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (task_state.as_str(), pending),
+        ("waiting_for_retry", 1),
+        "the task waits for the retry; the join still counts one parent"
+    );
+    h.shutdown().await;
+}
