@@ -493,3 +493,66 @@ $$;
 -- UNIQUE (task_uuid, name) serves every lookup by task; this second index on task_uuid only
 -- cost each new row version of a step (five per step) one more index entry.
 DROP INDEX tasker.workflow_steps_task_idx;
+
+-- A new task's first steps, without computing its execution context: every pending step
+-- with no parent left to wait for (its counter, set when it was created) is enqueued with
+-- its message, and the task goes straight to steps_in_process with its first four
+-- transitions written at once. A task with no such step (no steps, or steps created without
+-- counters) takes the general path: its first finalization decides.
+CREATE OR REPLACE FUNCTION tasker.start_task(p_task uuid, p_actor text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_state text;
+  v_ns    text;
+  v_steps uuid[];
+  v_meta  jsonb[];
+  v_msgs  jsonb[];
+  v_n     integer;
+BEGIN
+  SELECT t.state INTO v_state FROM tasker.tasks t WHERE t.task_uuid = p_task;
+  IF v_state IS DISTINCT FROM 'pending' THEN
+    RAISE EXCEPTION 'task %: cannot start, it is not a new pending task', p_task
+      USING ERRCODE = 'check_violation';
+  END IF;
+  v_ns := tasker.task_namespace(p_task);
+  WITH moved AS (
+    UPDATE tasker.workflow_steps s
+       SET state = 'enqueued', updated_at = now(), enqueued_at = clock_timestamp()
+     WHERE s.task_uuid = p_task AND s.state = 'pending' AND s.pending_parents = 0
+    RETURNING s.step_uuid, s.name, s.attempts
+  )
+  SELECT array_agg(m.step_uuid), array_agg(jsonb_build_object('attempt', m.attempts + 1)),
+         array_agg(jsonb_build_object('task_uuid', p_task, 'step_uuid', m.step_uuid,
+                                      'step_name', m.name, 'namespace', v_ns,
+                                      'attempt', m.attempts + 1))
+    INTO v_steps, v_meta, v_msgs
+    FROM moved m;
+  IF v_steps IS NULL THEN
+    UPDATE tasker.tasks SET state = 'enqueuing_steps', updated_at = now()
+     WHERE task_uuid = p_task;
+    INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, sort_key, most_recent, actor)
+    VALUES (p_task, NULL, 'pending', 0, false, p_actor),
+           (p_task, 'pending', 'initializing', 1, false, p_actor),
+           (p_task, 'initializing', 'enqueuing_steps', 2, true, p_actor);
+    RETURN tasker.finalize_task(p_task, p_actor);
+  END IF;
+  v_n := cardinality(v_steps);
+  PERFORM tasker.record_step_transitions(
+    v_steps, array_fill(p_task, ARRAY[v_n]), array_fill('pending'::text, ARRAY[v_n]),
+    array_fill('enqueued'::text, ARRAY[v_n]), p_actor, v_meta);
+  PERFORM pgmq.send_batch('worker_' || v_ns || '_queue', v_msgs);
+  UPDATE tasker.tasks SET state = 'steps_in_process', updated_at = now()
+   WHERE task_uuid = p_task;
+  INSERT INTO tasker.task_transitions
+    (task_uuid, from_state, to_state, sort_key, most_recent, actor, metadata)
+  VALUES (p_task, NULL, 'pending', 0, false, p_actor, '{}'),
+         (p_task, 'pending', 'initializing', 1, false, p_actor, '{}'),
+         (p_task, 'initializing', 'enqueuing_steps', 2, false, p_actor, '{}'),
+         (p_task, 'enqueuing_steps', 'steps_in_process', 3, true, p_actor,
+          '{"execution_status": "processing"}');
+  RETURN 'steps_in_process';
+END;
+$$;
+
+ALTER FUNCTION tasker.start_task(uuid, text) SET enable_seqscan = off;
+ALTER FUNCTION tasker.start_task(uuid, text) SET plan_cache_mode = force_generic_plan;

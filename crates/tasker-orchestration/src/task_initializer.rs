@@ -192,7 +192,7 @@ impl TaskInitializer {
             .collect()
     }
 
-    /// A fixed DAG's steps, edges and first transitions, each in one statement.
+    /// A fixed DAG's steps with their first transitions (one statement), then its edges.
     async fn insert_steps(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
@@ -232,14 +232,21 @@ impl TaskInitializer {
             parents.push(step.dependencies.len() as i32);
         }
         let ids: Vec<(Uuid, String)> = sqlx::query_as(
-            "INSERT INTO tasker.workflow_steps (task_uuid, name, position, handler_callable,
+            "WITH created AS (
+               INSERT INTO tasker.workflow_steps (task_uuid, name, position, handler_callable,
                  handler_initialization, max_attempts, retryable, backoff, backoff_base_ms,
                  max_backoff_ms, timeout_seconds, publishes_events, parent_count, pending_parents)
-             SELECT $1, u.*, u.parents FROM unnest($2::text[], $3::int[], $4::text[], $5::jsonb[],
-                 $6::int[], $7::bool[], $8::text[], $9::bigint[], $10::bigint[], $11::int[],
-                 $12::jsonb[], $13::int[]) AS u(name, position, callable, init, max_attempts,
-                 retryable, backoff, base_ms, max_ms, timeout, events, parents)
-             RETURNING step_uuid, name",
+               SELECT $1, u.*, u.parents FROM unnest($2::text[], $3::int[], $4::text[],
+                 $5::jsonb[], $6::int[], $7::bool[], $8::text[], $9::bigint[], $10::bigint[],
+                 $11::int[], $12::jsonb[], $13::int[]) AS u(name, position, callable, init,
+                 max_attempts, retryable, backoff, base_ms, max_ms, timeout, events, parents)
+               RETURNING step_uuid, name
+             ), logged AS (
+               INSERT INTO tasker.workflow_step_transition_log
+                 (step_uuid, task_uuid, from_state, to_state, sort_key, actor)
+               SELECT c.step_uuid, $1, NULL, 'pending', 0, $14 FROM created c
+             )
+             SELECT step_uuid, name FROM created",
         )
         .bind(task)
         .bind(&names)
@@ -254,6 +261,7 @@ impl TaskInitializer {
         .bind(&timeouts)
         .bind(&events)
         .bind(&parents)
+        .bind(&self.actor)
         .fetch_all(&mut **tx)
         .await?;
         let by_name: HashMap<&str, Uuid> =
@@ -276,16 +284,6 @@ impl TaskInitializer {
             .execute(&mut **tx)
             .await?;
         }
-        let step_ids: Vec<Uuid> = ids.iter().map(|(id, _)| *id).collect();
-        sqlx::query(
-            "INSERT INTO tasker.workflow_step_transition_log (step_uuid, task_uuid, from_state, to_state, sort_key, actor)
-             SELECT s, $2, NULL, 'pending', 0, $3 FROM unnest($1::uuid[]) AS s",
-        )
-        .bind(&step_ids)
-        .bind(task)
-        .bind(&self.actor)
-        .execute(&mut **tx)
-        .await?;
         Ok(())
     }
 

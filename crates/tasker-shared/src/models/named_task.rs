@@ -1,7 +1,10 @@
 use super::StoreError;
 use crate::queue::{domain_events_queue, worker_queue, QueueClient};
 use crate::template::TaskTemplate;
+use parking_lot::RwLock;
 use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::Arc;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,15 +20,24 @@ pub struct RegisteredTemplate {
     pub template: TaskTemplate,
 }
 
+/// (namespace, name, version).
+type TemplateKey = (String, String, String);
+
 /// Templates as registered in the database; orchestration reads templates only from here.
+/// A registered version never changes (registering another body under it is refused), so
+/// `find` keeps what it has read: creating a task then costs no lookup and no decoding.
 #[derive(Debug, Clone)]
 pub struct TemplateRegistry {
     pool: PgPool,
+    found: Arc<RwLock<HashMap<TemplateKey, RegisteredTemplate>>>,
 }
 
 impl TemplateRegistry {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            found: Arc::default(),
+        }
     }
 
     /// Registers a validated template and creates its namespace's worker and domain-event
@@ -111,6 +123,10 @@ impl TemplateRegistry {
         name: &str,
         version: &str,
     ) -> Result<Option<RegisteredTemplate>, StoreError> {
+        let key = (namespace.to_string(), name.to_string(), version.to_string());
+        if let Some(found) = self.found.read().get(&key) {
+            return Ok(Some(found.clone()));
+        }
         let row: Option<(Uuid, serde_json::Value)> = sqlx::query_as(
             "SELECT nt.named_task_uuid, nt.template
                FROM tasker.named_tasks nt JOIN tasker.namespaces n USING (namespace_uuid)
@@ -121,7 +137,11 @@ impl TemplateRegistry {
         .bind(version)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|(id, body)| decode(id, body)).transpose()
+        let found = row.map(|(id, body)| decode(id, body)).transpose()?;
+        if let Some(registered) = &found {
+            self.found.write().insert(key, registered.clone());
+        }
+        Ok(found)
     }
 
     pub async fn list(&self) -> Result<Vec<RegisteredTemplate>, StoreError> {
