@@ -1,7 +1,7 @@
 //! End-to-end benchmark: `tasker server` plus one worker process against the local Postgres,
 //! measured from outside through the database. Prints a Markdown table.
 //!
-//! bin/bench [--worker rust|ruby|both] [--tasks N]
+//! bin/bench [--worker rust|ruby|both] [--tasks N] [--embedded-tasks N]
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
@@ -43,6 +43,10 @@ struct Args {
     /// Sequential linear tasks for the latency run.
     #[arg(long, default_value_t = 60)]
     latency_samples: usize,
+    /// Tasks of 10 no-op steps the embedded-orchestration Ruby process creates one by one
+    /// (with --worker ruby or both).
+    #[arg(long, default_value_t = 300)]
+    embedded_tasks: usize,
     /// Server URL without a database name.
     #[arg(
         long,
@@ -342,39 +346,54 @@ struct ClientWait {
 
 fn measure_client_wait(bench: &Bench, samples: usize) -> anyhow::Result<ClientWait> {
     let _worker = bench.spawn_worker("rust")?;
+    let v = run_ruby_bench(bench, "client_wait.rb", samples)?;
+    Ok(ClientWait {
+        client_p50_ms: json_field(&v, "client_p50_ms")?,
+        client_p95_ms: json_field(&v, "client_p95_ms")?,
+        server_p50_ms: json_field(&v, "server_p50_ms")?,
+    })
+}
+
+/// The README's Ruby example as one process (workers/ruby/bench/embedded.rb): the worker with
+/// embedded orchestration, tasks of 10 no-op steps created one by one, then waited for.
+struct Embedded {
+    steps_per_s: f64,
+    create_ms: f64,
+}
+
+/// Run with no other orchestrator or worker up.
+fn measure_embedded(bench: &Bench, tasks: usize) -> anyhow::Result<Embedded> {
+    let v = run_ruby_bench(bench, "embedded.rb", tasks)?;
+    Ok(Embedded {
+        steps_per_s: json_field(&v, "steps_per_s")?,
+        create_ms: json_field(&v, "create_ms")?,
+    })
+}
+
+/// Runs a script of workers/ruby/bench against the bench database and parses the JSON line
+/// it prints.
+fn run_ruby_bench(bench: &Bench, script: &str, arg: usize) -> anyhow::Result<serde_json::Value> {
     let out = Command::new("ruby")
         .arg("-I")
         .arg(repo_root().join("workers/ruby/lib"))
-        .arg(repo_root().join("workers/ruby/bench/client_wait.rb"))
-        .arg(samples.to_string())
+        .arg(repo_root().join("workers/ruby/bench").join(script))
+        .arg(arg.to_string())
         .env("DATABASE_URL", &bench.db_url)
         .env("TASKER_ENV", "development")
         .env("TASKER_CONFIG_DIR", repo_root().join("config/tasker"))
         .env("TASKER_TEMPLATE_PATH", &bench.template_dir)
         .stdin(Stdio::null())
         .output()
-        .context("running workers/ruby/bench/client_wait.rb")?;
+        .with_context(|| format!("running workers/ruby/bench/{script}"))?;
     if !out.status.success() {
-        bail!(
-            "client_wait.rb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("{script} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!(
-            "client_wait.rb printed {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })?;
-    let field = |k: &str| {
-        v[k].as_f64()
-            .with_context(|| format!("client_wait.rb: no {k} in {v}"))
-    };
-    Ok(ClientWait {
-        client_p50_ms: field("client_p50_ms")?,
-        client_p95_ms: field("client_p95_ms")?,
-        server_p50_ms: field("server_p50_ms")?,
-    })
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("{script} printed {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn json_field(v: &serde_json::Value, key: &str) -> anyhow::Result<f64> {
+    v[key].as_f64().with_context(|| format!("no {key} in {v}"))
 }
 
 fn seconds(d: chrono::TimeDelta) -> f64 {
@@ -448,7 +467,7 @@ async fn main() -> anyhow::Result<()> {
             .with_max_steps_per_task(config.orchestration.max_steps_per_task),
         template_dir,
     };
-    let _server = bench.spawn(&["server"], &[])?;
+    let server = bench.spawn(&["server"], &[])?;
     let kinds: Vec<&str> = match args.worker.as_str() {
         "both" => vec!["rust", "ruby"],
         k => vec![k],
@@ -463,6 +482,13 @@ async fn main() -> anyhow::Result<()> {
     } else {
         eprintln!("measuring a Ruby client's create + wait ...");
         Some(measure_client_wait(&bench, args.latency_samples)?)
+    };
+    drop(server);
+    let embedded = if args.worker == "rust" {
+        None
+    } else {
+        eprintln!("measuring one Ruby process with embedded orchestration ...");
+        Some(measure_embedded(&bench, args.embedded_tasks)?)
     };
     let tps = pgbench_tps(&args.server).unwrap_or(f64::NAN);
     println!();
@@ -492,6 +518,16 @@ async fn main() -> anyhow::Result<()> {
             c.client_p95_ms,
             c.server_p50_ms,
             c.client_p50_ms / c.server_p50_ms
+        );
+    }
+    if let Some(e) = embedded {
+        println!();
+        println!(
+            "One Ruby process, Worker.start(orchestration: :embedded) + Client.create_task one by one + Client.wait, {} tasks x 10 no-op steps: {:.0} steps/s ({:.2} per pgbench TPS), create_task {:.1} ms each",
+            args.embedded_tasks,
+            e.steps_per_s,
+            e.steps_per_s / tps,
+            e.create_ms
         );
     }
     println!();
