@@ -556,3 +556,66 @@ $$;
 
 ALTER FUNCTION tasker.start_task(uuid, text) SET enable_seqscan = off;
 ALTER FUNCTION tasker.start_task(uuid, text) SET plan_cache_mode = force_generic_plan;
+
+-- A task created in one round trip: the task row (or, when its idempotency key is taken,
+-- the task that holds it), then either a fixed DAG's steps with their first transitions
+-- and edges (edges named by step name), or a dynamic task's blueprints, then its start.
+-- Returns the task, whether this call created it, and its state.
+CREATE FUNCTION tasker.create_task(
+  p_named_task uuid, p_context jsonb, p_idempotency_key text, p_initiator text, p_actor text,
+  p_names text[], p_positions integer[], p_callables text[], p_inits jsonb[],
+  p_max_attempts integer[], p_retryable boolean[], p_backoff text[], p_base_ms bigint[],
+  p_max_ms bigint[], p_timeouts integer[], p_events jsonb[], p_parents integer[],
+  p_edge_from text[], p_edge_to text[], p_blueprints jsonb, p_max_steps integer
+) RETURNS TABLE (task_uuid uuid, created boolean, state text)
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_task uuid;
+BEGIN
+  INSERT INTO tasker.tasks (named_task_uuid, context, idempotency_key, initiator)
+  VALUES (p_named_task, p_context, p_idempotency_key, p_initiator)
+  ON CONFLICT (named_task_uuid, idempotency_key) DO NOTHING
+  RETURNING tasks.task_uuid INTO v_task;
+  IF v_task IS NULL THEN
+    -- The key was taken (possibly by a concurrent identical request, which this insert
+    -- waited for): hand back that task.
+    RETURN QUERY
+      SELECT t.task_uuid, false, t.state FROM tasker.tasks t
+       WHERE t.named_task_uuid = p_named_task AND t.idempotency_key = p_idempotency_key;
+    RETURN;
+  END IF;
+  IF p_blueprints IS NOT NULL THEN
+    -- Only what is certain is created now; the rest waits for outcomes.
+    PERFORM tasker.create_dynamic_steps(v_task, p_blueprints, p_max_steps, p_actor);
+  ELSE
+    WITH made AS (
+      INSERT INTO tasker.workflow_steps (task_uuid, name, position, handler_callable,
+        handler_initialization, max_attempts, retryable, backoff, backoff_base_ms,
+        max_backoff_ms, timeout_seconds, publishes_events, parent_count, pending_parents)
+      SELECT v_task, u.* , u.parents
+        FROM unnest(p_names, p_positions, p_callables, p_inits, p_max_attempts, p_retryable,
+                    p_backoff, p_base_ms, p_max_ms, p_timeouts, p_events, p_parents)
+             AS u(name, position, callable, init, max_attempts, retryable, backoff, base_ms,
+                  max_ms, timeout, events, parents)
+      RETURNING workflow_steps.step_uuid, workflow_steps.name
+    ), logged AS (
+      INSERT INTO tasker.workflow_step_transition_log
+        (step_uuid, task_uuid, from_state, to_state, sort_key, actor)
+      SELECT m.step_uuid, v_task, NULL, 'pending', 0, p_actor FROM made m
+    )
+    INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
+    SELECT v_task, f.step_uuid, t.step_uuid
+      FROM unnest(p_edge_from, p_edge_to) AS e(from_name, to_name)
+      JOIN made f ON f.name = e.from_name
+      JOIN made t ON t.name = e.to_name;
+  END IF;
+  RETURN QUERY SELECT v_task, true, tasker.start_task(v_task, p_actor);
+END;
+$$;
+
+ALTER FUNCTION tasker.create_task(uuid, jsonb, text, text, text, text[], integer[], text[],
+  jsonb[], integer[], boolean[], text[], bigint[], bigint[], integer[], jsonb[], integer[],
+  text[], text[], jsonb, integer) SET enable_seqscan = off;
+ALTER FUNCTION tasker.create_task(uuid, jsonb, text, text, text, text[], integer[], text[],
+  jsonb[], integer[], boolean[], text[], bigint[], bigint[], integer[], jsonb[], integer[],
+  text[], text[], jsonb, integer) SET plan_cache_mode = force_generic_plan;

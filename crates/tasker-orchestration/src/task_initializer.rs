@@ -99,55 +99,44 @@ impl TaskInitializer {
             });
         }
 
-        let mut tx = self.pool.begin().await?;
-        let inserted: Option<Uuid> = sqlx::query_scalar(
-            "INSERT INTO tasker.tasks (named_task_uuid, context, idempotency_key, initiator)
-             VALUES ($1, $2, $3, $4)
-             ON CONFLICT (named_task_uuid, idempotency_key) DO NOTHING
-             RETURNING task_uuid",
+        // One round trip: the task (or the one holding its idempotency key), its steps,
+        // edges and first transitions, and its start (tasker.create_task).
+        let steps = FixedSteps::of(template, &self.backoff);
+        let blueprints = template.is_dynamic().then(|| self.blueprints(template));
+        let (task, created, state): (Uuid, bool, String) = sqlx::query_as(
+            "SELECT * FROM tasker.create_task($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                 $13, $14, $15, $16, $17, $18, $19, $20, $21)",
         )
         .bind(registered.named_task_uuid)
         .bind(&request.context)
         .bind(&request.idempotency_key)
         .bind(&request.initiator)
-        .fetch_optional(&mut *tx)
+        .bind(&self.actor)
+        .bind(&steps.names)
+        .bind(&steps.positions)
+        .bind(&steps.callables)
+        .bind(&steps.inits)
+        .bind(&steps.max_attempts)
+        .bind(&steps.retryable)
+        .bind(&steps.backoff)
+        .bind(&steps.base_ms)
+        .bind(&steps.max_ms)
+        .bind(&steps.timeouts)
+        .bind(&steps.events)
+        .bind(&steps.parents)
+        .bind(&steps.edge_from)
+        .bind(&steps.edge_to)
+        .bind(blueprints)
+        .bind(self.max_steps_per_task as i32)
+        .fetch_one(&self.pool)
         .await?;
-        let Some(task) = inserted else {
-            // The key was taken (possibly by a concurrent identical request, which we waited
-            // for): hand back that task.
-            let (task, state): (Uuid, String) = sqlx::query_as(
-                "SELECT task_uuid, state FROM tasker.tasks WHERE named_task_uuid = $1 AND idempotency_key = $2",
-            )
-            .bind(registered.named_task_uuid)
-            .bind(&request.idempotency_key)
-            .fetch_one(&mut *tx)
-            .await?;
-            tx.commit().await?;
+        if !created {
             return Ok(CreatedTask {
                 task_uuid: task,
-                created: false,
+                created,
                 state,
             });
-        };
-
-        if template.is_dynamic() {
-            // Only what is certain is created now; the rest waits for outcomes.
-            sqlx::query("SELECT tasker.create_dynamic_steps($1, $2, $3, $4)")
-                .bind(task)
-                .bind(self.blueprints(template))
-                .bind(self.max_steps_per_task as i32)
-                .bind(&self.actor)
-                .execute(&mut *tx)
-                .await?;
-        } else {
-            self.insert_steps(&mut tx, task, template).await?;
         }
-        let state: String = sqlx::query_scalar("SELECT tasker.start_task($1, $2)")
-            .bind(task)
-            .bind(&self.actor)
-            .fetch_one(&mut *tx)
-            .await?;
-        tx.commit().await?;
         if let Ok(queue) = worker_queue(&request.namespace) {
             self.notifier.notify(&queue);
         }
@@ -190,101 +179,6 @@ impl TaskInitializer {
                 })
             })
             .collect()
-    }
-
-    /// A fixed DAG's steps with their first transitions (one statement), then its edges.
-    async fn insert_steps(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-        task: Uuid,
-        template: &TaskTemplate,
-    ) -> Result<(), OrchestrationError> {
-        let n = template.steps.len();
-        let mut names = Vec::with_capacity(n);
-        let mut positions = Vec::with_capacity(n);
-        let mut callables = Vec::with_capacity(n);
-        let mut inits = Vec::with_capacity(n);
-        let mut max_attempts = Vec::with_capacity(n);
-        let mut retryable = Vec::with_capacity(n);
-        let mut backoff = Vec::with_capacity(n);
-        let mut base_ms = Vec::with_capacity(n);
-        let mut max_ms = Vec::with_capacity(n);
-        let mut timeouts: Vec<Option<i32>> = Vec::with_capacity(n);
-        let mut events = Vec::with_capacity(n);
-        // Parents not yet complete: a step is ready from this counter alone, without
-        // reading its edges, and each completing parent counts itself off.
-        let mut parents = Vec::with_capacity(n);
-        for (i, step) in template.steps.iter().enumerate() {
-            let retry = step.retry.resolve(&self.backoff);
-            names.push(step.name.clone());
-            positions.push(i as i32);
-            callables.push(step.handler.callable.clone());
-            inits.push(serde_json::Value::Object(
-                step.handler.initialization.clone(),
-            ));
-            max_attempts.push(retry.max_attempts as i32);
-            retryable.push(retry.retryable);
-            backoff.push(retry.backoff.as_str().to_string());
-            base_ms.push(retry.backoff_base_ms as i64);
-            max_ms.push(retry.max_backoff_ms as i64);
-            timeouts.push(step.timeout_seconds.map(|t| t as i32));
-            events.push(serde_json::to_value(&step.publishes_events).expect("events serialize"));
-            parents.push(step.dependencies.len() as i32);
-        }
-        let ids: Vec<(Uuid, String)> = sqlx::query_as(
-            "WITH created AS (
-               INSERT INTO tasker.workflow_steps (task_uuid, name, position, handler_callable,
-                 handler_initialization, max_attempts, retryable, backoff, backoff_base_ms,
-                 max_backoff_ms, timeout_seconds, publishes_events, parent_count, pending_parents)
-               SELECT $1, u.*, u.parents FROM unnest($2::text[], $3::int[], $4::text[],
-                 $5::jsonb[], $6::int[], $7::bool[], $8::text[], $9::bigint[], $10::bigint[],
-                 $11::int[], $12::jsonb[], $13::int[]) AS u(name, position, callable, init,
-                 max_attempts, retryable, backoff, base_ms, max_ms, timeout, events, parents)
-               RETURNING step_uuid, name
-             ), logged AS (
-               INSERT INTO tasker.workflow_step_transition_log
-                 (step_uuid, task_uuid, from_state, to_state, sort_key, actor)
-               SELECT c.step_uuid, $1, NULL, 'pending', 0, $14 FROM created c
-             )
-             SELECT step_uuid, name FROM created",
-        )
-        .bind(task)
-        .bind(&names)
-        .bind(&positions)
-        .bind(&callables)
-        .bind(&inits)
-        .bind(&max_attempts)
-        .bind(&retryable)
-        .bind(&backoff)
-        .bind(&base_ms)
-        .bind(&max_ms)
-        .bind(&timeouts)
-        .bind(&events)
-        .bind(&parents)
-        .bind(&self.actor)
-        .fetch_all(&mut **tx)
-        .await?;
-        let by_name: HashMap<&str, Uuid> =
-            ids.iter().map(|(id, name)| (name.as_str(), *id)).collect();
-        let (mut from, mut to) = (Vec::new(), Vec::new());
-        for step in &template.steps {
-            for dep in &step.dependencies {
-                from.push(by_name[dep.as_str()]);
-                to.push(by_name[step.name.as_str()]);
-            }
-        }
-        if !from.is_empty() {
-            sqlx::query(
-                "INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
-                 SELECT $1, f, t FROM unnest($2::uuid[], $3::uuid[]) AS e(f, t)",
-            )
-            .bind(task)
-            .bind(&from)
-            .bind(&to)
-            .execute(&mut **tx)
-            .await?;
-        }
-        Ok(())
     }
 
     fn check_context(
@@ -330,5 +224,60 @@ impl TaskInitializer {
                 problems,
             })
         }
+    }
+}
+
+/// A fixed DAG's steps as `tasker.create_task` takes them: one array per column, retry
+/// settings resolved, and the edges by step name. Empty for a dynamic template (its
+/// blueprints go instead).
+#[derive(Default)]
+struct FixedSteps {
+    names: Vec<String>,
+    positions: Vec<i32>,
+    callables: Vec<String>,
+    inits: Vec<serde_json::Value>,
+    max_attempts: Vec<i32>,
+    retryable: Vec<bool>,
+    backoff: Vec<String>,
+    base_ms: Vec<i64>,
+    max_ms: Vec<i64>,
+    timeouts: Vec<Option<i32>>,
+    events: Vec<serde_json::Value>,
+    /// Parents not yet complete: a step is ready from this counter alone, without reading
+    /// its edges, and each completing parent counts itself off.
+    parents: Vec<i32>,
+    edge_from: Vec<String>,
+    edge_to: Vec<String>,
+}
+
+impl FixedSteps {
+    fn of(template: &TaskTemplate, defaults: &BackoffConfig) -> Self {
+        let mut s = Self::default();
+        if template.is_dynamic() {
+            return s;
+        }
+        for (i, step) in template.steps.iter().enumerate() {
+            let retry = step.retry.resolve(defaults);
+            s.names.push(step.name.clone());
+            s.positions.push(i as i32);
+            s.callables.push(step.handler.callable.clone());
+            s.inits.push(serde_json::Value::Object(
+                step.handler.initialization.clone(),
+            ));
+            s.max_attempts.push(retry.max_attempts as i32);
+            s.retryable.push(retry.retryable);
+            s.backoff.push(retry.backoff.as_str().to_string());
+            s.base_ms.push(retry.backoff_base_ms as i64);
+            s.max_ms.push(retry.max_backoff_ms as i64);
+            s.timeouts.push(step.timeout_seconds.map(|t| t as i32));
+            s.events
+                .push(serde_json::to_value(&step.publishes_events).expect("events serialize"));
+            s.parents.push(step.dependencies.len() as i32);
+            for dep in &step.dependencies {
+                s.edge_from.push(dep.clone());
+                s.edge_to.push(step.name.clone());
+            }
+        }
+        s
     }
 }

@@ -11,7 +11,7 @@
 
 require "json"
 require "tasker_core"
-require_relative "../examples/handlers/util"
+require_relative "../examples/handlers"
 
 tasks = Integer(ARGV.fetch(0, "300"))
 clock = -> { Process.clock_gettime(Process::CLOCK_MONOTONIC) }
