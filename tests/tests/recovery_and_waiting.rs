@@ -126,8 +126,10 @@ async fn a_live_worker_that_loses_its_connection_is_not_taken_for_dead() {
     .await;
     let worker_id = h.worker.as_ref().unwrap().worker_id.clone();
     let lock_holder: i32 = sqlx::query_scalar(
+        // pg_locks lists every database's locks, and parallel tests number their keys alike.
         "SELECT l.pid FROM pg_locks l JOIN tasker.workers w ON w.lock_key = l.objid::bigint
-          WHERE l.locktype = 'advisory' AND l.granted AND w.worker_id = $1",
+          WHERE l.locktype = 'advisory' AND l.granted AND w.worker_id = $1
+            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
     .bind(&worker_id)
     .fetch_one(&h.db.pool)
