@@ -1,6 +1,7 @@
 //! The worker's one-transaction completion (`tasker.complete_steps`): batches that mix
 //! kept and stale claims, parents completing together, failures next to successes, and the
-//! append-only transition log it writes.
+//! append-only transition log it writes; task creation that starts the task in the same
+//! statement; and which transactions wait for the commit flush.
 
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -246,5 +247,253 @@ async fn a_failure_and_a_success_of_one_task_in_one_batch() {
         ("waiting_for_retry", 1),
         "the task waits for the retry; the join still counts one parent"
     );
+    h.shutdown().await;
+}
+
+async fn history(h: &Harness, step: Uuid) -> Vec<(Option<String>, String, i32, Value)> {
+    sqlx::query_as(
+        "SELECT from_state, to_state, sort_key, metadata FROM tasker.workflow_step_transitions
+          WHERE step_uuid = $1 ORDER BY sort_key",
+    )
+    .bind(step)
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_task_starts_in_its_creating_statement_with_its_whole_history() {
+    let h = quiet().await;
+    let queue = worker_queue("diamond_workflow").unwrap();
+    let task = h
+        .create("diamond_workflow", "diamond_math", json!({"value": 3}))
+        .await;
+    let (start, join) = (
+        step_id(&h, task, "start").await,
+        step_id(&h, task, "join").await,
+    );
+    assert_eq!(state_of(&h, start).await.0, "enqueued");
+    assert_eq!(messages_for(&h, &queue, start).await, 1);
+    assert_eq!(
+        history(&h, start).await,
+        [
+            (None, "pending".to_string(), 0, json!({})),
+            (
+                Some("pending".into()),
+                "enqueued".into(),
+                1,
+                json!({"attempt": 1})
+            )
+        ]
+    );
+    assert_eq!(state_of(&h, join).await.0, "pending");
+    assert_eq!(messages_for(&h, &queue, join).await, 0);
+    assert_eq!(
+        history(&h, join).await,
+        [(None, "pending".to_string(), 0, json!({}))]
+    );
+    let task_log: Vec<(Option<String>, String, bool)> = sqlx::query_as(
+        "SELECT from_state, to_state, most_recent FROM tasker.task_transitions
+          WHERE task_uuid = $1 ORDER BY sort_key",
+    )
+    .bind(task)
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap();
+    let states: Vec<&str> = task_log.iter().map(|t| t.1.as_str()).collect();
+    assert_eq!(
+        states,
+        [
+            "pending",
+            "initializing",
+            "enqueuing_steps",
+            "steps_in_process"
+        ]
+    );
+    assert_eq!(
+        task_log.iter().filter(|t| t.2).count(),
+        1,
+        "one current row"
+    );
+    let state: String = sqlx::query_scalar("SELECT state FROM tasker.tasks WHERE task_uuid = $1")
+        .bind(task)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(state, "steps_in_process");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_task_deletes_its_steps_history_and_audits() {
+    let h = Harness::with_rust_worker(&[]).await;
+    let done = h
+        .create("diamond_workflow", "diamond_math", json!({"value": 3}))
+        .await;
+    let kept = h
+        .create("diamond_workflow", "diamond_math", json!({"value": 4}))
+        .await;
+    for task in [done, kept] {
+        assert_eq!(
+            h.wait(task, Duration::from_secs(30)).await.state,
+            "complete"
+        );
+    }
+    let rows = |task: Uuid| {
+        let pool = h.db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (i64, i64)>(
+                "SELECT (SELECT count(*) FROM tasker.workflow_step_transition_log WHERE task_uuid = $1),
+                        (SELECT count(*) FROM tasker.step_result_audits WHERE task_uuid = $1)",
+            )
+            .bind(task)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        rows(done).await,
+        (16, 4),
+        "four transitions and a result per step"
+    );
+    sqlx::query("DELETE FROM tasker.tasks WHERE task_uuid = $1")
+        .bind(done)
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows(done).await, (0, 0));
+    assert_eq!(rows(kept).await, (16, 4), "another task's rows stay");
+    h.shutdown().await;
+}
+
+/// Claims and queue reads do not wait for the WAL flush; creation and results do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_claims_and_reads_skip_the_commit_flush() {
+    let h = quiet().await;
+    let task = h
+        .create("linear_workflow", "linear_math", json!({"value": 1}))
+        .await;
+    let first = step_id(&h, task, "add_two").await;
+    let mut tx = h.db.pool.begin().await.unwrap();
+    let setting = "SELECT current_setting('synchronous_commit')";
+    assert_eq!(
+        sqlx::query_scalar::<_, String>(setting)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap(),
+        "on"
+    );
+    sqlx::query("SELECT * FROM tasker.read_messages('worker_linear_workflow_queue', 30, 10)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(
+        sqlx::query_scalar::<_, String>(setting)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap(),
+        "off"
+    );
+    tx.rollback().await.unwrap();
+
+    let mut tx = h.db.pool.begin().await.unwrap();
+    sqlx::query("SELECT * FROM tasker.claim_steps($1, 'w1', 60)")
+        .bind([first])
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(
+        sqlx::query_scalar::<_, String>(setting)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap(),
+        "off"
+    );
+    tx.commit().await.unwrap();
+
+    let mut tx = h.db.pool.begin().await.unwrap();
+    sqlx::query("SELECT * FROM tasker.complete_steps('w1', $1, 0, 60000)")
+        .bind(Value::Array(vec![success(first, 1, json!(3))]))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(
+        sqlx::query_scalar::<_, String>(setting)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap(),
+        "on",
+        "a result's commit waits for the flush"
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(state_of(&h, first).await.0, "complete");
+    h.shutdown().await;
+}
+
+/// The enqueuer's safety net: an active task left unchanged with a ready step that nobody
+/// enqueued gets it enqueued, whether the step carries parent counters or predates them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_enqueues_ready_steps_left_behind_and_leaves_busy_tasks_alone() {
+    let h = quiet().await;
+    let queue = worker_queue("diamond_workflow").unwrap();
+    let busy = h
+        .create("diamond_workflow", "diamond_math", json!({"value": 1}))
+        .await;
+    let mut lost = Vec::new();
+    for (value, legacy) in [(2, false), (3, true)] {
+        let task = h
+            .create("diamond_workflow", "diamond_math", json!({"value": value}))
+            .await;
+        let start = step_id(&h, task, "start").await;
+        sqlx::query(&format!(
+            "DELETE FROM pgmq.q_{} WHERE message->>'step_uuid' = $1",
+            queue.as_str()
+        ))
+        .bind(start.to_string())
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE tasker.workflow_steps SET state = 'pending', enqueued_at = NULL WHERE step_uuid = $1")
+            .bind(start)
+            .execute(&h.db.pool)
+            .await
+            .unwrap();
+        if legacy {
+            sqlx::query("UPDATE tasker.workflow_steps SET parent_count = NULL, pending_parents = NULL WHERE task_uuid = $1")
+                .bind(task)
+                .execute(&h.db.pool)
+                .await
+                .unwrap();
+        }
+        lost.push((task, start));
+    }
+    sqlx::query("UPDATE tasker.tasks SET updated_at = now() - interval '1 hour'")
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    let enqueuer = tasker_orchestration::step_enqueuer::StepEnqueuer::new(
+        h.db.pool.clone(),
+        tasker_shared::queue::Notifier::spawn(h.db.pool.clone()),
+        Duration::from_secs(1),
+        100,
+        "test".into(),
+    );
+    assert_eq!(
+        enqueuer.sweep().await.unwrap(),
+        2,
+        "only the two tasks left behind"
+    );
+    for (_, start) in &lost {
+        assert_eq!(state_of(&h, *start).await.0, "enqueued");
+        assert_eq!(messages_for(&h, &queue, *start).await, 1);
+    }
+    let busy_start = step_id(&h, busy, "start").await;
+    assert_eq!(
+        messages_for(&h, &queue, busy_start).await,
+        1,
+        "nothing sent twice"
+    );
+    assert_eq!(enqueuer.sweep().await.unwrap(), 0);
     h.shutdown().await;
 }

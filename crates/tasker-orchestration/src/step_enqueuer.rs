@@ -92,6 +92,12 @@ impl StepEnqueuer {
                JOIN tasker.namespaces n USING (namespace_uuid)
               WHERE t.state IN ({ACTIVE})
                 AND t.updated_at < now() - make_interval(secs => $2)
+                -- Cheap necessary condition first: a busy engine has many old tasks whose
+                -- steps are all enqueued or running, and readiness is dear to compute.
+                AND EXISTS (SELECT 1 FROM tasker.workflow_steps s
+                             WHERE s.task_uuid = t.task_uuid
+                               AND s.state IN ('pending', 'waiting_for_retry')
+                               AND coalesce(s.pending_parents, 0) = 0)
                 AND EXISTS (SELECT 1 FROM tasker.get_step_readiness_status(t.task_uuid) r
                              WHERE r.ready_for_execution)
               LIMIT $1"

@@ -122,7 +122,9 @@ impl QueueClient {
             })
     }
 
-    /// Reads up to `qty` messages and hides them for `visibility_timeout_seconds`.
+    /// Reads up to `qty` messages and hides them for `visibility_timeout_seconds`. The read
+    /// commits without waiting for the WAL flush: a hiding lost in a crash only shows the
+    /// messages again, and everything done with them is checked against the database.
     pub async fn read(
         &self,
         queue: &QueueName,
@@ -130,7 +132,7 @@ impl QueueClient {
         qty: i32,
     ) -> Result<Vec<QueuedMessage>, QueueError> {
         sqlx::query_as::<_, QueuedMessage>(
-            "SELECT msg_id, read_ct, enqueued_at, message FROM pgmq.read($1::text, $2::integer, $3::integer)",
+            "SELECT msg_id, read_ct, enqueued_at, message FROM tasker.read_messages($1::text, $2::integer, $3::integer)",
         )
         .bind(queue.as_str())
         .bind(visibility_timeout_seconds)
