@@ -8,13 +8,25 @@
 //!
 //! The same goes for tasks that may have finished: their waiters (see
 //! [`crate::task_waiter`]) are told from here, for those that really are terminal.
+//!
+//! Consumers in the same process (a worker whose own completions, or whose embedded
+//! orchestration, enqueue steps for its queues) are woken directly as well, without the
+//! round trip through Postgres.
 
 use super::{notify_channel, QueueName};
 use crate::task_waiter::{TASK_FINISHED_CHANNEL, TERMINAL_TASK_STATES};
+use parking_lot::Mutex;
 use sqlx::PgPool;
-use std::collections::BTreeSet;
-use tokio::sync::mpsc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, LazyLock};
+use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
+
+/// In-process consumers by database and notification channel, shared by every notifier of
+/// the process (a worker and its embedded orchestration each have their own). One entry per
+/// queue served; they live as long as the process.
+type LocalWakes = Mutex<HashMap<(Arc<str>, String), Arc<Notify>>>;
+static LOCAL: LazyLock<LocalWakes> = LazyLock::new(Default::default);
 
 /// Pending wake-ups beyond this are dropped: one already queued for the channel suffices.
 const BACKLOG: usize = 1024;
@@ -22,6 +34,8 @@ const BACKLOG: usize = 1024;
 #[derive(Clone, Debug)]
 pub struct Notifier {
     tx: mpsc::Sender<Wake>,
+    /// The database whose queues this notifier wakes.
+    database: Arc<str>,
 }
 
 enum Wake {
@@ -35,17 +49,28 @@ impl Notifier {
     /// the notifier is dropped.
     pub fn spawn(pool: PgPool) -> Self {
         let (tx, rx) = mpsc::channel(BACKLOG);
+        let database = pool.connect_options().get_database().unwrap_or("").into();
         tokio::spawn(run(pool, rx));
-        Self { tx }
+        Self { tx, database }
+    }
+
+    /// What an in-process consumer of `queue` waits on: `notify` wakes it at once (or its
+    /// next wait, if it is busy reading).
+    pub fn local_wake(&self, queue: &QueueName) -> Arc<Notify> {
+        LOCAL
+            .lock()
+            .entry((self.database.clone(), notify_channel(queue)))
+            .or_default()
+            .clone()
     }
 
     /// Asks for consumers of `queue` to be woken. Never blocks.
     pub fn notify(&self, queue: &QueueName) {
-        if self
-            .tx
-            .try_send(Wake::Queue(notify_channel(queue)))
-            .is_err()
-        {
+        let channel = notify_channel(queue);
+        if let Some(local) = LOCAL.lock().get(&(self.database.clone(), channel.clone())) {
+            local.notify_one();
+        }
+        if self.tx.try_send(Wake::Queue(channel)).is_err() {
             metrics::counter!("tasker_queue_notifications_coalesced_total").increment(1);
         }
     }
@@ -110,5 +135,65 @@ async fn send_task_finished(pool: &PgPool, tasks: Vec<Uuid>) {
     if let Err(e) = sent {
         // Waiters' fallback polls see the task finished; nothing is lost.
         tracing::debug!(error = %e, "task finished notification not sent");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn notifier(database: &str) -> Notifier {
+        // Never connects: the sending task's pg_notify fails quietly, which is all these
+        // tests need from it.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(50))
+            .connect_lazy(&format!("postgresql://nobody@127.0.0.1:1/{database}"))
+            .unwrap();
+        Notifier::spawn(pool)
+    }
+
+    #[tokio::test]
+    async fn wakes_in_process_consumers_of_that_queue_of_that_database_only() {
+        let n = notifier("wake_one");
+        let q = QueueName::new("worker_a_queue").unwrap();
+        let other = QueueName::new("worker_b_queue").unwrap();
+        // Another component of the process, with its own notifier.
+        let wake = notifier("wake_one").local_wake(&q);
+        let wake_other = n.local_wake(&other);
+        let wake_elsewhere = notifier("wake_two").local_wake(&q);
+        n.notify(&q);
+        tokio::time::timeout(Duration::from_secs(1), wake.notified())
+            .await
+            .expect("woken");
+        for (sleeper, why) in [
+            (wake_other, "another queue's consumer sleeps on"),
+            (wake_elsewhere, "another database's consumer sleeps on"),
+        ] {
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), sleeper.notified())
+                    .await
+                    .is_err(),
+                "{why}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wake_while_the_consumer_is_busy_is_kept_for_its_next_wait() {
+        let n = notifier("wake_three");
+        let q = QueueName::new("worker_a_queue").unwrap();
+        let wake = n.local_wake(&q);
+        n.notify(&q);
+        n.notify(&q);
+        tokio::time::timeout(Duration::from_secs(1), wake.notified())
+            .await
+            .expect("the stored wake-up");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), wake.notified())
+                .await
+                .is_err(),
+            "wake-ups fold into one"
+        );
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tasker_shared::config::DeploymentMode;
 use tasker_shared::queue::{notify_channel, QueueClient, QueueName};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
@@ -57,6 +57,12 @@ impl WorkerEventSystem {
     /// Serves one queue until shutdown.
     pub async fn run_queue(self, queue: QueueName, shutdown: CancellationToken) {
         let channel = notify_channel(&queue);
+        // Only modes that listen react to wake-ups; polling reads on its timer alone.
+        let local = self
+            .config
+            .mode
+            .listens()
+            .then(|| self.queues.notifier().local_wake(&queue));
         let mut listener: Option<PgListener> = None;
         loop {
             if self.config.mode.listens() && listener.is_none() {
@@ -113,14 +119,20 @@ impl WorkerEventSystem {
                     continue;
                 }
             }
-            if !self.wait(&mut listener, &shutdown).await {
+            if !self.wait(&mut listener, local.as_deref(), &shutdown).await {
                 return;
             }
         }
     }
 
-    /// Waits for a wake-up; false on shutdown.
-    async fn wait(&self, listener: &mut Option<PgListener>, shutdown: &CancellationToken) -> bool {
+    /// Waits for a wake-up (NOTIFY, this process's own notifier, or the poll); false on
+    /// shutdown.
+    async fn wait(
+        &self,
+        listener: &mut Option<PgListener>,
+        local: Option<&Notify>,
+        shutdown: &CancellationToken,
+    ) -> bool {
         let poll = self.config.mode.polls() || listener.is_none();
         let wake = async {
             match listener.as_mut() {
@@ -141,6 +153,12 @@ impl WorkerEventSystem {
         };
         tokio::select! {
             _ = shutdown.cancelled() => false,
+            _ = async {
+                match local {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            } => true,
             _ = wake => true,
         }
     }
