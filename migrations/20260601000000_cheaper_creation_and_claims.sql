@@ -13,7 +13,8 @@
 -- 2. Transition log and audit rows no longer have a foreign key to their step: the only
 --    writers are the functions that have just locked or created that step. Deleting steps
 --    (which deleting their task cascades to) still deletes their log and audit rows, by a
---    statement-level trigger instead of one lookup per row.
+--    statement-level trigger instead of one lookup per row. The index of steps by lease
+--    expiry, which no query used, is dropped.
 -- 3. Claims and queue reads commit without waiting for their WAL to reach disk
 --    (synchronous_commit off for that transaction only). Losing one in a crash only makes a
 --    step run again, which the at-least-once contract allows: a claim lost that way has no
@@ -23,6 +24,11 @@
 ALTER TABLE tasker.workflow_step_transition_log
   DROP CONSTRAINT workflow_step_transitions_step_uuid_fkey;
 ALTER TABLE tasker.step_result_audits DROP CONSTRAINT step_result_audits_step_uuid_fkey;
+
+-- No query looks steps up by lease expiry (a claim checks its step's lease by key, the
+-- reaper finds a dead worker's steps by owner), so this index only cost every claim one more
+-- index entry.
+DROP INDEX tasker.workflow_steps_lease_idx;
 
 CREATE FUNCTION tasker.workflow_steps_deleted() RETURNS trigger
 LANGUAGE plpgsql AS $$
