@@ -367,6 +367,21 @@ async fn deleting_a_task_deletes_its_steps_history_and_audits() {
     h.shutdown().await;
 }
 
+/// Runs `statement` in a transaction and returns the synchronous_commit it commits with.
+async fn commit_mode_after(
+    h: &Harness,
+    statement: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> String {
+    let mut tx = h.db.pool.begin().await.unwrap();
+    statement.execute(&mut *tx).await.unwrap();
+    let mode = sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    mode
+}
+
 /// Claims and queue reads do not wait for the WAL flush; creation and results do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_claims_and_reads_skip_the_commit_flush() {
@@ -375,58 +390,19 @@ async fn only_claims_and_reads_skip_the_commit_flush() {
         .create("linear_workflow", "linear_math", json!({"value": 1}))
         .await;
     let first = step_id(&h, task, "add_two").await;
-    let mut tx = h.db.pool.begin().await.unwrap();
-    let setting = "SELECT current_setting('synchronous_commit')";
+    assert_eq!(commit_mode_after(&h, sqlx::query("SELECT 1")).await, "on");
+    let read =
+        sqlx::query("SELECT * FROM tasker.read_messages('worker_linear_workflow_queue', 30, 10)");
+    assert_eq!(commit_mode_after(&h, read).await, "off");
+    let claim = sqlx::query("SELECT * FROM tasker.claim_steps($1, 'w1', 60)").bind([first]);
+    assert_eq!(commit_mode_after(&h, claim).await, "off");
+    let complete = sqlx::query("SELECT * FROM tasker.complete_steps('w1', $1, 0, 60000)")
+        .bind(Value::Array(vec![success(first, 1, json!(3))]));
     assert_eq!(
-        sqlx::query_scalar::<_, String>(setting)
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap(),
-        "on"
-    );
-    sqlx::query("SELECT * FROM tasker.read_messages('worker_linear_workflow_queue', 30, 10)")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(
-        sqlx::query_scalar::<_, String>(setting)
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap(),
-        "off"
-    );
-    tx.rollback().await.unwrap();
-
-    let mut tx = h.db.pool.begin().await.unwrap();
-    sqlx::query("SELECT * FROM tasker.claim_steps($1, 'w1', 60)")
-        .bind([first])
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(
-        sqlx::query_scalar::<_, String>(setting)
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap(),
-        "off"
-    );
-    tx.commit().await.unwrap();
-
-    let mut tx = h.db.pool.begin().await.unwrap();
-    sqlx::query("SELECT * FROM tasker.complete_steps('w1', $1, 0, 60000)")
-        .bind(Value::Array(vec![success(first, 1, json!(3))]))
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(
-        sqlx::query_scalar::<_, String>(setting)
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap(),
+        commit_mode_after(&h, complete).await,
         "on",
         "a result's commit waits for the flush"
     );
-    tx.commit().await.unwrap();
     assert_eq!(state_of(&h, first).await.0, "complete");
     h.shutdown().await;
 }
