@@ -388,16 +388,27 @@ BEGIN
 END;
 $$;
 
+-- Whether this transaction enqueued a step of the task (steps are enqueued with
+-- enqueued_at = clock_timestamp(), never before their transaction's start): only then do
+-- its namespace's workers need waking.
+CREATE FUNCTION tasker.enqueued_now(p_task uuid) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+  SELECT EXISTS (SELECT 1 FROM tasker.workflow_steps s
+                  WHERE s.task_uuid = p_task AND s.state = 'enqueued' AND s.enqueued_at >= now())
+$$;
+
 -- The worker's path: records its results and applies them in one transaction, with no
 -- message to the orchestrator in between. The tasks of the batch are locked first (key
 -- order), then the steps, as on every other path. Successes that went straight to complete
 -- count themselves off their children and their tasks are finalized (enqueueing what became
 -- ready); failures and outcome steps are applied as the results queue's are. Returns one
 -- row per distinct step: completed / retry_scheduled / failed / ignored, or refused when
--- the claim had moved on.
+-- the claim had moved on, and whether the step's task got new steps enqueued (whose
+-- namespace's workers then need waking).
 CREATE FUNCTION tasker.complete_steps(
   p_worker text, p_results jsonb, p_jitter_ratio float8, p_max_retry_after_ms bigint
-) RETURNS TABLE (step_uuid uuid, task_uuid uuid, namespace text, outcome text)
+) RETURNS TABLE (step_uuid uuid, task_uuid uuid, namespace text, outcome text,
+                enqueued boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
   v_ids         uuid[];
@@ -425,7 +436,8 @@ BEGIN
   END IF;
   IF v_steps IS NOT NULL THEN
     RETURN QUERY
-      SELECT v_steps[a.msg_id], a.task_uuid, a.namespace, a.outcome
+      SELECT v_steps[a.msg_id], a.task_uuid, a.namespace, a.outcome,
+             tasker.enqueued_now(a.task_uuid)
         FROM tasker.apply_step_results(
                (SELECT array_agg(g) FROM generate_series(1, cardinality(v_steps)) AS g),
                v_tasks, v_steps, v_attempts, array_fill(p_worker, ARRAY[cardinality(v_steps)]),
@@ -438,14 +450,14 @@ BEGIN
               WHERE NOT (u.t = ANY (coalesce(v_tasks, ARRAY[]::uuid[])))) AS d
       ORDER BY d.t;
     RETURN QUERY
-      SELECT d.s, d.t, n.ns, 'completed'::text
+      SELECT d.s, d.t, n.ns, 'completed'::text, n.enqueued
         FROM unnest(v_done, v_done_tasks) AS d(s, t)
-        JOIN (SELECT u.t, tasker.task_namespace(u.t) AS ns
+        JOIN (SELECT u.t, tasker.task_namespace(u.t) AS ns, tasker.enqueued_now(u.t) AS enqueued
                 FROM (SELECT DISTINCT x AS t FROM unnest(v_done_tasks) AS x) AS u) AS n
           ON n.t = d.t;
   END IF;
   RETURN QUERY
-    SELECT id, NULL::uuid, NULL::text, 'refused'::text
+    SELECT id, NULL::uuid, NULL::text, 'refused'::text, false
       FROM unnest(v_ids) AS id
      WHERE NOT (id = ANY (coalesce(v_steps, ARRAY[]::uuid[]) || coalesce(v_done, ARRAY[]::uuid[])));
 END;
@@ -493,129 +505,3 @@ $$;
 -- UNIQUE (task_uuid, name) serves every lookup by task; this second index on task_uuid only
 -- cost each new row version of a step (five per step) one more index entry.
 DROP INDEX tasker.workflow_steps_task_idx;
-
--- A new task's first steps, without computing its execution context: every pending step
--- with no parent left to wait for (its counter, set when it was created) is enqueued with
--- its message, and the task goes straight to steps_in_process with its first four
--- transitions written at once. A task with no such step (no steps, or steps created without
--- counters) takes the general path: its first finalization decides.
-CREATE OR REPLACE FUNCTION tasker.start_task(p_task uuid, p_actor text) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-  v_state text;
-  v_ns    text;
-  v_steps uuid[];
-  v_meta  jsonb[];
-  v_msgs  jsonb[];
-  v_n     integer;
-BEGIN
-  SELECT t.state INTO v_state FROM tasker.tasks t WHERE t.task_uuid = p_task;
-  IF v_state IS DISTINCT FROM 'pending' THEN
-    RAISE EXCEPTION 'task %: cannot start, it is not a new pending task', p_task
-      USING ERRCODE = 'check_violation';
-  END IF;
-  v_ns := tasker.task_namespace(p_task);
-  WITH moved AS (
-    UPDATE tasker.workflow_steps s
-       SET state = 'enqueued', updated_at = now(), enqueued_at = clock_timestamp()
-     WHERE s.task_uuid = p_task AND s.state = 'pending' AND s.pending_parents = 0
-    RETURNING s.step_uuid, s.name, s.attempts
-  )
-  SELECT array_agg(m.step_uuid), array_agg(jsonb_build_object('attempt', m.attempts + 1)),
-         array_agg(jsonb_build_object('task_uuid', p_task, 'step_uuid', m.step_uuid,
-                                      'step_name', m.name, 'namespace', v_ns,
-                                      'attempt', m.attempts + 1))
-    INTO v_steps, v_meta, v_msgs
-    FROM moved m;
-  IF v_steps IS NULL THEN
-    UPDATE tasker.tasks SET state = 'enqueuing_steps', updated_at = now()
-     WHERE task_uuid = p_task;
-    INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, sort_key, most_recent, actor)
-    VALUES (p_task, NULL, 'pending', 0, false, p_actor),
-           (p_task, 'pending', 'initializing', 1, false, p_actor),
-           (p_task, 'initializing', 'enqueuing_steps', 2, true, p_actor);
-    RETURN tasker.finalize_task(p_task, p_actor);
-  END IF;
-  v_n := cardinality(v_steps);
-  PERFORM tasker.record_step_transitions(
-    v_steps, array_fill(p_task, ARRAY[v_n]), array_fill('pending'::text, ARRAY[v_n]),
-    array_fill('enqueued'::text, ARRAY[v_n]), p_actor, v_meta);
-  PERFORM pgmq.send_batch('worker_' || v_ns || '_queue', v_msgs);
-  UPDATE tasker.tasks SET state = 'steps_in_process', updated_at = now()
-   WHERE task_uuid = p_task;
-  INSERT INTO tasker.task_transitions
-    (task_uuid, from_state, to_state, sort_key, most_recent, actor, metadata)
-  VALUES (p_task, NULL, 'pending', 0, false, p_actor, '{}'),
-         (p_task, 'pending', 'initializing', 1, false, p_actor, '{}'),
-         (p_task, 'initializing', 'enqueuing_steps', 2, false, p_actor, '{}'),
-         (p_task, 'enqueuing_steps', 'steps_in_process', 3, true, p_actor,
-          '{"execution_status": "processing"}');
-  RETURN 'steps_in_process';
-END;
-$$;
-
-ALTER FUNCTION tasker.start_task(uuid, text) SET enable_seqscan = off;
-ALTER FUNCTION tasker.start_task(uuid, text) SET plan_cache_mode = force_generic_plan;
-
--- A task created in one round trip: the task row (or, when its idempotency key is taken,
--- the task that holds it), then either a fixed DAG's steps with their first transitions
--- and edges (edges named by step name), or a dynamic task's blueprints, then its start.
--- Returns the task, whether this call created it, and its state.
-CREATE FUNCTION tasker.create_task(
-  p_named_task uuid, p_context jsonb, p_idempotency_key text, p_initiator text, p_actor text,
-  p_names text[], p_positions integer[], p_callables text[], p_inits jsonb[],
-  p_max_attempts integer[], p_retryable boolean[], p_backoff text[], p_base_ms bigint[],
-  p_max_ms bigint[], p_timeouts integer[], p_events jsonb[], p_parents integer[],
-  p_edge_from text[], p_edge_to text[], p_blueprints jsonb, p_max_steps integer
-) RETURNS TABLE (task_uuid uuid, created boolean, state text)
-LANGUAGE plpgsql AS $$
-DECLARE
-  v_task uuid;
-BEGIN
-  INSERT INTO tasker.tasks (named_task_uuid, context, idempotency_key, initiator)
-  VALUES (p_named_task, p_context, p_idempotency_key, p_initiator)
-  ON CONFLICT (named_task_uuid, idempotency_key) DO NOTHING
-  RETURNING tasks.task_uuid INTO v_task;
-  IF v_task IS NULL THEN
-    -- The key was taken (possibly by a concurrent identical request, which this insert
-    -- waited for): hand back that task.
-    RETURN QUERY
-      SELECT t.task_uuid, false, t.state FROM tasker.tasks t
-       WHERE t.named_task_uuid = p_named_task AND t.idempotency_key = p_idempotency_key;
-    RETURN;
-  END IF;
-  IF p_blueprints IS NOT NULL THEN
-    -- Only what is certain is created now; the rest waits for outcomes.
-    PERFORM tasker.create_dynamic_steps(v_task, p_blueprints, p_max_steps, p_actor);
-  ELSE
-    WITH made AS (
-      INSERT INTO tasker.workflow_steps (task_uuid, name, position, handler_callable,
-        handler_initialization, max_attempts, retryable, backoff, backoff_base_ms,
-        max_backoff_ms, timeout_seconds, publishes_events, parent_count, pending_parents)
-      SELECT v_task, u.* , u.parents
-        FROM unnest(p_names, p_positions, p_callables, p_inits, p_max_attempts, p_retryable,
-                    p_backoff, p_base_ms, p_max_ms, p_timeouts, p_events, p_parents)
-             AS u(name, position, callable, init, max_attempts, retryable, backoff, base_ms,
-                  max_ms, timeout, events, parents)
-      RETURNING workflow_steps.step_uuid, workflow_steps.name
-    ), logged AS (
-      INSERT INTO tasker.workflow_step_transition_log
-        (step_uuid, task_uuid, from_state, to_state, sort_key, actor)
-      SELECT m.step_uuid, v_task, NULL, 'pending', 0, p_actor FROM made m
-    )
-    INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
-    SELECT v_task, f.step_uuid, t.step_uuid
-      FROM unnest(p_edge_from, p_edge_to) AS e(from_name, to_name)
-      JOIN made f ON f.name = e.from_name
-      JOIN made t ON t.name = e.to_name;
-  END IF;
-  RETURN QUERY SELECT v_task, true, tasker.start_task(v_task, p_actor);
-END;
-$$;
-
-ALTER FUNCTION tasker.create_task(uuid, jsonb, text, text, text, text[], integer[], text[],
-  jsonb[], integer[], boolean[], text[], bigint[], bigint[], integer[], jsonb[], integer[],
-  text[], text[], jsonb, integer) SET enable_seqscan = off;
-ALTER FUNCTION tasker.create_task(uuid, jsonb, text, text, text, text[], integer[], text[],
-  jsonb[], integer[], boolean[], text[], bigint[], bigint[], integer[], jsonb[], integer[],
-  text[], text[], jsonb, integer) SET plan_cache_mode = force_generic_plan;

@@ -10,6 +10,9 @@
 -- 1. A fixed DAG's root steps are inserted enqueued, with both of their first transitions
 --    (NULL -> pending, pending -> enqueued) in the log, and the task row is inserted in
 --    steps_in_process with its first four transitions. The history is the same as before.
+--    A dynamic task's first steps are enqueued by start_task, from their parent counters,
+--    without computing an execution context; both paths send the first messages and write
+--    the task's transitions through task_started.
 -- 2. Transition log and audit rows no longer have a foreign key to their step: the only
 --    writers are the functions that have just locked or created that step. Deleting steps
 --    (which deleting their task cascades to) still deletes their log and audit rows, by a
@@ -46,13 +49,82 @@ CREATE TRIGGER workflow_steps_deleted
   REFERENCING OLD TABLE AS gone
   FOR EACH STATEMENT EXECUTE FUNCTION tasker.workflow_steps_deleted();
 
+-- A new task's first steps are on their way: their worker messages are sent (first
+-- attempt) and the task's first four transitions are written, ending in steps_in_process.
+-- The caller has enqueued the steps and set the task's state.
+CREATE FUNCTION tasker.task_started(
+  p_task uuid, p_ns text, p_steps uuid[], p_names text[], p_actor text
+) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  PERFORM pgmq.send_batch('worker_' || p_ns || '_queue',
+    (SELECT array_agg(jsonb_build_object('task_uuid', p_task, 'step_uuid', u.step,
+                                         'step_name', u.name, 'namespace', p_ns,
+                                         'attempt', 1))
+       FROM unnest(p_steps, p_names) AS u(step, name)));
+  INSERT INTO tasker.task_transitions
+    (task_uuid, from_state, to_state, sort_key, most_recent, actor, metadata)
+  VALUES (p_task, NULL, 'pending', 0, false, p_actor, '{}'),
+         (p_task, 'pending', 'initializing', 1, false, p_actor, '{}'),
+         (p_task, 'initializing', 'enqueuing_steps', 2, false, p_actor, '{}'),
+         (p_task, 'enqueuing_steps', 'steps_in_process', 3, true, p_actor,
+          '{"execution_status": "processing"}');
+END;
+$$;
+
+-- Starts a new task whose steps exist as pending (a dynamic task's, or none), without
+-- computing its execution context: every pending step with no parent left to wait for (its
+-- counter, set when it was created) is enqueued, and the task goes straight to
+-- steps_in_process. A task with no such step (no steps, or steps created without counters)
+-- takes the general path: its first finalization decides.
+CREATE OR REPLACE FUNCTION tasker.start_task(p_task uuid, p_actor text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+  v_state text;
+  v_steps uuid[];
+  v_names text[];
+  v_n     integer;
+BEGIN
+  SELECT t.state INTO v_state FROM tasker.tasks t WHERE t.task_uuid = p_task;
+  IF v_state IS DISTINCT FROM 'pending' THEN
+    RAISE EXCEPTION 'task %: cannot start, it is not a new pending task', p_task
+      USING ERRCODE = 'check_violation';
+  END IF;
+  WITH moved AS (
+    UPDATE tasker.workflow_steps s
+       SET state = 'enqueued', updated_at = now(), enqueued_at = clock_timestamp()
+     WHERE s.task_uuid = p_task AND s.state = 'pending' AND s.pending_parents = 0
+    RETURNING s.step_uuid, s.name
+  )
+  SELECT array_agg(m.step_uuid), array_agg(m.name) INTO v_steps, v_names FROM moved m;
+  IF v_steps IS NULL THEN
+    UPDATE tasker.tasks SET state = 'enqueuing_steps', updated_at = now()
+     WHERE task_uuid = p_task;
+    INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, sort_key, most_recent, actor)
+    VALUES (p_task, NULL, 'pending', 0, false, p_actor),
+           (p_task, 'pending', 'initializing', 1, false, p_actor),
+           (p_task, 'initializing', 'enqueuing_steps', 2, true, p_actor);
+    RETURN tasker.finalize_task(p_task, p_actor);
+  END IF;
+  v_n := cardinality(v_steps);
+  PERFORM tasker.record_step_transitions(
+    v_steps, array_fill(p_task, ARRAY[v_n]), array_fill('pending'::text, ARRAY[v_n]),
+    array_fill('enqueued'::text, ARRAY[v_n]), p_actor,
+    array_fill('{"attempt": 1}'::jsonb, ARRAY[v_n]));
+  UPDATE tasker.tasks SET state = 'steps_in_process', updated_at = now()
+   WHERE task_uuid = p_task;
+  PERFORM tasker.task_started(p_task, tasker.task_namespace(p_task), v_steps, v_names, p_actor);
+  RETURN 'steps_in_process';
+END;
+$$;
+
 -- A task created in one round trip: the task row (or, when its idempotency key is taken,
 -- the task that holds it), then either a fixed DAG's steps, edges and first transitions,
 -- or a dynamic task's blueprints. A fixed DAG with a root step starts in the same
--- statements: its roots are created enqueued and their messages sent. Anything else
--- (blueprints, no steps) starts through start_task. Returns the task, whether this call
--- created it, and its state.
-CREATE OR REPLACE FUNCTION tasker.create_task(
+-- statements: the task row is inserted steps_in_process and its roots enqueued, each with
+-- both of its first log rows. Anything else (blueprints, no steps) starts through
+-- start_task. Returns the task, whether this call created it, and its state.
+CREATE FUNCTION tasker.create_task(
   p_named_task uuid, p_context jsonb, p_idempotency_key text, p_initiator text, p_actor text,
   p_names text[], p_positions integer[], p_callables text[], p_inits jsonb[],
   p_max_attempts integer[], p_retryable boolean[], p_backoff text[], p_base_ms bigint[],
@@ -64,7 +136,8 @@ DECLARE
   v_task    uuid;
   v_started boolean := p_blueprints IS NULL AND 0 = ANY (p_parents);
   v_ns      text;
-  v_msgs    jsonb[];
+  v_roots   uuid[];
+  v_names   text[];
 BEGIN
   INSERT INTO tasker.tasks (named_task_uuid, context, idempotency_key, initiator, state)
   VALUES (p_named_task, p_context, p_idempotency_key, p_initiator,
@@ -85,9 +158,6 @@ BEGIN
     RETURN QUERY SELECT v_task, true, tasker.start_task(v_task, p_actor);
     RETURN;
   END IF;
-  SELECT n.name INTO v_ns
-    FROM tasker.named_tasks nt JOIN tasker.namespaces n ON n.namespace_uuid = nt.namespace_uuid
-   WHERE nt.named_task_uuid = p_named_task;
   WITH made AS (
     INSERT INTO tasker.workflow_steps (task_uuid, name, position, handler_callable,
       handler_initialization, max_attempts, retryable, backoff, backoff_base_ms,
@@ -115,22 +185,16 @@ BEGIN
       JOIN made f ON f.name = e.from_name
       JOIN made t ON t.name = e.to_name
   )
-  SELECT array_agg(jsonb_build_object('task_uuid', v_task, 'step_uuid', m.step_uuid,
-                                      'step_name', m.name, 'namespace', v_ns, 'attempt', 1))
-    INTO v_msgs
+  SELECT array_agg(m.step_uuid), array_agg(m.name) INTO v_roots, v_names
     FROM made m WHERE m.state = 'enqueued';
   IF NOT v_started THEN
     RETURN QUERY SELECT v_task, true, tasker.start_task(v_task, p_actor);
     RETURN;
   END IF;
-  PERFORM pgmq.send_batch('worker_' || v_ns || '_queue', v_msgs);
-  INSERT INTO tasker.task_transitions
-    (task_uuid, from_state, to_state, sort_key, most_recent, actor, metadata)
-  VALUES (v_task, NULL, 'pending', 0, false, p_actor, '{}'),
-         (v_task, 'pending', 'initializing', 1, false, p_actor, '{}'),
-         (v_task, 'initializing', 'enqueuing_steps', 2, false, p_actor, '{}'),
-         (v_task, 'enqueuing_steps', 'steps_in_process', 3, true, p_actor,
-          '{"execution_status": "processing"}');
+  SELECT n.name INTO v_ns
+    FROM tasker.named_tasks nt JOIN tasker.namespaces n ON n.namespace_uuid = nt.namespace_uuid
+   WHERE nt.named_task_uuid = p_named_task;
+  PERFORM tasker.task_started(v_task, v_ns, v_roots, v_names, p_actor);
   RETURN QUERY SELECT v_task, true, 'steps_in_process'::text;
 END;
 $$;
@@ -237,6 +301,11 @@ $$;
 ALTER FUNCTION tasker.claim_steps(uuid[], text, integer) SET enable_seqscan = off;
 ALTER FUNCTION tasker.claim_steps(uuid[], text, integer) SET plan_cache_mode = force_generic_plan;
 
+ALTER FUNCTION tasker.start_task(uuid, text) SET enable_seqscan = off;
+ALTER FUNCTION tasker.start_task(uuid, text) SET plan_cache_mode = force_generic_plan;
+ALTER FUNCTION tasker.task_started(uuid, text, uuid[], text[], text) SET enable_seqscan = off;
+ALTER FUNCTION tasker.task_started(uuid, text, uuid[], text[], text)
+  SET plan_cache_mode = force_generic_plan;
 ALTER FUNCTION tasker.create_task(uuid, jsonb, text, text, text, text[], integer[], text[],
   jsonb[], integer[], boolean[], text[], bigint[], bigint[], integer[], jsonb[], integer[],
   text[], text[], jsonb, integer) SET enable_seqscan = off;

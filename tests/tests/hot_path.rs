@@ -473,3 +473,44 @@ async fn the_sweep_enqueues_ready_steps_left_behind_and_leaves_busy_tasks_alone(
     assert_eq!(enqueuer.sweep().await.unwrap(), 0);
     h.shutdown().await;
 }
+
+/// A completion reports whether it enqueued new steps, so the worker wakes a namespace's
+/// consumers only when there is something for them to read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_says_whether_it_enqueued_new_steps() {
+    let h = quiet().await;
+    let task = h
+        .create("diamond_workflow", "diamond_math", json!({"value": 3}))
+        .await;
+    let enqueued = |results: Vec<Value>| {
+        let pool = h.db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, bool)>(
+                "SELECT outcome, enqueued FROM tasker.complete_steps('w1', $1, 0, 60000)",
+            )
+            .bind(Value::Array(results))
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let start = step_id(&h, task, "start").await;
+    claim(&h, &[start], "w1").await;
+    assert_eq!(
+        enqueued(vec![success(start, 1, json!(9))]).await,
+        [("completed".to_string(), true)],
+        "left and right became ready"
+    );
+    let left = step_id(&h, task, "left").await;
+    claim(&h, &[left], "w1").await;
+    assert_eq!(
+        enqueued(vec![success(left, 1, json!(81))]).await,
+        [("completed".to_string(), false)],
+        "the join still waits for right"
+    );
+    assert_eq!(
+        enqueued(vec![success(left, 1, json!(81))]).await,
+        [("refused".to_string(), false)]
+    );
+    h.shutdown().await;
+}
