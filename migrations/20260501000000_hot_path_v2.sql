@@ -388,27 +388,16 @@ BEGIN
 END;
 $$;
 
--- Whether this transaction enqueued a step of the task (steps are enqueued with
--- enqueued_at = clock_timestamp(), never before their transaction's start): only then do
--- its namespace's workers need waking.
-CREATE FUNCTION tasker.enqueued_now(p_task uuid) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-  SELECT EXISTS (SELECT 1 FROM tasker.workflow_steps s
-                  WHERE s.task_uuid = p_task AND s.state = 'enqueued' AND s.enqueued_at >= now())
-$$;
-
 -- The worker's path: records its results and applies them in one transaction, with no
 -- message to the orchestrator in between. The tasks of the batch are locked first (key
 -- order), then the steps, as on every other path. Successes that went straight to complete
 -- count themselves off their children and their tasks are finalized (enqueueing what became
 -- ready); failures and outcome steps are applied as the results queue's are. Returns one
 -- row per distinct step: completed / retry_scheduled / failed / ignored, or refused when
--- the claim had moved on, and whether the step's task got new steps enqueued (whose
--- namespace's workers then need waking).
+-- the claim had moved on.
 CREATE FUNCTION tasker.complete_steps(
   p_worker text, p_results jsonb, p_jitter_ratio float8, p_max_retry_after_ms bigint
-) RETURNS TABLE (step_uuid uuid, task_uuid uuid, namespace text, outcome text,
-                enqueued boolean)
+) RETURNS TABLE (step_uuid uuid, task_uuid uuid, namespace text, outcome text)
 LANGUAGE plpgsql AS $$
 DECLARE
   v_ids         uuid[];
@@ -436,8 +425,7 @@ BEGIN
   END IF;
   IF v_steps IS NOT NULL THEN
     RETURN QUERY
-      SELECT v_steps[a.msg_id], a.task_uuid, a.namespace, a.outcome,
-             tasker.enqueued_now(a.task_uuid)
+      SELECT v_steps[a.msg_id], a.task_uuid, a.namespace, a.outcome
         FROM tasker.apply_step_results(
                (SELECT array_agg(g) FROM generate_series(1, cardinality(v_steps)) AS g),
                v_tasks, v_steps, v_attempts, array_fill(p_worker, ARRAY[cardinality(v_steps)]),
@@ -450,14 +438,14 @@ BEGIN
               WHERE NOT (u.t = ANY (coalesce(v_tasks, ARRAY[]::uuid[])))) AS d
       ORDER BY d.t;
     RETURN QUERY
-      SELECT d.s, d.t, n.ns, 'completed'::text, n.enqueued
+      SELECT d.s, d.t, n.ns, 'completed'::text
         FROM unnest(v_done, v_done_tasks) AS d(s, t)
-        JOIN (SELECT u.t, tasker.task_namespace(u.t) AS ns, tasker.enqueued_now(u.t) AS enqueued
+        JOIN (SELECT u.t, tasker.task_namespace(u.t) AS ns
                 FROM (SELECT DISTINCT x AS t FROM unnest(v_done_tasks) AS x) AS u) AS n
           ON n.t = d.t;
   END IF;
   RETURN QUERY
-    SELECT id, NULL::uuid, NULL::text, 'refused'::text, false
+    SELECT id, NULL::uuid, NULL::text, 'refused'::text
       FROM unnest(v_ids) AS id
      WHERE NOT (id = ANY (coalesce(v_steps, ARRAY[]::uuid[]) || coalesce(v_done, ARRAY[]::uuid[])));
 END;

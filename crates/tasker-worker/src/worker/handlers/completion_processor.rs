@@ -54,8 +54,6 @@ struct Completion {
     task_uuid: Option<uuid::Uuid>,
     namespace: Option<String>,
     outcome: String,
-    /// Whether this transaction enqueued new steps of the step's task.
-    enqueued: bool,
 }
 
 #[derive(Clone)]
@@ -191,8 +189,7 @@ impl CompletionProcessorService {
     /// namespaces that got new steps and the waiters of the tasks that may have finished.
     async fn complete(&self, rows: Vec<serde_json::Value>) -> Result<Vec<Completion>, sqlx::Error> {
         let completions: Vec<Completion> = sqlx::query_as(
-            "SELECT step_uuid, task_uuid, namespace, outcome, enqueued
-               FROM tasker.complete_steps($1, $2, $3, $4)",
+            "SELECT step_uuid, task_uuid, namespace, outcome FROM tasker.complete_steps($1, $2, $3, $4)",
         )
         .bind(&self.worker_id)
         .bind(serde_json::Value::Array(rows))
@@ -207,9 +204,10 @@ impl CompletionProcessorService {
             if matches!(c.outcome.as_str(), "completed" | "failed") {
                 settled.extend(c.task_uuid);
             }
-            // Only new steps need their workers woken; a retry is enqueued by the
-            // enqueuer's sweep when its backoff ends, which wakes them then.
-            if c.enqueued {
+            if matches!(
+                c.outcome.as_str(),
+                "completed" | "failed" | "retry_scheduled"
+            ) {
                 namespaces.extend(c.namespace.as_deref());
             }
         }
