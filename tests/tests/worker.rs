@@ -425,27 +425,31 @@ async fn failing_publisher_never_fails_a_step() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_steps_in_flight_bounds_what_one_worker_holds() {
+async fn max_steps_in_flight_bounds_the_unfinished_steps_one_worker_holds() {
     let h = Harness::with_rust_worker(&[("worker.max_steps_in_flight", Toml::Integer(2))]).await;
     let task = h
         .create("sleep_workflow", "parallel_sleep", json!({"sleep_ms": 250}))
         .await;
-    let mut peak = 0;
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(700) {
-        let held: i64 = sqlx::query_scalar("SELECT count(*) FROM tasker.workflow_steps WHERE task_uuid = $1 AND state = 'in_progress'")
-            .bind(task)
-            .fetch_one(&h.db.pool)
-            .await
-            .unwrap();
-        peak = peak.max(held);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(
-        peak, 2,
-        "two claimed at a time, though ten handlers are free"
-    );
     assert_eq!(h.wait(task, T).await.state, "complete");
+    // A step's handler ran within [claimed, claimed + its execution time]. The worker claims
+    // another step only once a handler has finished, so at most two of these overlap, though
+    // ten handlers are free.
+    let (steps, peak): (i64, i64) = sqlx::query_as(
+        "WITH runs AS (
+           SELECT s.started_at AS t0,
+                  s.started_at + a.execution_time_ms * interval '1 millisecond' AS t1
+             FROM tasker.workflow_steps s JOIN tasker.step_result_audits a USING (step_uuid)
+            WHERE s.task_uuid = $1)
+         SELECT (SELECT count(*) FROM runs),
+                max((SELECT count(*) FROM runs o WHERE o.t0 <= r.t0 AND r.t0 < o.t1))
+           FROM runs r",
+    )
+    .bind(task)
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert!(steps > 2, "{steps} steps");
+    assert_eq!(peak, 2, "two unfinished steps held at a time");
     h.shutdown().await;
 }
 

@@ -21,8 +21,8 @@ pub struct EventSystemConfig {
     pub visibility_timeout_seconds: i32,
     pub read_batch_size: usize,
     pub reconnect_backoff: Duration,
-    /// Claimed-but-unrecorded steps this worker holds at most (`max_steps_in_flight`), so
-    /// one worker does not hide a backlog from the others.
+    /// Claimed steps whose handler has not finished that this worker holds at most
+    /// (`max_steps_in_flight`), so one worker does not hide a backlog from the others.
     pub max_in_flight: usize,
 }
 
@@ -78,7 +78,7 @@ impl WorkerEventSystem {
             };
             // Wait until half the allowance is free: reading one message per released step
             // would cost a read and a claim transaction per step.
-            let held = self.in_flight.held();
+            let held = self.in_flight.unexecuted();
             if held > self.config.max_in_flight / 2 {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,

@@ -176,6 +176,7 @@ impl StepExecutorActor {
                 queue: queue.clone(),
                 msg_id,
                 attempt: context.attempt,
+                executed: false,
             },
         );
         self.claimed.fetch_add(1, Ordering::Relaxed);

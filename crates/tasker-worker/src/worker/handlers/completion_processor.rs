@@ -92,32 +92,46 @@ impl CompletionProcessorService {
     }
 
     /// Runs until every sender of the completion channel is gone and all results are
-    /// recorded: shutdown flushes rather than drops.
+    /// recorded: shutdown flushes rather than drops. Results are taken off the channel as
+    /// they arrive (up to a batch ahead), which marks their steps executed so the worker can
+    /// claim more while they wait; a result starts recording as soon as a transaction is
+    /// free, with every result that arrived by then.
     pub async fn run(self, mut receiver: mpsc::Receiver<CompletedStep>) {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let mut running = tokio::task::JoinSet::new();
-        loop {
-            // The permit comes first: while every recording is busy, results wait in the
-            // channel and the next transaction takes all of them.
-            let permit = permits.clone().acquire_owned().await.expect("never closed");
-            let Some(first) = receiver.recv().await else {
-                break;
-            };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(done) => batch.push(done),
-                    Err(_) => break,
+        let mut waiting: Vec<CompletedStep> = Vec::new();
+        let mut open = true;
+        while open || !waiting.is_empty() {
+            tokio::select! {
+                biased;
+                permit = permits.clone().acquire_owned(), if !waiting.is_empty() => {
+                    let permit = permit.expect("never closed");
+                    while waiting.len() < MAX_BATCH {
+                        match receiver.try_recv() {
+                            Ok(done) => self.take(&mut waiting, done),
+                            Err(_) => break,
+                        }
+                    }
+                    let batch: Vec<_> = waiting.drain(..waiting.len().min(MAX_BATCH)).collect();
+                    let this = self.clone();
+                    running.spawn(async move {
+                        this.handle_batch(batch).await;
+                        drop(permit);
+                    });
                 }
+                next = receiver.recv(), if open && waiting.len() < MAX_BATCH => match next {
+                    Some(done) => self.take(&mut waiting, done),
+                    None => open = false,
+                },
             }
-            let this = self.clone();
-            running.spawn(async move {
-                this.handle_batch(batch).await;
-                drop(permit);
-            });
             while running.try_join_next().is_some() {}
         }
         while running.join_next().await.is_some() {}
+    }
+
+    fn take(&self, waiting: &mut Vec<CompletedStep>, done: CompletedStep) {
+        self.in_flight.mark_executed(&done.step.context.step_uuid);
+        waiting.push(done);
     }
 
     /// Records a batch in one transaction; if that fails, each result on its own (with
