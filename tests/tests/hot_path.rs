@@ -473,3 +473,105 @@ async fn the_sweep_enqueues_ready_steps_left_behind_and_leaves_busy_tasks_alone(
     assert_eq!(enqueuer.sweep().await.unwrap(), 0);
     h.shutdown().await;
 }
+
+/// `complete_steps` as the worker calls it: each row with whether the transaction sent
+/// worker messages.
+async fn complete_flagged(h: &Harness, results: Vec<Value>) -> Vec<(String, bool)> {
+    sqlx::query_as("SELECT outcome, enqueued FROM tasker.complete_steps('w1', $1, 0, 60000)")
+        .bind(Value::Array(results))
+        .fetch_all(&h.db.pool)
+        .await
+        .unwrap()
+}
+
+async fn task_state(h: &Harness, task: Uuid) -> String {
+    sqlx::query_scalar("SELECT state FROM tasker.tasks WHERE task_uuid = $1")
+        .bind(task)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_says_whether_it_enqueued_new_steps() {
+    let h = quiet().await;
+    let task = h
+        .create("diamond_workflow", "diamond_math", json!({"value": 3}))
+        .await;
+    let start = step_id(&h, task, "start").await;
+    claim(&h, &[start], "w1").await;
+    let done = complete_flagged(&h, vec![success(start, 1, json!(9))]).await;
+    assert_eq!(
+        done,
+        [("completed".to_string(), true)],
+        "left and right enqueued"
+    );
+    let (left, right, join) = (
+        step_id(&h, task, "left").await,
+        step_id(&h, task, "right").await,
+        step_id(&h, task, "join").await,
+    );
+    claim(&h, &[left, right], "w1").await;
+    let done = complete_flagged(&h, vec![success(left, 1, json!(81))]).await;
+    assert_eq!(
+        done,
+        [("completed".to_string(), false)],
+        "the join waits for right"
+    );
+    assert_eq!(state_of(&h, join).await.0, "pending");
+    assert_eq!(task_state(&h, task).await, "steps_in_process");
+    let done = complete_flagged(&h, vec![success(right, 1, json!(81))]).await;
+    assert_eq!(done, [("completed".to_string(), true)], "the join enqueued");
+    claim(&h, &[join], "w1").await;
+    let done = complete_flagged(&h, vec![success(join, 1, json!(13122))]).await;
+    assert_eq!(
+        done,
+        [("completed".to_string(), false)],
+        "the task is complete"
+    );
+    assert_eq!(task_state(&h, task).await, "complete");
+    let refused = complete_flagged(&h, vec![success(join, 1, json!(13122))]).await;
+    assert_eq!(refused, [("refused".to_string(), false)]);
+    h.shutdown().await;
+}
+
+/// A completion skips finalizing a task that has steps running and nothing to decide, but
+/// not one with a retry whose backoff is over: that retry is enqueued by the completion of
+/// a sibling, while another sibling still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sibling_completion_enqueues_a_retry_that_is_due() {
+    let h = quiet().await;
+    let task = h
+        .create("sleep_workflow", "parallel_sleep", json!({}))
+        .await;
+    let (a, b, c) = (
+        step_id(&h, task, "sleep_a").await,
+        step_id(&h, task, "sleep_b").await,
+        step_id(&h, task, "sleep_c").await,
+    );
+    claim(&h, &[a, b, c], "w1").await;
+    let failure = json!({"step_uuid": b, "attempt": 1, "success": false, "result": null,
+        "error": {"message": "flaky", "error_type": "handler_error", "retryable": true},
+        "execution_ms": 1, "metadata": {}});
+    assert_eq!(
+        complete_flagged(&h, vec![failure]).await,
+        [("retry_scheduled".to_string(), false)]
+    );
+    assert_eq!(state_of(&h, b).await.0, "waiting_for_retry");
+    sqlx::query("UPDATE tasker.workflow_steps SET next_retry_at = now() - interval '1 second' WHERE step_uuid = $1")
+        .bind(b)
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        complete_flagged(&h, vec![success(a, 1, json!(null))]).await,
+        [("completed".to_string(), true)]
+    );
+    assert_eq!(
+        state_of(&h, b).await.0,
+        "enqueued",
+        "the due retry went out"
+    );
+    assert_eq!(state_of(&h, c).await.0, "in_progress");
+    h.shutdown().await;
+}

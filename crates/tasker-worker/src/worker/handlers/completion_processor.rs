@@ -54,6 +54,8 @@ struct Completion {
     task_uuid: Option<uuid::Uuid>,
     namespace: Option<String>,
     outcome: String,
+    /// The transaction sent worker messages (children enqueued, or an outcome's new steps).
+    enqueued: bool,
 }
 
 #[derive(Clone)]
@@ -200,10 +202,13 @@ impl CompletionProcessorService {
     }
 
     /// Records and applies results in one transaction, then wakes the workers of the
-    /// namespaces that got new steps and the waiters of the tasks that may have finished.
+    /// namespaces that got new steps (only if it enqueued any: most completions make no
+    /// new work, and waking for them cost the workers an empty read each) and the waiters
+    /// of the tasks that may have finished.
     async fn complete(&self, rows: Vec<serde_json::Value>) -> Result<Vec<Completion>, sqlx::Error> {
         let completions: Vec<Completion> = sqlx::query_as(
-            "SELECT step_uuid, task_uuid, namespace, outcome FROM tasker.complete_steps($1, $2, $3, $4)",
+            "SELECT step_uuid, task_uuid, namespace, outcome, enqueued
+               FROM tasker.complete_steps($1, $2, $3, $4)",
         )
         .bind(&self.worker_id)
         .bind(serde_json::Value::Array(rows))
@@ -218,10 +223,7 @@ impl CompletionProcessorService {
             if matches!(c.outcome.as_str(), "completed" | "failed") {
                 settled.extend(c.task_uuid);
             }
-            if matches!(
-                c.outcome.as_str(),
-                "completed" | "failed" | "retry_scheduled"
-            ) {
+            if c.enqueued && c.outcome != "refused" {
                 namespaces.extend(c.namespace.as_deref());
             }
         }
