@@ -101,12 +101,16 @@ RSpec.describe "TaskerCore::Client.wait" do
   end
 
   it "lets other Ruby threads run while it waits" do
-    task = TaskerCore::Client.create_task(namespace: "linear_workflow", name: "linear_math", version: "1.0.0",
-                                          context: { "value" => 1 })
+    # No worker serves this namespace, so the wait lasts its whole timeout however fast the
+    # machine is.
+    task = TaskerCore::Client.create_task(
+      namespace: "ecommerce", name: "order_fulfillment", version: "1.0.0",
+      context: { "order_id" => 1, "items" => [{ "sku" => "A", "quantity" => 1, "price" => 1.0 }] }
+    )
     ticks = 0
     ticker = Thread.new { loop { ticks += 1; sleep 0.001 } }
-    TaskerCore::Client.wait(task, timeout: 30)
+    expect { TaskerCore::Client.wait(task, timeout: 0.3) }.to raise_error(TaskerCore::TimeoutError, /still/)
     ticker.kill
-    expect(ticks).to be > 5
+    expect(ticks).to be > 50
   end
 end

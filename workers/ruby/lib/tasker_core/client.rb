@@ -9,7 +9,7 @@ module TaskerCore
                     "context" => context }
         request["idempotency_key"] = idempotency_key.to_s unless idempotency_key.nil?
         created = Native.create_task(request, options)
-        Task.new(Native.get_task(created["task_uuid"], options), created: created["created"])
+        Task.new(created["task"], created: created["created"])
       end
 
       def get_task(task_or_uuid)
