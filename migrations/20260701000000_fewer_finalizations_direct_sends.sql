@@ -20,6 +20,10 @@
 --    from a transaction-local flag that send_step_messages sets). The worker woke its
 --    namespace's consumers after every batch, and most of those wake-ups read an empty
 --    queue: a step's completion makes new work only when it enqueues children.
+-- 4. tasker.claim_queued_steps reads a worker queue and claims the steps its messages name
+--    in one transaction (claim_steps, as before). Reading and claiming were two round trips
+--    and two commits on every hop of a workflow: between a step's enqueue and its claim,
+--    the read took about a third of the time.
 
 CREATE FUNCTION tasker.send_step_messages(p_ns text, p_msgs jsonb[]) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -189,6 +193,65 @@ BEGIN
     SELECT id, NULL::uuid, NULL::text, 'refused'::text, v_enqueued
       FROM unnest(v_ids) AS id
      WHERE NOT (id = ANY (coalesce(v_steps, ARRAY[]::uuid[]) || coalesce(v_done, ARRAY[]::uuid[])));
+END;
+$$;
+
+-- Reads up to p_qty messages of a worker queue (pgmq.read, hidden for p_vt seconds) and
+-- claims the steps they name, committing without waiting for the flush as reads and claims
+-- do. One row per message, in message order: the step it names (NULL when it names none: a
+-- malformed message, for the caller to set aside) and that step's claim_steps row; messages
+-- naming the same step share it.
+CREATE FUNCTION tasker.claim_queued_steps(
+  p_queue text, p_vt integer, p_qty integer, p_worker text, p_lease_seconds integer
+) RETURNS TABLE (
+  msg_id bigint,
+  message jsonb,
+  step_uuid uuid,
+  outcome text,
+  lease_expires_at timestamptz,
+  task_uuid uuid,
+  step_name text,
+  namespace text,
+  task_name text,
+  task_version text,
+  attempt integer,
+  max_attempts integer,
+  handler_callable text,
+  handler_initialization jsonb,
+  timeout_seconds integer,
+  publishes_events jsonb,
+  inputs jsonb,
+  task_context jsonb,
+  dependency_results jsonb
+) LANGUAGE plpgsql AS $$
+DECLARE
+  v_ids   bigint[];
+  v_msgs  jsonb[];
+  v_named uuid[];
+  v_steps uuid[];
+BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
+  SELECT array_agg(r.msg_id ORDER BY r.msg_id), array_agg(r.message ORDER BY r.msg_id)
+    INTO v_ids, v_msgs
+    FROM pgmq.read(p_queue, p_vt, p_qty) AS r;
+  IF v_ids IS NULL THEN
+    RETURN;
+  END IF;
+  SELECT array_agg(CASE WHEN jsonb_typeof(u.m) = 'object'
+                         AND u.m->>'step_uuid' ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$'
+                        THEN (u.m->>'step_uuid')::uuid END ORDER BY u.i)
+    INTO v_named
+    FROM unnest(v_msgs) WITH ORDINALITY AS u(m, i);
+  SELECT array_agg(DISTINCT x) INTO v_steps FROM unnest(v_named) AS x WHERE x IS NOT NULL;
+  RETURN QUERY
+    SELECT u.id, u.m, u.step, c.outcome, c.lease_expires_at, c.task_uuid, c.step_name,
+           c.namespace, c.task_name, c.task_version, c.attempt, c.max_attempts,
+           c.handler_callable, c.handler_initialization, c.timeout_seconds,
+           c.publishes_events, c.inputs, c.task_context, c.dependency_results
+      FROM unnest(v_ids, v_msgs, v_named) AS u(id, m, step)
+      LEFT JOIN tasker.claim_steps(coalesce(v_steps, ARRAY[]::uuid[]), p_worker, p_lease_seconds) AS c
+        ON c.step_uuid = u.step
+     ORDER BY u.id;
 END;
 $$;
 

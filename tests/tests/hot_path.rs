@@ -396,6 +396,10 @@ async fn only_claims_and_reads_skip_the_commit_flush() {
     assert_eq!(commit_mode_after(&h, read).await, "off");
     let claim = sqlx::query("SELECT * FROM tasker.claim_steps($1, 'w1', 60)").bind([first]);
     assert_eq!(commit_mode_after(&h, claim).await, "off");
+    let read_and_claim = sqlx::query(
+        "SELECT * FROM tasker.claim_queued_steps('worker_linear_workflow_queue', 30, 10, 'w1', 60)",
+    );
+    assert_eq!(commit_mode_after(&h, read_and_claim).await, "off");
     let complete = sqlx::query("SELECT * FROM tasker.complete_steps('w1', $1, 0, 60000)")
         .bind(Value::Array(vec![success(first, 1, json!(3))]));
     assert_eq!(
@@ -573,5 +577,71 @@ async fn a_sibling_completion_enqueues_a_retry_that_is_due() {
         "the due retry went out"
     );
     assert_eq!(state_of(&h, c).await.0, "in_progress");
+    h.shutdown().await;
+}
+
+/// Reading and claiming in one transaction: one row per message, in message order; a
+/// message naming no step comes back without one, messages naming the same step share its
+/// claim, and a step another worker holds is reported busy with its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_queued_steps_reads_and_claims_in_one_call() {
+    let h = quiet().await;
+    let queues = tasker_shared::queue::QueueClient::new(h.db.pool.clone()).await;
+    let queue = worker_queue("linear_workflow").unwrap();
+    let task = h
+        .create("linear_workflow", "linear_math", json!({"value": 1}))
+        .await;
+    let first = step_id(&h, task, "add_two").await;
+    let again = json!({"task_uuid": task, "step_uuid": first, "step_name": "add_two",
+                       "namespace": "linear_workflow", "attempt": 1});
+    queues.send(&queue, &again, &h.db.pool).await.unwrap();
+    queues
+        .send(&queue, &json!({"what": "not a step message"}), &h.db.pool)
+        .await
+        .unwrap();
+    queues
+        .send(&queue, &json!("just a string"), &h.db.pool)
+        .await
+        .unwrap();
+    let call = "SELECT step_uuid, outcome, attempt FROM tasker.claim_queued_steps(
+                  'worker_linear_workflow_queue', 30, $1, $2, 60)";
+    let rows: Vec<(Option<Uuid>, Option<String>, Option<i32>)> = sqlx::query_as(call)
+        .bind(10)
+        .bind("w1")
+        .fetch_all(&h.db.pool)
+        .await
+        .unwrap();
+    let claimed = (Some(first), Some("claimed".to_string()), Some(1));
+    assert_eq!(
+        rows,
+        [
+            claimed.clone(),
+            claimed,
+            (None, None, None),
+            (None, None, None)
+        ]
+    );
+    assert_eq!(state_of(&h, first).await.0, "in_progress");
+    assert!(
+        sqlx::query(call)
+            .bind(10)
+            .bind("w2")
+            .fetch_all(&h.db.pool)
+            .await
+            .unwrap()
+            .is_empty(),
+        "what was read stays hidden"
+    );
+
+    queues.send(&queue, &again, &h.db.pool).await.unwrap();
+    let (outcome, lease): (Option<String>, Option<chrono::DateTime<chrono::Utc>>) = sqlx::query_as(
+        "SELECT outcome, lease_expires_at FROM tasker.claim_queued_steps(
+               'worker_linear_workflow_queue', 30, 10, 'w2', 60)",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(outcome.as_deref(), Some("busy"));
+    assert!(lease.is_some_and(|l| l > chrono::Utc::now()));
     h.shutdown().await;
 }

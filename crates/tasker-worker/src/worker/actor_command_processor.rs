@@ -15,6 +15,8 @@ pub struct ActorCommandProcessor {
     pub completion_depth: Arc<dyn Fn() -> (usize, usize) + Send + Sync>,
     pub worker_id: String,
     pub namespaces: Vec<String>,
+    /// How long a message read stays hidden (`[queues] visibility_timeout_seconds`).
+    pub visibility_timeout_seconds: i32,
 }
 
 impl ActorCommandProcessor {
@@ -22,14 +24,14 @@ impl ActorCommandProcessor {
     pub async fn run(self, mut commands: mpsc::Receiver<WorkerCommand>) {
         while let Some(cmd) = commands.recv().await {
             match cmd {
-                WorkerCommand::ExecuteSteps { queue, messages } => {
-                    let n = messages.len();
-                    let outcome = self.executor.execute(&queue, messages).await;
-                    self.in_flight.unreserve(n);
-                    if let Err(e) = outcome {
-                        // The messages stay invisible until their timeout, then come back.
-                        tracing::warn!(queue = %queue, error = %e, "claiming steps failed");
-                    }
+                WorkerCommand::ExecuteSteps { queue, max, reply } => {
+                    let read = self
+                        .executor
+                        .claim_from_queue(&queue, max as i32, self.visibility_timeout_seconds)
+                        .await;
+                    // The reservation was made for `max`; claimed steps are entries now.
+                    self.in_flight.unreserve(max);
+                    let _ = reply.send(read);
                 }
                 WorkerCommand::GetStatus { reply } => {
                     let _ = reply.send(self.status());

@@ -1,15 +1,17 @@
 //! Commands the event system and the worker handle send to the ActorCommandProcessor.
 
 use serde::Serialize;
-use tasker_shared::queue::{QueueName, QueuedMessage};
+use tasker_shared::queue::QueueName;
 use tokio::sync::oneshot;
 
 #[derive(Debug)]
 pub enum WorkerCommand {
-    /// Messages read from a worker queue, to claim and dispatch.
+    /// Read up to `max` messages of a worker queue, claim the steps they name and dispatch
+    /// them; replies with how many messages were read.
     ExecuteSteps {
         queue: QueueName,
-        messages: Vec<QueuedMessage>,
+        max: usize,
+        reply: oneshot::Sender<Result<usize, sqlx::Error>>,
     },
     GetStatus {
         reply: oneshot::Sender<WorkerStatus>,

@@ -182,13 +182,13 @@ impl WorkerCore {
             completion_depth: completion_probe,
             worker_id: worker_id.clone(),
             namespaces: options.namespaces.clone(),
+            visibility_timeout_seconds: config.queues.visibility_timeout_seconds as i32,
         };
         let actor = tokio::spawn(processor.run(command_rx));
 
         let es_config = EventSystemConfig {
             mode: wc.deployment_mode,
             poll_interval: wc.fallback_poll_interval(),
-            visibility_timeout_seconds: config.queues.visibility_timeout_seconds as i32,
             read_batch_size: config.queues.read_batch_size as usize,
             reconnect_backoff: config.database.reconnect_backoff(),
             max_in_flight: wc.max_steps_in_flight,
@@ -197,7 +197,7 @@ impl WorkerCore {
         for q in queue_names {
             let es = WorkerEventSystem::new(
                 pool.clone(),
-                queues.clone(),
+                queues.notifier().clone(),
                 es_config.clone(),
                 command_tx.clone(),
                 dispatch_tx.clone(),

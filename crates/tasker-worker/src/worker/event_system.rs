@@ -1,6 +1,7 @@
-//! WorkerEventSystem: one loop per worker queue. It reads messages when woken by the
-//! queue's NOTIFY (event_driven, hybrid) or by the fallback poll (polling, hybrid), never
-//! more than the dispatch channel has room for, and turns them into WorkerCommands.
+//! WorkerEventSystem: one loop per worker queue. When woken by the queue's NOTIFY
+//! (event_driven, hybrid) or by the fallback poll (polling, hybrid) it asks the
+//! StepExecutorActor, through a WorkerCommand, to read and claim what the queue holds: never
+//! more than the dispatch channel has room for, nor than max_steps_in_flight allows.
 
 use super::commands::WorkerCommand;
 use super::in_flight::InFlight;
@@ -10,15 +11,17 @@ use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use tasker_shared::config::DeploymentMode;
-use tasker_shared::queue::{notify_channel, QueueClient, QueueName};
-use tokio::sync::{mpsc, Notify};
+use tasker_shared::queue::{notify_channel, Notifier, QueueName};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
+
+/// How long a queue loop waits for the actor's answer to one read-and-claim.
+const CLAIM_REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Clone)]
 pub struct EventSystemConfig {
     pub mode: DeploymentMode,
     pub poll_interval: Duration,
-    pub visibility_timeout_seconds: i32,
     pub read_batch_size: usize,
     pub reconnect_backoff: Duration,
     /// Claimed steps whose handler has not finished that this worker holds at most
@@ -28,7 +31,7 @@ pub struct EventSystemConfig {
 
 pub struct WorkerEventSystem {
     pool: PgPool,
-    queues: QueueClient,
+    notifier: Notifier,
     config: EventSystemConfig,
     commands: mpsc::Sender<WorkerCommand>,
     dispatch: mpsc::Sender<DispatchedStep>,
@@ -38,7 +41,7 @@ pub struct WorkerEventSystem {
 impl WorkerEventSystem {
     pub fn new(
         pool: PgPool,
-        queues: QueueClient,
+        notifier: Notifier,
         config: EventSystemConfig,
         commands: mpsc::Sender<WorkerCommand>,
         dispatch: mpsc::Sender<DispatchedStep>,
@@ -46,7 +49,7 @@ impl WorkerEventSystem {
     ) -> Self {
         Self {
             pool,
-            queues,
+            notifier,
             config,
             commands,
             dispatch,
@@ -62,7 +65,7 @@ impl WorkerEventSystem {
             .config
             .mode
             .listens()
-            .then(|| self.queues.notifier().local_wake(&queue));
+            .then(|| self.notifier.local_wake(&queue));
         let mut listener: Option<PgListener> = None;
         loop {
             if self.config.mode.listens() && listener.is_none() {
@@ -76,8 +79,8 @@ impl WorkerEventSystem {
                     Err(_) => return,
                 },
             };
-            // Wait until half the allowance is free: reading one message per released step
-            // would cost a read and a claim transaction per step.
+            // Wait until half the allowance is free: claiming one step per released step would
+            // cost a transaction per step.
             let held = self.in_flight.unexecuted();
             if held > self.config.max_in_flight / 2 {
                 tokio::select! {
@@ -88,35 +91,39 @@ impl WorkerEventSystem {
             }
             let qty = room
                 .min(self.config.read_batch_size)
-                .min(self.config.max_in_flight - held) as i32;
-            match self
-                .queues
-                .read(&queue, self.config.visibility_timeout_seconds, qty)
-                .await
-            {
-                Ok(messages) if !messages.is_empty() => {
-                    self.in_flight.reserve(messages.len());
-                    let full = messages.len() as i32 == qty;
-                    let cmd = WorkerCommand::ExecuteSteps {
-                        queue: queue.clone(),
-                        messages,
-                    };
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        sent = self.commands.send(cmd) => if sent.is_err() { return },
-                    }
-                    if full {
-                        continue;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(queue = %queue, error = %e, "reading worker queue failed; retrying");
+                .min(self.config.max_in_flight - held);
+            self.in_flight.reserve(qty);
+            let (reply, read) = oneshot::channel();
+            let cmd = WorkerCommand::ExecuteSteps {
+                queue: queue.clone(),
+                max: qty,
+                reply,
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                sent = self.commands.send(cmd) => if sent.is_err() { return },
+            }
+            // The actor replies once the claimed steps are on the dispatch channel, whose
+            // room was reserved above; the timeout only guards against a lost reply.
+            let read = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = tokio::time::timeout(CLAIM_REPLY_TIMEOUT, read) => r,
+            };
+            match read {
+                Ok(Ok(Ok(n))) if n == qty => continue,
+                Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Err(e))) => {
+                    // The messages stay hidden until their timeout, then come back.
+                    tracing::warn!(queue = %queue, error = %e, "reading and claiming steps failed; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(self.config.reconnect_backoff) => {}
                     }
                     continue;
+                }
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::warn!(queue = %queue, "no reply to a claim within {CLAIM_REPLY_TIMEOUT:?}")
                 }
             }
             if !self.wait(&mut listener, local.as_deref(), &shutdown).await {

@@ -1,26 +1,30 @@
-//! StepExecutorActor: claims the steps named by queue messages and publishes them on the
-//! handler dispatch channel. It never waits for a handler; its only wait is for room on the
-//! bounded dispatch channel, which is the backpressure that slows reading.
+//! StepExecutorActor: reads a worker queue and claims the steps its messages name, in one
+//! transaction (SQL `claim_queued_steps`), and publishes them on the handler dispatch
+//! channel. It never waits for a handler; its only wait is for room on the bounded dispatch
+//! channel, which is the backpressure that slows reading.
 
 use crate::step::{DispatchedStep, StepContext};
 use crate::worker::in_flight::{InFlight, InFlightStep};
 use crate::worker::worker_metrics as m;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tasker_shared::messages::StepMessage;
-use tasker_shared::queue::{QueueClient, QueueName, QueuedMessage};
+use tasker_shared::queue::{QueueClient, QueueName};
 use tasker_shared::template::EventDeclaration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+/// One row of `tasker.claim_queued_steps`: a message read, and the claim of the step it names.
 #[derive(sqlx::FromRow)]
 struct ClaimRow {
-    step_uuid: Uuid,
-    outcome: String,
+    msg_id: i64,
+    message: serde_json::Value,
+    step_uuid: Option<Uuid>,
+    outcome: Option<String>,
     lease_expires_at: Option<DateTime<Utc>>,
     task_uuid: Option<Uuid>,
     step_name: Option<String>,
@@ -79,50 +83,43 @@ impl StepExecutorActor {
         &self.dispatch
     }
 
-    /// Claims and dispatches a batch read from `queue`.
-    pub async fn execute(
+    /// Reads up to `qty` messages of `queue`, claims the steps they name and dispatches the
+    /// claimed ones; returns how many messages it read.
+    pub async fn claim_from_queue(
         &self,
         queue: &QueueName,
-        messages: Vec<QueuedMessage>,
-    ) -> Result<(), sqlx::Error> {
-        let mut by_step: HashMap<Uuid, i64> = HashMap::new();
-        let mut duplicates = Vec::new();
-        for msg in messages {
-            match StepMessage::decode(&msg.message) {
-                Ok(step) => {
-                    if by_step.insert(step.step_uuid, msg.msg_id).is_some() {
-                        duplicates.push(msg.msg_id);
-                    }
-                }
-                Err(e) => {
-                    self.reject_malformed(queue, msg.msg_id, &e.to_string())
-                        .await
-                }
-            }
-        }
-        if !duplicates.is_empty() {
-            // Another message for the same step is being handled in this batch.
-            let _ = self
-                .queues
-                .delete_batch(queue, &duplicates, &self.pool)
-                .await;
-        }
-        if by_step.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<Uuid> = by_step.keys().copied().collect();
-        let rows: Vec<ClaimRow> = sqlx::query_as("SELECT * FROM tasker.claim_steps($1, $2, $3)")
-            .bind(&ids)
-            .bind(&self.worker_id)
-            .bind(self.lease_seconds)
-            .fetch_all(&self.pool)
-            .await?;
+        qty: i32,
+        visibility_timeout_seconds: i32,
+    ) -> Result<usize, sqlx::Error> {
+        let rows: Vec<ClaimRow> =
+            sqlx::query_as("SELECT * FROM tasker.claim_queued_steps($1, $2, $3, $4, $5)")
+                .bind(queue.as_str())
+                .bind(visibility_timeout_seconds)
+                .bind(qty)
+                .bind(&self.worker_id)
+                .bind(self.lease_seconds)
+                .fetch_all(&self.pool)
+                .await?;
+        let read = rows.len();
+        let mut seen = HashSet::new();
         let mut finished = Vec::new();
         for row in rows {
-            let msg_id = by_step[&row.step_uuid];
-            match row.outcome.as_str() {
-                "claimed" => self.dispatch_claimed(queue, msg_id, row).await,
-                "busy" => {
+            let Some(step) = row.step_uuid else {
+                let reason = match StepMessage::decode(&row.message) {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "step_uuid is not a hyphenated UUID".into(),
+                };
+                self.reject_malformed(queue, row.msg_id, &reason).await;
+                continue;
+            };
+            if !seen.insert(step) {
+                // Another message for the same step is being handled in this batch.
+                finished.push(row.msg_id);
+                continue;
+            }
+            match row.outcome.as_deref() {
+                Some("claimed") => self.dispatch_claimed(queue, row).await,
+                Some("busy") => {
                     // Another worker holds a live lease: look again when it would expire,
                     // in case that worker died.
                     metrics::counter!(m::CLAIM_CONFLICTS).increment(1);
@@ -130,22 +127,26 @@ impl StepExecutorActor {
                         .lease_expires_at
                         .map(|t| (t - Utc::now()).num_seconds().max(0) as i32 + 1)
                         .unwrap_or(self.lease_seconds);
-                    let _ = self.queues.extend_visibility(queue, &[msg_id], wait).await;
-                    tracing::debug!(step = %row.step_uuid, "step claimed by another live worker; deferring message");
+                    let _ = self
+                        .queues
+                        .extend_visibility(queue, &[row.msg_id], wait)
+                        .await;
+                    tracing::debug!(step = %step, "step claimed by another live worker; deferring message");
                 }
                 other => {
-                    tracing::debug!(step = %row.step_uuid, outcome = other, "step needs no work; dropping message");
-                    finished.push(msg_id);
+                    tracing::debug!(step = %step, outcome = ?other, "step needs no work; dropping message");
+                    finished.push(row.msg_id);
                 }
             }
         }
         if !finished.is_empty() {
             let _ = self.queues.delete_batch(queue, &finished, &self.pool).await;
         }
-        Ok(())
+        Ok(read)
     }
 
-    async fn dispatch_claimed(&self, queue: &QueueName, msg_id: i64, row: ClaimRow) {
+    async fn dispatch_claimed(&self, queue: &QueueName, row: ClaimRow) {
+        let msg_id = row.msg_id;
         let events: Vec<EventDeclaration> = row
             .publishes_events
             .and_then(|v| serde_json::from_value(v).ok())
@@ -156,7 +157,7 @@ impl StepExecutorActor {
         };
         let context = StepContext {
             task_uuid: row.task_uuid.unwrap_or_default(),
-            step_uuid: row.step_uuid,
+            step_uuid: row.step_uuid.unwrap_or_default(),
             step_name: row.step_name.unwrap_or_default(),
             namespace: row.namespace.unwrap_or_default(),
             task_name: row.task_name.unwrap_or_default(),
