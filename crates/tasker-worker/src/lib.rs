@@ -1,7 +1,7 @@
 //! The Tasker worker core: the dual-channel, fire-and-forget step execution pipeline.
 //!
 //! ```text
-//! WorkerEventSystem -> ActorCommandProcessor -> StepExecutorActor (claim)
+//! WorkerEventSystem -> ActorCommandProcessor -> StepExecutorActor (read + claim)
 //!     -> HANDLER DISPATCH CHANNEL -> HandlerDispatchService (Rust) | FfiDispatchChannel (Ruby)
 //!     -> COMPLETION CHANNEL -> CompletionProcessorService (record) -> PostHandlerCallback
 //! ```
