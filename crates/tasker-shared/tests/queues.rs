@@ -1,6 +1,8 @@
 use sqlx::postgres::PgListener;
 use std::time::Duration;
-use tasker_shared::queue::{notify_channel, worker_queue, QueueClient, QueueName};
+use tasker_shared::queue::{
+    notify_channel, sent_by_this_process, worker_queue, QueueClient, QueueName,
+};
 use tasker_shared::testing::TestDatabase;
 
 #[tokio::test]
@@ -31,6 +33,20 @@ async fn notifier_wakes_listeners_and_read_hides_message() {
         .expect("a NOTIFY arrives")
         .unwrap();
     assert_eq!(note.channel(), notify_channel(&q));
+    assert!(
+        sent_by_this_process(note.payload()),
+        "the payload names this process, so its own consumers can skip the echo"
+    );
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(notify_channel(&q))
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let foreign = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("a NOTIFY arrives")
+        .unwrap();
+    assert!(!sent_by_this_process(foreign.payload()));
 
     let read = queues.read(&q, 30, 10).await.unwrap();
     assert_eq!(read.len(), 2);

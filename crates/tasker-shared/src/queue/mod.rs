@@ -15,4 +15,4 @@ pub use names::{
     domain_events_queue, notify_channel, validate_identifier, worker_queue, QueueName,
     ORCHESTRATION_RESULTS_QUEUE,
 };
-pub use notifier::Notifier;
+pub use notifier::{sent_by_this_process, Notifier};

@@ -11,7 +11,8 @@
 //!
 //! Consumers in the same process (a worker whose own completions, or whose embedded
 //! orchestration, enqueue steps for its queues) are woken directly as well, without the
-//! round trip through Postgres.
+//! round trip through Postgres. The NOTIFY still goes out, for other processes; its payload
+//! names the sending process, so that a consumer here can tell its echo from news.
 
 use super::{notify_channel, QueueName};
 use crate::task_waiter::{TASK_FINISHED_CHANNEL, TERMINAL_TASK_STATES};
@@ -30,6 +31,15 @@ static LOCAL: LazyLock<LocalWakes> = LazyLock::new(Default::default);
 
 /// Pending wake-ups beyond this are dropped: one already queued for the channel suffices.
 const BACKLOG: usize = 1024;
+
+/// The payload of this process's queue notifications.
+static SENDER: LazyLock<String> = LazyLock::new(|| Uuid::now_v7().to_string());
+
+/// Whether a queue notification came from this process: its in-process consumers were
+/// woken directly when it was sent, so for them it is only an echo.
+pub fn sent_by_this_process(payload: &str) -> bool {
+    payload == SENDER.as_str()
+}
 
 #[derive(Clone, Debug)]
 pub struct Notifier {
@@ -109,8 +119,9 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Wake>) {
             continue;
         }
         let channels: Vec<String> = channels.into_iter().collect();
-        let sent = sqlx::query("SELECT pg_notify(c, '') FROM unnest($1::text[]) AS c")
+        let sent = sqlx::query("SELECT pg_notify(c, $2) FROM unnest($1::text[]) AS c")
             .bind(&channels)
+            .bind(SENDER.as_str())
             .execute(&pool)
             .await;
         match sent {

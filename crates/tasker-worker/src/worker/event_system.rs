@@ -6,12 +6,12 @@
 use super::commands::WorkerCommand;
 use super::in_flight::InFlight;
 use crate::step::DispatchedStep;
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgNotification};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use tasker_shared::config::DeploymentMode;
-use tasker_shared::queue::{notify_channel, Notifier, QueueName};
+use tasker_shared::queue::{notify_channel, sent_by_this_process, Notifier, QueueName};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -141,21 +141,31 @@ impl WorkerEventSystem {
         shutdown: &CancellationToken,
     ) -> bool {
         let poll = self.config.mode.polls() || listener.is_none();
+        // This process's own notifications already woke it through `local`.
+        let echo = |n: &PgNotification| local.is_some() && sent_by_this_process(n.payload());
         let wake = async {
-            match listener.as_mut() {
-                Some(l) if poll => {
-                    if let Ok(Err(_)) =
-                        tokio::time::timeout(self.config.poll_interval, l.recv()).await
-                    {
-                        *listener = None;
+            let Some(l) = listener.as_mut() else {
+                tokio::time::sleep(self.config.poll_interval).await;
+                return;
+            };
+            let news = async {
+                loop {
+                    match l.recv().await {
+                        Ok(n) if echo(&n) => continue,
+                        Ok(_) => return true,
+                        Err(_) => return false,
                     }
                 }
-                Some(l) => {
-                    if l.recv().await.is_err() {
-                        *listener = None;
-                    }
-                }
-                None => tokio::time::sleep(self.config.poll_interval).await,
+            };
+            let alive = if poll {
+                tokio::time::timeout(self.config.poll_interval, news)
+                    .await
+                    .unwrap_or(true)
+            } else {
+                news.await
+            };
+            if !alive {
+                *listener = None;
             }
         };
         tokio::select! {
