@@ -6,6 +6,7 @@
 use super::commands::WorkerCommand;
 use super::in_flight::InFlight;
 use crate::step::DispatchedStep;
+use futures::FutureExt;
 use sqlx::postgres::{PgListener, PgNotification};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -92,6 +93,7 @@ impl WorkerEventSystem {
             let qty = room
                 .min(self.config.read_batch_size)
                 .min(self.config.max_in_flight - held);
+            drain_wake_ups(&mut listener, local.as_deref());
             self.in_flight.reserve(qty);
             let (reply, read) = oneshot::channel();
             let cmd = WorkerCommand::ExecuteSteps {
@@ -177,6 +179,26 @@ impl WorkerEventSystem {
                 }
             } => true,
             _ = wake => true,
+        }
+    }
+}
+
+/// Takes the wake-ups that are already waiting, just before a read: each stands for messages
+/// committed before it was sent, which the read is about to see anyway. Left waiting, every
+/// one of them would cost a read of its own, most of them empty.
+fn drain_wake_ups(listener: &mut Option<PgListener>, local: Option<&Notify>) {
+    if let Some(n) = local {
+        let _ = n.notified().now_or_never();
+    }
+    let Some(l) = listener.as_mut() else { return };
+    loop {
+        match l.recv().now_or_never() {
+            Some(Ok(_)) => continue,
+            Some(Err(_)) => {
+                *listener = None;
+                return;
+            }
+            None => return,
         }
     }
 }
