@@ -25,6 +25,13 @@ fn success(step: Uuid, attempt: i32, result: Value) -> Value {
            "error": null, "execution_ms": 1, "metadata": {}})
 }
 
+/// A retryable handler failure.
+fn flaky(step: Uuid, attempt: i32) -> Value {
+    json!({"step_uuid": step, "attempt": attempt, "success": false, "result": null,
+        "error": {"message": "flaky", "error_type": "handler_error", "retryable": true},
+        "execution_ms": 1, "metadata": {}})
+}
+
 async fn claim(h: &Harness, steps: &[Uuid], worker: &str) -> Vec<String> {
     sqlx::query_scalar("SELECT outcome FROM tasker.claim_steps($1, $2, 60)")
         .bind(steps)
@@ -65,6 +72,14 @@ async fn state_of(h: &Harness, step: Uuid) -> (String, Option<String>, i64) {
     .fetch_one(&h.db.pool)
     .await
     .unwrap()
+}
+
+async fn task_state(h: &Harness, task: Uuid) -> String {
+    sqlx::query_scalar("SELECT state FROM tasker.tasks WHERE task_uuid = $1")
+        .bind(task)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap()
 }
 
 async fn messages_for(h: &Harness, queue: &QueueName, step: Uuid) -> i64 {
@@ -187,13 +202,7 @@ async fn parents_completing_in_one_batch_enqueue_their_child_once() {
         complete(&h, "w1", vec![success(join, 1, json!(13122))]).await,
         [(join, "completed".to_string())]
     );
-    let task_state: String =
-        sqlx::query_scalar("SELECT state FROM tasker.tasks WHERE task_uuid = $1")
-            .bind(task)
-            .fetch_one(&h.db.pool)
-            .await
-            .unwrap();
-    assert_eq!(task_state, "complete");
+    assert_eq!(task_state(&h, task).await, "complete");
     // The same result again is refused: the claim is gone.
     assert_eq!(
         complete(&h, "w1", vec![success(join, 1, json!(13122))]).await,
@@ -217,9 +226,7 @@ async fn a_failure_and_a_success_of_one_task_in_one_batch() {
         step_id(&h, task, "join").await,
     );
     claim(&h, &[left, right], "w1").await;
-    let failure = json!({"step_uuid": right, "attempt": 1, "success": false, "result": null,
-        "error": {"message": "flaky", "error_type": "handler_error", "retryable": true},
-        "execution_ms": 1, "metadata": {}});
+    let failure = flaky(right, 1);
     let mut expected = vec![
         (left, "completed".to_string()),
         (right, "retry_scheduled".into()),
@@ -315,12 +322,7 @@ async fn a_new_task_starts_in_its_creating_statement_with_its_whole_history() {
         1,
         "one current row"
     );
-    let state: String = sqlx::query_scalar("SELECT state FROM tasker.tasks WHERE task_uuid = $1")
-        .bind(task)
-        .fetch_one(&h.db.pool)
-        .await
-        .unwrap();
-    assert_eq!(state, "steps_in_process");
+    assert_eq!(task_state(&h, task).await, "steps_in_process");
     h.shutdown().await;
 }
 
@@ -488,14 +490,6 @@ async fn complete_flagged(h: &Harness, results: Vec<Value>) -> Vec<(String, bool
         .unwrap()
 }
 
-async fn task_state(h: &Harness, task: Uuid) -> String {
-    sqlx::query_scalar("SELECT state FROM tasker.tasks WHERE task_uuid = $1")
-        .bind(task)
-        .fetch_one(&h.db.pool)
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completion_says_whether_it_enqueued_new_steps() {
     let h = quiet().await;
@@ -554,9 +548,7 @@ async fn a_sibling_completion_enqueues_a_retry_that_is_due() {
         step_id(&h, task, "sleep_c").await,
     );
     claim(&h, &[a, b, c], "w1").await;
-    let failure = json!({"step_uuid": b, "attempt": 1, "success": false, "result": null,
-        "error": {"message": "flaky", "error_type": "handler_error", "retryable": true},
-        "execution_ms": 1, "metadata": {}});
+    let failure = flaky(b, 1);
     assert_eq!(
         complete_flagged(&h, vec![failure]).await,
         [("retry_scheduled".to_string(), false)]
