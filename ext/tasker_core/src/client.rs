@@ -164,8 +164,8 @@ fn create_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
     }
     let c = client(&options(ruby, args, 1)?)?;
     let rt = runtime()?;
-    // The task is read back in the same call, its row and steps at once, so creating costs
-    // Ruby one trip through the GVL and Postgres no extra round trip in sequence.
+    // The task is read back in the same call (its row and steps concurrently), so Ruby
+    // releases and retakes the GVL once per creation, not twice.
     let (created, task, steps) = block_on(&rt, CALL_TIMEOUT, "creating the task", async move {
         let created = c.initializer.create_task(&request).await?;
         let (task, steps) = read_task(&c.pool, created.task_uuid).await?;
@@ -186,7 +186,7 @@ async fn read_task(pool: &PgPool, id: uuid::Uuid) -> Result<(TaskRow, Vec<StepRo
     Ok((task, steps))
 }
 
-/// `get_task(task_uuid, options = nil)`: the task with its steps.
+/// `get_task(task_uuid, options = nil)`: the task row, `terminal`, and its steps.
 fn get_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
     arity(ruby, args, 1, 2, "get_task")?;
     let id = uuid(&String::try_convert(args[0])?, "task_uuid")?;

@@ -101,9 +101,13 @@ impl WorkerEventSystem {
                 max: qty,
                 reply,
             };
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                sent = self.commands.send(cmd) => if sent.is_err() { return },
+            let sent = tokio::select! {
+                _ = shutdown.cancelled() => false,
+                sent = self.commands.send(cmd) => sent.is_ok(),
+            };
+            if !sent {
+                self.in_flight.unreserve(qty);
+                return;
             }
             // The actor replies once the claimed steps are on the dispatch channel, whose
             // room was reserved above; the timeout only guards against a lost reply.

@@ -118,7 +118,7 @@ impl StepExecutorActor {
                 continue;
             }
             match row.outcome.as_deref() {
-                Some("claimed") => self.dispatch_claimed(queue, row).await,
+                Some("claimed") => self.dispatch_claimed(queue, step, row).await,
                 Some("busy") => {
                     // Another worker holds a live lease: look again when it would expire,
                     // in case that worker died.
@@ -145,7 +145,7 @@ impl StepExecutorActor {
         Ok(read)
     }
 
-    async fn dispatch_claimed(&self, queue: &QueueName, row: ClaimRow) {
+    async fn dispatch_claimed(&self, queue: &QueueName, step_uuid: Uuid, row: ClaimRow) {
         let msg_id = row.msg_id;
         let events: Vec<EventDeclaration> = row
             .publishes_events
@@ -157,7 +157,7 @@ impl StepExecutorActor {
         };
         let context = StepContext {
             task_uuid: row.task_uuid.unwrap_or_default(),
-            step_uuid: row.step_uuid.unwrap_or_default(),
+            step_uuid,
             step_name: row.step_name.unwrap_or_default(),
             namespace: row.namespace.unwrap_or_default(),
             task_name: row.task_name.unwrap_or_default(),
