@@ -208,9 +208,9 @@ impl QueueClient {
             return Ok(());
         }
         sqlx::query(&format!(
-            "UPDATE pgmq.q_{q} SET vt = clock_timestamp() + make_interval(secs => $2)
-              WHERE msg_id IN (SELECT msg_id FROM pgmq.q_{q} WHERE msg_id = ANY($1) FOR UPDATE SKIP LOCKED)",
-            q = queue.as_str()
+            "UPDATE {q} SET vt = clock_timestamp() + make_interval(secs => $2)
+              WHERE msg_id IN (SELECT msg_id FROM {q} WHERE msg_id = ANY($1) FOR UPDATE SKIP LOCKED)",
+            q = queue.table()
         ))
         .bind(ids)
         .bind(f64::from(seconds))
@@ -225,7 +225,7 @@ impl QueueClient {
 
     /// Messages waiting (visible or not) in the queue.
     pub async fn depth(&self, queue: &QueueName) -> Result<i64, QueueError> {
-        sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM pgmq.q_{}", queue.as_str()))
+        sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {}", queue.table()))
             .fetch_one(&self.pool)
             .await
             .map_err(|source| QueueError::Database {

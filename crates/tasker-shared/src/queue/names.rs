@@ -22,6 +22,11 @@ impl QueueName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The PGMQ table holding the queue's messages, safe to put into SQL text.
+    pub fn table(&self) -> String {
+        format!("pgmq.q_{}", self.0)
+    }
 }
 
 impl fmt::Display for QueueName {

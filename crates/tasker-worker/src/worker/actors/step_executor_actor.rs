@@ -1,6 +1,6 @@
 //! StepExecutorActor: reads a worker queue and claims the steps its messages name, in one
-//! transaction (SQL `claim_queued_steps`), and publishes them on the handler dispatch
-//! channel. It never waits for a handler; its only wait is for room on the bounded dispatch
+//! statement (the queue table's read, then SQL `claim_messages`), and publishes them on the
+//! handler dispatch channel. It never waits for a handler; its only wait is for room on the bounded dispatch
 //! channel, which is the backpressure that slows reading.
 
 use crate::step::{DispatchedStep, StepContext};
@@ -18,7 +18,7 @@ use tasker_shared::template::EventDeclaration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-/// One row of `tasker.claim_queued_steps`: a message read, and the claim of the step it names.
+/// One `tasker.message_claim`: a message read, and the claim of the step it names.
 #[derive(sqlx::FromRow)]
 struct ClaimRow {
     msg_id: i64,
@@ -91,15 +91,30 @@ impl StepExecutorActor {
         qty: i32,
         visibility_timeout_seconds: i32,
     ) -> Result<usize, sqlx::Error> {
-        let rows: Vec<ClaimRow> =
-            sqlx::query_as("SELECT * FROM tasker.claim_queued_steps($1, $2, $3, $4, $5)")
-                .bind(queue.as_str())
-                .bind(visibility_timeout_seconds)
-                .bind(qty)
-                .bind(&self.worker_id)
-                .bind(self.lease_seconds)
-                .fetch_all(&self.pool)
-                .await?;
+        // What pgmq.read does, as a static statement the connection prepares once per queue
+        // (pgmq.read builds and plans its SQL on every call).
+        let sql = format!(
+            "WITH picked AS (
+               SELECT msg_id FROM {q} WHERE vt <= clock_timestamp()
+                ORDER BY msg_id LIMIT $1 FOR UPDATE SKIP LOCKED
+             ), read AS (
+               UPDATE {q} m SET vt = clock_timestamp() + make_interval(secs => $2),
+                      read_ct = m.read_ct + 1
+                 FROM picked WHERE m.msg_id = picked.msg_id
+               RETURNING m.msg_id, m.message
+             )
+             SELECT * FROM tasker.claim_messages(
+               (SELECT array_agg(msg_id ORDER BY msg_id) FROM read),
+               (SELECT array_agg(message ORDER BY msg_id) FROM read), $3, $4)",
+            q = queue.table()
+        );
+        let rows: Vec<ClaimRow> = sqlx::query_as(&sql)
+            .bind(qty)
+            .bind(f64::from(visibility_timeout_seconds))
+            .bind(&self.worker_id)
+            .bind(self.lease_seconds)
+            .fetch_all(&self.pool)
+            .await?;
         let read = rows.len();
         let mut seen = HashSet::new();
         let mut finished = Vec::new();
