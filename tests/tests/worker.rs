@@ -239,6 +239,8 @@ async fn malformed_message_is_archived_and_worker_keeps_serving() {
         assert!(start.elapsed() < T, "malformed messages were not archived");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The steps' own messages went with their recorded results.
+    assert_eq!(queues.depth(&q).await.unwrap(), 0);
     h.shutdown().await;
 }
 

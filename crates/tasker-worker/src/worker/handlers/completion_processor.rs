@@ -1,6 +1,7 @@
 //! CompletionProcessorService: records results from the completion channel, up to
-//! `max_concurrent_completions` at once. Recording is one transaction (SQL
-//! `complete_steps`): result, audit row and worker message deleted, then the result applied
+//! `max_concurrent_completions` at once. Recording is one statement (SQL `complete_steps`,
+//! with the worker messages of the recorded results deleted beside it): result and audit
+//! row, then the result applied
 //! as the orchestrator would (step complete, retry scheduled or error, children that became
 //! ready enqueued, the task finalized), so a result needs no second hop through the
 //! orchestration results queue. It only succeeds while this worker still holds the step's
@@ -13,12 +14,12 @@ use crate::worker::in_flight::InFlight;
 use crate::worker::worker_metrics as m;
 use futures::FutureExt;
 use sqlx::PgPool;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tasker_shared::config::BackoffConfig;
-use tasker_shared::queue::{worker_queue, Notifier};
+use tasker_shared::queue::{worker_queue, Notifier, QueueName};
 use tasker_shared::result::{ErrorType, StepError, StepExecutionResult};
 use tokio::sync::{mpsc, Semaphore};
 
@@ -193,7 +194,8 @@ impl CompletionProcessorService {
             .iter()
             .map(|done| result_row(done, &done.result))
             .collect();
-        let completions = self.complete(rows).await?;
+        let steps: Vec<&CompletedStep> = batch.iter().collect();
+        let completions = self.complete(rows, &steps).await?;
         Ok(completions
             .into_iter()
             .filter(|c| c.outcome == "refused")
@@ -205,17 +207,43 @@ impl CompletionProcessorService {
     /// namespaces that got new steps (only if it enqueued any: most completions make no
     /// new work, and waking for them cost the workers an empty read each) and the waiters
     /// of the tasks that may have finished.
-    async fn complete(&self, rows: Vec<serde_json::Value>) -> Result<Vec<Completion>, sqlx::Error> {
-        let completions: Vec<Completion> = sqlx::query_as(
-            "SELECT step_uuid, task_uuid, namespace, outcome, enqueued
-               FROM tasker.complete_steps($1, $2, $3, $4)",
-        )
-        .bind(&self.worker_id)
-        .bind(serde_json::Value::Array(rows))
-        .bind(self.backoff.jitter_ratio)
-        .bind(self.backoff.max_retry_after_ms as i64)
-        .fetch_all(&self.pool)
-        .await?;
+    async fn complete(
+        &self,
+        rows: Vec<serde_json::Value>,
+        steps: &[&CompletedStep],
+    ) -> Result<Vec<Completion>, sqlx::Error> {
+        // The worker messages of the recorded results (not of refused ones: those belong to
+        // whoever holds the step now) are deleted in the same statement, one static DELETE
+        // per queue, rather than by pgmq.delete's dynamic SQL inside complete_steps.
+        let mut by_queue: BTreeMap<&QueueName, (Vec<uuid::Uuid>, Vec<i64>)> = BTreeMap::new();
+        for done in steps {
+            let (ids, msgs) = by_queue.entry(&done.step.queue).or_default();
+            ids.push(done.step.context.step_uuid);
+            msgs.push(done.step.msg_id);
+        }
+        let mut sql = String::from(
+            "WITH done AS MATERIALIZED (SELECT * FROM tasker.complete_steps($1, $2, $3, $4))",
+        );
+        for (i, queue) in by_queue.keys().enumerate() {
+            let (step, msg) = (5 + 2 * i, 6 + 2 * i);
+            sql.push_str(&format!(
+                ", gone_{i} AS (DELETE FROM {table} q
+                     USING unnest(${step}::uuid[], ${msg}::bigint[]) AS m(step_uuid, msg_id), done d
+                     WHERE q.msg_id = m.msg_id AND d.step_uuid = m.step_uuid
+                       AND d.outcome <> 'refused')",
+                table = queue.table()
+            ));
+        }
+        sql.push_str(" SELECT step_uuid, task_uuid, namespace, outcome, enqueued FROM done");
+        let mut query = sqlx::query_as::<_, Completion>(&sql)
+            .bind(&self.worker_id)
+            .bind(serde_json::Value::Array(rows))
+            .bind(self.backoff.jitter_ratio)
+            .bind(self.backoff.max_retry_after_ms as i64);
+        for (ids, msgs) in by_queue.values() {
+            query = query.bind(ids).bind(msgs);
+        }
+        let completions = query.fetch_all(&self.pool).await?;
         let mut namespaces = BTreeSet::new();
         let mut settled = BTreeSet::new();
         for c in &completions {
@@ -278,7 +306,9 @@ impl CompletionProcessorService {
         done: &CompletedStep,
         result: &StepExecutionResult,
     ) -> Result<bool, sqlx::Error> {
-        let completions = self.complete(vec![result_row(done, result)]).await?;
+        let completions = self
+            .complete(vec![result_row(done, result)], &[done])
+            .await?;
         Ok(completions.iter().all(|c| c.outcome != "refused"))
     }
 
@@ -301,14 +331,14 @@ impl CompletionProcessorService {
     }
 }
 
-/// A result as `tasker.complete_steps` takes it.
+/// A result as `tasker.complete_steps` takes it (its worker message is deleted beside it).
 fn result_row(done: &CompletedStep, result: &StepExecutionResult) -> serde_json::Value {
     let ctx = &done.step.context;
     serde_json::json!({
         "step_uuid": ctx.step_uuid, "attempt": ctx.attempt, "success": result.success,
         "result": result.result, "error": result.error,
         "execution_ms": result.metadata.execution_time_ms, "metadata": result.metadata,
-        "queue": done.step.queue.as_str(), "msg_id": done.step.msg_id, "outcome": result.outcome,
+        "outcome": result.outcome,
     })
 }
 
