@@ -24,8 +24,6 @@
 --    read is an UPDATE of the queue table in the statement itself, the claim
 --    tasker.claim_messages (claim_steps, as before). Reading and claiming were two round
 --    trips and two commits per batch, and pgmq.read plans its dynamic SQL on every call.
---    tasker.claim_queued_steps does the same through pgmq.read, for callers without the
---    queue's table name.
 
 CREATE FUNCTION tasker.send_step_messages(p_ns text, p_msgs jsonb[]) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -251,25 +249,6 @@ BEGIN
       LEFT JOIN tasker.claim_steps(coalesce(v_steps, ARRAY[]::uuid[]), p_worker, p_lease_seconds) AS c
         ON c.step_uuid = u.step
      ORDER BY u.i;
-END;
-$$;
-
--- Reads up to p_qty messages of a worker queue (pgmq.read, hidden for p_vt seconds) and
--- claims the steps they name in the same transaction (claim_messages). The worker does the
--- same in one statement of its own, which reads the queue table without pgmq.read's
--- dynamic SQL (planned on every call: 0.17 against 0.07 ms for an empty read).
-CREATE FUNCTION tasker.claim_queued_steps(
-  p_queue text, p_vt integer, p_qty integer, p_worker text, p_lease_seconds integer
-) RETURNS SETOF tasker.message_claim
-LANGUAGE plpgsql AS $$
--- plpgsql, not sql: a SQL function's body is checked when it is created, before PGMQ is.
-BEGIN
-  RETURN QUERY
-    WITH r AS (SELECT * FROM pgmq.read(p_queue, p_vt, p_qty))
-    SELECT c.*
-      FROM tasker.claim_messages((SELECT array_agg(r.msg_id ORDER BY r.msg_id) FROM r),
-                                 (SELECT array_agg(r.message ORDER BY r.msg_id) FROM r),
-                                 p_worker, p_lease_seconds) AS c;
 END;
 $$;
 

@@ -4,9 +4,11 @@
 //! statement; and which transactions wait for the commit flush.
 
 use serde_json::{json, Value};
+use sqlx::Row;
 use std::time::Duration;
 use tasker_shared::queue::{worker_queue, QueueName};
 use tasker_tests::Harness;
+use tasker_worker::worker::actors::step_executor_actor::claim_statement;
 use uuid::Uuid;
 
 /// A harness whose orchestrator is stopped: the test plays the worker by hand.
@@ -398,9 +400,12 @@ async fn only_claims_and_reads_skip_the_commit_flush() {
     assert_eq!(commit_mode_after(&h, read).await, "off");
     let claim = sqlx::query("SELECT * FROM tasker.claim_steps($1, 'w1', 60)").bind([first]);
     assert_eq!(commit_mode_after(&h, claim).await, "off");
-    let read_and_claim = sqlx::query(
-        "SELECT * FROM tasker.claim_queued_steps('worker_linear_workflow_queue', 30, 10, 'w1', 60)",
-    );
+    let statement = claim_statement(&worker_queue("linear_workflow").unwrap());
+    let read_and_claim = sqlx::query(&statement)
+        .bind(10)
+        .bind(30.0)
+        .bind("w1")
+        .bind(60);
     assert_eq!(commit_mode_after(&h, read_and_claim).await, "off");
     let complete = sqlx::query("SELECT * FROM tasker.complete_steps('w1', $1, 0, 60000)")
         .bind(Value::Array(vec![success(first, 1, json!(3))]));
@@ -572,11 +577,11 @@ async fn a_sibling_completion_enqueues_a_retry_that_is_due() {
     h.shutdown().await;
 }
 
-/// Reading and claiming in one transaction: one row per message, in message order; a
-/// message naming no step comes back without one, messages naming the same step share its
-/// claim, and a step another worker holds is reported busy with its lease.
+/// The worker's read-and-claim statement: one row per message, in message order; a message
+/// naming no step comes back without one, messages naming the same step share its claim,
+/// and a step another worker holds is reported busy with its lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claim_queued_steps_reads_and_claims_in_one_call() {
+async fn the_claim_statement_reads_and_claims_in_one_call() {
     let h = quiet().await;
     let queues = tasker_shared::queue::QueueClient::new(h.db.pool.clone()).await;
     let queue = worker_queue("linear_workflow").unwrap();
@@ -595,14 +600,21 @@ async fn claim_queued_steps_reads_and_claims_in_one_call() {
         .send(&queue, &json!("just a string"), &h.db.pool)
         .await
         .unwrap();
-    let call = "SELECT step_uuid, outcome, attempt FROM tasker.claim_queued_steps(
-                  'worker_linear_workflow_queue', 30, $1, $2, 60)";
-    let rows: Vec<(Option<Uuid>, Option<String>, Option<i32>)> = sqlx::query_as(call)
-        .bind(10)
-        .bind("w1")
-        .fetch_all(&h.db.pool)
+    let statement = claim_statement(&queue);
+    let call = |worker: &'static str| {
+        sqlx::query(&statement)
+            .bind(10)
+            .bind(30.0)
+            .bind(worker)
+            .bind(60)
+            .fetch_all(&h.db.pool)
+    };
+    let rows: Vec<(Option<Uuid>, Option<String>, Option<i32>)> = call("w1")
         .await
-        .unwrap();
+        .unwrap()
+        .iter()
+        .map(|r| (r.get("step_uuid"), r.get("outcome"), r.get("attempt")))
+        .collect();
     let claimed = (Some(first), Some("claimed".to_string()), Some(1));
     assert_eq!(
         rows,
@@ -615,24 +627,14 @@ async fn claim_queued_steps_reads_and_claims_in_one_call() {
     );
     assert_eq!(state_of(&h, first).await.0, "in_progress");
     assert!(
-        sqlx::query(call)
-            .bind(10)
-            .bind("w2")
-            .fetch_all(&h.db.pool)
-            .await
-            .unwrap()
-            .is_empty(),
+        call("w2").await.unwrap().is_empty(),
         "what was read stays hidden"
     );
 
     queues.send(&queue, &again, &h.db.pool).await.unwrap();
-    let (outcome, lease): (Option<String>, Option<chrono::DateTime<chrono::Utc>>) = sqlx::query_as(
-        "SELECT outcome, lease_expires_at FROM tasker.claim_queued_steps(
-               'worker_linear_workflow_queue', 30, 10, 'w2', 60)",
-    )
-    .fetch_one(&h.db.pool)
-    .await
-    .unwrap();
+    let busy = call("w2").await.unwrap();
+    let outcome: Option<String> = busy[0].get("outcome");
+    let lease: Option<chrono::DateTime<chrono::Utc>> = busy[0].get("lease_expires_at");
     assert_eq!(outcome.as_deref(), Some("busy"));
     assert!(lease.is_some_and(|l| l > chrono::Utc::now()));
     h.shutdown().await;

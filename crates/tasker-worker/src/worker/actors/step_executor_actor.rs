@@ -18,6 +18,28 @@ use tasker_shared::template::EventDeclaration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+/// Reads up to `$1` messages of `queue`, hiding them for `$2` seconds, and claims the steps
+/// they name for worker `$3` with a lease of `$4` seconds: one `tasker.message_claim` row per
+/// message. It does what pgmq.read does, as a static statement a connection prepares once
+/// (pgmq.read builds and plans its SQL on every call).
+pub fn claim_statement(queue: &QueueName) -> String {
+    format!(
+        "WITH picked AS (
+           SELECT msg_id FROM {q} WHERE vt <= clock_timestamp()
+            ORDER BY msg_id LIMIT $1 FOR UPDATE SKIP LOCKED
+         ), read AS (
+           UPDATE {q} m SET vt = clock_timestamp() + make_interval(secs => $2),
+                  read_ct = m.read_ct + 1
+             FROM picked WHERE m.msg_id = picked.msg_id
+           RETURNING m.msg_id, m.message
+         )
+         SELECT * FROM tasker.claim_messages(
+           (SELECT array_agg(msg_id ORDER BY msg_id) FROM read),
+           (SELECT array_agg(message ORDER BY msg_id) FROM read), $3, $4)",
+        q = queue.table()
+    )
+}
+
 /// One `tasker.message_claim`: a message read, and the claim of the step it names.
 #[derive(sqlx::FromRow)]
 struct ClaimRow {
@@ -91,23 +113,7 @@ impl StepExecutorActor {
         qty: i32,
         visibility_timeout_seconds: i32,
     ) -> Result<usize, sqlx::Error> {
-        // What pgmq.read does, as a static statement the connection prepares once per queue
-        // (pgmq.read builds and plans its SQL on every call).
-        let sql = format!(
-            "WITH picked AS (
-               SELECT msg_id FROM {q} WHERE vt <= clock_timestamp()
-                ORDER BY msg_id LIMIT $1 FOR UPDATE SKIP LOCKED
-             ), read AS (
-               UPDATE {q} m SET vt = clock_timestamp() + make_interval(secs => $2),
-                      read_ct = m.read_ct + 1
-                 FROM picked WHERE m.msg_id = picked.msg_id
-               RETURNING m.msg_id, m.message
-             )
-             SELECT * FROM tasker.claim_messages(
-               (SELECT array_agg(msg_id ORDER BY msg_id) FROM read),
-               (SELECT array_agg(message ORDER BY msg_id) FROM read), $3, $4)",
-            q = queue.table()
-        );
+        let sql = claim_statement(queue);
         let rows: Vec<ClaimRow> = sqlx::query_as(&sql)
             .bind(qty)
             .bind(f64::from(visibility_timeout_seconds))
