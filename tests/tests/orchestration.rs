@@ -260,6 +260,72 @@ async fn concurrent_identical_requests_create_one_task() {
     h.shutdown().await;
 }
 
+/// What `create_and_read_task` hands back is what reading the task afterwards returns:
+/// for a fixed DAG, for a dynamic task, and for a request whose idempotency key is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_and_reading_in_one_statement_returns_the_stored_task() {
+    let h = Harness::orchestration_only(&[]).await;
+    let request =
+        |ns: &str, name: &str, context: serde_json::Value, key: Option<&str>| TaskRequest {
+            namespace: ns.into(),
+            name: name.into(),
+            version: "1.0.0".into(),
+            context,
+            idempotency_key: key.map(Into::into),
+            initiator: Some("spec".into()),
+        };
+    let requests = [
+        request(
+            "diamond_workflow",
+            "diamond_math",
+            json!({"value": 2}),
+            Some("k-1"),
+        ),
+        request(
+            "approvals",
+            "approval_routing",
+            json!({"amount": 5000}),
+            None,
+        ),
+        request(
+            "diamond_workflow",
+            "diamond_math",
+            json!({"value": 3}),
+            Some("k-1"),
+        ),
+    ];
+    let mut first = None;
+    for (i, req) in requests.iter().enumerate() {
+        let (created, task, steps) = h.core.initializer.create_and_read_task(req).await.unwrap();
+        assert_eq!(created.created, i < 2, "request {i}");
+        assert_eq!(task.task_uuid, created.task_uuid);
+        assert_eq!(task.state, created.state);
+        assert!(!steps.is_empty(), "request {i} read no steps");
+        // Nothing runs these steps, so the stored task is still as it was created.
+        let stored = TaskRow::find(&h.db.pool, task.task_uuid)
+            .await
+            .unwrap()
+            .unwrap();
+        let stored_steps = StepRow::for_task(&h.db.pool, task.task_uuid).await.unwrap();
+        assert_eq!(
+            serde_json::to_value(&task).unwrap(),
+            serde_json::to_value(&stored).unwrap(),
+            "request {i}"
+        );
+        assert_eq!(
+            serde_json::to_value(&steps).unwrap(),
+            serde_json::to_value(&stored_steps).unwrap(),
+            "request {i}"
+        );
+        match i {
+            0 => first = Some(task.task_uuid),
+            2 => assert_eq!(Some(task.task_uuid), first, "the key's task comes back"),
+            _ => {}
+        }
+    }
+    h.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_context_and_unknown_template_are_refused() {
     let h = Harness::orchestration_only(&[]).await;

@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tasker_shared::config::BackoffConfig;
-use tasker_shared::models::{RegisteredTemplate, TemplateRegistry};
+use tasker_shared::models::{RegisteredTemplate, StepRow, StoreError, TaskRow, TemplateRegistry};
 use tasker_shared::queue::{worker_queue, Notifier};
 use tasker_shared::template::TaskTemplate;
 use uuid::Uuid;
@@ -80,6 +80,29 @@ impl TaskInitializer {
         &self,
         request: &TaskRequest,
     ) -> Result<CreatedTask, OrchestrationError> {
+        Ok(self.create(request, Statement::Create).await?.0)
+    }
+
+    /// Creates the task as [`create_task`](Self::create_task) does and reads it back, row
+    /// and steps, in the same round trip (`tasker.create_task_read`): what a client that
+    /// returns the created task needs, without waiting on the database twice.
+    pub async fn create_and_read_task(
+        &self,
+        request: &TaskRequest,
+    ) -> Result<(CreatedTask, TaskRow, Vec<StepRow>), OrchestrationError> {
+        let (created, rows) = self.create(request, Statement::CreateRead).await?;
+        let (task, steps) = rows.ok_or_else(|| StoreError::NotFound {
+            what: "task",
+            id: created.task_uuid.to_string(),
+        })?;
+        Ok((created, task, steps))
+    }
+
+    async fn create(
+        &self,
+        request: &TaskRequest,
+        statement: Statement,
+    ) -> Result<(CreatedTask, Option<(TaskRow, Vec<StepRow>)>), OrchestrationError> {
         let registered = self
             .registry
             .find(&request.namespace, &request.name, &request.version)
@@ -103,51 +126,50 @@ impl TaskInitializer {
         // edges and first transitions, and its start (tasker.create_task).
         let steps = FixedSteps::of(template, &self.backoff);
         let blueprints = template.is_dynamic().then(|| self.blueprints(template));
-        let (task, created, state): (Uuid, bool, String) = sqlx::query_as(
-            "SELECT * FROM tasker.create_task($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                 $13, $14, $15, $16, $17, $18, $19, $20, $21)",
-        )
-        .bind(registered.named_task_uuid)
-        .bind(&request.context)
-        .bind(&request.idempotency_key)
-        .bind(&request.initiator)
-        .bind(&self.actor)
-        .bind(&steps.names)
-        .bind(&steps.positions)
-        .bind(&steps.callables)
-        .bind(&steps.inits)
-        .bind(&steps.max_attempts)
-        .bind(&steps.retryable)
-        .bind(&steps.backoff)
-        .bind(&steps.base_ms)
-        .bind(&steps.max_ms)
-        .bind(&steps.timeouts)
-        .bind(&steps.events)
-        .bind(&steps.parents)
-        .bind(&steps.edge_from)
-        .bind(&steps.edge_to)
-        .bind(blueprints)
-        .bind(self.max_steps_per_task as i32)
-        .fetch_one(&self.pool)
-        .await?;
-        if !created {
-            return Ok(CreatedTask {
-                task_uuid: task,
-                created,
-                state,
-            });
+        let (task, created, state, task_row, step_rows): CreatedRow =
+            sqlx::query_as(statement.sql())
+                .bind(registered.named_task_uuid)
+                .bind(&request.context)
+                .bind(&request.idempotency_key)
+                .bind(&request.initiator)
+                .bind(&self.actor)
+                .bind(&steps.names)
+                .bind(&steps.positions)
+                .bind(&steps.callables)
+                .bind(&steps.inits)
+                .bind(&steps.max_attempts)
+                .bind(&steps.retryable)
+                .bind(&steps.backoff)
+                .bind(&steps.base_ms)
+                .bind(&steps.max_ms)
+                .bind(&steps.timeouts)
+                .bind(&steps.events)
+                .bind(&steps.parents)
+                .bind(&steps.edge_from)
+                .bind(&steps.edge_to)
+                .bind(blueprints)
+                .bind(self.max_steps_per_task as i32)
+                .fetch_one(&self.pool)
+                .await?;
+        if created {
+            if let Ok(queue) = worker_queue(&request.namespace) {
+                self.notifier.notify(&queue);
+            }
+            metrics::counter!("tasker_tasks_created_total", "namespace" => request.namespace.clone())
+                .increment(1);
+            tracing::debug!(task = %task, template = %template.identity(), "task created");
         }
-        if let Ok(queue) = worker_queue(&request.namespace) {
-            self.notifier.notify(&queue);
-        }
-        metrics::counter!("tasker_tasks_created_total", "namespace" => request.namespace.clone())
-            .increment(1);
-        tracing::debug!(task = %task, template = %template.identity(), "task created");
-        Ok(CreatedTask {
+        // Decoded after the wake-up: the task exists whatever this reports.
+        let rows = match (task_row, step_rows) {
+            (Some(t), Some(s)) => Some((decode(task, "task", t)?, decode(task, "steps", s)?)),
+            _ => None,
+        };
+        let created = CreatedTask {
             task_uuid: task,
-            created: true,
+            created,
             state,
-        })
+        };
+        Ok((created, rows))
     }
 
     /// A dynamic template's steps as `tasker.create_dynamic_steps` takes them: resolved
@@ -225,6 +247,53 @@ impl TaskInitializer {
             })
         }
     }
+}
+
+/// What the creating statement returns: the task, whether this call created it, its state,
+/// and (from `tasker.create_task_read` only) the task row and steps as JSON.
+type CreatedRow = (
+    Uuid,
+    bool,
+    String,
+    Option<serde_json::Value>,
+    Option<serde_json::Value>,
+);
+
+/// Which creating statement runs; both take the same arguments.
+#[derive(Clone, Copy)]
+enum Statement {
+    Create,
+    CreateRead,
+}
+
+impl Statement {
+    fn sql(self) -> &'static str {
+        match self {
+            Statement::Create => {
+                "SELECT task_uuid, created, state, NULL::jsonb, NULL::jsonb
+                   FROM tasker.create_task($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                        $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+            }
+            Statement::CreateRead => {
+                "SELECT task_uuid, created, state, task, steps
+                   FROM tasker.create_task_read($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                        $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+            }
+        }
+    }
+}
+
+/// A row or rows `tasker.create_task_read` returned as JSON.
+fn decode<T: serde::de::DeserializeOwned>(
+    task: Uuid,
+    what: &'static str,
+    value: serde_json::Value,
+) -> Result<T, StoreError> {
+    serde_json::from_value(value).map_err(|e| StoreError::Corrupt {
+        what,
+        id: task,
+        reason: e.to_string(),
+    })
 }
 
 /// A fixed DAG's steps as `tasker.create_task` takes them: one array per column, retry

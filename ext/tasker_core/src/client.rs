@@ -164,12 +164,10 @@ fn create_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
     }
     let c = client(&options(ruby, args, 1)?)?;
     let rt = runtime()?;
-    // The task is read back in the same call (its row and steps concurrently), so Ruby
-    // releases and retakes the GVL once per creation, not twice.
+    // The statement that creates the task also reads it back: one round trip, and one
+    // release of the GVL, per creation.
     let (created, task, steps) = block_on(&rt, CALL_TIMEOUT, "creating the task", async move {
-        let created = c.initializer.create_task(&request).await?;
-        let (task, steps) = read_task(&c.pool, created.task_uuid).await?;
-        Ok((created, task, steps))
+        Ok(c.initializer.create_and_read_task(&request).await?)
     })?;
     let mut value = serde_json::to_value(&created)
         .map_err(|e| NativeError::native(format!("serializing the created task: {e}")))?;

@@ -1,11 +1,11 @@
 use super::StoreError;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{Executor, Postgres};
 use uuid::Uuid;
 
 /// A task with the identity of its template.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct TaskRow {
     pub task_uuid: Uuid,
     pub namespace: String,

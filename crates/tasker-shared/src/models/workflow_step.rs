@@ -1,11 +1,11 @@
 use super::StoreError;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{Executor, Postgres};
 use uuid::Uuid;
 
 /// One workflow step as stored.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct StepRow {
     pub step_uuid: Uuid,
     pub task_uuid: Uuid,
