@@ -168,6 +168,15 @@ impl Bench {
         )
     }
 
+    /// Steps in the bench database, of every run so far.
+    async fn step_count(&self) -> anyhow::Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM tasker.workflow_steps")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     /// Bytes of WAL written so far (by the whole server).
     async fn wal_bytes(&self) -> anyhow::Result<f64> {
         Ok(
@@ -362,14 +371,24 @@ fn measure_client_wait(bench: &Bench, samples: usize) -> anyhow::Result<ClientWa
 struct Embedded {
     steps_per_s: f64,
     create_ms: f64,
+    /// Postgres CPU over the whole process run (warm-up included) per step it created.
+    pg_cpu_ms_per_step: f64,
 }
 
 /// Run with no other orchestrator or worker up.
-fn measure_embedded(bench: &Bench, tasks: usize) -> anyhow::Result<Embedded> {
+async fn measure_embedded(bench: &Bench, tasks: usize) -> anyhow::Result<Embedded> {
+    let steps_before = bench.step_count().await?;
+    let cpu_before = postgres_cpu_seconds();
     let v = run_ruby_bench(bench, "embedded.rb", tasks)?;
+    let steps = (bench.step_count().await? - steps_before) as f64;
+    let pg_cpu_ms_per_step = match (cpu_before, postgres_cpu_seconds()) {
+        (Some(a), Some(b)) if steps > 0.0 => (b - a) * 1000.0 / steps,
+        _ => f64::NAN,
+    };
     Ok(Embedded {
         steps_per_s: json_field(&v, "steps_per_s")?,
         create_ms: json_field(&v, "create_ms")?,
+        pg_cpu_ms_per_step,
     })
 }
 
@@ -491,7 +510,7 @@ async fn main() -> anyhow::Result<()> {
         None
     } else {
         eprintln!("measuring one Ruby process with embedded orchestration ...");
-        Some(measure_embedded(&bench, args.embedded_tasks)?)
+        Some(measure_embedded(&bench, args.embedded_tasks).await?)
     };
     let tps = pgbench_tps(&args.server).unwrap_or(f64::NAN);
     println!();
@@ -526,11 +545,12 @@ async fn main() -> anyhow::Result<()> {
     if let Some(e) = embedded {
         println!();
         println!(
-            "One Ruby process, Worker.start(orchestration: :embedded) + Client.create_task one by one + Client.wait, {} tasks x 10 no-op steps: {:.0} steps/s ({:.2} per pgbench TPS), create_task {:.1} ms each",
+            "One Ruby process, Worker.start(orchestration: :embedded) + Client.create_task one by one + Client.wait, {} tasks x 10 no-op steps: {:.0} steps/s ({:.2} per pgbench TPS), create_task {:.1} ms each, Postgres CPU {:.3} ms/step",
             args.embedded_tasks,
             e.steps_per_s,
             e.steps_per_s / tps,
-            e.create_ms
+            e.create_ms,
+            e.pg_cpu_ms_per_step
         );
     }
     println!();
