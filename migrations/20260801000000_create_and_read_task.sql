@@ -10,8 +10,25 @@
 --
 -- tasker.create_task_read creates the task as tasker.create_task does and returns, beside
 -- its result, the task row and its steps as JSON, read by a later statement of the same
--- function so that they include what the creation wrote. The columns are those the
--- clients' task and step reads return (TaskRow and StepRow), in their order.
+-- function so that they include what the creation wrote. The columns come from the views
+-- tasker.task_rows and tasker.step_rows, which the clients' task and step reads (TaskRow,
+-- StepRow) select from too, so both ways of reading a task return the same fields.
+
+CREATE VIEW tasker.task_rows AS
+  SELECT t.task_uuid, n.name AS namespace, nt.name, nt.version, t.state, t.context,
+         t.correlation_id, t.idempotency_key, t.initiator, t.created_at, t.updated_at,
+         t.completed_at
+    FROM tasker.tasks t
+    JOIN tasker.named_tasks nt ON nt.named_task_uuid = t.named_task_uuid
+    JOIN tasker.namespaces n ON n.namespace_uuid = nt.namespace_uuid;
+
+CREATE VIEW tasker.step_rows AS
+  SELECT s.step_uuid, s.task_uuid, s.name, s.position, s.step_type, s.handler_callable,
+         s.state, s.attempts, s.max_attempts, s.retryable, s.backoff, s.backoff_base_ms,
+         s.max_backoff_ms, s.timeout_seconds, s.inputs, s.results, s.last_error,
+         s.next_retry_at, s.claim_owner, s.lease_expires_at, s.enqueued_at, s.started_at,
+         s.completed_at
+    FROM tasker.workflow_steps s;
 
 CREATE FUNCTION tasker.create_task_read(
   p_named_task uuid, p_context jsonb, p_idempotency_key text, p_initiator text, p_actor text,
@@ -32,21 +49,8 @@ BEGIN
            p_base_ms, p_max_ms, p_timeouts, p_events, p_parents, p_edge_from, p_edge_to,
            p_blueprints, p_max_steps) AS c;
   RETURN QUERY SELECT v_task, v_created, v_state,
-    (SELECT to_jsonb(r) FROM (
-       SELECT t.task_uuid, n.name AS namespace, nt.name, nt.version, t.state, t.context,
-              t.correlation_id, t.idempotency_key, t.initiator, t.created_at, t.updated_at,
-              t.completed_at
-         FROM tasker.tasks t
-         JOIN tasker.named_tasks nt ON nt.named_task_uuid = t.named_task_uuid
-         JOIN tasker.namespaces n ON n.namespace_uuid = nt.namespace_uuid
-        WHERE t.task_uuid = v_task) AS r),
-    (SELECT coalesce(jsonb_agg(to_jsonb(s) ORDER BY s.position, s.name), '[]'::jsonb) FROM (
-       SELECT ws.step_uuid, ws.task_uuid, ws.name, ws.position, ws.step_type,
-              ws.handler_callable, ws.state, ws.attempts, ws.max_attempts, ws.retryable,
-              ws.backoff, ws.backoff_base_ms, ws.max_backoff_ms, ws.timeout_seconds,
-              ws.inputs, ws.results, ws.last_error, ws.next_retry_at, ws.claim_owner,
-              ws.lease_expires_at, ws.enqueued_at, ws.started_at, ws.completed_at
-         FROM tasker.workflow_steps ws
-        WHERE ws.task_uuid = v_task) AS s);
+    (SELECT to_jsonb(r) FROM tasker.task_rows r WHERE r.task_uuid = v_task),
+    (SELECT coalesce(jsonb_agg(to_jsonb(s) ORDER BY s.position, s.name), '[]'::jsonb)
+       FROM tasker.step_rows s WHERE s.task_uuid = v_task);
 END;
 $$;

@@ -33,12 +33,8 @@ pub struct StepRow {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-const SELECT: &str =
-    "SELECT step_uuid, task_uuid, name, position, step_type, handler_callable, state, attempts,
-        max_attempts, retryable, backoff, backoff_base_ms, max_backoff_ms, timeout_seconds, inputs,
-        results, last_error, next_retry_at, claim_owner, lease_expires_at, enqueued_at, started_at,
-        completed_at
-   FROM tasker.workflow_steps";
+/// The view names the columns once, for these reads and `tasker.create_task_read`.
+const SELECT: &str = "SELECT * FROM tasker.step_rows";
 
 impl StepRow {
     pub async fn for_task<'c, E: Executor<'c, Database = Postgres>>(
