@@ -69,12 +69,21 @@ impl QueueClient {
         &self.pool
     }
 
-    /// Creates the queue if missing.
+    /// Creates the queue if missing, with a table whose reads are HOT updates (see
+    /// `tasker.prepare_queue_table`).
     pub async fn ensure_queue(&self, queue: &QueueName) -> Result<(), QueueError> {
         self.pgmq
             .create(queue.as_str())
             .await
             .map_err(|source| QueueError::Pgmq {
+                queue: queue.to_string(),
+                source,
+            })?;
+        sqlx::query("SELECT tasker.prepare_queue_table($1)")
+            .bind(queue.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(|source| QueueError::Database {
                 queue: queue.to_string(),
                 source,
             })?;
