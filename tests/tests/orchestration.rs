@@ -326,6 +326,145 @@ async fn creating_and_reading_in_one_statement_returns_the_stored_task() {
     h.shutdown().await;
 }
 
+/// Everything creation writes for a task, without its keys and times: the task, its steps,
+/// edges, step log, task transitions and worker messages.
+async fn creation_fingerprint(pool: &sqlx::PgPool, task: Uuid) -> serde_json::Value {
+    sqlx::query_scalar(
+        "SELECT jsonb_build_object(
+           'task', (SELECT jsonb_build_object('state', t.state, 'context', t.context,
+                      'initiator', t.initiator, 'key', t.idempotency_key)
+                      FROM tasker.tasks t WHERE t.task_uuid = $1),
+           'steps', (SELECT jsonb_agg(jsonb_build_object('name', s.name, 'position', s.position,
+                       'state', s.state, 'attempts', s.attempts, 'max_attempts', s.max_attempts,
+                       'retryable', s.retryable, 'backoff', s.backoff,
+                       'base_ms', s.backoff_base_ms, 'max_ms', s.max_backoff_ms,
+                       'timeout', s.timeout_seconds, 'callable', s.handler_callable,
+                       'init', s.handler_initialization, 'events', s.publishes_events,
+                       'parent_count', s.parent_count, 'pending_parents', s.pending_parents,
+                       'enqueued', s.enqueued_at IS NOT NULL) ORDER BY s.name)
+                       FROM tasker.workflow_steps s WHERE s.task_uuid = $1),
+           'edges', (SELECT jsonb_agg(f.name || '->' || c.name ORDER BY f.name, c.name)
+                       FROM tasker.workflow_step_edges e
+                       JOIN tasker.workflow_steps f ON f.step_uuid = e.from_step_uuid
+                       JOIN tasker.workflow_steps c ON c.step_uuid = e.to_step_uuid
+                      WHERE e.task_uuid = $1),
+           'step_log', (SELECT jsonb_agg(jsonb_build_object('step', s.name, 'from', l.from_state,
+                          'to', l.to_state, 'sort_key', l.sort_key, 'actor', l.actor,
+                          'metadata', l.metadata) ORDER BY s.name, l.sort_key)
+                          FROM tasker.workflow_step_transition_log l
+                          JOIN tasker.workflow_steps s ON s.step_uuid = l.step_uuid
+                         WHERE l.task_uuid = $1),
+           'task_log', (SELECT jsonb_agg(jsonb_build_object('from', x.from_state,
+                          'to', x.to_state, 'sort_key', x.sort_key, 'most_recent', x.most_recent,
+                          'actor', x.actor, 'metadata', x.metadata) ORDER BY x.sort_key)
+                          FROM tasker.task_transitions x WHERE x.task_uuid = $1),
+           'messages', (SELECT jsonb_agg(jsonb_build_object('step', q.message->>'step_name',
+                          'namespace', q.message->'namespace', 'attempt', q.message->'attempt',
+                          'names_its_step', s.task_uuid = $1 AND s.name = q.message->>'step_name')
+                          ORDER BY q.message->>'step_name')
+                          FROM pgmq.q_worker_diamond_workflow_queue q
+                          JOIN tasker.workflow_steps s
+                            ON s.step_uuid = (q.message->>'step_uuid')::uuid
+                         WHERE q.message->>'task_uuid' = $1::text))",
+    )
+    .bind(task)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Requests that arrive together are created together (tasker.create_tasks): each task is
+/// stored exactly as one created on its own, and an idempotency key shared within the
+/// batch, or already taken, gives back one task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_created_together_are_stored_as_tasks_created_alone() {
+    // Nothing runs these steps, so every task is still as it was created.
+    let h = Harness::orchestration_only(&[]).await;
+    let request = |value: i64, key: Option<&str>| TaskRequest {
+        namespace: "diamond_workflow".into(),
+        name: "diamond_math".into(),
+        version: "1.0.0".into(),
+        context: json!({"value": value}),
+        idempotency_key: key.map(Into::into),
+        initiator: Some("spec".into()),
+    };
+    let (alone, _, _) = h
+        .core
+        .initializer
+        .create_and_read_task(&request(7, None))
+        .await
+        .unwrap();
+    let taken = h
+        .core
+        .initializer
+        .create_task(&request(7, Some("taken")))
+        .await
+        .unwrap();
+    assert!(taken.created);
+
+    let mut requests: Vec<TaskRequest> = (0..30).map(|_| request(7, None)).collect();
+    requests.extend((0..3).map(|_| request(7, Some("shared"))));
+    requests.push(request(7, Some("taken")));
+    let tree = TaskRequest {
+        namespace: "tree_workflow".into(),
+        name: "tree_math".into(),
+        ..request(7, None)
+    };
+    requests.push(tree);
+    let created =
+        futures::future::try_join_all(requests.iter().map(|r| h.core.initializer.create_task(r)))
+            .await
+            .unwrap();
+
+    let expected = creation_fingerprint(&h.db.pool, alone.task_uuid).await;
+    assert_eq!(expected["messages"].as_array().map(Vec::len), Some(1));
+    assert!(expected["step_log"].as_array().unwrap().len() > 4);
+    let mut distinct = std::collections::HashSet::new();
+    for (c, r) in created.iter().zip(&requests).take(30) {
+        assert!(c.created && c.state == "steps_in_process", "{c:?}");
+        assert!(distinct.insert(c.task_uuid), "one task per request");
+        assert_eq!(r.initiator.as_deref(), Some("spec"));
+        assert_eq!(
+            creation_fingerprint(&h.db.pool, c.task_uuid).await,
+            expected
+        );
+    }
+    let shared = &created[30..33];
+    assert_eq!(shared.iter().filter(|c| c.created).count(), 1, "{shared:?}");
+    assert!(shared.iter().all(|c| c.task_uuid == shared[0].task_uuid));
+    let mut keyed = expected.clone();
+    keyed["task"]["key"] = json!("shared");
+    assert_eq!(
+        creation_fingerprint(&h.db.pool, shared[0].task_uuid).await,
+        keyed
+    );
+    assert!(!created[33].created);
+    assert_eq!(created[33].task_uuid, taken.task_uuid);
+    assert!(created[34].created);
+    let tree_steps = h.steps(created[34].task_uuid).await;
+    assert!(tree_steps.len() > 3, "{tree_steps:?}");
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tasker.tasks WHERE initiator = 'spec'")
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, 1 + 1 + 30 + 1 + 1, "no task created twice");
+    // Tasks created together share their transaction. The requests were all made at once,
+    // so at most the first two batch slots took one request each.
+    let transactions: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT xmin::text) FROM tasker.tasks WHERE task_uuid = ANY($1)",
+    )
+    .bind(created.iter().map(|c| c.task_uuid).collect::<Vec<_>>())
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert!(
+        transactions < 30,
+        "{transactions} transactions for 32 new tasks"
+    );
+    h.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_context_and_unknown_template_are_refused() {
     let h = Harness::orchestration_only(&[]).await;

@@ -1,6 +1,7 @@
 //! Creates a task, its steps, edges and first transitions in one transaction, and enqueues
 //! its root steps in that same transaction.
 
+use crate::creation_batcher::{BatchItem, CreationBatcher};
 use crate::OrchestrationError;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,7 @@ pub struct TaskInitializer {
     actor: String,
     validators: Arc<Mutex<Validators>>,
     notifier: Notifier,
+    batcher: CreationBatcher,
     max_steps_per_task: u32,
 }
 
@@ -57,14 +59,18 @@ pub struct TaskInitializer {
 pub const DEFAULT_MAX_STEPS_PER_TASK: u32 = 10_000;
 
 impl TaskInitializer {
-    /// Must be called inside a tokio runtime (it starts the queue notifier).
+    /// Must be called inside a tokio runtime (it starts the queue notifier and the creation
+    /// batcher).
     pub fn new(pool: PgPool, backoff: BackoffConfig) -> Self {
+        let actor = "task_initializer".to_string();
+        let notifier = Notifier::spawn(pool.clone());
         Self {
             registry: TemplateRegistry::new(pool.clone()),
-            notifier: Notifier::spawn(pool.clone()),
+            batcher: CreationBatcher::spawn(pool.clone(), actor.clone(), notifier.clone()),
+            notifier,
             pool,
             backoff,
-            actor: "task_initializer".into(),
+            actor,
             validators: Arc::default(),
             max_steps_per_task: DEFAULT_MAX_STEPS_PER_TASK,
         }
@@ -122,9 +128,27 @@ impl TaskInitializer {
             });
         }
 
+        let steps = FixedSteps::of(template, &self.backoff);
+        // A fixed DAG that only needs creating goes with whatever other requests are being
+        // created meanwhile (see CreationBatcher).
+        let steps = if matches!(statement, Statement::Create) && steps.starts_at_once() {
+            let item = BatchItem {
+                namespace: request.namespace.clone(),
+                named_task: registered.named_task_uuid,
+                context: request.context.clone(),
+                idempotency_key: request.idempotency_key.clone(),
+                initiator: request.initiator.clone(),
+                steps,
+            };
+            match self.batcher.create(item).await {
+                Some(created) => return Ok((created, None)),
+                None => FixedSteps::of(template, &self.backoff),
+            }
+        } else {
+            steps
+        };
         // One round trip: the task (or the one holding its idempotency key), its steps,
         // edges and first transitions, and its start (tasker.create_task).
-        let steps = FixedSteps::of(template, &self.backoff);
         let blueprints = template.is_dynamic().then(|| self.blueprints(template));
         let (task, created, state, task_row, step_rows): CreatedRow =
             sqlx::query_as(statement.sql())
@@ -300,26 +324,51 @@ fn decode<T: serde::de::DeserializeOwned>(
 /// settings resolved, and the edges by step name. Empty for a dynamic template (its
 /// blueprints go instead).
 #[derive(Default)]
-struct FixedSteps {
-    names: Vec<String>,
-    positions: Vec<i32>,
-    callables: Vec<String>,
-    inits: Vec<serde_json::Value>,
-    max_attempts: Vec<i32>,
-    retryable: Vec<bool>,
-    backoff: Vec<String>,
-    base_ms: Vec<i64>,
-    max_ms: Vec<i64>,
-    timeouts: Vec<Option<i32>>,
-    events: Vec<serde_json::Value>,
+pub(crate) struct FixedSteps {
+    pub names: Vec<String>,
+    pub positions: Vec<i32>,
+    pub callables: Vec<String>,
+    pub inits: Vec<serde_json::Value>,
+    pub max_attempts: Vec<i32>,
+    pub retryable: Vec<bool>,
+    pub backoff: Vec<String>,
+    pub base_ms: Vec<i64>,
+    pub max_ms: Vec<i64>,
+    pub timeouts: Vec<Option<i32>>,
+    pub events: Vec<serde_json::Value>,
     /// Parents not yet complete: a step is ready from this counter alone, without reading
     /// its edges, and each completing parent counts itself off.
-    parents: Vec<i32>,
-    edge_from: Vec<String>,
-    edge_to: Vec<String>,
+    pub parents: Vec<i32>,
+    pub edge_from: Vec<String>,
+    pub edge_to: Vec<String>,
 }
 
 impl FixedSteps {
+    /// Another task's steps after these (`tasker.create_tasks` takes every task's steps in
+    /// one set of arrays).
+    pub fn append(&mut self, other: &FixedSteps) {
+        self.names.extend_from_slice(&other.names);
+        self.positions.extend_from_slice(&other.positions);
+        self.callables.extend_from_slice(&other.callables);
+        self.inits.extend_from_slice(&other.inits);
+        self.max_attempts.extend_from_slice(&other.max_attempts);
+        self.retryable.extend_from_slice(&other.retryable);
+        self.backoff.extend_from_slice(&other.backoff);
+        self.base_ms.extend_from_slice(&other.base_ms);
+        self.max_ms.extend_from_slice(&other.max_ms);
+        self.timeouts.extend_from_slice(&other.timeouts);
+        self.events.extend_from_slice(&other.events);
+        self.parents.extend_from_slice(&other.parents);
+        self.edge_from.extend_from_slice(&other.edge_from);
+        self.edge_to.extend_from_slice(&other.edge_to);
+    }
+
+    /// Whether the task starts as soon as it is created: a fixed DAG with a root step.
+    /// Only such tasks are created together (`tasker.create_tasks`).
+    pub fn starts_at_once(&self) -> bool {
+        self.parents.contains(&0)
+    }
+
     fn of(template: &TaskTemplate, defaults: &BackoffConfig) -> Self {
         let mut s = Self::default();
         if template.is_dynamic() {

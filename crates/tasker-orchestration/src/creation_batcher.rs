@@ -1,0 +1,224 @@
+//! CreationBatcher: requests to create fixed-DAG tasks that arrive while others are being
+//! created share one statement (`tasker.create_tasks`), one transaction and one commit.
+//! Nothing waits to fill a batch: a request goes as soon as a batch slot is free, with
+//! whatever else arrived meanwhile, so a lone request costs one hop more, not a delay.
+
+use crate::task_initializer::{CreatedTask, FixedSteps};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tasker_shared::queue::{worker_queue, Notifier};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+/// Requests waiting for a batch; beyond this a request is created on its own.
+const CAPACITY: usize = 1_000;
+/// Batch statements running at once: one fills while the other runs.
+const CONCURRENT_BATCHES: usize = 2;
+/// A batch stops taking requests at this many tasks or steps.
+const MAX_BATCH_TASKS: usize = 200;
+const MAX_BATCH_STEPS: usize = 5_000;
+
+pub const BATCH_SIZE: &str = "tasker_task_creation_batch_size";
+pub const WAITING: &str = "tasker_task_creation_waiting";
+pub const OVERFLOW: &str = "tasker_task_creation_overflow_total";
+
+/// One fixed-DAG task to create, with at least one root step.
+pub(crate) struct BatchItem {
+    pub namespace: String,
+    pub named_task: Uuid,
+    pub context: serde_json::Value,
+    pub idempotency_key: Option<String>,
+    pub initiator: Option<String>,
+    pub steps: FixedSteps,
+}
+
+struct Waiting {
+    item: BatchItem,
+    /// `None`: the batch's statement failed, and the caller creates the task on its own
+    /// (so that it gets its own error, if it has one).
+    reply: oneshot::Sender<Option<CreatedTask>>,
+}
+
+#[derive(Clone)]
+pub(crate) struct CreationBatcher {
+    tx: mpsc::Sender<Waiting>,
+}
+
+impl CreationBatcher {
+    /// Must be called inside a tokio runtime. The batching loop ends when the last clone
+    /// of this batcher is dropped, after the batches it started.
+    pub fn spawn(pool: sqlx::PgPool, actor: String, notifier: Notifier) -> Self {
+        let (tx, rx) = mpsc::channel(CAPACITY);
+        let creator = Creator {
+            pool,
+            actor,
+            notifier,
+        };
+        tokio::spawn(run(creator, rx));
+        Self { tx }
+    }
+
+    /// The created task, or `None` when the batch could not take it (too many waiting, the
+    /// loop gone with its runtime, or the batch's statement failed): the caller then
+    /// creates it on its own.
+    pub async fn create(&self, item: BatchItem) -> Option<CreatedTask> {
+        let (reply, created) = oneshot::channel();
+        match self.tx.try_send(Waiting { item, reply }) {
+            Ok(()) => created.await.ok().flatten(),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!(OVERFLOW).increment(1);
+                None
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => None,
+        }
+    }
+}
+
+async fn run(creator: Creator, mut rx: mpsc::Receiver<Waiting>) {
+    let slots = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
+    let mut running = JoinSet::new();
+    while let Some(first) = rx.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        // Whatever arrived while a slot was taken joins this batch.
+        let mut steps = first.item.steps.names.len();
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_TASKS && steps < MAX_BATCH_STEPS {
+            let Ok(next) = rx.try_recv() else { break };
+            steps += next.item.steps.names.len();
+            batch.push(next);
+        }
+        metrics::gauge!(WAITING).set(rx.len() as f64);
+        metrics::histogram!(BATCH_SIZE).record(batch.len() as f64);
+        let creator = creator.clone();
+        running.spawn(async move {
+            creator.create_all(batch).await;
+            drop(slot);
+        });
+        while running.try_join_next().is_some() {}
+    }
+    while running.join_next().await.is_some() {}
+}
+
+#[derive(Clone)]
+struct Creator {
+    pool: sqlx::PgPool,
+    actor: String,
+    notifier: Notifier,
+}
+
+impl Creator {
+    /// One statement per namespace (its worker messages go to that namespace's queue).
+    async fn create_all(&self, batch: Vec<Waiting>) {
+        let mut by_namespace: HashMap<String, Vec<Waiting>> = HashMap::new();
+        for w in batch {
+            by_namespace
+                .entry(w.item.namespace.clone())
+                .or_default()
+                .push(w);
+        }
+        for (namespace, group) in by_namespace {
+            match self.create_group(&namespace, &group).await {
+                Ok(rows) => {
+                    let mut created_any = false;
+                    let mut by_idx: HashMap<i32, CreatedTask> = rows
+                        .into_iter()
+                        .map(|(idx, task_uuid, created, state)| {
+                            created_any |= created;
+                            (
+                                idx,
+                                CreatedTask {
+                                    task_uuid,
+                                    created,
+                                    state,
+                                },
+                            )
+                        })
+                        .collect();
+                    if created_any {
+                        if let Ok(queue) = worker_queue(&namespace) {
+                            self.notifier.notify(&queue);
+                        }
+                    }
+                    for (i, w) in group.into_iter().enumerate() {
+                        let created = by_idx.remove(&(i as i32 + 1));
+                        if created.as_ref().is_some_and(|c| c.created) {
+                            metrics::counter!("tasker_tasks_created_total", "namespace" => namespace.clone())
+                                .increment(1);
+                        }
+                        let _ = w.reply.send(created);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(namespace = %namespace, tasks = group.len(), error = %e,
+                        "creating tasks together failed; creating each on its own");
+                    for w in group {
+                        let _ = w.reply.send(None);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn create_group(
+        &self,
+        namespace: &str,
+        group: &[Waiting],
+    ) -> Result<Vec<(i32, Uuid, bool, String)>, sqlx::Error> {
+        let mut tasks = TaskColumns::default();
+        let mut steps = FixedSteps::default();
+        let mut step_task = Vec::new();
+        let mut edge_task = Vec::new();
+        for (i, w) in group.iter().enumerate() {
+            let item = &w.item;
+            let idx = i as i32 + 1;
+            tasks.named_tasks.push(item.named_task);
+            tasks.contexts.push(item.context.clone());
+            tasks.keys.push(item.idempotency_key.clone());
+            tasks.initiators.push(item.initiator.clone());
+            step_task.extend(std::iter::repeat_n(idx, item.steps.names.len()));
+            edge_task.extend(std::iter::repeat_n(idx, item.steps.edge_from.len()));
+            steps.append(&item.steps);
+        }
+        sqlx::query_as(
+            "SELECT idx, task_uuid, created, state FROM tasker.create_tasks($1, $2, $3, $4, $5,
+                    $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+                    $21, $22)",
+        )
+        .bind(namespace)
+        .bind(&self.actor)
+        .bind(&tasks.named_tasks)
+        .bind(&tasks.contexts)
+        .bind(&tasks.keys)
+        .bind(&tasks.initiators)
+        .bind(&step_task)
+        .bind(&steps.names)
+        .bind(&steps.positions)
+        .bind(&steps.callables)
+        .bind(&steps.inits)
+        .bind(&steps.max_attempts)
+        .bind(&steps.retryable)
+        .bind(&steps.backoff)
+        .bind(&steps.base_ms)
+        .bind(&steps.max_ms)
+        .bind(&steps.timeouts)
+        .bind(&steps.events)
+        .bind(&steps.parents)
+        .bind(&edge_task)
+        .bind(&steps.edge_from)
+        .bind(&steps.edge_to)
+        .fetch_all(&self.pool)
+        .await
+    }
+}
+
+/// The per-task arguments of `tasker.create_tasks`.
+#[derive(Default)]
+struct TaskColumns {
+    named_tasks: Vec<Uuid>,
+    contexts: Vec<serde_json::Value>,
+    keys: Vec<Option<String>>,
+    initiators: Vec<Option<String>>,
+}
