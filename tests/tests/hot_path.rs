@@ -259,6 +259,118 @@ async fn a_failure_and_a_success_of_one_task_in_one_batch() {
     h.shutdown().await;
 }
 
+/// A task's transitions: from, to, sort key, current, actor, metadata.
+type TaskLog = Vec<(Option<String>, String, i32, bool, String, Value)>;
+
+async fn task_log(h: &Harness, task: Uuid) -> TaskLog {
+    sqlx::query_as(
+        "SELECT from_state, to_state, sort_key, most_recent, actor, metadata
+           FROM tasker.task_transitions WHERE task_uuid = $1 ORDER BY sort_key",
+    )
+    .bind(task)
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap()
+}
+
+/// Runs a diamond task up to its join, which it leaves claimed by w1.
+async fn up_to_the_join(h: &Harness) -> (Uuid, Uuid) {
+    let task = h
+        .create("diamond_workflow", "diamond_math", json!({"value": 3}))
+        .await;
+    let start = step_id(h, task, "start").await;
+    claim(h, &[start], "w1").await;
+    complete(h, "w1", vec![success(start, 1, json!(9))]).await;
+    let (left, right, join) = (
+        step_id(h, task, "left").await,
+        step_id(h, task, "right").await,
+        step_id(h, task, "join").await,
+    );
+    claim(h, &[left, right], "w1").await;
+    complete(
+        h,
+        "w1",
+        vec![success(left, 1, json!(81)), success(right, 1, json!(81))],
+    )
+    .await;
+    assert_eq!(claim(h, &[join], "w1").await, ["claimed"]);
+    (task, join)
+}
+
+/// Tasks whose last steps complete in one batch complete together, each with the history
+/// finalize_task writes; a task of the same batch with steps left is finalized as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_finished_in_one_batch_complete_together_with_their_history() {
+    let h = quiet().await;
+    let (first, first_join) = up_to_the_join(&h).await;
+    let (second, second_join) = up_to_the_join(&h).await;
+    let open = h
+        .create("diamond_workflow", "diamond_math", json!({"value": 3}))
+        .await;
+    let open_start = step_id(&h, open, "start").await;
+    claim(&h, &[open_start], "w1").await;
+    let rows = complete(
+        &h,
+        "w1",
+        vec![
+            success(first_join, 1, json!(13122)),
+            success(second_join, 1, json!(13122)),
+            success(open_start, 1, json!(9)),
+        ],
+    )
+    .await;
+    assert!(rows.iter().all(|(_, o)| o == "completed"), "{rows:?}");
+    for task in [first, second] {
+        assert_eq!(task_state(&h, task).await, "complete");
+        let log = task_log(&h, task).await;
+        let to: Vec<&str> = log.iter().map(|t| t.1.as_str()).collect();
+        assert_eq!(
+            to,
+            [
+                "pending",
+                "initializing",
+                "enqueuing_steps",
+                "steps_in_process",
+                "complete"
+            ]
+        );
+        assert_eq!(
+            log.last().unwrap(),
+            &(
+                Some("steps_in_process".to_string()),
+                "complete".to_string(),
+                4,
+                true,
+                "w1".to_string(),
+                json!({"execution_status": "all_complete"})
+            )
+        );
+        assert_eq!(log.iter().filter(|t| t.3).count(), 1, "one current row");
+        let completed: bool = sqlx::query_scalar(
+            "SELECT completed_at IS NOT NULL AND completed_at >= created_at
+               FROM tasker.tasks WHERE task_uuid = $1",
+        )
+        .bind(task)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+        assert!(completed);
+    }
+    assert_eq!(task_state(&h, open).await, "steps_in_process");
+    for name in ["left", "right"] {
+        assert_eq!(
+            state_of(&h, step_id(&h, open, name).await).await.0,
+            "enqueued"
+        );
+    }
+    assert_eq!(
+        task_log(&h, open).await.len(),
+        4,
+        "nothing to record for it"
+    );
+    h.shutdown().await;
+}
+
 async fn history(h: &Harness, step: Uuid) -> Vec<(Option<String>, String, i32, Value)> {
     sqlx::query_as(
         "SELECT from_state, to_state, sort_key, metadata FROM tasker.workflow_step_transitions
