@@ -182,7 +182,7 @@ impl Creator {
             edge_task.extend(std::iter::repeat_n(idx, item.steps.edge_from.len()));
             steps.append(&item.steps);
         }
-        sqlx::query_as(
+        let query = sqlx::query_as(
             "SELECT idx, task_uuid, created, state FROM tasker.create_tasks($1, $2, $3, $4, $5,
                     $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
                     $21, $22)",
@@ -193,24 +193,14 @@ impl Creator {
         .bind(&tasks.contexts)
         .bind(&tasks.keys)
         .bind(&tasks.initiators)
-        .bind(&step_task)
-        .bind(&steps.names)
-        .bind(&steps.positions)
-        .bind(&steps.callables)
-        .bind(&steps.inits)
-        .bind(&steps.max_attempts)
-        .bind(&steps.retryable)
-        .bind(&steps.backoff)
-        .bind(&steps.base_ms)
-        .bind(&steps.max_ms)
-        .bind(&steps.timeouts)
-        .bind(&steps.events)
-        .bind(&steps.parents)
-        .bind(&edge_task)
-        .bind(&steps.edge_from)
-        .bind(&steps.edge_to)
-        .fetch_all(&self.pool)
-        .await
+        .bind(&step_task);
+        steps
+            .bind_columns(query)
+            .bind(&edge_task)
+            .bind(&steps.edge_from)
+            .bind(&steps.edge_to)
+            .fetch_all(&self.pool)
+            .await
     }
 }
 

@@ -5,7 +5,9 @@ use crate::creation_batcher::{BatchItem, CreationBatcher};
 use crate::OrchestrationError;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryAs;
+use sqlx::{PgPool, Postgres};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tasker_shared::config::BackoffConfig;
@@ -150,31 +152,20 @@ impl TaskInitializer {
         // One round trip: the task (or the one holding its idempotency key), its steps,
         // edges and first transitions, and its start (tasker.create_task).
         let blueprints = template.is_dynamic().then(|| self.blueprints(template));
-        let (task, created, state, task_row, step_rows): CreatedRow =
-            sqlx::query_as(statement.sql())
-                .bind(registered.named_task_uuid)
-                .bind(&request.context)
-                .bind(&request.idempotency_key)
-                .bind(&request.initiator)
-                .bind(&self.actor)
-                .bind(&steps.names)
-                .bind(&steps.positions)
-                .bind(&steps.callables)
-                .bind(&steps.inits)
-                .bind(&steps.max_attempts)
-                .bind(&steps.retryable)
-                .bind(&steps.backoff)
-                .bind(&steps.base_ms)
-                .bind(&steps.max_ms)
-                .bind(&steps.timeouts)
-                .bind(&steps.events)
-                .bind(&steps.parents)
-                .bind(&steps.edge_from)
-                .bind(&steps.edge_to)
-                .bind(blueprints)
-                .bind(self.max_steps_per_task as i32)
-                .fetch_one(&self.pool)
-                .await?;
+        let query = sqlx::query_as(statement.sql())
+            .bind(registered.named_task_uuid)
+            .bind(&request.context)
+            .bind(&request.idempotency_key)
+            .bind(&request.initiator)
+            .bind(&self.actor);
+        let (task, created, state, task_row, step_rows): CreatedRow = steps
+            .bind_columns(query)
+            .bind(&steps.edge_from)
+            .bind(&steps.edge_to)
+            .bind(blueprints)
+            .bind(self.max_steps_per_task as i32)
+            .fetch_one(&self.pool)
+            .await?;
         if created {
             if let Ok(queue) = worker_queue(&request.namespace) {
                 self.notifier.notify(&queue);
@@ -361,6 +352,27 @@ impl FixedSteps {
         self.parents.extend_from_slice(&other.parents);
         self.edge_from.extend_from_slice(&other.edge_from);
         self.edge_to.extend_from_slice(&other.edge_to);
+    }
+
+    /// Binds the per-step columns, names to parents, in the order the creating functions
+    /// (`tasker.create_task`, `tasker.create_tasks`) take them.
+    pub fn bind_columns<'q, O>(
+        &'q self,
+        query: QueryAs<'q, Postgres, O, PgArguments>,
+    ) -> QueryAs<'q, Postgres, O, PgArguments> {
+        query
+            .bind(&self.names)
+            .bind(&self.positions)
+            .bind(&self.callables)
+            .bind(&self.inits)
+            .bind(&self.max_attempts)
+            .bind(&self.retryable)
+            .bind(&self.backoff)
+            .bind(&self.base_ms)
+            .bind(&self.max_ms)
+            .bind(&self.timeouts)
+            .bind(&self.events)
+            .bind(&self.parents)
     }
 
     /// Whether the task starts as soon as it is created: a fixed DAG with a root step.
