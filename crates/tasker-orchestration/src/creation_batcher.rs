@@ -3,7 +3,7 @@
 //! Nothing waits to fill a batch: a request goes as soon as a batch slot is free, with
 //! whatever else arrived meanwhile, so a lone request costs one hop more, not a delay.
 
-use crate::task_initializer::{CreatedTask, FixedSteps};
+use crate::task_initializer::{CreatedTask, FixedSteps, TASKS_CREATED};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tasker_shared::queue::{worker_queue, Notifier};
@@ -35,9 +35,9 @@ pub(crate) struct BatchItem {
 
 struct Waiting {
     item: BatchItem,
-    /// `None`: the batch's statement failed, and the caller creates the task on its own
-    /// (so that it gets its own error, if it has one).
-    reply: oneshot::Sender<Option<CreatedTask>>,
+    /// The item comes back when the batch's statement failed: the caller creates the task
+    /// on its own (so that it gets its own error, if it has one).
+    reply: oneshot::Sender<Result<CreatedTask, BatchItem>>,
 }
 
 #[derive(Clone)]
@@ -59,18 +59,19 @@ impl CreationBatcher {
         Self { tx }
     }
 
-    /// The created task, or `None` when the batch could not take it (too many waiting, the
-    /// loop gone with its runtime, or the batch's statement failed): the caller then
-    /// creates it on its own.
-    pub async fn create(&self, item: BatchItem) -> Option<CreatedTask> {
+    /// The created task, or the item back when the batch could not take it (too many
+    /// waiting, the loop gone with its runtime, or the batch's statement failed): the
+    /// caller then creates it on its own. `None` if the batch ended without replying (its
+    /// task panicked or its runtime stopped).
+    pub async fn create(&self, item: BatchItem) -> Option<Result<CreatedTask, BatchItem>> {
         let (reply, created) = oneshot::channel();
         match self.tx.try_send(Waiting { item, reply }) {
-            Ok(()) => created.await.ok().flatten(),
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Ok(()) => created.await.ok(),
+            Err(mpsc::error::TrySendError::Full(w)) => {
                 metrics::counter!(OVERFLOW).increment(1);
-                None
+                Some(Err(w.item))
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => None,
+            Err(mpsc::error::TrySendError::Closed(w)) => Some(Err(w.item)),
         }
     }
 }
@@ -143,9 +144,9 @@ impl Creator {
                         }
                     }
                     for (i, w) in group.into_iter().enumerate() {
-                        let created = by_idx.remove(&(i as i32 + 1));
-                        if created.as_ref().is_some_and(|c| c.created) {
-                            metrics::counter!("tasker_tasks_created_total", "namespace" => namespace.clone())
+                        let created = by_idx.remove(&(i as i32 + 1)).ok_or(w.item);
+                        if created.as_ref().is_ok_and(|c| c.created) {
+                            metrics::counter!(TASKS_CREATED, "namespace" => namespace.clone())
                                 .increment(1);
                         }
                         let _ = w.reply.send(created);
@@ -155,7 +156,7 @@ impl Creator {
                     tracing::warn!(namespace = %namespace, tasks = group.len(), error = %e,
                         "creating tasks together failed; creating each on its own");
                     for w in group {
-                        let _ = w.reply.send(None);
+                        let _ = w.reply.send(Err(w.item));
                     }
                 }
             }

@@ -57,6 +57,9 @@ pub struct TaskInitializer {
     max_steps_per_task: u32,
 }
 
+/// Tasks created, by namespace.
+pub const TASKS_CREATED: &str = "tasker_tasks_created_total";
+
 /// `[orchestration] max_steps_per_task`'s default.
 pub const DEFAULT_MAX_STEPS_PER_TASK: u32 = 10_000;
 
@@ -143,7 +146,8 @@ impl TaskInitializer {
                 steps,
             };
             match self.batcher.create(item).await {
-                Some(created) => return Ok((created, None)),
+                Some(Ok(created)) => return Ok((created, None)),
+                Some(Err(item)) => item.steps,
                 None => FixedSteps::of(template, &self.backoff),
             }
         } else {
@@ -170,8 +174,7 @@ impl TaskInitializer {
             if let Ok(queue) = worker_queue(&request.namespace) {
                 self.notifier.notify(&queue);
             }
-            metrics::counter!("tasker_tasks_created_total", "namespace" => request.namespace.clone())
-                .increment(1);
+            metrics::counter!(TASKS_CREATED, "namespace" => request.namespace.clone()).increment(1);
             tracing::debug!(task = %task, template = %template.identity(), "task created");
         }
         // Decoded after the wake-up: the task exists whatever this reports.

@@ -21,6 +21,24 @@ pub enum QueueError {
     InvalidName(String),
 }
 
+impl QueueError {
+    /// Maps a PGMQ error of an operation on `queue`.
+    fn pgmq(queue: &QueueName) -> impl FnOnce(pgmq::PgmqError) -> Self + '_ {
+        move |source| Self::Pgmq {
+            queue: queue.to_string(),
+            source,
+        }
+    }
+
+    /// Maps a database error of an operation on `queue`.
+    fn database(queue: &QueueName) -> impl FnOnce(sqlx::Error) -> Self + '_ {
+        move |source| Self::Database {
+            queue: queue.to_string(),
+            source,
+        }
+    }
+}
+
 /// One message as read: its id and its raw JSON body (decoding is the consumer's job, so a
 /// malformed body can be archived with the reason instead of failing the whole read).
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -75,18 +93,12 @@ impl QueueClient {
         self.pgmq
             .create(queue.as_str())
             .await
-            .map_err(|source| QueueError::Pgmq {
-                queue: queue.to_string(),
-                source,
-            })?;
+            .map_err(QueueError::pgmq(queue))?;
         sqlx::query("SELECT tasker.prepare_queue_table($1)")
             .bind(queue.as_str())
             .execute(&self.pool)
             .await
-            .map_err(|source| QueueError::Database {
-                queue: queue.to_string(),
-                source,
-            })?;
+            .map_err(QueueError::database(queue))?;
         Ok(())
     }
 
@@ -103,10 +115,7 @@ impl QueueClient {
         self.pgmq
             .send_with_cxn(queue.as_str(), body, executor)
             .await
-            .map_err(|source| QueueError::Pgmq {
-                queue: queue.to_string(),
-                source,
-            })
+            .map_err(QueueError::pgmq(queue))
     }
 
     pub async fn send_batch<'c, E, T>(
@@ -125,10 +134,7 @@ impl QueueClient {
         self.pgmq
             .send_batch_with_cxn(queue.as_str(), bodies, executor)
             .await
-            .map_err(|source| QueueError::Pgmq {
-                queue: queue.to_string(),
-                source,
-            })
+            .map_err(QueueError::pgmq(queue))
     }
 
     /// Reads up to `qty` messages and hides them for `visibility_timeout_seconds`. The read
@@ -148,10 +154,7 @@ impl QueueClient {
         .bind(qty)
         .fetch_all(&self.pool)
         .await
-        .map_err(|source| QueueError::Database {
-            queue: queue.to_string(),
-            source,
-        })
+        .map_err(QueueError::database(queue))
     }
 
     pub async fn delete<'c, E>(
@@ -166,10 +169,7 @@ impl QueueClient {
         self.pgmq
             .delete_with_cxn(queue.as_str(), msg_id, executor)
             .await
-            .map_err(|source| QueueError::Pgmq {
-                queue: queue.to_string(),
-                source,
-            })
+            .map_err(QueueError::pgmq(queue))
     }
 
     pub async fn delete_batch<'c, E>(
@@ -187,10 +187,7 @@ impl QueueClient {
         self.pgmq
             .delete_batch_with_cxn(queue.as_str(), ids, executor)
             .await
-            .map_err(|source| QueueError::Pgmq {
-                queue: queue.to_string(),
-                source,
-            })
+            .map_err(QueueError::pgmq(queue))
     }
 
     /// Moves a message to the queue's archive table (kept for inspection, never redelivered).
@@ -198,10 +195,7 @@ impl QueueClient {
         self.pgmq
             .archive(queue.as_str(), msg_id)
             .await
-            .map_err(|source| QueueError::Pgmq {
-                queue: queue.to_string(),
-                source,
-            })
+            .map_err(QueueError::pgmq(queue))
     }
 
     /// Hides messages for another `seconds` from now (long-running handlers). Messages
@@ -225,10 +219,7 @@ impl QueueClient {
         .bind(f64::from(seconds))
         .execute(&self.pool)
         .await
-        .map_err(|source| QueueError::Database {
-            queue: queue.to_string(),
-            source,
-        })?;
+        .map_err(QueueError::database(queue))?;
         Ok(())
     }
 
@@ -237,9 +228,6 @@ impl QueueClient {
         sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {}", queue.table()))
             .fetch_one(&self.pool)
             .await
-            .map_err(|source| QueueError::Database {
-                queue: queue.to_string(),
-                source,
-            })
+            .map_err(QueueError::database(queue))
     }
 }
