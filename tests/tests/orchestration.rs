@@ -260,8 +260,9 @@ async fn concurrent_identical_requests_create_one_task() {
     h.shutdown().await;
 }
 
-/// What `create_and_read_task` hands back is what reading the task afterwards returns:
-/// for a fixed DAG, for a dynamic task, and for a request whose idempotency key is taken.
+/// What `create_and_read_task` hands back, and what `TaskRow::find_with_steps` reads in one
+/// statement, is what reading the task and its steps separately returns: for a fixed DAG,
+/// for a dynamic task, and for a request whose idempotency key is taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creating_and_reading_in_one_statement_returns_the_stored_task() {
     let h = Harness::orchestration_only(&[]).await;
@@ -307,22 +308,30 @@ async fn creating_and_reading_in_one_statement_returns_the_stored_task() {
             .unwrap()
             .unwrap();
         let stored_steps = StepRow::for_task(&h.db.pool, task.task_uuid).await.unwrap();
-        assert_eq!(
-            serde_json::to_value(&task).unwrap(),
-            serde_json::to_value(&stored).unwrap(),
-            "request {i}"
-        );
-        assert_eq!(
-            serde_json::to_value(&steps).unwrap(),
-            serde_json::to_value(&stored_steps).unwrap(),
-            "request {i}"
-        );
+        let (together, together_steps) = TaskRow::find_with_steps(&h.db.pool, task.task_uuid)
+            .await
+            .unwrap()
+            .unwrap();
+        for (read, read_steps) in [(&task, &steps), (&together, &together_steps)] {
+            assert_eq!(
+                serde_json::to_value(read).unwrap(),
+                serde_json::to_value(&stored).unwrap(),
+                "request {i}"
+            );
+            assert_eq!(
+                serde_json::to_value(read_steps).unwrap(),
+                serde_json::to_value(&stored_steps).unwrap(),
+                "request {i}"
+            );
+        }
         match i {
             0 => first = Some(task.task_uuid),
             2 => assert_eq!(Some(task.task_uuid), first, "the key's task comes back"),
             _ => {}
         }
     }
+    let missing = TaskRow::find_with_steps(&h.db.pool, Uuid::now_v7()).await;
+    assert!(matches!(missing, Ok(None)), "{missing:?}");
     h.shutdown().await;
 }
 

@@ -179,7 +179,10 @@ impl TaskInitializer {
         }
         // Decoded after the wake-up: the task exists whatever this reports.
         let rows = match (task_row, step_rows) {
-            (Some(t), Some(s)) => Some((decode(task, "task", t)?, decode(task, "steps", s)?)),
+            (Some(t), Some(s)) => Some((
+                StoreError::decode(task, "task", t)?,
+                StoreError::decode(task, "steps", s)?,
+            )),
             _ => None,
         };
         let created = CreatedTask {
@@ -299,19 +302,6 @@ impl Statement {
             }
         }
     }
-}
-
-/// A row or rows `tasker.create_task_read` returned as JSON.
-fn decode<T: serde::de::DeserializeOwned>(
-    task: Uuid,
-    what: &'static str,
-    value: serde_json::Value,
-) -> Result<T, StoreError> {
-    serde_json::from_value(value).map_err(|e| StoreError::Corrupt {
-        what,
-        id: task,
-        reason: e.to_string(),
-    })
 }
 
 /// A fixed DAG's steps as `tasker.create_task` takes them: one array per column, retry

@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use std::collections::HashMap;
+use std::future::Future;
 use std::str::FromStr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -92,6 +93,28 @@ impl TaskWaiter {
         task: Uuid,
         timeout: Duration,
     ) -> Result<Option<TaskState>, sqlx::Error> {
+        self.wait_with(task, timeout, || async {
+            let state = self.state_of(task).await?;
+            Ok((state, state))
+        })
+        .await
+    }
+
+    /// Waits as [`wait`](Self::wait) does, reading the task with `read`, which returns what
+    /// the caller wants of it and its state (`None`: no such task). Returns what the read
+    /// that found the task terminal or missing returned, or the last read's at the
+    /// deadline: a caller that wants the task itself gets it from the read that saw it
+    /// finish, without another round trip.
+    pub async fn wait_with<T, E, F, Fut>(
+        &self,
+        task: Uuid,
+        timeout: Duration,
+        mut read: F,
+    ) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(T, Option<TaskState>), E>>,
+    {
         let deadline = Instant::now() + timeout.min(MAX_WAIT);
         self.ensure_listening();
         let guard = self.watch(task);
@@ -101,10 +124,10 @@ impl TaskWaiter {
             let woken = guard.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let state = self.state_of(task).await?;
+            let (value, state) = read().await?;
             match state {
                 Some(s) if !s.is_terminal() && Instant::now() < deadline => {}
-                other => return Ok(other),
+                _ => return Ok(value),
             }
             tokio::select! {
                 _ = woken => {}

@@ -175,13 +175,15 @@ fn create_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
     to_ruby(ruby, &value)
 }
 
-/// A task's row and steps, read concurrently.
+/// A task's row and steps, in one round trip.
 async fn read_task(pool: &PgPool, id: uuid::Uuid) -> Result<(TaskRow, Vec<StepRow>), NativeError> {
-    let (task, steps) = tokio::try_join!(TaskRow::find(pool, id), StepRow::for_task(pool, id))?;
-    let task = task.ok_or_else(|| {
-        NativeError::new(crate::error::Kind::NotFound, format!("task {id} not found"))
-    })?;
-    Ok((task, steps))
+    TaskRow::find_with_steps(pool, id)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+fn not_found(id: uuid::Uuid) -> NativeError {
+    NativeError::new(crate::error::Kind::NotFound, format!("task {id} not found"))
 }
 
 /// `get_task(task_uuid, options = nil)`: the task row, `terminal`, and its steps.
@@ -220,12 +222,17 @@ fn wait_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
         timeout + CALL_TIMEOUT,
         "waiting for the task",
         async move {
-            c.waiter.wait(id, timeout).await?;
-            let task = TaskRow::find(&c.pool, id).await?.ok_or_else(|| {
-                NativeError::new(crate::error::Kind::NotFound, format!("task {id} not found"))
-            })?;
-            let steps = StepRow::for_task(&c.pool, id).await?;
-            Ok((task, steps))
+            // Each read fetches the task with its steps, so the one that finds it finished
+            // is also what this returns.
+            let read = || async {
+                let found = TaskRow::find_with_steps(&c.pool, id).await?;
+                let state = found.as_ref().and_then(|(t, _)| t.task_state().ok());
+                Ok::<_, NativeError>((found, state))
+            };
+            c.waiter
+                .wait_with(id, timeout, read)
+                .await?
+                .ok_or_else(|| not_found(id))
         },
     )?;
     task_value(ruby, &task, Some(&steps))

@@ -39,3 +39,19 @@ pub enum StoreError {
         reason: String,
     },
 }
+
+impl StoreError {
+    /// Decodes what a statement returned as JSON (`to_jsonb` of the rows of a view) for
+    /// the task `id`; `what` names it in the error.
+    pub fn decode<T: serde::de::DeserializeOwned>(
+        id: Uuid,
+        what: &'static str,
+        value: serde_json::Value,
+    ) -> Result<T, StoreError> {
+        serde_json::from_value(value).map_err(|e| StoreError::Corrupt {
+            what,
+            id,
+            reason: e.to_string(),
+        })
+    }
+}

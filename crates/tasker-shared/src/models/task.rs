@@ -1,4 +1,4 @@
-use super::StoreError;
+use super::{StepRow, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Executor, Postgres};
@@ -33,6 +33,32 @@ impl TaskRow {
             .bind(task)
             .fetch_optional(executor)
             .await?)
+    }
+
+    /// The task and its steps (ordered as [`StepRow::for_task`] orders them) from one
+    /// statement, so both come from the same snapshot and cost one round trip.
+    pub async fn find_with_steps<'c, E: Executor<'c, Database = Postgres>>(
+        executor: E,
+        task: Uuid,
+    ) -> Result<Option<(Self, Vec<StepRow>)>, StoreError> {
+        let row: Option<(serde_json::Value, serde_json::Value)> = sqlx::query_as(
+            // json rather than jsonb: the client parses it anyway, and Postgres builds it
+            // in about two thirds of the time.
+            "SELECT to_json(t),
+                    (SELECT coalesce(json_agg(to_json(s) ORDER BY s.position, s.name), '[]'::json)
+                       FROM tasker.step_rows s WHERE s.task_uuid = t.task_uuid)
+               FROM tasker.task_rows t WHERE t.task_uuid = $1",
+        )
+        .bind(task)
+        .fetch_optional(executor)
+        .await?;
+        row.map(|(t, s)| {
+            Ok((
+                StoreError::decode(task, "task", t)?,
+                StoreError::decode(task, "steps", s)?,
+            ))
+        })
+        .transpose()
     }
 
     pub async fn get<'c, E: Executor<'c, Database = Postgres>>(
