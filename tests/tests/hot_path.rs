@@ -751,3 +751,112 @@ async fn the_claim_statement_reads_and_claims_in_one_call() {
     assert!(lease.is_some_and(|l| l > chrono::Utc::now()));
     h.shutdown().await;
 }
+
+/// What a recording wrote for a diamond task's steps once `start` completed, without keys
+/// and times: each step's row, its log and its worker messages, and the task's
+/// transitions.
+async fn after_the_start(h: &Harness, task: Uuid) -> Value {
+    let queue = worker_queue("diamond_workflow").unwrap();
+    let steps: Vec<Value> = sqlx::query_scalar(&format!(
+        "SELECT jsonb_build_array(
+                  s.name, s.state, s.pending_parents, s.attempts, s.enqueued_at IS NOT NULL,
+                  s.next_retry_at IS NULL,
+                  (SELECT coalesce(jsonb_agg(jsonb_build_array(l.from_state, l.to_state,
+                                                               l.sort_key, l.actor, l.metadata)
+                                             ORDER BY l.sort_key), '[]')
+                     FROM tasker.workflow_step_transition_log l
+                    WHERE l.step_uuid = s.step_uuid),
+                  (SELECT count(*) FROM {table} q
+                    WHERE q.message = jsonb_build_object(
+                            'task_uuid', s.task_uuid, 'step_uuid', s.step_uuid,
+                            'step_name', s.name, 'namespace', 'diamond_workflow',
+                            'attempt', s.attempts + 1)
+                      AND q.vt <= clock_timestamp() AND q.read_ct = 0))
+           FROM tasker.workflow_steps s WHERE s.task_uuid = $1 ORDER BY s.name",
+        table = queue.table()
+    ))
+    .bind(task)
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap();
+    json!({"steps": steps, "task": task_log(h, task).await, "state": task_state(h, task).await})
+}
+
+/// A recording that leaves children with no parent to wait for enqueues them itself (step
+/// row, log row and message) exactly as finalizing the task did before (parents_done, then
+/// finalize_task's enqueue_steps_of); and when the caller says it sends a namespace's
+/// messages, it returns them instead of sending them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_enqueued_by_their_recording_are_what_finalizing_enqueued() {
+    let h = quiet().await;
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let task = h
+            .create("diamond_workflow", "diamond_math", json!({"value": 3}))
+            .await;
+        let start = step_id(&h, task, "start").await;
+        assert_eq!(claim(&h, &[start], "w1").await, ["claimed"]);
+        tasks.push((task, start));
+    }
+    let result = |start| Value::Array(vec![success(start, 1, json!(9))]);
+
+    // The path before: store the result, count the parents done, finalize the task.
+    let (finalized, start) = tasks[0];
+    let mut tx = h.db.pool.begin().await.unwrap();
+    sqlx::query("SELECT * FROM tasker.store_step_results('w1', $1, false)")
+        .bind(result(start))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("SELECT tasker.parents_done($1), tasker.finalize_task($2, 'w1')")
+        .bind([start])
+        .bind(finalized)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let expected = after_the_start(&h, finalized).await;
+    assert_eq!(expected["state"], "steps_in_process");
+
+    // The recording, sending the messages itself.
+    let (recorded, start) = tasks[1];
+    let rows = complete(&h, "w1", vec![success(start, 1, json!(9))]).await;
+    assert_eq!(rows, [(start, "completed".to_string())]);
+    assert_eq!(after_the_start(&h, recorded).await, expected);
+
+    // The recording, handing the messages back: the caller inserts them.
+    let (handed_back, start) = tasks[2];
+    let rows: Vec<(Uuid, String, Option<String>, Option<Value>)> = sqlx::query_as(
+        "WITH done AS MATERIALIZED (
+           SELECT * FROM tasker.complete_steps('w1', $1, 0, 60000, ARRAY['diamond_workflow'])
+         ), sent AS (
+           INSERT INTO pgmq.q_worker_diamond_workflow_queue (vt, message)
+           SELECT clock_timestamp(), d.message FROM done d WHERE d.outcome = 'enqueued'
+         )
+         SELECT step_uuid, outcome, namespace, message FROM done ORDER BY outcome, step_uuid",
+    )
+    .bind(result(start))
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap();
+    let (left, right) = (
+        step_id(&h, handed_back, "left").await,
+        step_id(&h, handed_back, "right").await,
+    );
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!((rows[0].0, rows[0].1.as_str()), (start, "completed"));
+    let mut children: Vec<Uuid> = rows[1..].iter().map(|r| r.0).collect();
+    children.sort();
+    let mut expected_children = vec![left, right];
+    expected_children.sort();
+    assert_eq!(children, expected_children);
+    for (step, outcome, namespace, message) in &rows[1..] {
+        assert_eq!(outcome, "enqueued");
+        assert_eq!(namespace.as_deref(), Some("diamond_workflow"));
+        let message = message.as_ref().expect("an enqueued child's message");
+        assert_eq!(message["step_uuid"], json!(step));
+        assert_eq!(message["task_uuid"], json!(handed_back));
+    }
+    assert_eq!(after_the_start(&h, handed_back).await, expected);
+    h.shutdown().await;
+}

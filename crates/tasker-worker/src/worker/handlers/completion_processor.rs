@@ -54,7 +54,21 @@ pub struct CompletionSettings {
     pub backoff: BackoffConfig,
 }
 
-/// One row of `tasker.complete_steps`: what became of one step's result.
+/// What a recording does in one worker queue: delete the messages of these steps, and
+/// insert those of the children it enqueues when the queue's namespace is known.
+#[derive(Default)]
+struct QueueWork<'a> {
+    steps: Vec<uuid::Uuid>,
+    msgs: Vec<i64>,
+    namespace: Option<&'a str>,
+}
+
+/// The outcome of a `tasker.complete_steps` row that stands for a child the recording
+/// enqueued rather than for a result.
+const ENQUEUED: &str = "enqueued";
+
+/// One row of `tasker.complete_steps`: what became of one step's result, or a child it
+/// enqueued.
 #[derive(sqlx::FromRow)]
 struct Completion {
     step_uuid: uuid::Uuid,
@@ -227,24 +241,37 @@ impl CompletionProcessorService {
     ) -> Result<Vec<Completion>, sqlx::Error> {
         // The worker messages of the recorded results (not of refused ones: those belong to
         // whoever holds the step now) are deleted in the same statement, one static DELETE
-        // per queue, rather than by pgmq.delete's dynamic SQL inside complete_steps.
-        let mut by_queue: BTreeMap<&QueueName, (Vec<uuid::Uuid>, Vec<i64>)> = BTreeMap::new();
+        // per queue, rather than by pgmq.delete's dynamic SQL inside complete_steps. The
+        // messages of the children the recording enqueues go into those same queues (a
+        // task's steps share its namespace's queue), one static INSERT per queue, rather
+        // than by send_step_messages' dynamic SQL.
+        let mut by_queue: BTreeMap<&QueueName, QueueWork> = BTreeMap::new();
         for done in steps {
-            let (ids, msgs) = by_queue.entry(&done.step.queue).or_default();
-            ids.push(done.step.context.step_uuid);
-            msgs.push(done.step.msg_id);
+            let ctx = &done.step.context;
+            let work = by_queue.entry(&done.step.queue).or_default();
+            work.steps.push(ctx.step_uuid);
+            work.msgs.push(done.step.msg_id);
+            if worker_queue(&ctx.namespace).is_ok_and(|q| q == done.step.queue) {
+                work.namespace = Some(&ctx.namespace);
+            }
         }
+        let send_namespaces: Vec<&str> = by_queue.values().filter_map(|w| w.namespace).collect();
         let mut sql = String::from(
-            "WITH done AS MATERIALIZED (SELECT * FROM tasker.complete_steps($1, $2, $3, $4))",
+            "WITH done AS MATERIALIZED (SELECT * FROM tasker.complete_steps($1, $2, $3, $4, $5))",
         );
         for (i, queue) in by_queue.keys().enumerate() {
-            let (step, msg) = (5 + 2 * i, 6 + 2 * i);
+            let (step, msg, ns) = (6 + 3 * i, 7 + 3 * i, 8 + 3 * i);
+            let table = queue.table();
+            // A queue whose namespace is not known here sends nothing (its namespace is
+            // NULL): complete_steps sent that namespace's messages itself.
             sql.push_str(&format!(
                 ", gone_{i} AS (DELETE FROM {table} q
                      USING unnest(${step}::uuid[], ${msg}::bigint[]) AS m(step_uuid, msg_id), done d
                      WHERE q.msg_id = m.msg_id AND d.step_uuid = m.step_uuid
-                       AND d.outcome <> 'refused')",
-                table = queue.table()
+                       AND d.outcome <> 'refused'),
+                   sent_{i} AS (INSERT INTO {table} (vt, message)
+                     SELECT clock_timestamp(), d.message FROM done d
+                      WHERE d.outcome = '{ENQUEUED}' AND d.namespace = ${ns}::text)"
             ));
         }
         sql.push_str(" SELECT step_uuid, task_uuid, namespace, outcome, enqueued FROM done");
@@ -252,14 +279,23 @@ impl CompletionProcessorService {
             .bind(&self.worker_id)
             .bind(serde_json::Value::Array(rows))
             .bind(self.backoff.jitter_ratio)
-            .bind(self.backoff.max_retry_after_ms as i64);
-        for (ids, msgs) in by_queue.values() {
-            query = query.bind(ids).bind(msgs);
+            .bind(self.backoff.max_retry_after_ms as i64)
+            .bind(&send_namespaces);
+        for work in by_queue.values() {
+            query = query
+                .bind(&work.steps)
+                .bind(&work.msgs)
+                .bind(work.namespace);
         }
         let completions = query.fetch_all(&self.pool).await?;
         let mut namespaces = BTreeSet::new();
         let mut settled = BTreeSet::new();
         for c in &completions {
+            if c.outcome == ENQUEUED {
+                // A child this recording enqueued, its message sent by the statement above.
+                namespaces.extend(c.namespace.as_deref());
+                continue;
+            }
             metrics::counter!("tasker_results_total", "outcome" => c.outcome.clone()).increment(1);
             if matches!(c.outcome.as_str(), "completed" | "failed") {
                 settled.extend(c.task_uuid);
