@@ -7,8 +7,8 @@
 mod support;
 
 use serde_json::json;
-use std::time::{Duration, Instant};
-use support::{create, tasker, Process};
+use std::time::Duration;
+use support::{create, tasker, wait_until_registered, Process};
 use tasker_tests::testing::TestDatabase;
 use tasker_tests::wait_for_task;
 
@@ -23,28 +23,6 @@ const BUDGET: Duration = Duration::from_secs(40);
 fn worker(db: &TestDatabase, n: usize) -> Process {
     let id = format!("chaos-w{n}");
     tasker("chaos", &id, db, &["worker", "--worker-id", &id], DEFAULTS)
-}
-
-async fn registered(db: &TestDatabase) -> Vec<String> {
-    sqlx::query_scalar("SELECT worker_id FROM tasker.workers ORDER BY worker_id")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap()
-}
-
-async fn wait_until_registered(db: &TestDatabase, expected: &[String], timeout: Duration) {
-    let start = Instant::now();
-    loop {
-        let now = registered(db).await;
-        if now == expected {
-            return;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "registry shows {now:?}, expected {expected:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@ mod support;
 
 use serde_json::json;
 use std::time::Duration;
-use support::{result, run_every_example, run_shared_sleep_load, tasker};
+use support::{result, run_every_example, run_shared_sleep_load, tasker, wait_until_registered};
 use tasker_tests::register_examples;
 use tasker_tests::testing::TestDatabase;
 use uuid::Uuid;
@@ -39,6 +39,8 @@ async fn two_rust_workers_share_the_load_without_running_a_step_twice() {
         &["worker", "--worker-id", "rust-2"],
         &[],
     );
+    // Both listen before the load arrives, or the first up may take it all.
+    wait_until_registered(&db, &["rust-1".into(), "rust-2".into()], T).await;
     let workers = run_shared_sleep_load(&db, 40, T).await;
     assert_eq!(workers.len(), 2, "both workers ran steps: {workers:?}");
 }

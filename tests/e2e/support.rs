@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tasker_tests::testing::TestDatabase;
 
 pub struct Process {
@@ -295,4 +295,27 @@ pub async fn run_shared_sleep_load(
     .fetch_all(&db.pool)
     .await
     .unwrap()
+}
+
+async fn registered(db: &TestDatabase) -> Vec<String> {
+    sqlx::query_scalar("SELECT worker_id FROM tasker.workers ORDER BY worker_id")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until the worker registry lists exactly `expected` (sorted), or fails the test.
+pub async fn wait_until_registered(db: &TestDatabase, expected: &[String], timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let now = registered(db).await;
+        if now == expected {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "registry shows {now:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
