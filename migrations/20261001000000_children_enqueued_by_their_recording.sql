@@ -19,14 +19,24 @@
 -- outcome 'enqueued' (step, task, namespace and message), and the caller inserts them.
 -- Messages for other namespaces are sent here, as before; without p_send_namespaces all
 -- are.
+--
+-- With p_claim_max > 0 the caller (a worker, which serves the namespaces it names) also
+-- takes up to that many of those children itself: they are claimed here by claim_steps,
+-- as a read of their messages would have them claimed (enqueued -> in_progress, attempt,
+-- lease of p_lease_seconds), and their rows carry claim_steps' row as `claim`. The caller
+-- inserts their messages as already read (hidden for its visibility timeout), so that
+-- they come back if the worker dies, as any claimed step's do. A chain of steps then
+-- runs on without a queue read and a claim transaction per step. The recording keeps its
+-- commit mode: claim_steps turns the flush wait off for the transactions it runs in.
 
 DROP FUNCTION tasker.complete_steps(text, jsonb, float8, bigint);
 
 CREATE FUNCTION tasker.complete_steps(
   p_worker text, p_results jsonb, p_jitter_ratio float8, p_max_retry_after_ms bigint,
-  p_send_namespaces text[] DEFAULT NULL
+  p_send_namespaces text[] DEFAULT NULL, p_claim_max integer DEFAULT 0,
+  p_lease_seconds integer DEFAULT 0
 ) RETURNS TABLE (step_uuid uuid, task_uuid uuid, namespace text, outcome text, enqueued boolean,
-                 message jsonb)
+                 message jsonb, claim jsonb)
 LANGUAGE plpgsql AS $$
 DECLARE
   v_ids         uuid[];
@@ -44,6 +54,9 @@ DECLARE
   v_ready_meta  jsonb[];
   v_ready_ns    text[];
   v_ready_msgs  jsonb[];
+  v_claim       uuid[];
+  v_claims      jsonb;
+  v_commit_mode text;
   q             record;
 BEGIN
   PERFORM set_config('tasker.steps_enqueued', 'off', true);
@@ -112,6 +125,19 @@ BEGIN
                 GROUP BY 1 LOOP
         PERFORM tasker.send_step_messages(q.ns, q.msgs);
       END LOOP;
+      IF p_claim_max > 0 THEN
+        SELECT array_agg(u.step ORDER BY u.step) INTO v_claim
+          FROM (SELECT x.step FROM unnest(v_ready, v_ready_ns) AS x(step, ns)
+                 WHERE x.ns = ANY (p_send_namespaces)
+                 ORDER BY x.step LIMIT p_claim_max) AS u;
+      END IF;
+      IF v_claim IS NOT NULL THEN
+        v_commit_mode := current_setting('synchronous_commit');
+        SELECT jsonb_object_agg(c.step_uuid, to_jsonb(c)) INTO v_claims
+          FROM tasker.claim_steps(v_claim, p_worker, p_lease_seconds) AS c
+         WHERE c.outcome = 'claimed';
+        PERFORM set_config('synchronous_commit', v_commit_mode, true);
+      END IF;
     END IF;
   END IF;
   IF v_steps IS NOT NULL THEN
@@ -169,11 +195,11 @@ BEGIN
   v_enqueued := current_setting('tasker.steps_enqueued') = 'on';
   RETURN QUERY
     SELECT (a->>'step')::uuid, (a->>'task')::uuid, a->>'ns', a->>'outcome', v_enqueued,
-           NULL::jsonb
+           NULL::jsonb, NULL::jsonb
       FROM jsonb_array_elements(coalesce(v_applied, '[]'::jsonb)) AS a;
   IF v_done IS NOT NULL THEN
     RETURN QUERY
-      SELECT d.s, d.t, n.ns, 'completed'::text, v_enqueued, NULL::jsonb
+      SELECT d.s, d.t, n.ns, 'completed'::text, v_enqueued, NULL::jsonb, NULL::jsonb
         FROM unnest(v_done, v_done_tasks) AS d(s, t)
         JOIN (SELECT u.t, ns.name AS ns
                 FROM (SELECT DISTINCT x AS t FROM unnest(v_done_tasks) AS x) AS u
@@ -183,17 +209,18 @@ BEGIN
           ON n.t = d.t;
   END IF;
   RETURN QUERY
-    SELECT id, NULL::uuid, NULL::text, 'refused'::text, v_enqueued, NULL::jsonb
+    SELECT id, NULL::uuid, NULL::text, 'refused'::text, v_enqueued, NULL::jsonb, NULL::jsonb
       FROM unnest(v_ids) AS id
      WHERE NOT (id = ANY (coalesce(v_steps, ARRAY[]::uuid[]) || coalesce(v_done, ARRAY[]::uuid[])));
   RETURN QUERY
-    SELECT u.step, u.task, u.ns, 'enqueued'::text, v_enqueued, u.msg
+    SELECT u.step, u.task, u.ns, 'enqueued'::text, v_enqueued, u.msg, v_claims -> u.step::text
       FROM unnest(v_ready, v_ready_tasks, v_ready_ns, v_ready_msgs) AS u(step, task, ns, msg)
      WHERE u.ns = ANY (p_send_namespaces);
 END;
 $$;
 
 -- DROP FUNCTION took the settings with it.
-ALTER FUNCTION tasker.complete_steps(text, jsonb, float8, bigint, text[]) SET enable_seqscan = off;
-ALTER FUNCTION tasker.complete_steps(text, jsonb, float8, bigint, text[])
+ALTER FUNCTION tasker.complete_steps(text, jsonb, float8, bigint, text[], integer, integer)
+  SET enable_seqscan = off;
+ALTER FUNCTION tasker.complete_steps(text, jsonb, float8, bigint, text[], integer, integer)
   SET plan_cache_mode = force_generic_plan;

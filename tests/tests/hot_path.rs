@@ -860,3 +860,108 @@ async fn children_enqueued_by_their_recording_are_what_finalizing_enqueued() {
     assert_eq!(after_the_start(&h, handed_back).await, expected);
     h.shutdown().await;
 }
+
+/// A recording that may claim children for its worker claims up to as many as it is
+/// allowed of those it readies, in its own transaction, as a read of their messages would
+/// have them claimed; the others stay enqueued for the queue. It still commits waiting for
+/// the flush, although claim_steps does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recording_claims_children_it_readies_for_its_worker() {
+    let h = quiet().await;
+    let task = h
+        .create("diamond_workflow", "diamond_math", json!({"value": 3}))
+        .await;
+    let start = step_id(&h, task, "start").await;
+    assert_eq!(claim(&h, &[start], "w1").await, ["claimed"]);
+    let recording = sqlx::query(
+        "SELECT * FROM tasker.complete_steps('w1', $1, 0, 60000, ARRAY['diamond_workflow'], 1, 45)",
+    )
+    .bind(Value::Array(vec![success(start, 1, json!(9))]));
+    let mut tx = h.db.pool.begin().await.unwrap();
+    let rows = recording.fetch_all(&mut *tx).await.unwrap();
+    let mode: String = sqlx::query_scalar("SELECT current_setting('synchronous_commit')")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let recorded_by: String = sqlx::query_scalar("SELECT txid_current()::text")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(mode, "on", "a result's commit waits for the flush");
+
+    let children: Vec<(Uuid, Option<Value>)> = rows
+        .iter()
+        .filter(|r| r.get::<String, _>("outcome") == "enqueued")
+        .map(|r| (r.get("step_uuid"), r.get("claim")))
+        .collect();
+    assert_eq!(children.len(), 2, "left and right are ready");
+    let claimed: Vec<&(Uuid, Option<Value>)> =
+        children.iter().filter(|(_, c)| c.is_some()).collect();
+    assert_eq!(claimed.len(), 1, "no more than allowed: {children:?}");
+    let (taken, taken_claim) = claimed[0];
+    let taken_claim = taken_claim.as_ref().unwrap();
+    let (left, right) = (
+        step_id(&h, task, "left").await,
+        step_id(&h, task, "right").await,
+    );
+    assert_eq!(*taken, left.min(right), "the first in step order");
+    let other = left.max(right);
+    assert_eq!(taken_claim["outcome"], "claimed");
+    assert_eq!(taken_claim["attempt"], 1);
+    assert_eq!(taken_claim["task_uuid"], json!(task));
+    assert_eq!(taken_claim["dependency_results"], json!({"start": 9}));
+    assert_eq!(taken_claim["task_context"], json!({"value": 3}));
+    assert!(taken_claim["lease_expires_at"].is_string());
+
+    let (state, owner, _) = state_of(&h, *taken).await;
+    assert_eq!(
+        (state.as_str(), owner.as_deref()),
+        ("in_progress", Some("w1"))
+    );
+    assert_eq!(state_of(&h, other).await.0, "enqueued");
+    // Both of the claimed child's transitions come from the recording's transaction.
+    let log: Vec<(Option<String>, String, Value, String)> = sqlx::query_as(
+        "SELECT from_state, to_state, metadata, xmin::text
+           FROM tasker.workflow_step_transition_log WHERE step_uuid = $1 ORDER BY sort_key",
+    )
+    .bind(taken)
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap();
+    let expected: Vec<(Option<String>, String, Value, String)> = vec![
+        (None, "pending".into(), json!({}), log[0].3.clone()),
+        (
+            Some("pending".into()),
+            "enqueued".into(),
+            json!({"attempt": 1}),
+            recorded_by.clone(),
+        ),
+        (
+            Some("enqueued".into()),
+            "in_progress".into(),
+            json!({}),
+            recorded_by,
+        ),
+    ];
+    assert_eq!(log, expected);
+    // Nothing was sent for either child: the caller sends their messages.
+    let queue = worker_queue("diamond_workflow").unwrap();
+    assert_eq!(messages_for(&h, &queue, *taken).await, 0);
+    assert_eq!(messages_for(&h, &queue, other).await, 0);
+    // Without leave to claim, nothing is claimed.
+    assert_eq!(claim(&h, &[other], "w2").await, ["claimed"]);
+    let rows: Vec<(String, Option<Value>)> = sqlx::query_as(
+        "SELECT outcome, claim FROM tasker.complete_steps('w2', $1, 0, 60000, ARRAY['diamond_workflow'])",
+    )
+    .bind(Value::Array(vec![success(other, 1, json!(81))]))
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [("completed".to_string(), None)],
+        "the join still waits"
+    );
+    h.shutdown().await;
+}

@@ -153,6 +153,7 @@ async fn late_result_after_lease_loss_is_refused() {
             retry_deadline: Duration::from_secs(5),
             concurrency: 1,
             backoff: h.core.config.backoff.clone(),
+            child_claims: None,
         },
     );
     let dispatched = DispatchedStep {

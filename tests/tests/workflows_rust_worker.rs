@@ -38,6 +38,47 @@ async fn example_dags_compute_known_results() {
     h.shutdown().await;
 }
 
+/// Each step of a chain after the first is claimed by the recording of its parent, in the
+/// transaction that enqueued it, and runs on that worker; no message is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_continues_on_the_worker_that_recorded_each_link() {
+    let h = Harness::with_rust_worker(&[]).await;
+    let task = h
+        .create("linear_workflow", "linear_math", json!({"value": 6}))
+        .await;
+    assert_eq!(h.wait(task, T).await.state, "complete");
+    assert_eq!(h.result_of(task, "minus_one").await, json!(575));
+    let claimed_with_enqueue: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT s.name,
+                (SELECT count(DISTINCT l.xmin::text) = 1
+                   FROM tasker.workflow_step_transition_log l
+                  WHERE l.step_uuid = s.step_uuid AND l.to_state IN ('enqueued', 'in_progress'))
+           FROM tasker.workflow_steps s WHERE s.task_uuid = $1 ORDER BY s.position",
+    )
+    .bind(task)
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap();
+    let expected = [
+        ("add_two", false),
+        ("triple", true),
+        ("square", true),
+        ("minus_one", true),
+    ]
+    .map(|(name, together)| (name.to_string(), together));
+    assert_eq!(claimed_with_enqueue, expected);
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pgmq.q_worker_linear_workflow_queue
+          WHERE message->>'task_uuid' = $1",
+    )
+    .bind(task.to_string())
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "every message deleted with its step's result");
+    h.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_fulfillment_runs_end_to_end() {
     let h = Harness::with_rust_worker(&[]).await;

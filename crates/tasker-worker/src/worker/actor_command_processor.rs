@@ -4,7 +4,6 @@
 use super::actors::step_executor_actor::StepExecutorActor;
 use super::commands::{WorkerCommand, WorkerStatus};
 use super::in_flight::InFlight;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -55,7 +54,7 @@ impl ActorCommandProcessor {
             completion_channel_depth: completion_depth,
             completion_channel_capacity: completion_capacity,
             handler_permits_available: self.semaphore.available_permits(),
-            steps_claimed: self.executor.claimed_counter().load(Ordering::Relaxed),
+            steps_claimed: self.in_flight.claimed_total(),
         }
     }
 }

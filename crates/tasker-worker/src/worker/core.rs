@@ -5,7 +5,9 @@ use super::actors::step_executor_actor::StepExecutorActor;
 use super::commands::{WorkerCommand, WorkerStatus};
 use super::domain_event_callback::DomainEventCallback;
 use super::event_system::{EventSystemConfig, WorkerEventSystem};
-use super::handlers::completion_processor::{CompletionProcessorService, CompletionSettings};
+use super::handlers::completion_processor::{
+    ChildClaims, CompletionProcessorService, CompletionSettings,
+};
 use super::handlers::dispatch_service::{HandlerDispatchService, PostHandlerCallback};
 use super::handlers::ffi_dispatch_channel::FfiDispatchChannel;
 use super::handlers::registry::HandlerRegistry;
@@ -116,6 +118,14 @@ impl WorkerCore {
 
         let mut callbacks: Vec<Arc<dyn PostHandlerCallback>> = vec![Arc::new(events.clone())];
         callbacks.extend(options.callbacks.iter().cloned());
+        let child_claims = ChildClaims {
+            dispatch: dispatch_tx.downgrade(),
+            handlers: hd.max_concurrent_handlers,
+            max_in_flight: wc.max_steps_in_flight,
+            lease_seconds: wc.claim_lease_seconds as i32,
+            visibility_timeout_seconds: config.queues.visibility_timeout_seconds as i32,
+            stop: shutdown.clone(),
+        };
         let completion = CompletionProcessorService::new(
             pool.clone(),
             queues.notifier().clone(),
@@ -127,6 +137,7 @@ impl WorkerCore {
                 retry_deadline: wc.completion_retry_deadline(),
                 concurrency: wc.max_concurrent_completions,
                 backoff: config.backoff.clone(),
+                child_claims: Some(child_claims),
             },
         );
         let completion = tokio::spawn(completion.run(completion_rx));

@@ -5,7 +5,7 @@
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use tasker_shared::queue::QueueName;
 use uuid::Uuid;
 
@@ -25,6 +25,8 @@ pub struct InFlight {
     executed: AtomicUsize,
     /// Messages read and not yet through the claim: they count against the limit too.
     reserved: AtomicUsize,
+    /// Steps ever entered: every claim this worker made.
+    claimed: AtomicU64,
     released: tokio::sync::Notify,
 }
 
@@ -37,6 +39,7 @@ impl InFlight {
             }
         } else {
             metrics::gauge!("tasker_worker_steps_in_flight").increment(1.0);
+            self.claimed.fetch_add(1, Ordering::Relaxed);
         }
         if executed {
             self.executed.fetch_add(1, Ordering::AcqRel);
@@ -99,6 +102,12 @@ impl InFlight {
     /// Waits until room is made (a step executed or released, a claim done), or `timeout`.
     pub async fn released(&self, timeout: std::time::Duration) {
         let _ = tokio::time::timeout(timeout, self.released.notified()).await;
+    }
+
+    /// Steps claimed since the worker started, whether read from a queue or taken by a
+    /// recording that readied them.
+    pub fn claimed_total(&self) -> u64 {
+        self.claimed.load(Ordering::Relaxed)
     }
 
     pub fn len(&self) -> usize {

@@ -10,6 +10,8 @@ pub const RESULTS: &str = "tasker_worker_results_total";
 pub const HANDLER_DURATION: &str = "tasker_worker_handler_duration_seconds";
 pub const CLAIM_CONFLICTS: &str = "tasker_worker_claim_conflicts_total";
 pub const STEPS_CLAIMED: &str = "tasker_worker_steps_claimed_total";
+/// The part of STEPS_CLAIMED a recording claimed: children it left ready.
+pub const CHILDREN_CLAIMED: &str = "tasker_worker_steps_claimed_by_recording_total";
 pub const LATE_RESULTS: &str = "tasker_worker_late_results_refused_total";
 pub const MALFORMED_MESSAGES: &str = "tasker_worker_malformed_messages_total";
 pub const EVENTS_PUBLISHED: &str = "tasker_worker_domain_events_published_total";

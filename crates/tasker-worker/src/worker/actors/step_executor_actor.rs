@@ -9,7 +9,6 @@ use crate::worker::worker_metrics as m;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tasker_shared::messages::StepMessage;
@@ -46,6 +45,15 @@ struct ClaimRow {
     msg_id: i64,
     message: serde_json::Value,
     step_uuid: Option<Uuid>,
+    #[sqlx(flatten)]
+    claim: StepClaim,
+}
+
+/// What `tasker.claim_steps` says of one step: whether this worker claimed it and, if it
+/// did, what its handler needs. Read from the claim statement's columns, or from the row
+/// as JSON where a recording claimed the step (`tasker.complete_steps`).
+#[derive(Debug, sqlx::FromRow, serde::Deserialize)]
+pub(crate) struct StepClaim {
     outcome: Option<String>,
     lease_expires_at: Option<DateTime<Utc>>,
     task_uuid: Option<Uuid>,
@@ -64,6 +72,66 @@ struct ClaimRow {
     dependency_results: Option<serde_json::Value>,
 }
 
+impl StepClaim {
+    /// The step as it goes to the dispatch channel, entered first among the steps this
+    /// worker holds (with its message, which a recording deletes and a handback re-shows).
+    pub(crate) fn into_dispatched(
+        self,
+        queue: &QueueName,
+        msg_id: i64,
+        step_uuid: Uuid,
+        in_flight: &InFlight,
+    ) -> DispatchedStep {
+        let events: Vec<EventDeclaration> = self
+            .publishes_events
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        let dependency_results = match self.dependency_results {
+            Some(serde_json::Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        };
+        let context = StepContext {
+            task_uuid: self.task_uuid.unwrap_or_default(),
+            step_uuid,
+            step_name: self.step_name.unwrap_or_default(),
+            namespace: self.namespace.unwrap_or_default(),
+            task_name: self.task_name.unwrap_or_default(),
+            task_version: self.task_version.unwrap_or_default(),
+            attempt: self.attempt.unwrap_or(1),
+            max_attempts: self.max_attempts.unwrap_or(1),
+            handler_callable: self.handler_callable.unwrap_or_default(),
+            initialization: self.handler_initialization.unwrap_or_default(),
+            inputs: self.inputs.unwrap_or_default(),
+            task_context: self.task_context.unwrap_or_default(),
+            dependency_results,
+            timeout_seconds: self.timeout_seconds.map(|t| t as u64),
+        };
+        in_flight.insert(
+            step_uuid,
+            InFlightStep {
+                queue: queue.clone(),
+                msg_id,
+                attempt: context.attempt,
+                executed: false,
+            },
+        );
+        metrics::counter!(m::STEPS_CLAIMED).increment(1);
+        DispatchedStep {
+            event_id: Uuid::now_v7(),
+            context: Arc::new(context),
+            publishes_events: events,
+            queue: queue.clone(),
+            msg_id,
+            dispatched_at: Instant::now(),
+            lease_expires_at: self.lease_expires_at.unwrap_or_else(Utc::now),
+        }
+    }
+
+    pub(crate) fn claimed(&self) -> bool {
+        self.outcome.as_deref() == Some("claimed")
+    }
+}
+
 pub struct StepExecutorActor {
     pool: PgPool,
     queues: QueueClient,
@@ -72,7 +140,6 @@ pub struct StepExecutorActor {
     archive_malformed: bool,
     dispatch: mpsc::Sender<DispatchedStep>,
     in_flight: Arc<InFlight>,
-    claimed: Arc<AtomicU64>,
 }
 
 impl StepExecutorActor {
@@ -93,12 +160,7 @@ impl StepExecutorActor {
             archive_malformed,
             dispatch,
             in_flight,
-            claimed: Arc::default(),
         }
-    }
-
-    pub fn claimed_counter(&self) -> Arc<AtomicU64> {
-        self.claimed.clone()
     }
 
     pub fn dispatch_sender(&self) -> &mpsc::Sender<DispatchedStep> {
@@ -138,13 +200,14 @@ impl StepExecutorActor {
                 finished.push(row.msg_id);
                 continue;
             }
-            match row.outcome.as_deref() {
+            match row.claim.outcome.as_deref() {
                 Some("claimed") => self.dispatch_claimed(queue, step, row).await,
                 Some("busy") => {
                     // Another worker holds a live lease: look again when it would expire,
                     // in case that worker died.
                     metrics::counter!(m::CLAIM_CONFLICTS).increment(1);
                     let wait = row
+                        .claim
                         .lease_expires_at
                         .map(|t| (t - Utc::now()).num_seconds().max(0) as i32 + 1)
                         .unwrap_or(self.lease_seconds);
@@ -167,51 +230,9 @@ impl StepExecutorActor {
     }
 
     async fn dispatch_claimed(&self, queue: &QueueName, step_uuid: Uuid, row: ClaimRow) {
-        let msg_id = row.msg_id;
-        let events: Vec<EventDeclaration> = row
-            .publishes_events
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default();
-        let dependency_results = match row.dependency_results {
-            Some(serde_json::Value::Object(m)) => m,
-            _ => serde_json::Map::new(),
-        };
-        let context = StepContext {
-            task_uuid: row.task_uuid.unwrap_or_default(),
-            step_uuid,
-            step_name: row.step_name.unwrap_or_default(),
-            namespace: row.namespace.unwrap_or_default(),
-            task_name: row.task_name.unwrap_or_default(),
-            task_version: row.task_version.unwrap_or_default(),
-            attempt: row.attempt.unwrap_or(1),
-            max_attempts: row.max_attempts.unwrap_or(1),
-            handler_callable: row.handler_callable.unwrap_or_default(),
-            initialization: row.handler_initialization.unwrap_or_default(),
-            inputs: row.inputs.unwrap_or_default(),
-            task_context: row.task_context.unwrap_or_default(),
-            dependency_results,
-            timeout_seconds: row.timeout_seconds.map(|t| t as u64),
-        };
-        self.in_flight.insert(
-            context.step_uuid,
-            InFlightStep {
-                queue: queue.clone(),
-                msg_id,
-                attempt: context.attempt,
-                executed: false,
-            },
-        );
-        self.claimed.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(m::STEPS_CLAIMED).increment(1);
-        let step = DispatchedStep {
-            event_id: Uuid::now_v7(),
-            context: std::sync::Arc::new(context),
-            publishes_events: events,
-            queue: queue.clone(),
-            msg_id,
-            dispatched_at: Instant::now(),
-            lease_expires_at: row.lease_expires_at.unwrap_or_else(Utc::now),
-        };
+        let step = row
+            .claim
+            .into_dispatched(queue, row.msg_id, step_uuid, &self.in_flight);
         if self.dispatch.send(step).await.is_err() {
             tracing::warn!("dispatch channel closed; claimed step will be handed back");
         }

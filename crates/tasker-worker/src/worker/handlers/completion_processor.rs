@@ -10,6 +10,8 @@
 //! Post-handler callbacks run after the result is recorded.
 
 use super::dispatch_service::{CompletedStep, PostHandlerCallback};
+use crate::step::DispatchedStep;
+use crate::worker::actors::step_executor_actor::StepClaim;
 use crate::worker::in_flight::InFlight;
 use crate::worker::worker_metrics as m;
 use futures::FutureExt;
@@ -21,7 +23,9 @@ use std::time::{Duration, Instant};
 use tasker_shared::config::BackoffConfig;
 use tasker_shared::queue::{worker_queue, Notifier, QueueName};
 use tasker_shared::result::{ErrorType, StepError, StepExecutionResult};
+use tokio::sync::mpsc::Permit;
 use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 /// Results recorded in one transaction at most.
 const MAX_BATCH: usize = 64;
@@ -52,6 +56,27 @@ pub struct CompletionSettings {
     pub concurrency: usize,
     /// Retry delays of failed steps (`[backoff]`), applied as the result is recorded.
     pub backoff: BackoffConfig,
+    /// Children a recording readies, taken by this worker in the same transaction.
+    pub child_claims: Option<ChildClaims>,
+}
+
+/// How a recording claims the children it leaves ready, in its namespaces, for this worker:
+/// a chain of steps runs on without a queue read and a claim transaction per step. Only
+/// as many as the worker could start at once (handlers not busy with a claimed step,
+/// within `max_steps_in_flight`, and free slots on the dispatch channel, reserved before
+/// the recording so handing them over never waits): the rest go to the queue, for
+/// whichever worker is free. None once the worker is stopping.
+#[derive(Debug, Clone)]
+pub struct ChildClaims {
+    /// Weak, so that the recordings do not keep the dispatch channel open at shutdown.
+    pub dispatch: mpsc::WeakSender<DispatchedStep>,
+    /// `max_concurrent_handlers`: Rust handlers, or Ruby handler threads.
+    pub handlers: usize,
+    pub max_in_flight: usize,
+    pub lease_seconds: i32,
+    /// How long a claimed child's message stays hidden, as for a message read.
+    pub visibility_timeout_seconds: i32,
+    pub stop: CancellationToken,
 }
 
 /// What a recording does in one worker queue: delete the messages of these steps, and
@@ -77,6 +102,9 @@ struct Completion {
     outcome: String,
     /// The transaction sent worker messages (children enqueued, or an outcome's new steps).
     enqueued: bool,
+    /// An enqueued child this worker claimed in the same transaction, and its message.
+    claim: Option<sqlx::types::Json<StepClaim>>,
+    msg_id: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -90,6 +118,7 @@ pub struct CompletionProcessorService {
     retry_deadline: Duration,
     concurrency: usize,
     backoff: BackoffConfig,
+    child_claims: Option<ChildClaims>,
 }
 
 impl CompletionProcessorService {
@@ -111,6 +140,7 @@ impl CompletionProcessorService {
             retry_deadline: settings.retry_deadline,
             concurrency: settings.concurrency,
             backoff: settings.backoff,
+            child_claims: settings.child_claims,
         }
     }
 
@@ -256,44 +286,91 @@ impl CompletionProcessorService {
             }
         }
         let send_namespaces: Vec<&str> = by_queue.values().filter_map(|w| w.namespace).collect();
+        let claims = self
+            .child_claims
+            .as_ref()
+            .filter(|c| !c.stop.is_cancelled());
+        let dispatch = claims.and_then(|c| c.dispatch.upgrade());
+        let mut permits = match (claims, &dispatch) {
+            (Some(c), Some(tx)) => {
+                let room = c
+                    .handlers
+                    .min(c.max_in_flight)
+                    .saturating_sub(self.in_flight.unexecuted())
+                    .min(tx.capacity());
+                (room > 0).then(|| tx.try_reserve_many(room).ok()).flatten()
+            }
+            _ => None,
+        };
+        let claim_max = permits.as_ref().map_or(0, |p| p.len());
         let mut sql = String::from(
-            "WITH done AS MATERIALIZED (SELECT * FROM tasker.complete_steps($1, $2, $3, $4, $5))",
+            "WITH done AS MATERIALIZED (
+               SELECT * FROM tasker.complete_steps($1, $2, $3, $4, $5, $6, $7))",
         );
+        let mut sent = Vec::new();
         for (i, queue) in by_queue.keys().enumerate() {
-            let (step, msg, ns) = (6 + 3 * i, 7 + 3 * i, 8 + 3 * i);
+            let (step, msg, ns) = (9 + 3 * i, 10 + 3 * i, 11 + 3 * i);
             let table = queue.table();
             // A queue whose namespace is not known here sends nothing (its namespace is
-            // NULL): complete_steps sent that namespace's messages itself.
+            // NULL): complete_steps sent that namespace's messages itself. The message of
+            // a child this worker claimed goes in as read: hidden, read once.
             sql.push_str(&format!(
                 ", gone_{i} AS (DELETE FROM {table} q
                      USING unnest(${step}::uuid[], ${msg}::bigint[]) AS m(step_uuid, msg_id), done d
                      WHERE q.msg_id = m.msg_id AND d.step_uuid = m.step_uuid
                        AND d.outcome <> 'refused'),
-                   sent_{i} AS (INSERT INTO {table} (vt, message)
-                     SELECT clock_timestamp(), d.message FROM done d
-                      WHERE d.outcome = '{ENQUEUED}' AND d.namespace = ${ns}::text)"
+                   sent_{i} AS (INSERT INTO {table} (vt, read_ct, message)
+                     SELECT CASE WHEN d.claim IS NULL THEN clock_timestamp()
+                                 ELSE clock_timestamp() + make_interval(secs => $8) END,
+                            CASE WHEN d.claim IS NULL THEN 0 ELSE 1 END, d.message
+                       FROM done d
+                      WHERE d.outcome = '{ENQUEUED}' AND d.namespace = ${ns}::text
+                     RETURNING msg_id, message)"
             ));
+            sent.push(format!("SELECT msg_id, message FROM sent_{i}"));
         }
-        sql.push_str(" SELECT step_uuid, task_uuid, namespace, outcome, enqueued FROM done");
+        sql.push_str(&format!(
+            " SELECT d.step_uuid, d.task_uuid, d.namespace, d.outcome, d.enqueued, d.claim,
+                     s.msg_id
+                FROM done d
+                LEFT JOIN ({}) s
+                  ON d.claim IS NOT NULL AND (s.message->>'step_uuid')::uuid = d.step_uuid",
+            sent.join(" UNION ALL ")
+        ));
+        let lease_seconds = claims.map_or(0, |c| c.lease_seconds);
+        let visibility = claims.map_or(0, |c| c.visibility_timeout_seconds);
         let mut query = sqlx::query_as::<_, Completion>(&sql)
             .bind(&self.worker_id)
             .bind(serde_json::Value::Array(rows))
             .bind(self.backoff.jitter_ratio)
             .bind(self.backoff.max_retry_after_ms as i64)
-            .bind(&send_namespaces);
+            .bind(&send_namespaces)
+            .bind(claim_max as i32)
+            .bind(lease_seconds)
+            .bind(f64::from(visibility));
         for work in by_queue.values() {
             query = query
                 .bind(&work.steps)
                 .bind(&work.msgs)
                 .bind(work.namespace);
         }
-        let completions = query.fetch_all(&self.pool).await?;
+        // Room held for the children the statement may claim counts against the limit
+        // until they are entries of their own.
+        self.in_flight.reserve(claim_max);
+        let completions = query.fetch_all(&self.pool).await;
+        self.in_flight.unreserve(claim_max);
+        let mut completions = completions?;
         let mut namespaces = BTreeSet::new();
         let mut settled = BTreeSet::new();
-        for c in &completions {
+        for c in &mut completions {
             if c.outcome == ENQUEUED {
-                // A child this recording enqueued, its message sent by the statement above.
-                namespaces.extend(c.namespace.as_deref());
+                // A child this recording enqueued, its message sent by the statement above:
+                // this worker's to run if it claimed it, the queue's consumers' otherwise.
+                let claim = c.claim.take().filter(|claim| claim.claimed());
+                match (claim, permits.as_mut().and_then(Iterator::next)) {
+                    (Some(claim), Some(permit)) => self.hand_over(claim.0, c, permit),
+                    _ => namespaces.extend(c.namespace.as_deref()),
+                }
                 continue;
             }
             metrics::counter!("tasker_results_total", "outcome" => c.outcome.clone()).increment(1);
@@ -311,6 +388,21 @@ impl CompletionProcessorService {
             }
         }
         Ok(completions)
+    }
+
+    /// Puts a child this recording claimed on the dispatch channel, in a slot reserved
+    /// before the recording.
+    fn hand_over(&self, claim: StepClaim, c: &Completion, permit: Permit<'_, DispatchedStep>) {
+        let Some(queue) = c.namespace.as_deref().and_then(|ns| worker_queue(ns).ok()) else {
+            tracing::error!(step = %c.step_uuid, "claimed child without a namespace; its lease will expire and it will run again");
+            return;
+        };
+        let Some(msg_id) = c.msg_id else {
+            tracing::error!(step = %c.step_uuid, "claimed child without its message; its lease will expire and it will run again");
+            return;
+        };
+        permit.send(claim.into_dispatched(&queue, msg_id, c.step_uuid, &self.in_flight));
+        metrics::counter!(m::CHILDREN_CLAIMED).increment(1);
     }
 
     async fn record_with_retry(&self, done: &CompletedStep) -> RecordOutcome {
