@@ -49,6 +49,7 @@ DECLARE
   v_enqueued    boolean;
   v_touched     uuid[];
   v_finished    uuid[];
+  v_children    uuid[];
   v_ready       uuid[];
   v_ready_tasks uuid[];
   v_ready_meta  jsonb[];
@@ -74,9 +75,15 @@ BEGIN
     INTO v_done, v_done_tasks, v_steps, v_tasks, v_attempts
     FROM tasker.store_step_results(p_worker, p_results, false) r;
   IF v_done IS NOT NULL THEN
+    SELECT array_agg(DISTINCT e.to_step_uuid) INTO v_children
+      FROM tasker.workflow_step_edges e WHERE e.from_step_uuid = ANY (v_done);
+  END IF;
+  IF v_children IS NOT NULL THEN
     -- Each child's count of parents left goes down by its parents completed here; those
     -- left with none whose task is running are enqueued by the same UPDATE. Children are
-    -- locked in step order, as parents_done locks them.
+    -- locked in step order, as parents_done locks them. They are reached through their
+    -- key array, as everywhere on this path: joined to the counts alone, the generic plan
+    -- may merge-join the step table's whole primary key.
     WITH counted AS (
       SELECT e.to_step_uuid AS step_uuid, count(*)::integer AS n
         FROM tasker.workflow_step_edges e
@@ -92,7 +99,7 @@ BEGIN
         JOIN tasker.tasks t ON t.task_uuid = c.task_uuid
         JOIN tasker.named_tasks nt ON nt.named_task_uuid = t.named_task_uuid
         JOIN tasker.namespaces ns ON ns.namespace_uuid = nt.namespace_uuid
-       WHERE c.pending_parents IS NOT NULL
+       WHERE c.step_uuid = ANY (v_children) AND c.pending_parents IS NOT NULL
        ORDER BY c.step_uuid
          FOR NO KEY UPDATE OF c
     ), moved AS (
@@ -103,7 +110,7 @@ BEGIN
              next_retry_at = CASE WHEN l.ready THEN NULL ELSE c.next_retry_at END,
              updated_at = CASE WHEN l.ready THEN now() ELSE c.updated_at END
         FROM locked l
-       WHERE c.step_uuid = l.step_uuid
+       WHERE c.step_uuid = ANY (v_children) AND c.step_uuid = l.step_uuid
       RETURNING c.step_uuid, c.task_uuid, c.name, c.attempts, l.ns, l.ready
     )
     SELECT array_agg(m.step_uuid ORDER BY m.step_uuid),

@@ -3,6 +3,7 @@
 
 use serde_json::json;
 use std::time::Duration;
+use tasker_tests::toml_value::Value as Toml;
 use tasker_tests::Harness;
 
 const T: Duration = Duration::from_secs(30);
@@ -42,7 +43,10 @@ async fn example_dags_compute_known_results() {
 /// transaction that enqueued it, and runs on that worker; no message is left behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chain_continues_on_the_worker_that_recorded_each_link() {
-    let h = Harness::with_rust_worker(&[]).await;
+    // Queue reads hold room for a whole batch each while they run; with the default
+    // max_steps_in_flight two of them can hold all of it, and a recording then leaves its
+    // child to the queue.
+    let h = Harness::with_rust_worker(&[("worker.max_steps_in_flight", Toml::Integer(1000))]).await;
     let task = h
         .create("linear_workflow", "linear_math", json!({"value": 6}))
         .await;

@@ -76,10 +76,13 @@ impl InFlight {
     /// Steps whose handler has not finished (waiting for one or running) plus messages read
     /// and awaiting their claim: what `max_steps_in_flight` limits.
     pub fn unexecuted(&self) -> usize {
-        let steps = self
-            .len()
-            .saturating_sub(self.executed.load(Ordering::Acquire));
-        steps + self.reserved.load(Ordering::Acquire)
+        self.unexecuted_steps() + self.reserved.load(Ordering::Acquire)
+    }
+
+    /// Claimed steps whose handler has not finished (waiting for one or running).
+    pub fn unexecuted_steps(&self) -> usize {
+        self.len()
+            .saturating_sub(self.executed.load(Ordering::Acquire))
     }
 
     pub fn reserve(&self, n: usize) {

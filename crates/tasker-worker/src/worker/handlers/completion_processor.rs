@@ -293,10 +293,12 @@ impl CompletionProcessorService {
         let dispatch = claims.and_then(|c| c.dispatch.upgrade());
         let mut permits = match (claims, &dispatch) {
             (Some(c), Some(tx)) => {
+                // Handlers not busy with a claimed step; messages being read right now
+                // count against max_steps_in_flight only.
                 let room = c
                     .handlers
-                    .min(c.max_in_flight)
-                    .saturating_sub(self.in_flight.unexecuted())
+                    .saturating_sub(self.in_flight.unexecuted_steps())
+                    .min(c.max_in_flight.saturating_sub(self.in_flight.unexecuted()))
                     .min(tx.capacity());
                 (room > 0).then(|| tx.try_reserve_many(room).ok()).flatten()
             }
