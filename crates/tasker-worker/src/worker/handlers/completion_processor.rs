@@ -305,40 +305,7 @@ impl CompletionProcessorService {
             _ => None,
         };
         let claim_max = permits.as_ref().map_or(0, |p| p.len());
-        let mut sql = String::from(
-            "WITH done AS MATERIALIZED (
-               SELECT * FROM tasker.complete_steps($1, $2, $3, $4, $5, $6, $7))",
-        );
-        let mut sent = Vec::new();
-        for (i, queue) in by_queue.keys().enumerate() {
-            let (step, msg, ns) = (9 + 3 * i, 10 + 3 * i, 11 + 3 * i);
-            let table = queue.table();
-            // A queue whose namespace is not known here sends nothing (its namespace is
-            // NULL): complete_steps sent that namespace's messages itself. The message of
-            // a child this worker claimed goes in as read: hidden, read once.
-            sql.push_str(&format!(
-                ", gone_{i} AS (DELETE FROM {table} q
-                     USING unnest(${step}::uuid[], ${msg}::bigint[]) AS m(step_uuid, msg_id), done d
-                     WHERE q.msg_id = m.msg_id AND d.step_uuid = m.step_uuid
-                       AND d.outcome <> 'refused'),
-                   sent_{i} AS (INSERT INTO {table} (vt, read_ct, message)
-                     SELECT CASE WHEN d.claim IS NULL THEN clock_timestamp()
-                                 ELSE clock_timestamp() + make_interval(secs => $8) END,
-                            CASE WHEN d.claim IS NULL THEN 0 ELSE 1 END, d.message
-                       FROM done d
-                      WHERE d.outcome = '{ENQUEUED}' AND d.namespace = ${ns}::text
-                     RETURNING msg_id, message)"
-            ));
-            sent.push(format!("SELECT msg_id, message FROM sent_{i}"));
-        }
-        sql.push_str(&format!(
-            " SELECT d.step_uuid, d.task_uuid, d.namespace, d.outcome, d.enqueued, d.claim,
-                     s.msg_id
-                FROM done d
-                LEFT JOIN ({}) s
-                  ON d.claim IS NOT NULL AND (s.message->>'step_uuid')::uuid = d.step_uuid",
-            sent.join(" UNION ALL ")
-        ));
+        let sql = recording_statement(by_queue.keys().copied());
         let lease_seconds = claims.map_or(0, |c| c.lease_seconds);
         let visibility = claims.map_or(0, |c| c.visibility_timeout_seconds);
         let mut query = sqlx::query_as::<_, Completion>(&sql)
@@ -472,6 +439,49 @@ impl CompletionProcessorService {
             }
         }
     }
+}
+
+/// The recording statement for results from these queues: `tasker.complete_steps` ($1-$7),
+/// then per queue (its steps, message ids and namespace, from $9 on) a static DELETE of the
+/// recorded results' messages and a static INSERT of the messages of the children it
+/// enqueued in that namespace: visible at once, or for a child this worker claimed, as
+/// read (hidden for $8 seconds, read once). Returns complete_steps' rows, a claimed child's
+/// with its message id.
+fn recording_statement<'a>(queues: impl Iterator<Item = &'a QueueName>) -> String {
+    let mut sql = String::from(
+        "WITH done AS MATERIALIZED (
+           SELECT * FROM tasker.complete_steps($1, $2, $3, $4, $5, $6, $7))",
+    );
+    let mut sent = Vec::new();
+    for (i, queue) in queues.enumerate() {
+        let (step, msg, ns) = (9 + 3 * i, 10 + 3 * i, 11 + 3 * i);
+        let table = queue.table();
+        // Refused results' messages belong to whoever holds the step now. A queue whose
+        // namespace the caller does not know gets NULL and sends nothing: complete_steps
+        // sent that namespace's messages itself.
+        sql.push_str(&format!(
+            ", gone_{i} AS (DELETE FROM {table} q
+                 USING unnest(${step}::uuid[], ${msg}::bigint[]) AS m(step_uuid, msg_id), done d
+                 WHERE q.msg_id = m.msg_id AND d.step_uuid = m.step_uuid
+                   AND d.outcome <> 'refused'),
+               sent_{i} AS (INSERT INTO {table} (vt, read_ct, message)
+                 SELECT CASE WHEN d.claim IS NULL THEN clock_timestamp()
+                             ELSE clock_timestamp() + make_interval(secs => $8) END,
+                        CASE WHEN d.claim IS NULL THEN 0 ELSE 1 END, d.message
+                   FROM done d
+                  WHERE d.outcome = '{ENQUEUED}' AND d.namespace = ${ns}::text
+                 RETURNING msg_id, message)"
+        ));
+        sent.push(format!("SELECT msg_id, message FROM sent_{i}"));
+    }
+    sql.push_str(&format!(
+        " SELECT d.step_uuid, d.task_uuid, d.namespace, d.outcome, d.enqueued, d.claim, s.msg_id
+            FROM done d
+            LEFT JOIN ({}) s
+              ON d.claim IS NOT NULL AND (s.message->>'step_uuid')::uuid = d.step_uuid",
+        sent.join(" UNION ALL ")
+    ));
+    sql
 }
 
 /// A result as `tasker.complete_steps` takes it (its worker message is deleted beside it).
