@@ -50,6 +50,7 @@ DECLARE
   v_touched     uuid[];
   v_finished    uuid[];
   v_children    uuid[];
+  v_parents_done integer[];
   v_ready       uuid[];
   v_ready_tasks uuid[];
   v_ready_meta  jsonb[];
@@ -75,26 +76,26 @@ BEGIN
     INTO v_done, v_done_tasks, v_steps, v_tasks, v_attempts
     FROM tasker.store_step_results(p_worker, p_results, false) r;
   IF v_done IS NOT NULL THEN
-    SELECT array_agg(DISTINCT e.to_step_uuid) INTO v_children
-      FROM tasker.workflow_step_edges e WHERE e.from_step_uuid = ANY (v_done);
+    SELECT array_agg(k.step_uuid ORDER BY k.step_uuid), array_agg(k.n ORDER BY k.step_uuid)
+      INTO v_children, v_parents_done
+      FROM (SELECT e.to_step_uuid AS step_uuid, count(*)::integer AS n
+              FROM tasker.workflow_step_edges e
+             WHERE e.from_step_uuid = ANY (v_done)
+             GROUP BY 1) AS k;
   END IF;
   IF v_children IS NOT NULL THEN
-    -- Each child's count of parents left goes down by its parents completed here; those
-    -- left with none whose task is running are enqueued by the same UPDATE. Children are
-    -- locked in step order, as parents_done locks them. They are reached through their
-    -- key array, as everywhere on this path: joined to the counts alone, the generic plan
-    -- may merge-join the step table's whole primary key.
-    WITH counted AS (
-      SELECT e.to_step_uuid AS step_uuid, count(*)::integer AS n
-        FROM tasker.workflow_step_edges e
-       WHERE e.from_step_uuid = ANY (v_done)
-       GROUP BY 1
-    ), locked AS (
+    -- Each child's count of parents left goes down by its parents completed here (counted
+    -- above, in one read of the edges); those left with none whose task is running are
+    -- enqueued by the same UPDATE. Children are locked in step order, as parents_done
+    -- locks them. They are reached through their key array, as everywhere on this path:
+    -- joined to the counts alone, the generic plan may merge-join the step table's whole
+    -- primary key.
+    WITH locked AS (
       SELECT c.step_uuid, k.n, ns.name AS ns,
              c.state = 'pending' AND c.pending_parents = k.n AND t.state = 'steps_in_process'
                AND c.attempts < c.max_attempts AND (c.retryable OR c.attempts = 0)
                AND (c.next_retry_at IS NULL OR c.next_retry_at <= clock_timestamp()) AS ready
-        FROM counted k
+        FROM unnest(v_children, v_parents_done) AS k(step_uuid, n)
         JOIN tasker.workflow_steps c ON c.step_uuid = k.step_uuid
         JOIN tasker.tasks t ON t.task_uuid = c.task_uuid
         JOIN tasker.named_tasks nt ON nt.named_task_uuid = t.named_task_uuid
