@@ -332,6 +332,25 @@ async fn creating_and_reading_in_one_statement_returns_the_stored_task() {
     }
     let missing = TaskRow::find_with_steps(&h.db.pool, Uuid::now_v7()).await;
     assert!(matches!(missing, Ok(None)), "{missing:?}");
+
+    // A waiter's read brings the steps only once the task is terminal.
+    let task = first.unwrap();
+    let running = TaskRow::find_with_steps_if_terminal(&h.db.pool, task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(running.0.state, "steps_in_process");
+    assert!(running.1.is_none(), "no steps for a running task");
+    cancel_task(&h.db.pool, task, "test").await.unwrap();
+    let (finished, steps) = TaskRow::find_with_steps_if_terminal(&h.db.pool, task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(finished.state, "cancelled");
+    assert_eq!(
+        serde_json::to_value(steps.expect("a terminal task's steps")).unwrap(),
+        serde_json::to_value(StepRow::for_task(&h.db.pool, task).await.unwrap()).unwrap()
+    );
     h.shutdown().await;
 }
 

@@ -222,17 +222,19 @@ fn wait_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
         timeout + CALL_TIMEOUT,
         "waiting for the task",
         async move {
-            // Each read fetches the task with its steps, so the one that finds it finished
-            // is also what this returns.
+            // A read that finds the task finished brings its steps along, and is what this
+            // returns; one that does not reads only the task.
             let read = || async {
-                let found = TaskRow::find_with_steps(&c.pool, id).await?;
+                let found = TaskRow::find_with_steps_if_terminal(&c.pool, id).await?;
                 let state = found.as_ref().and_then(|(t, _)| t.task_state().ok());
                 Ok::<_, NativeError>((found, state))
             };
-            c.waiter
-                .wait_with(id, timeout, read)
-                .await?
-                .ok_or_else(|| not_found(id))
+            match c.waiter.wait_with(id, timeout, read).await? {
+                Some((task, Some(steps))) => Ok((task, steps)),
+                // Still running at the deadline: the caller reports its steps' states.
+                Some((_, None)) => read_task(&c.pool, id).await,
+                None => Err(not_found(id)),
+            }
         },
     )?;
     task_value(ruby, &task, Some(&steps))

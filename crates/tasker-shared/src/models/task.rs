@@ -41,21 +41,45 @@ impl TaskRow {
         executor: E,
         task: Uuid,
     ) -> Result<Option<(Self, Vec<StepRow>)>, StoreError> {
-        let row: Option<(serde_json::Value, serde_json::Value)> = sqlx::query_as(
+        Ok(Self::find_with(executor, task, false)
+            .await?
+            .map(|(t, steps)| (t, steps.unwrap_or_default())))
+    }
+
+    /// The task, and its steps too if it is terminal, from one statement: for a waiter,
+    /// whose reads of an unfinished task need only its state.
+    pub async fn find_with_steps_if_terminal<'c, E: Executor<'c, Database = Postgres>>(
+        executor: E,
+        task: Uuid,
+    ) -> Result<Option<(Self, Option<Vec<StepRow>>)>, StoreError> {
+        Self::find_with(executor, task, true).await
+    }
+
+    async fn find_with<'c, E: Executor<'c, Database = Postgres>>(
+        executor: E,
+        task: Uuid,
+        only_if_terminal: bool,
+    ) -> Result<Option<(Self, Option<Vec<StepRow>>)>, StoreError> {
+        let row: Option<(serde_json::Value, Option<serde_json::Value>)> = sqlx::query_as(
             // json rather than jsonb: the client parses it anyway, and Postgres builds it
             // in about two thirds of the time.
             "SELECT to_json(t),
-                    (SELECT coalesce(json_agg(to_json(s) ORDER BY s.position, s.name), '[]'::json)
-                       FROM tasker.step_rows s WHERE s.task_uuid = t.task_uuid)
+                    CASE WHEN NOT $2 OR t.state = ANY ($3) THEN
+                      (SELECT coalesce(json_agg(to_json(s) ORDER BY s.position, s.name), '[]'::json)
+                         FROM tasker.step_rows s WHERE s.task_uuid = t.task_uuid)
+                    END
                FROM tasker.task_rows t WHERE t.task_uuid = $1",
         )
         .bind(task)
+        .bind(only_if_terminal)
+        .bind(&crate::task_waiter::TERMINAL_TASK_STATES[..])
         .fetch_optional(executor)
         .await?;
         row.map(|(t, s)| {
             Ok((
                 StoreError::decode(task, "task", t)?,
-                StoreError::decode(task, "steps", s)?,
+                s.map(|s| StoreError::decode(task, "steps", s))
+                    .transpose()?,
             ))
         })
         .transpose()
