@@ -530,6 +530,24 @@ async fn only_claims_and_reads_skip_the_commit_flush() {
     h.shutdown().await;
 }
 
+/// Tasker's connections commit as `[database] synchronous_commit` says and never
+/// JIT-compile: its statements are short, and compiling one costs far more than running it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasker_connections_commit_durably_and_never_jit_compile() {
+    let h = quiet().await;
+    let pool = tasker_shared::database::connect(&h.config.database)
+        .await
+        .unwrap();
+    let (commit, jit): (String, String) =
+        sqlx::query_as("SELECT current_setting('synchronous_commit'), current_setting('jit')")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((commit.as_str(), jit.as_str()), ("on", "off"));
+    pool.close().await;
+    h.shutdown().await;
+}
+
 /// The enqueuer's safety net: an active task left unchanged with a ready step that nobody
 /// enqueued gets it enqueued, whether the step carries parent counters or predates them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

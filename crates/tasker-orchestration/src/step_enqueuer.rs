@@ -87,18 +87,24 @@ impl StepEnqueuer {
             metrics::counter!("tasker_retries_enqueued_total").increment(due.len() as u64);
         }
         let stale: Vec<(uuid::Uuid, String)> = sqlx::query_as(&format!(
-            "SELECT t.task_uuid, n.name FROM tasker.tasks t
+            // Old active tasks with a step that could be ready: the tasks first
+            // (tasks_active_idx), then each one's steps (a LATERAL with LIMIT is probed
+            // per task, never turned into a scan of every step ever created); readiness,
+            // which is dear, only for those.
+            "WITH old AS MATERIALIZED (
+               SELECT t.task_uuid, t.named_task_uuid FROM tasker.tasks t
+                CROSS JOIN LATERAL (
+                  SELECT 1 FROM tasker.workflow_steps s
+                   WHERE s.task_uuid = t.task_uuid
+                     AND s.state IN ('pending', 'waiting_for_retry')
+                     AND coalesce(s.pending_parents, 0) = 0
+                   LIMIT 1) AS candidate
+                WHERE t.state IN ({ACTIVE})
+                  AND t.updated_at < now() - make_interval(secs => $2))
+             SELECT t.task_uuid, n.name FROM old t
                JOIN tasker.named_tasks nt USING (named_task_uuid)
                JOIN tasker.namespaces n USING (namespace_uuid)
-              WHERE t.state IN ({ACTIVE})
-                AND t.updated_at < now() - make_interval(secs => $2)
-                -- Cheap necessary condition first: a busy engine has many old tasks whose
-                -- steps are all enqueued or running, and readiness is dear to compute.
-                AND EXISTS (SELECT 1 FROM tasker.workflow_steps s
-                             WHERE s.task_uuid = t.task_uuid
-                               AND s.state IN ('pending', 'waiting_for_retry')
-                               AND coalesce(s.pending_parents, 0) = 0)
-                AND EXISTS (SELECT 1 FROM tasker.get_step_readiness_status(t.task_uuid) r
+              WHERE EXISTS (SELECT 1 FROM tasker.get_step_readiness_status(t.task_uuid) r
                              WHERE r.ready_for_execution)
               LIMIT $1"
         ))
