@@ -324,6 +324,29 @@ async fn creating_and_reading_in_one_statement_returns_the_stored_task() {
                 "request {i}"
             );
         }
+        // One message per step enqueued at creation, as the workers read it, whether the
+        // statement inserted it (a fixed DAG's roots) or start_task sent it (a dynamic task).
+        let queue = format!("pgmq.q_worker_{}_queue", req.namespace);
+        let messages: Vec<(serde_json::Value, i32)> = sqlx::query_as(&format!(
+            "SELECT message, read_ct FROM {queue} WHERE message->>'task_uuid' = $1
+              ORDER BY message->>'step_uuid'"
+        ))
+        .bind(task.task_uuid.to_string())
+        .fetch_all(&h.db.pool)
+        .await
+        .unwrap();
+        let mut enqueued: Vec<&StepRow> = steps.iter().filter(|s| s.state == "enqueued").collect();
+        enqueued.sort_by_key(|s| s.step_uuid.to_string());
+        let expected: Vec<(serde_json::Value, i32)> = enqueued
+            .iter()
+            .map(|s| {
+                let message = json!({"task_uuid": task.task_uuid, "step_uuid": s.step_uuid,
+                    "step_name": s.name, "namespace": req.namespace, "attempt": 1});
+                (message, 0)
+            })
+            .collect();
+        assert!(!expected.is_empty(), "request {i} enqueued nothing");
+        assert_eq!(messages, expected, "request {i}");
         match i {
             0 => first = Some(task.task_uuid),
             2 => assert_eq!(Some(task.task_uuid), first, "the key's task comes back"),

@@ -8,11 +8,12 @@ use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryAs;
 use sqlx::{PgPool, Postgres};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tasker_shared::config::BackoffConfig;
 use tasker_shared::models::{RegisteredTemplate, StepRow, StoreError, TaskRow, TemplateRegistry};
-use tasker_shared::queue::{worker_queue, Notifier};
+use tasker_shared::queue::{worker_queue, Notifier, QueueName};
 use tasker_shared::template::TaskTemplate;
 use uuid::Uuid;
 
@@ -156,7 +157,9 @@ impl TaskInitializer {
         // One round trip: the task (or the one holding its idempotency key), its steps,
         // edges and first transitions, and its start (tasker.create_task).
         let blueprints = template.is_dynamic().then(|| self.blueprints(template));
-        let query = sqlx::query_as(statement.sql())
+        let queue = worker_queue(&request.namespace).ok();
+        let sql = statement.sql(queue.as_ref());
+        let query = sqlx::query_as(&sql)
             .bind(registered.named_task_uuid)
             .bind(&request.context)
             .bind(&request.idempotency_key)
@@ -171,8 +174,8 @@ impl TaskInitializer {
             .fetch_one(&self.pool)
             .await?;
         if created {
-            if let Ok(queue) = worker_queue(&request.namespace) {
-                self.notifier.notify(&queue);
+            if let Some(queue) = &queue {
+                self.notifier.notify(queue);
             }
             metrics::counter!(TASKS_CREATED, "namespace" => request.namespace.clone()).increment(1);
             tracing::debug!(task = %task, template = %template.identity(), "task created");
@@ -288,18 +291,31 @@ enum Statement {
 }
 
 impl Statement {
-    fn sql(self) -> &'static str {
-        match self {
-            Statement::Create => {
+    /// `queue`: the namespace's worker queue, where `CreateRead` inserts the new task's
+    /// root messages itself, with a static INSERT prepared once per connection, rather than
+    /// by `send_step_messages`' dynamic SQL (planned on every call) in `tasker.create_task`.
+    fn sql(self, queue: Option<&QueueName>) -> Cow<'static, str> {
+        match (self, queue) {
+            (Statement::Create, _) => Cow::Borrowed(
                 "SELECT task_uuid, created, state, NULL::jsonb, NULL::jsonb
                    FROM tasker.create_task($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                        $13, $14, $15, $16, $17, $18, $19, $20, $21)"
-            }
-            Statement::CreateRead => {
+                        $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+            ),
+            (Statement::CreateRead, Some(queue)) => Cow::Owned(format!(
+                "WITH c AS MATERIALIZED (
+                   SELECT * FROM tasker.create_task_read($1, $2, $3, $4, $5, $6, $7, $8, $9,
+                        $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, true)),
+                 sent AS (
+                   INSERT INTO {table} (vt, message)
+                   SELECT clock_timestamp(), m FROM c, jsonb_array_elements(c.messages) AS m)
+                 SELECT c.task_uuid, c.created, c.state, c.task, c.steps FROM c",
+                table = queue.table()
+            )),
+            (Statement::CreateRead, None) => Cow::Borrowed(
                 "SELECT task_uuid, created, state, task, steps
                    FROM tasker.create_task_read($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                        $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
-            }
+                        $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+            ),
         }
     }
 }
