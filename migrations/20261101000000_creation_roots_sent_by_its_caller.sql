@@ -6,11 +6,11 @@
 -- (0.29 ms of statement time per creation under load, 0.08 ms of it the INSERT itself),
 -- and tasker.create_task_read built the task and its steps as jsonb.
 --
--- With p_hold_roots, tasker.create_task_read returns the roots' messages instead of sending
--- them, and the caller, which knows the namespace's queue, inserts them in the same
--- statement with a static INSERT, prepared once per connection (as recordings insert the
--- children they enqueue). The task and its steps come back as json, cheaper to build than
--- jsonb and read the same way.
+-- With p_hold_roots, tasker.create_task and tasker.create_task_read return the roots'
+-- messages instead of sending them, and the caller, which knows the namespace's queue,
+-- inserts them in the same statement with a static INSERT, prepared once per connection
+-- (as recordings insert the children they enqueue). tasker.create_task_read's task and
+-- steps come back as json, cheaper to build than jsonb and read the same way.
 
 DROP FUNCTION tasker.task_started(uuid, text, uuid[], text[], text);
 
@@ -176,7 +176,10 @@ ALTER FUNCTION tasker.create_task(uuid, jsonb, text, text, text, text[], integer
 ALTER FUNCTION tasker.create_task(uuid, jsonb, text, text, text, text[], integer[], text[],
   jsonb[], integer[], boolean[], text[], bigint[], bigint[], integer[], jsonb[], integer[],
   text[], text[], jsonb, integer, boolean) SET plan_cache_mode = force_generic_plan;
--- It returns one row; the caller's statement is costed with that.
+-- Each returns one row; the caller's statement is costed with that.
+ALTER FUNCTION tasker.create_task(uuid, jsonb, text, text, text, text[], integer[], text[],
+  jsonb[], integer[], boolean[], text[], bigint[], bigint[], integer[], jsonb[], integer[],
+  text[], text[], jsonb, integer, boolean) ROWS 1;
 ALTER FUNCTION tasker.create_task_read(uuid, jsonb, text, text, text, text[], integer[],
   text[], jsonb[], integer[], boolean[], text[], bigint[], bigint[], integer[], jsonb[],
   integer[], text[], text[], jsonb, integer, boolean) ROWS 1;

@@ -530,6 +530,57 @@ async fn only_claims_and_reads_skip_the_commit_flush() {
     h.shutdown().await;
 }
 
+/// `tasker.create_task` with `p_hold_roots` enqueues a fixed DAG's roots without sending
+/// their messages and returns them for its caller to insert; without it, it sends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creation_holding_its_roots_returns_their_messages_instead_of_sending_them() {
+    let h = quiet().await;
+    let named: Uuid = sqlx::query_scalar(
+        "SELECT named_task_uuid FROM tasker.named_tasks WHERE name = 'linear_math'",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    let create = |hold: bool| {
+        sqlx::query_as::<_, (Uuid, bool, String, Option<Value>)>(
+            "SELECT * FROM tasker.create_task($1, '{\"value\": 1}', NULL, 'spec', 'spec',
+               ARRAY['first', 'second'], ARRAY[0, 1], ARRAY['Noop', 'Noop'],
+               ARRAY['{}', '{}']::jsonb[], ARRAY[3, 3], ARRAY[true, true],
+               ARRAY['exponential', 'exponential'], ARRAY[100, 100]::bigint[],
+               ARRAY[1000, 1000]::bigint[], ARRAY[NULL, NULL]::integer[],
+               ARRAY['[]', '[]']::jsonb[], ARRAY[0, 1], ARRAY['first'], ARRAY['second'],
+               NULL, 100, $2)",
+        )
+        .bind(named)
+        .bind(hold)
+        .fetch_one(&h.db.pool)
+    };
+    let queue = worker_queue("linear_workflow").unwrap();
+    let (held, created, state, messages) = create(true).await.unwrap();
+    assert!(created);
+    assert_eq!(state, "steps_in_process");
+    let first = step_id(&h, held, "first").await;
+    assert_eq!(state_of(&h, first).await.0, "enqueued");
+    assert_eq!(
+        messages,
+        Some(
+            json!([{"task_uuid": held, "step_uuid": first, "step_name": "first",
+                     "namespace": "linear_workflow", "attempt": 1}])
+        )
+    );
+    assert_eq!(
+        messages_for(&h, &queue, first).await,
+        0,
+        "the caller sends it"
+    );
+
+    let (sent, _, _, messages) = create(false).await.unwrap();
+    assert_eq!(messages, None);
+    let first = step_id(&h, sent, "first").await;
+    assert_eq!(messages_for(&h, &queue, first).await, 1);
+    h.shutdown().await;
+}
+
 /// Tasker's connections commit as `[database] synchronous_commit` says and never
 /// JIT-compile: its statements are short, and compiling one costs far more than running it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryAs;
 use sqlx::{PgPool, Postgres};
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tasker_shared::config::BackoffConfig;
@@ -291,30 +290,27 @@ enum Statement {
 }
 
 impl Statement {
-    /// `queue`: the namespace's worker queue, where `CreateRead` inserts the new task's
+    /// With `queue`, the namespace's worker queue, the statement inserts the new task's
     /// root messages itself, with a static INSERT prepared once per connection, rather than
     /// by `send_step_messages`' dynamic SQL (planned on every call) in `tasker.create_task`.
-    fn sql(self, queue: Option<&QueueName>) -> Cow<'static, str> {
-        match (self, queue) {
-            (Statement::Create, _) => Cow::Borrowed(
-                "SELECT task_uuid, created, state, NULL::jsonb, NULL::jsonb
-                   FROM tasker.create_task($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                        $13, $14, $15, $16, $17, $18, $19, $20, $21)",
-            ),
-            (Statement::CreateRead, Some(queue)) => Cow::Owned(format!(
-                "WITH c AS MATERIALIZED (
-                   SELECT * FROM tasker.create_task_read($1, $2, $3, $4, $5, $6, $7, $8, $9,
-                        $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, true)),
+    fn sql(self, queue: Option<&QueueName>) -> String {
+        let (function, read) = match self {
+            Statement::Create => ("create_task", "NULL::jsonb, NULL::jsonb"),
+            Statement::CreateRead => ("create_task_read", "c.task, c.steps"),
+        };
+        let args = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+                    $18, $19, $20, $21";
+        match queue {
+            Some(queue) => format!(
+                "WITH c AS MATERIALIZED (SELECT * FROM tasker.{function}({args}, true)),
                  sent AS (
                    INSERT INTO {table} (vt, message)
                    SELECT clock_timestamp(), m FROM c, jsonb_array_elements(c.messages) AS m)
-                 SELECT c.task_uuid, c.created, c.state, c.task, c.steps FROM c",
+                 SELECT c.task_uuid, c.created, c.state, {read} FROM c",
                 table = queue.table()
-            )),
-            (Statement::CreateRead, None) => Cow::Borrowed(
-                "SELECT task_uuid, created, state, task, steps
-                   FROM tasker.create_task_read($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                        $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+            ),
+            None => format!(
+                "SELECT c.task_uuid, c.created, c.state, {read} FROM tasker.{function}({args}) AS c"
             ),
         }
     }
