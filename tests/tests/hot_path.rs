@@ -599,6 +599,34 @@ async fn tasker_connections_commit_durably_and_never_jit_compile() {
     h.shutdown().await;
 }
 
+/// A pooled connection the server dropped while it sat idle is replaced when next
+/// acquired, not handed to a statement that would fail on it: connections idle for
+/// `PING_IDLE_AFTER` are pinged first (those used more recently go out without the round
+/// trip).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_server_dropped_while_idle_is_replaced_before_use() {
+    let h = quiet().await;
+    let mut config = h.config.database.clone();
+    config.max_connections = 1;
+    config.min_connections = 1;
+    let pool = tasker_shared::database::connect(&config).await.unwrap();
+    let backend = || sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()").fetch_one(&pool);
+    let first = backend().await.unwrap();
+    let terminated: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 5000)")
+        .bind(first)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert!(terminated);
+    tokio::time::sleep(tasker_shared::database::PING_IDLE_AFTER + Duration::from_millis(200)).await;
+    let second = backend()
+        .await
+        .expect("the dropped connection is replaced, not used");
+    assert_ne!(first, second);
+    pool.close().await;
+    h.shutdown().await;
+}
+
 /// The enqueuer's safety net: an active task left unchanged with a ready step that nobody
 /// enqueued gets it enqueued, whether the step carries parent counters or predates them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 //! around its database work.
 
 use crate::config::ConfigOptions;
-use crate::convert::{from_ruby, to_ruby, uuid};
+use crate::convert::{from_ruby, payload_to_ruby, to_ruby, uuid};
 use crate::error::NativeError;
 use crate::nogvl::block_on;
 use crate::runtime::{runtime, ProcessBound};
@@ -172,7 +172,7 @@ fn create_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
     let mut value = serde_json::to_value(&created)
         .map_err(|e| NativeError::native(format!("serializing the created task: {e}")))?;
     value["task"] = task_json(&task, Some(&steps))?;
-    to_ruby(ruby, &value)
+    payload_to_ruby(ruby, &value)
 }
 
 /// A task's row and steps, in one round trip.
@@ -245,7 +245,7 @@ fn task_value(
     task: &TaskRow,
     steps: Option<&[StepRow]>,
 ) -> Result<Value, magnus::Error> {
-    to_ruby(ruby, &task_json(task, steps)?)
+    payload_to_ruby(ruby, &task_json(task, steps)?)
 }
 
 fn task_json(task: &TaskRow, steps: Option<&[StepRow]>) -> Result<serde_json::Value, NativeError> {

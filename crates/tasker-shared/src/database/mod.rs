@@ -6,9 +6,17 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use std::str::FromStr;
+use std::time::Duration;
 
 /// The schema and SQL functions, compiled in so every binary and the gem can migrate.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
+
+/// A pooled connection idle at least this long is pinged before it is handed out, so one
+/// the server dropped meanwhile (a restart, an idle timeout) is replaced rather than
+/// failing its caller's statement. One used more recently goes out as is: pinging it
+/// cost a round trip per statement (0.2 ms of a 0.7 ms read from Ruby, idle) and a
+/// wake-up of its backend, for a server that was there a moment ago.
+pub const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Serialises concurrent `migrate` runs against one database.
 const MIGRATE_LOCK_KEY: i64 = 0x7461_736b_6572_0001;
@@ -79,6 +87,15 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DatabaseError> {
         .max_connections(config.max_connections)
         .min_connections(config.min_connections)
         .acquire_timeout(config.acquire_timeout())
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IDLE_AFTER {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         // No JIT: every statement here is short, and a function scan's default estimate
         // of 1,000 rows can cost one high enough to be compiled first (the stale-task
         // sweep spent 0.6 s of CPU compiling a query that ran in 50 ms).
