@@ -182,8 +182,8 @@ impl TaskInitializer {
         // Decoded after the wake-up: the task exists whatever this reports.
         let rows = match (task_row, step_rows) {
             (Some(t), Some(s)) => Some((
-                StoreError::decode(task, "task", t)?,
-                StoreError::decode(task, "steps", s)?,
+                StoreError::decode(task, "task", &t)?,
+                StoreError::decode(task, "steps", &s)?,
             )),
             _ => None,
         };
@@ -273,14 +273,8 @@ impl TaskInitializer {
 }
 
 /// What the creating statement returns: the task, whether this call created it, its state,
-/// and (from `tasker.create_task_read` only) the task row and steps as JSON.
-type CreatedRow = (
-    Uuid,
-    bool,
-    String,
-    Option<serde_json::Value>,
-    Option<serde_json::Value>,
-);
+/// and (from `tasker.create_task_read` only) the task row and steps as JSON text.
+type CreatedRow = (Uuid, bool, String, Option<String>, Option<String>);
 
 /// Which creating statement runs; both take the same arguments.
 #[derive(Clone, Copy)]
@@ -295,8 +289,8 @@ impl Statement {
     /// by `send_step_messages`' dynamic SQL (planned on every call) in `tasker.create_task`.
     fn sql(self, queue: Option<&QueueName>) -> String {
         let (function, read) = match self {
-            Statement::Create => ("create_task", "NULL::jsonb, NULL::jsonb"),
-            Statement::CreateRead => ("create_task_read", "c.task, c.steps"),
+            Statement::Create => ("create_task", "NULL::text, NULL::text"),
+            Statement::CreateRead => ("create_task_read", "c.task::text, c.steps::text"),
         };
         let args = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
                     $18, $19, $20, $21";
