@@ -168,7 +168,7 @@ fn map_to_ruby(
 
 /// A step payload (context, results, initialization) as Ruby, built directly rather than
 /// through serde: this runs for every step a handler polls, so it is on the FFI round
-/// trip's critical path.
+/// trip's critical path. The client's task values (a task and its steps) use it too.
 pub fn payload_to_ruby(ruby: &Ruby, value: &serde_json::Value) -> Result<Value, magnus::Error> {
     use serde_json::Value as J;
     Ok(match value {
