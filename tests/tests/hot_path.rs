@@ -1062,3 +1062,205 @@ async fn a_recording_claims_children_it_readies_for_its_worker() {
     );
     h.shutdown().await;
 }
+
+/// Name, state, owner and attempts of a step, and whether the task's creating transaction
+/// wrote it.
+type CreatedStep = (String, String, Option<String>, i32, bool);
+
+/// A transition: from, to, metadata, actor, and whether the task's creating transaction
+/// wrote it.
+type CreatedTransition = (Option<String>, String, Value, Option<String>, bool);
+
+/// A task's steps, in template order.
+async fn roots_of(h: &Harness, task: Uuid) -> Vec<CreatedStep> {
+    sqlx::query_as(
+        "SELECT s.name, s.state, s.claim_owner, s.attempts, s.xmin = t.xmin
+           FROM tasker.workflow_steps s JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
+          WHERE s.task_uuid = $1 ORDER BY s.position",
+    )
+    .bind(task)
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap()
+}
+
+/// Read count and whether it is hidden now, of a step's message.
+async fn message_of(h: &Harness, queue: &QueueName, step: Uuid) -> (i32, bool) {
+    sqlx::query_as(&format!(
+        "SELECT read_ct, vt > clock_timestamp() + interval '10 seconds' FROM {}
+          WHERE (message->>'step_uuid')::uuid = $1",
+        queue.table()
+    ))
+    .bind(step)
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap()
+}
+
+/// A process that runs a worker and creates tasks for it (the Ruby client beside
+/// `Worker.start`) hands that worker the roots it has room for, claimed in the creating
+/// transaction with the history a claim writes, their messages inserted as read; the worker
+/// runs them without reading its queue. Roots beyond its room, and every root of a task
+/// created while it has none, are enqueued for whichever worker reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creation_claims_the_roots_its_local_worker_has_room_for() {
+    use tasker_orchestration::{TaskInitializer, TaskRequest};
+    use tasker_tests::toml_value::Value as Toml;
+    use tasker_worker::worker::handlers::ffi_dispatch_channel::FfiStepResult;
+    use tasker_worker::Dispatch;
+
+    // Woken only by notifications, so that no fallback read holds room of its own when the
+    // tasks are created; its first read, of an empty queue, is given time to finish.
+    let h = Harness::orchestration_only(&[
+        ("worker.max_steps_in_flight", Toml::Integer(2)),
+        (
+            "worker.deployment_mode",
+            Toml::String("event_driven".into()),
+        ),
+    ])
+    .await;
+    let worker = h.start_worker(Dispatch::Ffi).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ffi = worker.ffi.clone().expect("an FFI worker has a channel");
+    let initializer =
+        TaskInitializer::new(h.db.pool.clone(), h.config.backoff.clone()).with_local_claims();
+    let request = TaskRequest {
+        namespace: "sleep_workflow".into(),
+        name: "parallel_sleep".into(),
+        version: "1.0.0".into(),
+        context: json!({"sleep_ms": 1}),
+        idempotency_key: None,
+        initiator: Some("test".into()),
+    };
+    let (created, _, steps) = initializer.create_and_read_task(&request).await.unwrap();
+    let task = created.task_uuid;
+    let me = Some(worker.worker_id.clone());
+    let rows = roots_of(&h, task).await;
+    let expected: Vec<CreatedStep> = vec![
+        ("sleep_a".into(), "in_progress".into(), me.clone(), 1, true),
+        ("sleep_b".into(), "in_progress".into(), me.clone(), 1, true),
+        ("sleep_c".into(), "enqueued".into(), None, 0, true),
+        ("sleep_d".into(), "enqueued".into(), None, 0, true),
+    ];
+    assert_eq!(
+        rows, expected,
+        "the first two roots, as many as the worker may hold"
+    );
+    let returned: Vec<&str> = steps.iter().map(|s| s.state.as_str()).collect();
+    assert_eq!(
+        returned,
+        ["in_progress", "in_progress", "enqueued", "enqueued"]
+    );
+
+    let (a, c) = (
+        step_id(&h, task, "sleep_a").await,
+        step_id(&h, task, "sleep_c").await,
+    );
+    let log: Vec<CreatedTransition> = sqlx::query_as(
+        "SELECT l.from_state, l.to_state, l.metadata, l.actor, l.xmin = t.xmin
+           FROM tasker.workflow_step_transition_log l JOIN tasker.tasks t USING (task_uuid)
+          WHERE l.step_uuid = $1 ORDER BY l.sort_key",
+    )
+    .bind(a)
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap();
+    let initializer_actor = Some("task_initializer".to_string());
+    assert_eq!(
+        log,
+        vec![
+            (
+                None,
+                "pending".into(),
+                json!({}),
+                initializer_actor.clone(),
+                true
+            ),
+            (
+                Some("pending".into()),
+                "enqueued".into(),
+                json!({"attempt": 1}),
+                initializer_actor,
+                true
+            ),
+            (
+                Some("enqueued".into()),
+                "in_progress".into(),
+                json!({}),
+                me.clone(),
+                true
+            ),
+        ]
+    );
+    let queue = worker_queue("sleep_workflow").unwrap();
+    assert_eq!(message_of(&h, &queue, a).await, (1, true), "as read");
+    assert_eq!(message_of(&h, &queue, c).await, (0, false), "for the queue");
+
+    // While the worker holds as many as it may, a new task's roots all go to the queue.
+    let (second, _, _) = initializer.create_and_read_task(&request).await.unwrap();
+    let second = second.task_uuid;
+    assert!(roots_of(&h, second)
+        .await
+        .iter()
+        .all(|r| r.1 == "enqueued" && r.2.is_none()));
+
+    // The claimed roots are on the worker's channel with what their handlers need.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut polled = Vec::new();
+    while polled.len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "claimed roots never dispatched"
+        );
+        match ffi.try_poll() {
+            Some(step) => polled.push(step),
+            None => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    let mut names: Vec<&str> = polled
+        .iter()
+        .map(|p| p.context.step_name.as_str())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["sleep_a", "sleep_b"]);
+    for p in &polled {
+        assert_eq!(p.context.task_uuid, task);
+        assert_eq!(p.context.attempt, 1);
+        assert_eq!(p.context.handler_callable, "Examples::Sleep");
+        assert_eq!(p.context.initialization, json!({"ms": 50}));
+        assert_eq!(p.context.task_context, json!({"sleep_ms": 1}));
+        assert!(p.context.dependency_results.is_empty());
+    }
+    // Answered, everything runs: the rest through queue reads as room is made.
+    let mut pending = polled;
+    let mut answered = 0;
+    while answered < 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "answered {answered} of 8 steps"
+        );
+        for p in pending.drain(..) {
+            let ok = FfiStepResult {
+                success: true,
+                result: json!({"slept": p.context.step_name}),
+                ..Default::default()
+            };
+            assert!(ffi.complete(p.event_id, ok));
+            answered += 1;
+        }
+        match ffi.try_poll() {
+            Some(p) => pending.push(p),
+            None => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    for t in [task, second] {
+        assert_eq!(h.wait(t, Duration::from_secs(20)).await.state, "complete");
+    }
+    assert_eq!(
+        messages_for(&h, &queue, a).await,
+        0,
+        "deleted with its result"
+    );
+    worker.shutdown_within(Duration::from_secs(5)).await;
+    h.shutdown().await;
+}

@@ -3,6 +3,7 @@
 
 use crate::creation_batcher::{BatchItem, CreationBatcher};
 use crate::OrchestrationError;
+use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgArguments;
@@ -11,6 +12,7 @@ use sqlx::{PgPool, Postgres};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tasker_shared::config::BackoffConfig;
+use tasker_shared::local_worker::{self, ClaimedRoot, LocalWorker, RootReservation};
 use tasker_shared::models::{RegisteredTemplate, StepRow, StoreError, TaskRow, TemplateRegistry};
 use tasker_shared::queue::{worker_queue, Notifier, QueueName};
 use tasker_shared::template::TaskTemplate;
@@ -55,6 +57,9 @@ pub struct TaskInitializer {
     notifier: Notifier,
     batcher: CreationBatcher,
     max_steps_per_task: u32,
+    /// Whether a worker of this process serving the task's namespace gets its roots
+    /// claimed at creation (see [`with_local_claims`](Self::with_local_claims)).
+    local_claims: bool,
 }
 
 /// Tasks created, by namespace.
@@ -78,7 +83,18 @@ impl TaskInitializer {
             actor,
             validators: Arc::default(),
             max_steps_per_task: DEFAULT_MAX_STEPS_PER_TASK,
+            local_claims: false,
         }
+    }
+
+    /// Tasks created by this initializer hand their root steps to a worker running in this
+    /// process for their namespace (`tasker_shared::local_worker`), claimed in the creating
+    /// transaction, as many as that worker could start at once; the rest are enqueued as
+    /// usual. For a process that creates tasks one by one for its own worker, this saves a
+    /// queue read and a claim transaction per task.
+    pub fn with_local_claims(mut self) -> Self {
+        self.local_claims = true;
+        self
     }
 
     /// The ceiling on one task's steps, including those its outcomes create.
@@ -134,9 +150,19 @@ impl TaskInitializer {
         }
 
         let steps = FixedSteps::of(template, &self.backoff);
+        let queue = worker_queue(&request.namespace).ok();
+        let local = match &queue {
+            Some(_) if self.local_claims && steps.starts_at_once() => {
+                self.reserve_local(&request.namespace, &steps)
+            }
+            _ => None,
+        };
         // A fixed DAG that only needs creating goes with whatever other requests are being
-        // created meanwhile (see CreationBatcher).
-        let steps = if matches!(statement, Statement::Create) && steps.starts_at_once() {
+        // created meanwhile (see CreationBatcher), unless a local worker takes its roots.
+        let steps = if local.is_none()
+            && matches!(statement, Statement::Create)
+            && steps.starts_at_once()
+        {
             let item = BatchItem {
                 namespace: request.namespace.clone(),
                 named_task: registered.named_task_uuid,
@@ -156,7 +182,9 @@ impl TaskInitializer {
         // One round trip: the task (or the one holding its idempotency key), its steps,
         // edges and first transitions, and its start (tasker.create_task).
         let blueprints = template.is_dynamic().then(|| self.blueprints(template));
-        let queue = worker_queue(&request.namespace).ok();
+        let claims = local
+            .as_ref()
+            .map(|l| steps.claim_roots(l.reservation.len()));
         let sql = statement.sql(queue.as_ref());
         let query = sqlx::query_as(&sql)
             .bind(registered.named_task_uuid)
@@ -164,16 +192,37 @@ impl TaskInitializer {
             .bind(&request.idempotency_key)
             .bind(&request.initiator)
             .bind(&self.actor);
-        let (task, created, state, task_row, step_rows): CreatedRow = steps
+        let mut query = steps
             .bind_columns(query)
             .bind(&steps.edge_from)
             .bind(&steps.edge_to)
             .bind(blueprints)
-            .bind(self.max_steps_per_task as i32)
-            .fetch_one(&self.pool)
-            .await?;
+            .bind(self.max_steps_per_task as i32);
+        if queue.is_some() {
+            let worker = local.as_ref().map(|l| l.worker.clone());
+            query = query
+                .bind(worker.as_ref().map(|w| w.worker_id().to_string()))
+                .bind(claims)
+                .bind(worker.as_ref().map_or(0, |w| w.lease_seconds()))
+                .bind(f64::from(
+                    worker
+                        .as_ref()
+                        .map_or(0, |w| w.visibility_timeout_seconds()),
+                ));
+        }
+        let row: CreatedRow = query.fetch_one(&self.pool).await?;
+        let (task, created, state, task_row, step_rows, lease, claimed) = row;
+        let claimed = match (lease, claimed) {
+            (Some(lease), Some(claimed)) => steps.claimed_roots(request, task, lease, claimed),
+            _ => Vec::new(),
+        };
+        let all_claimed = !claimed.is_empty() && claimed.len() == steps.roots();
+        if let Some(local) = local {
+            local.reservation.hand_over(claimed);
+        }
         if created {
-            if let Some(queue) = &queue {
+            // Roots claimed for a local worker were handed to it; the rest wait in the queue.
+            if let Some(queue) = queue.as_ref().filter(|_| !all_claimed) {
                 self.notifier.notify(queue);
             }
             metrics::counter!(TASKS_CREATED, "namespace" => request.namespace.clone()).increment(1);
@@ -193,6 +242,17 @@ impl TaskInitializer {
             state,
         };
         Ok((created, rows))
+    }
+
+    /// Room with the local worker serving `namespace`, for as many of these roots as it
+    /// could start at once.
+    fn reserve_local(&self, namespace: &str, steps: &FixedSteps) -> Option<LocalClaim> {
+        let worker = local_worker::find(&self.pool, namespace)?;
+        let reservation = worker.reserve(steps.roots())?;
+        Some(LocalClaim {
+            worker,
+            reservation,
+        })
     }
 
     /// A dynamic template's steps as `tasker.create_dynamic_steps` takes them: resolved
@@ -273,8 +333,23 @@ impl TaskInitializer {
 }
 
 /// What the creating statement returns: the task, whether this call created it, its state,
-/// and (from `tasker.create_task_read` only) the task row and steps as JSON text.
-type CreatedRow = (Uuid, bool, String, Option<String>, Option<String>);
+/// (from `tasker.create_task_read` only) the task row and steps as JSON text, and the roots
+/// it claimed for a local worker: their lease's expiry, and their ids, names and messages.
+type CreatedRow = (
+    Uuid,
+    bool,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    Option<sqlx::types::Json<Vec<(Uuid, String, i64)>>>,
+);
+
+/// A local worker, and the room it holds for the roots the creation is about to claim.
+struct LocalClaim {
+    worker: Arc<dyn LocalWorker>,
+    reservation: Box<dyn RootReservation>,
+}
 
 /// Which creating statement runs; both take the same arguments.
 #[derive(Clone, Copy)]
@@ -287,6 +362,9 @@ impl Statement {
     /// With `queue`, the namespace's worker queue, the statement inserts the new task's
     /// root messages itself, with a static INSERT prepared once per connection, rather than
     /// by `send_step_messages`' dynamic SQL (planned on every call) in `tasker.create_task`.
+    /// It then also takes the claim of roots for a local worker ($22 worker, $23 one flag
+    /// per step, $24 lease seconds; NULL, NULL, 0 for none): their messages go in as read,
+    /// hidden for $25 seconds, and come back with the roots' ids and names.
     fn sql(self, queue: Option<&QueueName>) -> String {
         let (function, read) = match self {
             Statement::Create => ("create_task", "NULL::text, NULL::text"),
@@ -296,15 +374,26 @@ impl Statement {
                     $18, $19, $20, $21";
         match queue {
             Some(queue) => format!(
-                "WITH c AS MATERIALIZED (SELECT * FROM tasker.{function}({args}, true)),
+                "WITH c AS MATERIALIZED (
+                   SELECT * FROM tasker.{function}({args}, true, $22, $23, $24)),
                  sent AS (
-                   INSERT INTO {table} (vt, message)
-                   SELECT clock_timestamp(), m FROM c, jsonb_array_elements(c.messages) AS m)
-                 SELECT c.task_uuid, c.created, c.state, {read} FROM c",
+                   INSERT INTO {table} (vt, read_ct, message)
+                   SELECT CASE WHEN h.claimed THEN clock_timestamp() + make_interval(secs => $25)
+                               ELSE clock_timestamp() END,
+                          CASE WHEN h.claimed THEN 1 ELSE 0 END, m
+                     FROM c, jsonb_array_elements(c.messages) AS m,
+                          LATERAL (SELECT (m->>'step_uuid')::uuid = ANY (c.claimed) AS claimed) h
+                   RETURNING msg_id, read_ct, message)
+                 SELECT c.task_uuid, c.created, c.state, {read}, c.lease_expires_at,
+                        (SELECT json_agg(json_build_array(s.message->'step_uuid',
+                                                          s.message->'step_name', s.msg_id))
+                           FROM sent s WHERE s.read_ct = 1)
+                   FROM c",
                 table = queue.table()
             ),
             None => format!(
-                "SELECT c.task_uuid, c.created, c.state, {read} FROM tasker.{function}({args}) AS c"
+                "SELECT c.task_uuid, c.created, c.state, {read}, NULL::timestamptz, NULL::json
+                   FROM tasker.{function}({args}) AS c"
             ),
         }
     }
@@ -372,6 +461,58 @@ impl FixedSteps {
             .bind(&self.timeouts)
             .bind(&self.events)
             .bind(&self.parents)
+    }
+
+    /// Steps with no parent: those the task starts with.
+    pub fn roots(&self) -> usize {
+        self.parents.iter().filter(|p| **p == 0).count()
+    }
+
+    /// `tasker.create_task`'s `p_claims`: the first `n` roots, in template order.
+    fn claim_roots(&self, n: usize) -> Vec<bool> {
+        let mut left = n;
+        self.parents
+            .iter()
+            .map(|p| {
+                let claim = *p == 0 && left > 0;
+                left -= usize::from(claim);
+                claim
+            })
+            .collect()
+    }
+
+    /// The roots the creation of `task` claimed (id, name and message of each), as the
+    /// local worker runs them: what they need is the request's and the template's.
+    fn claimed_roots(
+        &self,
+        request: &TaskRequest,
+        task: Uuid,
+        lease_expires_at: DateTime<Utc>,
+        claimed: sqlx::types::Json<Vec<(Uuid, String, i64)>>,
+    ) -> Vec<ClaimedRoot> {
+        claimed
+            .0
+            .into_iter()
+            .filter_map(|(step_uuid, name, msg_id)| {
+                let i = self.names.iter().position(|n| *n == name)?;
+                Some(ClaimedRoot {
+                    task_uuid: task,
+                    step_uuid,
+                    msg_id,
+                    step_name: name,
+                    namespace: request.namespace.clone(),
+                    task_name: request.name.clone(),
+                    task_version: request.version.clone(),
+                    max_attempts: self.max_attempts[i],
+                    handler_callable: self.callables[i].clone(),
+                    handler_initialization: self.inits[i].clone(),
+                    timeout_seconds: self.timeouts[i],
+                    publishes_events: self.events[i].clone(),
+                    task_context: request.context.clone(),
+                    lease_expires_at,
+                })
+            })
+            .collect()
     }
 
     /// Whether the task starts as soon as it is created: a fixed DAG with a root step.

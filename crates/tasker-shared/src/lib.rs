@@ -7,6 +7,7 @@
 pub mod config;
 pub mod database;
 pub mod host;
+pub mod local_worker;
 pub mod messages;
 pub mod models;
 pub mod observability;

@@ -120,8 +120,11 @@ fn client(opts: &ConfigOptions) -> Result<Client, magnus::Error> {
         async move {
             let pool = database::connect(&db).await?;
             Ok(Client {
+                // A worker this process started (Worker.start) takes the roots of the tasks
+                // created here that it has room for, claimed in the creating transaction.
                 initializer: TaskInitializer::new(pool.clone(), config.backoff.clone())
-                    .with_max_steps_per_task(config.orchestration.max_steps_per_task),
+                    .with_max_steps_per_task(config.orchestration.max_steps_per_task)
+                    .with_local_claims(),
                 waiter: TaskWaiter::new(
                     pool.clone(),
                     config.orchestration.wait_fallback_poll_interval(),

@@ -74,6 +74,15 @@ RSpec.describe TaskerCore::Worker do
     TaskerCore.unsubscribe(payments)
   end
 
+  it "takes a new task's root steps in the creating transaction, without reading its queue" do
+    task = TaskerCore::Client.create_task(namespace: "linear_workflow", name: "linear_math", version: "1.0.0",
+                                          context: { "value" => 2 })
+    root, *rest = task.steps
+    expect([root.name, root.status, root.attempts]).to eq(["add_two", "in_progress", 1])
+    expect(rest.map(&:status).uniq).to eq(["pending"])
+    expect(TaskerCore::Client.wait(task, timeout: 20).status).to eq("complete")
+  end
+
   it "refuses a second worker while one runs" do
     expect { start_worker }.to raise_error(TaskerCore::WorkerError, /already running/)
   end

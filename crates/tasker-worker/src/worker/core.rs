@@ -3,6 +3,7 @@
 use super::actor_command_processor::ActorCommandProcessor;
 use super::actors::step_executor_actor::StepExecutorActor;
 use super::commands::{WorkerCommand, WorkerStatus};
+use super::creation_claims::CreationClaims;
 use super::domain_event_callback::DomainEventCallback;
 use super::event_system::{EventSystemConfig, WorkerEventSystem};
 use super::handlers::completion_processor::{
@@ -18,6 +19,7 @@ use crate::step::DispatchedStep;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tasker_shared::local_worker::{self, LocalWorker};
 use tasker_shared::messages::DomainEvent;
 use tasker_shared::queue::{domain_events_queue, worker_queue, QueueClient};
 use tasker_shared::TaskerConfig;
@@ -63,6 +65,8 @@ pub struct WorkerHandle {
     completion: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
     registration: Option<(CancellationToken, JoinHandle<()>)>,
+    /// Listed (weakly) as the local worker of its namespaces while the handle lives.
+    _creation_claims: Arc<dyn LocalWorker>,
 }
 
 impl WorkerCore {
@@ -126,6 +130,20 @@ impl WorkerCore {
             visibility_timeout_seconds: config.queues.visibility_timeout_seconds as i32,
             stop: shutdown.clone(),
         };
+        // Roots of tasks created in this process go straight to this worker where it has
+        // room; it lives as long as the handle (the registry holds it weakly).
+        let creation_claims: Arc<dyn LocalWorker> = Arc::new(CreationClaims {
+            worker_id: worker_id.clone(),
+            dispatch: dispatch_tx.downgrade(),
+            in_flight: in_flight.clone(),
+            max_in_flight: wc.max_steps_in_flight,
+            lease_seconds: wc.claim_lease_seconds as i32,
+            visibility_timeout_seconds: config.queues.visibility_timeout_seconds as i32,
+            stop: shutdown.clone(),
+        });
+        for ns in &options.namespaces {
+            local_worker::register(&pool, ns, Arc::downgrade(&creation_claims));
+        }
         let completion = CompletionProcessorService::new(
             pool.clone(),
             queues.notifier().clone(),
@@ -247,6 +265,7 @@ impl WorkerCore {
             completion,
             background,
             registration: Some(registration),
+            _creation_claims: creation_claims,
         })
     }
 }

@@ -2,6 +2,7 @@ pub mod actor_command_processor;
 pub mod actors;
 pub mod commands;
 pub mod core;
+pub mod creation_claims;
 pub mod domain_event_callback;
 pub mod event_system;
 pub mod handlers;

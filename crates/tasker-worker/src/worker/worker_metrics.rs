@@ -12,6 +12,8 @@ pub const CLAIM_CONFLICTS: &str = "tasker_worker_claim_conflicts_total";
 pub const STEPS_CLAIMED: &str = "tasker_worker_steps_claimed_total";
 /// The part of STEPS_CLAIMED a recording claimed: children it left ready.
 pub const CHILDREN_CLAIMED: &str = "tasker_worker_steps_claimed_by_recording_total";
+/// The part of STEPS_CLAIMED a creation in this process claimed: roots of its task.
+pub const ROOTS_CLAIMED_AT_CREATION: &str = "tasker_worker_steps_claimed_at_creation_total";
 pub const LATE_RESULTS: &str = "tasker_worker_late_results_refused_total";
 pub const MALFORMED_MESSAGES: &str = "tasker_worker_malformed_messages_total";
 pub const EVENTS_PUBLISHED: &str = "tasker_worker_domain_events_published_total";

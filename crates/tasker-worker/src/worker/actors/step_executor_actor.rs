@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
+use tasker_shared::local_worker::ClaimedRoot;
 use tasker_shared::messages::StepMessage;
 use tasker_shared::queue::{QueueClient, QueueName};
 use tasker_shared::template::EventDeclaration;
@@ -70,6 +71,32 @@ pub(crate) struct StepClaim {
     inputs: Option<serde_json::Value>,
     task_context: Option<serde_json::Value>,
     dependency_results: Option<serde_json::Value>,
+}
+
+impl From<ClaimedRoot> for StepClaim {
+    /// A root claimed at its task's creation, for this worker: claimed, attempt 1, no
+    /// parent results.
+    fn from(r: ClaimedRoot) -> Self {
+        Self {
+            outcome: Some("claimed".into()),
+            lease_expires_at: Some(r.lease_expires_at),
+            task_uuid: Some(r.task_uuid),
+            step_name: Some(r.step_name),
+            namespace: Some(r.namespace),
+            task_name: Some(r.task_name),
+            task_version: Some(r.task_version),
+            attempt: Some(1),
+            max_attempts: Some(r.max_attempts),
+            handler_callable: Some(r.handler_callable),
+            handler_initialization: Some(r.handler_initialization),
+            timeout_seconds: r.timeout_seconds,
+            publishes_events: Some(r.publishes_events),
+            // The column's default: a fixed DAG's steps have no inputs.
+            inputs: Some(serde_json::Value::Object(Default::default())),
+            task_context: Some(r.task_context),
+            dependency_results: None,
+        }
+    }
 }
 
 impl StepClaim {
