@@ -122,9 +122,15 @@ BEGIN
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
   PERFORM tasker.task_started(v_task, v_ns, v_roots, v_names, p_actor, NOT p_hold_roots);
+  -- The roots' messages built here rather than by tasker.root_messages: a SQL function's
+  -- body is planned on every call, this statement once per connection.
   RETURN QUERY SELECT v_task, true, 'steps_in_process'::text,
-    CASE WHEN p_hold_roots
-         THEN to_jsonb(tasker.root_messages(v_task, v_ns, v_roots, v_names)) END,
+    CASE WHEN p_hold_roots THEN
+      (SELECT jsonb_agg(jsonb_build_object('task_uuid', v_task, 'step_uuid', u.step,
+                                           'step_name', u.name, 'namespace', v_ns,
+                                           'attempt', 1))
+         FROM unnest(v_roots, v_names) AS u(step, name))
+    END,
     v_claimed, CASE WHEN v_claimed IS NOT NULL THEN v_lease END;
 END;
 $$;

@@ -134,15 +134,13 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Wake>) {
 }
 
 async fn send_task_finished(pool: &PgPool, tasks: Vec<Uuid>) {
-    let sent = sqlx::query(
-        "SELECT pg_notify($1, t.task_uuid::text) FROM tasker.tasks t
-          WHERE t.task_uuid = ANY ($2) AND t.state = ANY ($3)",
-    )
-    .bind(TASK_FINISHED_CHANNEL)
-    .bind(&tasks)
-    .bind(&TERMINAL_TASK_STATES[..])
-    .execute(pool)
-    .await;
+    // A function, so that its statement is planned once per connection.
+    let sent = sqlx::query("SELECT tasker.notify_tasks_finished($1, $2, $3)")
+        .bind(TASK_FINISHED_CHANNEL)
+        .bind(&tasks)
+        .bind(&TERMINAL_TASK_STATES[..])
+        .execute(pool)
+        .await;
     if let Err(e) = sent {
         // Waiters' fallback polls see the task finished; nothing is lost.
         tracing::debug!(error = %e, "task finished notification not sent");
