@@ -89,8 +89,7 @@ impl TaskInitializer {
 
     /// Tasks created by this initializer hand their root steps to a worker running in this
     /// process for their namespace (`tasker_shared::local_worker`), claimed in the creating
-    /// transaction, as many as that worker could start at once; the rest are enqueued as
-    /// usual. For a process that creates tasks one by one for its own worker, this saves a
+    /// transaction, as many as that worker has room for; the rest are enqueued as usual. For a process that creates tasks one by one for its own worker, this saves a
     /// queue read and a claim transaction per task.
     pub fn with_local_claims(mut self) -> Self {
         self.local_claims = true;
@@ -245,7 +244,7 @@ impl TaskInitializer {
     }
 
     /// Room with the local worker serving `namespace`, for as many of these roots as it
-    /// could start at once.
+    /// has room for.
     fn reserve_local(&self, namespace: &str, steps: &FixedSteps) -> Option<LocalClaim> {
         let worker = local_worker::find(&self.pool, namespace)?;
         let reservation = worker.reserve(steps.roots())?;
@@ -334,7 +333,7 @@ impl TaskInitializer {
 
 /// What the creating statement returns: the task, whether this call created it, its state,
 /// (from `tasker.create_task_read` only) the task row and steps as JSON text, and the roots
-/// it claimed for a local worker: their lease's expiry, and their ids, names and messages.
+/// it claimed for a local worker: their lease's expiry, and their ids, names and message ids.
 type CreatedRow = (
     Uuid,
     bool,
@@ -481,7 +480,7 @@ impl FixedSteps {
             .collect()
     }
 
-    /// The roots the creation of `task` claimed (id, name and message of each), as the
+    /// The roots the creation of `task` claimed (id, name and message id of each), as the
     /// local worker runs them: what they need is the request's and the template's.
     fn claimed_roots(
         &self,

@@ -39,9 +39,9 @@ pub trait LocalWorker: Send + Sync {
     fn lease_seconds(&self) -> i32;
     /// How long a claimed root's message stays hidden, as for a message read.
     fn visibility_timeout_seconds(&self) -> i32;
-    /// Room for at most `max` steps the worker could start at once, held (and counted
-    /// against its limits) until handed over or dropped. None when it has none, or is
-    /// stopping.
+    /// Room for at most `max` steps, as much as a read of its queue could take now, held
+    /// (and counted against its limits) until handed over or dropped. None when it has
+    /// none, or is stopping.
     fn reserve(&self, max: usize) -> Option<Box<dyn RootReservation>>;
 }
 
