@@ -183,7 +183,7 @@ impl TaskInitializer {
         let blueprints = template.is_dynamic().then(|| self.blueprints(template));
         let claims = local
             .as_ref()
-            .map(|l| steps.claim_roots(l.reservation.len()));
+            .map(|l| steps.claim_roots(l.reservation.room()));
         let sql = statement.sql(queue.as_ref());
         let query = sqlx::query_as(&sql)
             .bind(registered.named_task_uuid)

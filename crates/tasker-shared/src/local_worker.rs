@@ -47,11 +47,9 @@ pub trait LocalWorker: Send + Sync {
 
 /// Room a [`LocalWorker`] holds for roots about to be claimed for it.
 pub trait RootReservation: Send {
-    fn len(&self) -> usize;
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Gives the worker the roots the creation claimed (never more than `len`); the room
+    /// How many roots the worker holds room for.
+    fn room(&self) -> usize;
+    /// Gives the worker the roots the creation claimed (never more than `room`); the room
     /// left over is released.
     fn hand_over(self: Box<Self>, roots: Vec<ClaimedRoot>);
 }

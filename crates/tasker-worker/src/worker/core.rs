@@ -134,12 +134,8 @@ impl WorkerCore {
         // room; it lives as long as the handle (the registry holds it weakly).
         let creation_claims: Arc<dyn LocalWorker> = Arc::new(CreationClaims {
             worker_id: worker_id.clone(),
-            dispatch: dispatch_tx.downgrade(),
             in_flight: in_flight.clone(),
-            max_in_flight: wc.max_steps_in_flight,
-            lease_seconds: wc.claim_lease_seconds as i32,
-            visibility_timeout_seconds: config.queues.visibility_timeout_seconds as i32,
-            stop: shutdown.clone(),
+            claims: child_claims.clone(),
         });
         for ns in &options.namespaces {
             local_worker::register(&pool, ns, Arc::downgrade(&creation_claims));

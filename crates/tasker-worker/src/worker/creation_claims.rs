@@ -6,25 +6,22 @@
 //! holding back other work; a creation's roots are new work, as a read's messages are.)
 
 use super::actors::step_executor_actor::StepClaim;
+use super::handlers::completion_processor::ChildClaims;
 use super::in_flight::InFlight;
 use super::worker_metrics as m;
 use crate::step::DispatchedStep;
 use std::sync::Arc;
 use tasker_shared::local_worker::{ClaimedRoot, LocalWorker, RootReservation};
 use tasker_shared::queue::worker_queue;
-use tokio::sync::mpsc::{self, OwnedPermit};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::mpsc::OwnedPermit;
 
 pub struct CreationClaims {
     pub worker_id: String,
-    /// Weak, so that a creator holding this worker does not keep the channel open at
-    /// shutdown.
-    pub dispatch: mpsc::WeakSender<DispatchedStep>,
     pub in_flight: Arc<InFlight>,
-    pub max_in_flight: usize,
-    pub lease_seconds: i32,
-    pub visibility_timeout_seconds: i32,
-    pub stop: CancellationToken,
+    /// The settings a recording claims children with (dispatch channel, held weakly so
+    /// that a creator holding this worker does not keep it open at shutdown; limits,
+    /// lease, visibility, stop); `handlers` does not apply here.
+    pub claims: ChildClaims,
 }
 
 impl LocalWorker for CreationClaims {
@@ -33,19 +30,20 @@ impl LocalWorker for CreationClaims {
     }
 
     fn lease_seconds(&self) -> i32 {
-        self.lease_seconds
+        self.claims.lease_seconds
     }
 
     fn visibility_timeout_seconds(&self) -> i32 {
-        self.visibility_timeout_seconds
+        self.claims.visibility_timeout_seconds
     }
 
     fn reserve(&self, max: usize) -> Option<Box<dyn RootReservation>> {
-        if self.stop.is_cancelled() {
+        if self.claims.stop.is_cancelled() {
             return None;
         }
-        let tx = self.dispatch.upgrade()?;
+        let tx = self.claims.dispatch.upgrade()?;
         let room = self
+            .claims
             .max_in_flight
             .saturating_sub(self.in_flight.unexecuted())
             .min(tx.capacity())
@@ -77,7 +75,7 @@ struct Reserved {
 }
 
 impl RootReservation for Reserved {
-    fn len(&self) -> usize {
+    fn room(&self) -> usize {
         self.permits.len()
     }
 
