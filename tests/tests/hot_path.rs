@@ -959,9 +959,9 @@ async fn children_enqueued_by_their_recording_are_what_finalizing_enqueued() {
 }
 
 /// A recording that may claim children for its worker claims up to as many as it is
-/// allowed of those it readies, in its own transaction, as a read of their messages would
-/// have them claimed; the others stay enqueued for the queue. It still commits waiting for
-/// the flush, although claim_steps does not.
+/// allowed of those it readies, in the UPDATE that readies them, as a read of their messages
+/// would have them claimed (the claim in claim_steps' shape); the others stay enqueued for
+/// the queue. It commits waiting for the flush.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recording_claims_children_it_readies_for_its_worker() {
     let h = quiet().await;
@@ -1009,7 +1009,25 @@ async fn a_recording_claims_children_it_readies_for_its_worker() {
     assert_eq!(taken_claim["task_uuid"], json!(task));
     assert_eq!(taken_claim["dependency_results"], json!({"start": 9}));
     assert_eq!(taken_claim["task_context"], json!({"value": 3}));
-    assert!(taken_claim["lease_expires_at"].is_string());
+    assert_eq!(taken_claim["step_uuid"], json!(taken));
+    assert_eq!(taken_claim["namespace"], "diamond_workflow");
+    assert_eq!(taken_claim["task_name"], "diamond_math");
+    assert_eq!(
+        taken_claim["step_name"],
+        if *taken == left { "left" } else { "right" }
+    );
+    assert_eq!(taken_claim["handler_callable"], "Examples::Math::Compute");
+    let (lease, attempts): (chrono::DateTime<chrono::Utc>, i32) = sqlx::query_as(
+        "SELECT lease_expires_at, attempts FROM tasker.workflow_steps WHERE step_uuid = $1",
+    )
+    .bind(taken)
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 1);
+    let claimed_lease: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(taken_claim["lease_expires_at"].clone()).unwrap();
+    assert_eq!(claimed_lease, lease, "the lease the row holds");
 
     let (state, owner, _) = state_of(&h, *taken).await;
     assert_eq!(
@@ -1046,8 +1064,23 @@ async fn a_recording_claims_children_it_readies_for_its_worker() {
     let queue = worker_queue("diamond_workflow").unwrap();
     assert_eq!(messages_for(&h, &queue, *taken).await, 0);
     assert_eq!(messages_for(&h, &queue, other).await, 0);
-    // Without leave to claim, nothing is claimed.
-    assert_eq!(claim(&h, &[other], "w2").await, ["claimed"]);
+    // Every field a queue read's claim carries.
+    let read_claim: Value = sqlx::query_scalar(
+        "SELECT to_jsonb(c) FROM tasker.claim_steps($1, 'w2', 60) c",
+    )
+    .bind([other])
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    let keys = |v: &Value| {
+        v.as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert_eq!(keys(taken_claim), keys(&read_claim));
+    // Without leave to claim, nothing is claimed (w2 claimed `other` above).
     let rows: Vec<(String, Option<Value>)> = sqlx::query_as(
         "SELECT outcome, claim FROM tasker.complete_steps('w2', $1, 0, 60000, ARRAY['diamond_workflow'])",
     )
