@@ -1065,13 +1065,12 @@ async fn a_recording_claims_children_it_readies_for_its_worker() {
     assert_eq!(messages_for(&h, &queue, *taken).await, 0);
     assert_eq!(messages_for(&h, &queue, other).await, 0);
     // Every field a queue read's claim carries.
-    let read_claim: Value = sqlx::query_scalar(
-        "SELECT to_jsonb(c) FROM tasker.claim_steps($1, 'w2', 60) c",
-    )
-    .bind([other])
-    .fetch_one(&h.db.pool)
-    .await
-    .unwrap();
+    let read_claim: Value =
+        sqlx::query_scalar("SELECT to_jsonb(c) FROM tasker.claim_steps($1, 'w2', 60) c")
+            .bind([other])
+            .fetch_one(&h.db.pool)
+            .await
+            .unwrap();
     let keys = |v: &Value| {
         v.as_object()
             .unwrap()
