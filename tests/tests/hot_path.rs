@@ -259,6 +259,104 @@ async fn a_failure_and_a_success_of_one_task_in_one_batch() {
     h.shutdown().await;
 }
 
+/// What a recording writes for a success: the step's row, its audit row and its last log
+/// row, and the child it readies.
+type Recorded = (
+    (
+        String,
+        Option<Value>,
+        Option<Value>,
+        Option<String>,
+        bool,
+        bool,
+        i32,
+    ),
+    (i32, String, bool, Option<Value>, Option<Value>, i64, Value),
+    (Option<String>, String, i32, String, Value),
+    String,
+);
+
+async fn recorded(h: &Harness, task: Uuid) -> Recorded {
+    let step = step_id(h, task, "add_two").await;
+    let row = sqlx::query_as(
+        "SELECT state, results, last_error, claim_owner, lease_expires_at IS NULL,
+                completed_at IS NOT NULL, attempts
+           FROM tasker.workflow_steps WHERE step_uuid = $1",
+    )
+    .bind(step)
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    let audit = sqlx::query_as(
+        "SELECT attempt, worker_id, success, result, error, execution_time_ms, metadata
+           FROM tasker.step_result_audits WHERE step_uuid = $1",
+    )
+    .bind(step)
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    let log = sqlx::query_as(
+        "SELECT from_state, to_state, sort_key, actor, metadata
+           FROM tasker.workflow_step_transition_log WHERE step_uuid = $1
+          ORDER BY sort_key DESC LIMIT 1",
+    )
+    .bind(step)
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    let child = state_of(h, step_id(h, task, "triple").await).await.0;
+    (row, audit, log, child)
+}
+
+/// A batch of successes without outcomes is recorded by complete_steps' own statement; a
+/// batch with anything else (here a failure) by store_step_results. Both write the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_success_is_recorded_as_the_general_path_records_it() {
+    let h = quiet().await;
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        tasks.push(
+            h.create("linear_workflow", "linear_math", json!({"value": 1}))
+                .await,
+        );
+    }
+    let mut first = Vec::new();
+    for t in &tasks {
+        first.push(step_id(&h, *t, "add_two").await);
+    }
+    assert_eq!(claim(&h, &first, "w1").await, ["claimed"; 3]);
+    let result = |step| {
+        json!({"step_uuid": step, "attempt": 1, "success": true, "result": {"sum": 3},
+               "error": null, "execution_ms": 7, "metadata": {"handler": "add_two"}})
+    };
+    assert_eq!(
+        complete(&h, "w1", vec![result(first[0])]).await,
+        [(first[0], "completed".to_string())]
+    );
+    let mut expected = vec![
+        (first[1], "completed".to_string()),
+        (first[2], "retry_scheduled".to_string()),
+    ];
+    expected.sort();
+    assert_eq!(
+        complete(&h, "w1", vec![result(first[1]), flaky(first[2], 1)]).await,
+        expected
+    );
+    let plain = recorded(&h, tasks[0]).await;
+    assert_eq!(plain, recorded(&h, tasks[1]).await);
+    assert_eq!(plain.0 .0, "complete");
+    assert_eq!(plain.0 .1, Some(json!({"sum": 3})));
+    assert_eq!(plain.1 .6, json!({"handler": "add_two"}));
+    assert_eq!(plain.2 .4, json!({"attempt": 1, "execution_time_ms": 7}));
+    assert_eq!(plain.3, "enqueued");
+    // A result for a claim this worker no longer holds is refused on the plain path too.
+    assert_eq!(
+        complete(&h, "w2", vec![result(first[2])]).await,
+        [(first[2], "refused".to_string())]
+    );
+    h.shutdown().await;
+}
+
 /// A task's transitions: from, to, sort key, current, actor, metadata.
 type TaskLog = Vec<(Option<String>, String, i32, bool, String, Value)>;
 
