@@ -9,6 +9,9 @@
 -- one step of a chain and 1.17 ms of a 2.42 ms recording of ten steps (pg_stat_statements,
 -- track = all). Such a batch is now recorded by one statement in complete_steps (step,
 -- audit row, log row, as before); any other goes through store_step_results unchanged.
+--
+-- The check for tasks the recording finished also skips those it gave a ready step (each
+-- link of a chain): they are running on.
 
 CREATE OR REPLACE FUNCTION tasker.complete_steps(
   p_worker text, p_results jsonb, p_jitter_ratio float8, p_max_retry_after_ms bigint,
@@ -27,6 +30,7 @@ DECLARE
   v_applied     jsonb;
   v_enqueued    boolean;
   v_touched     uuid[];
+  v_may_finish  uuid[];
   v_finished    uuid[];
   v_children    uuid[];
   v_parents_done integer[];
@@ -229,10 +233,16 @@ BEGIN
              p_worker, p_jitter_ratio, p_max_retry_after_ms) a;
   END IF;
   IF v_done IS NOT NULL THEN
-    -- Tasks the failures above touched are finalized already.
-    SELECT array_agg(DISTINCT u.t ORDER BY u.t) INTO v_touched
+    -- Tasks the failures above touched are finalized already. A task that got a ready
+    -- step from this recording cannot have finished: only the others are looked at.
+    SELECT array_agg(DISTINCT u.t ORDER BY u.t),
+           array_agg(DISTINCT u.t ORDER BY u.t)
+             FILTER (WHERE NOT (u.t = ANY (coalesce(v_ready_tasks, ARRAY[]::uuid[]))))
+      INTO v_touched, v_may_finish
       FROM unnest(v_done_tasks) AS u(t)
      WHERE NOT (u.t = ANY (coalesce(v_tasks, ARRAY[]::uuid[])));
+  END IF;
+  IF v_may_finish IS NOT NULL THEN
     -- Those whose every step is now complete (or resolved manually) complete together:
     -- what finalize_task would do for each (its execution context says all_complete), in
     -- three statements for all of them.
@@ -242,7 +252,7 @@ BEGIN
     WITH finished AS (
       SELECT k.task_uuid
         FROM (SELECT t.task_uuid, t.state FROM tasker.tasks t
-               WHERE t.task_uuid = ANY (v_touched) OFFSET 0) AS k
+               WHERE t.task_uuid = ANY (v_may_finish) OFFSET 0) AS k
        WHERE k.state = 'steps_in_process'
          AND NOT EXISTS (SELECT 1 FROM tasker.workflow_steps s
                           WHERE s.task_uuid = k.task_uuid
@@ -267,6 +277,8 @@ BEGIN
       RETURNING n.task_uuid
     )
     SELECT array_agg(l.task_uuid) INTO v_finished FROM logged l;
+  END IF;
+  IF v_touched IS NOT NULL THEN
     -- The rest one by one, where finalizing could change something. Materialized, so each
     -- task is checked once rather than once per step.
     PERFORM tasker.finalize_task(d.t, p_worker)
