@@ -1,4 +1,5 @@
--- Children claimed by the recording that readies them.
+-- Children claimed by the recording that readies them; common results recorded in one
+-- statement.
 --
 -- tasker.complete_steps enqueued the children its results readied in one UPDATE, logged
 -- them, and then claimed those this worker could start through tasker.claim_steps: a
@@ -9,7 +10,20 @@
 -- the caller's namespaces: in_progress, attempt, owner, lease, as claim_steps sets them),
 -- both log rows of a claimed child go in with one INSERT, and the claim comes back in the
 -- shape claim_steps returns it. One row version and one log statement less per claimed
--- child; nothing else changes.
+-- child.
+--
+-- tasker.complete_steps recorded every batch through tasker.store_step_results, the
+-- general path for any result: a function call of its own that took the step ids and the
+-- locks again, looked for decision and batchable steps, logged through
+-- record_step_transitions (another call, checking the transitions against the state
+-- machine) and looked for worker messages to delete. For the common batch, successes
+-- without an outcome of steps that take none, that was 0.46 ms of a 1.29 ms recording of
+-- one step of a chain and 1.17 ms of a 2.42 ms recording of ten steps (pg_stat_statements,
+-- track = all). Such a batch is now recorded by one statement in complete_steps (step,
+-- audit row, log row, as before); any other goes through store_step_results unchanged.
+--
+-- The check for tasks the recording finished also skips those it gave a ready step (each
+-- link of a chain): they are running on.
 
 CREATE OR REPLACE FUNCTION tasker.complete_steps(
   p_worker text, p_results jsonb, p_jitter_ratio float8, p_max_retry_after_ms bigint,
@@ -28,6 +42,7 @@ DECLARE
   v_applied     jsonb;
   v_enqueued    boolean;
   v_touched     uuid[];
+  v_may_finish  uuid[];
   v_finished    uuid[];
   v_children    uuid[];
   v_parents_done integer[];
@@ -38,22 +53,82 @@ DECLARE
   v_ready_msgs  jsonb[];
   v_claim       uuid[];
   v_claims      jsonb;
+  v_plain       boolean;
   q             record;
 BEGIN
   PERFORM set_config('tasker.steps_enqueued', 'off', true);
-  SELECT array_agg(DISTINCT (x->>'step_uuid')::uuid) INTO v_ids
+  -- The step ids, and whether every result is a success without an outcome.
+  SELECT array_agg(DISTINCT (x->>'step_uuid')::uuid),
+         bool_and(jsonb_typeof(x->'success') = 'boolean' AND (x->>'success')::boolean
+                  AND coalesce(jsonb_typeof(x->'outcome'), 'null') = 'null')
+    INTO v_ids, v_plain
     FROM jsonb_array_elements(p_results) AS x;
   PERFORM 1 FROM tasker.tasks t
    WHERE t.task_uuid IN (SELECT s.task_uuid FROM tasker.workflow_steps s
                           WHERE s.step_uuid = ANY (v_ids))
    ORDER BY t.task_uuid FOR NO KEY UPDATE;
-  SELECT array_agg(r.step_uuid ORDER BY r.step_uuid) FILTER (WHERE r.state = 'complete'),
-         array_agg(r.task_uuid ORDER BY r.step_uuid) FILTER (WHERE r.state = 'complete'),
-         array_agg(r.step_uuid ORDER BY r.task_uuid, r.step_uuid) FILTER (WHERE r.state <> 'complete'),
-         array_agg(r.task_uuid ORDER BY r.task_uuid, r.step_uuid) FILTER (WHERE r.state <> 'complete'),
-         array_agg(r.attempt ORDER BY r.task_uuid, r.step_uuid) FILTER (WHERE r.state <> 'complete')
-    INTO v_done, v_done_tasks, v_steps, v_tasks, v_attempts
-    FROM tasker.store_step_results(p_worker, p_results, false) r;
+  -- The common case, every result a success without an outcome for a step that takes
+  -- none, is recorded by one statement here: what store_step_results does for such a
+  -- result (the step complete with its result and its claim cleared, an audit row, a log
+  -- row), without its general path's function calls and the queries it needs for failures
+  -- and outcomes. Anything else goes through store_step_results, as before.
+  IF v_plain THEN
+    SELECT NOT coalesce(bool_or(s.step_type IN ('decision', 'batchable')), false) INTO v_plain
+      FROM tasker.workflow_steps s WHERE s.step_uuid = ANY (v_ids);
+  END IF;
+  IF v_plain THEN
+    PERFORM 1 FROM tasker.workflow_steps s
+     WHERE s.step_uuid = ANY (v_ids) ORDER BY s.step_uuid FOR NO KEY UPDATE;
+    WITH r AS (
+      SELECT DISTINCT ON ((x->>'step_uuid')::uuid)
+             (x->>'step_uuid')::uuid AS step_uuid, (x->>'attempt')::integer AS attempt,
+             x->'result' AS result, (x->>'execution_ms')::bigint AS execution_ms,
+             CASE WHEN jsonb_typeof(x->'metadata') = 'object' THEN x->'metadata'
+                  ELSE '{}'::jsonb END AS metadata
+        FROM jsonb_array_elements(p_results) AS x
+       ORDER BY (x->>'step_uuid')::uuid
+    ), applied AS (
+      -- Only while this worker still holds the claim, for this attempt; the others are
+      -- refused below.
+      UPDATE tasker.workflow_steps s
+         SET state = 'complete', completed_at = clock_timestamp(), updated_at = now(),
+             results = r.result, last_error = NULL, claim_owner = NULL,
+             lease_expires_at = NULL
+        FROM r
+       WHERE s.step_uuid = ANY (v_ids) AND s.step_uuid = r.step_uuid
+         AND s.state = 'in_progress' AND s.claim_owner = p_worker AND s.attempts = r.attempt
+      RETURNING s.step_uuid, s.task_uuid, r.attempt, r.result, r.execution_ms, r.metadata
+    ), audited AS (
+      INSERT INTO tasker.step_result_audits
+        (step_uuid, task_uuid, attempt, worker_id, success, result, error, execution_time_ms,
+         metadata)
+      SELECT a.step_uuid, a.task_uuid, a.attempt, p_worker, true, a.result, NULL,
+             a.execution_ms, a.metadata
+        FROM applied a
+    ), logged AS (
+      -- After each step's last row: the steps are locked above.
+      INSERT INTO tasker.workflow_step_transition_log
+        (step_uuid, task_uuid, from_state, to_state, sort_key, actor, metadata)
+      SELECT a.step_uuid, a.task_uuid, 'in_progress', 'complete',
+             coalesce((SELECT max(l.sort_key) + 1 FROM tasker.workflow_step_transition_log l
+                        WHERE l.step_uuid = a.step_uuid), 0),
+             p_worker,
+             jsonb_build_object('attempt', a.attempt, 'execution_time_ms', a.execution_ms)
+        FROM applied a
+    )
+    SELECT array_agg(a.step_uuid ORDER BY a.step_uuid),
+           array_agg(a.task_uuid ORDER BY a.step_uuid)
+      INTO v_done, v_done_tasks
+      FROM applied a;
+  ELSE
+    SELECT array_agg(r.step_uuid ORDER BY r.step_uuid) FILTER (WHERE r.state = 'complete'),
+           array_agg(r.task_uuid ORDER BY r.step_uuid) FILTER (WHERE r.state = 'complete'),
+           array_agg(r.step_uuid ORDER BY r.task_uuid, r.step_uuid) FILTER (WHERE r.state <> 'complete'),
+           array_agg(r.task_uuid ORDER BY r.task_uuid, r.step_uuid) FILTER (WHERE r.state <> 'complete'),
+           array_agg(r.attempt ORDER BY r.task_uuid, r.step_uuid) FILTER (WHERE r.state <> 'complete')
+      INTO v_done, v_done_tasks, v_steps, v_tasks, v_attempts
+      FROM tasker.store_step_results(p_worker, p_results, false) r;
+  END IF;
   IF v_done IS NOT NULL THEN
     SELECT array_agg(k.step_uuid ORDER BY k.step_uuid), array_agg(k.n ORDER BY k.step_uuid)
       INTO v_children, v_parents_done
@@ -170,10 +245,16 @@ BEGIN
              p_worker, p_jitter_ratio, p_max_retry_after_ms) a;
   END IF;
   IF v_done IS NOT NULL THEN
-    -- Tasks the failures above touched are finalized already.
-    SELECT array_agg(DISTINCT u.t ORDER BY u.t) INTO v_touched
+    -- Tasks the failures above touched are finalized already. A task that got a ready
+    -- step from this recording cannot have finished: only the others are looked at.
+    SELECT array_agg(DISTINCT u.t ORDER BY u.t),
+           array_agg(DISTINCT u.t ORDER BY u.t)
+             FILTER (WHERE NOT (u.t = ANY (coalesce(v_ready_tasks, ARRAY[]::uuid[]))))
+      INTO v_touched, v_may_finish
       FROM unnest(v_done_tasks) AS u(t)
      WHERE NOT (u.t = ANY (coalesce(v_tasks, ARRAY[]::uuid[])));
+  END IF;
+  IF v_may_finish IS NOT NULL THEN
     -- Those whose every step is now complete (or resolved manually) complete together:
     -- what finalize_task would do for each (its execution context says all_complete), in
     -- three statements for all of them.
@@ -183,7 +264,7 @@ BEGIN
     WITH finished AS (
       SELECT k.task_uuid
         FROM (SELECT t.task_uuid, t.state FROM tasker.tasks t
-               WHERE t.task_uuid = ANY (v_touched) OFFSET 0) AS k
+               WHERE t.task_uuid = ANY (v_may_finish) OFFSET 0) AS k
        WHERE k.state = 'steps_in_process'
          AND NOT EXISTS (SELECT 1 FROM tasker.workflow_steps s
                           WHERE s.task_uuid = k.task_uuid
@@ -208,6 +289,8 @@ BEGIN
       RETURNING n.task_uuid
     )
     SELECT array_agg(l.task_uuid) INTO v_finished FROM logged l;
+  END IF;
+  IF v_touched IS NOT NULL THEN
     -- The rest one by one, where finalizing could change something. Materialized, so each
     -- task is checked once rather than once per step.
     PERFORM tasker.finalize_task(d.t, p_worker)
