@@ -22,7 +22,7 @@ Gem::Specification.new do |spec|
   patterns = %w[
     Cargo.toml Cargo.lock LICENSE* README.md
     crates/**/* ext/**/* workers/rust/**/* tests/**/*
-    migrations/**/* config/**/*
+    migrations/**/* db/**/* config/**/*
     workers/ruby/lib/**/*.rb workers/ruby/examples/**/*
   ]
   spec.files = Dir.glob(patterns, File::FNM_DOTMATCH, base: __dir__).select do |f|

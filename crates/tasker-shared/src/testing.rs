@@ -122,11 +122,20 @@ impl TestDatabase {
     pub async fn with_max_connections(max: u32) -> Self {
         let mut conn = admin().await;
         let template = ensure_template(&mut conn).await;
+        Self::create(conn, &template, max).await
+    }
+
+    /// An empty database (no schema, no PGMQ), for tests of migrating itself.
+    pub async fn empty() -> Self {
+        Self::create(admin().await, "template0", 4).await
+    }
+
+    async fn create(mut conn: PgConnection, template: &str, max: u32) -> Self {
         let name = format!("tasker_t_{}", uuid::Uuid::new_v4().simple());
         sqlx::query(&format!(
             "CREATE DATABASE {} TEMPLATE {}",
             quote_ident(&name),
-            quote_ident(&template)
+            quote_ident(template)
         ))
         .execute(&mut conn)
         .await

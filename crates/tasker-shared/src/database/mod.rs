@@ -8,7 +8,12 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
 
-/// The schema and SQL functions, compiled in so every binary and the gem can migrate.
+mod legacy;
+
+pub use legacy::{adopt_squashed_migrations, BASELINE_VERSION, SQUASHED_VERSIONS};
+
+/// The schema and SQL functions, compiled in so every binary and the gem can migrate: a
+/// baseline and the changes since (`db/` holds the current definitions; docs/sql.md).
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 
 /// A pooled connection idle at least this long is pinged before it is handed out, so one
@@ -39,6 +44,11 @@ pub enum DatabaseError {
     },
     #[error("running migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "the database ran some of the migrations squashed into the baseline but not {missing:?}: \
+         migrate it with a Tasker from before the squash (commit 51467bd) first"
+    )]
+    PartialLegacySchema { missing: Vec<i64> },
     #[error("installing PGMQ: {0}")]
     Pgmq(#[from] pgmq::PgmqError),
     #[error(transparent)]
@@ -164,6 +174,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DatabaseError> {
 }
 
 async fn migrate_locked(pool: &PgPool) -> Result<(), DatabaseError> {
+    adopt_squashed_migrations(pool, &MIGRATOR).await?;
     MIGRATOR.run(pool).await?;
     pgmq::install::install_sql_from_embedded(pool).await?;
     let queues = QueueClient::new(pool.clone()).await;

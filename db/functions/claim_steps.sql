@@ -1,0 +1,88 @@
+-- Claims steps for a worker: each enqueued step (or in_progress one whose lease expired: its
+-- worker died) moves to in_progress with this worker as owner, a new attempt and a lease.
+-- One row per requested step with its outcome ('claimed', or why not) and, when claimed,
+-- everything the handler needs (task context, parents' results). Commits without waiting
+-- for the flush: a claim lost in a crash is only a step claimed again.
+CREATE OR REPLACE FUNCTION tasker.claim_steps(p_steps uuid[], p_worker text, p_lease_seconds integer)
+ RETURNS TABLE(step_uuid uuid, outcome text, lease_expires_at timestamp with time zone, task_uuid uuid, step_name text, namespace text, task_name text, task_version text, attempt integer, max_attempts integer, handler_callable text, handler_initialization jsonb, timeout_seconds integer, publishes_events jsonb, inputs jsonb, task_context jsonb, dependency_results jsonb)
+ LANGUAGE plpgsql
+ SET enable_seqscan TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$
+DECLARE
+  v_id      uuid;
+  v_claimed uuid[];
+  v_tasks   uuid[];
+  v_from    text[];
+  v_to      text[];
+  v_meta    jsonb[];
+BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
+  -- Sorted, so concurrent claimers and cancellations lock rows in one order.
+  PERFORM 1 FROM tasker.workflow_steps s
+   WHERE s.step_uuid = ANY (p_steps) ORDER BY s.step_uuid FOR NO KEY UPDATE;
+  -- A step whose worker died (lease expired) is handed back first, then claimed afresh.
+  FOR v_id IN SELECT k.step_uuid
+                FROM (SELECT s.step_uuid, s.state, s.lease_expires_at
+                        FROM tasker.workflow_steps s
+                       WHERE s.step_uuid = ANY (p_steps) OFFSET 0) AS k
+               WHERE k.state = 'in_progress' AND k.lease_expires_at <= clock_timestamp()
+               ORDER BY k.step_uuid LOOP
+    PERFORM tasker.transition_step(v_id, 'in_progress', 'enqueued', p_worker,
+                                   jsonb_build_object('reason', 'lease_expired'));
+  END LOOP;
+  -- The steps are reached by key alone (OFFSET 0 keeps their state out of the scan): the
+  -- partial indexes on state hold an entry for every version of a step ever in that
+  -- state until a vacuum, and a generic plan that scans one for the state visits them all.
+  WITH due AS (
+    SELECT k.step_uuid
+      FROM (SELECT s.step_uuid, s.state FROM tasker.workflow_steps s
+             WHERE s.step_uuid = ANY (p_steps) OFFSET 0) AS k
+     WHERE k.state = 'enqueued'
+  ), claimed AS (
+    UPDATE tasker.workflow_steps s
+       SET state = 'in_progress', updated_at = now(), attempts = s.attempts + 1,
+           claim_owner = p_worker,
+           lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds),
+           started_at = clock_timestamp()
+      FROM due d
+     WHERE s.step_uuid = ANY (p_steps) AND s.step_uuid = d.step_uuid
+    RETURNING s.step_uuid, s.task_uuid
+  )
+  SELECT array_agg(c.step_uuid), array_agg(c.task_uuid), array_agg('enqueued'::text),
+         array_agg('in_progress'::text), array_agg('{}'::jsonb)
+    INTO v_claimed, v_tasks, v_from, v_to, v_meta
+    FROM claimed c;
+  IF v_claimed IS NOT NULL THEN
+    PERFORM tasker.record_step_transitions(v_claimed, v_tasks, v_from, v_to, p_worker, v_meta);
+  END IF;
+  RETURN QUERY
+    SELECT u.id,
+           CASE WHEN s.step_uuid IS NULL THEN 'missing'
+                WHEN c.step_uuid IS NOT NULL THEN 'claimed'
+                WHEN s.state = 'in_progress' THEN 'busy'
+                ELSE 'finished' END,
+           CASE WHEN s.state = 'in_progress' THEN s.lease_expires_at END,
+           c.task_uuid, c.name, c.namespace, c.task_name, c.version, c.attempts, c.max_attempts,
+           c.handler_callable, c.handler_initialization, c.timeout_seconds,
+           c.publishes_events, c.inputs, c.context, c.dependency_results
+      FROM (SELECT DISTINCT x AS id FROM unnest(p_steps) AS x) u
+      LEFT JOIN tasker.workflow_steps s ON s.step_uuid = u.id AND s.step_uuid = ANY (p_steps)
+      LEFT JOIN LATERAL (
+        SELECT s.step_uuid, s.task_uuid, s.name, n.name AS namespace, nt.name AS task_name,
+               nt.version, s.attempts, s.max_attempts, s.handler_callable,
+               s.handler_initialization, s.timeout_seconds, s.publishes_events, s.inputs,
+               t.context,
+               coalesce((SELECT jsonb_object_agg(ps.name, ps.results)
+                           FROM tasker.workflow_step_edges e
+                           JOIN tasker.workflow_steps ps ON ps.step_uuid = e.from_step_uuid
+                          WHERE e.to_step_uuid = s.step_uuid AND NOT e.gate), '{}'::jsonb)
+                 AS dependency_results
+          FROM tasker.tasks t
+          JOIN tasker.named_tasks nt ON nt.named_task_uuid = t.named_task_uuid
+          JOIN tasker.namespaces n ON n.namespace_uuid = nt.namespace_uuid
+         WHERE s.step_uuid = ANY (v_claimed) AND t.task_uuid = s.task_uuid
+      ) c ON true
+     ORDER BY u.id;
+END;
+$function$;

@@ -1,0 +1,112 @@
+-- Creates one task with its steps, edges, parent counters and first transitions, and starts
+-- it: roots enqueued (their messages inserted into the namespace queue unless p_hold_roots,
+-- when the caller sends them), or, for a dynamic task, its blueprints stored and the
+-- certain steps created. p_claim_worker with p_claims: the roots marked there are claimed
+-- for that worker (a worker in the creating process) in this transaction instead of being
+-- queued. An idempotency key already taken returns the existing task (created false).
+CREATE OR REPLACE FUNCTION tasker.create_task(p_named_task uuid, p_context jsonb, p_idempotency_key text, p_initiator text, p_actor text, p_names text[], p_positions integer[], p_callables text[], p_inits jsonb[], p_max_attempts integer[], p_retryable boolean[], p_backoff text[], p_base_ms bigint[], p_max_ms bigint[], p_timeouts integer[], p_events jsonb[], p_parents integer[], p_edge_from text[], p_edge_to text[], p_blueprints jsonb, p_max_steps integer, p_hold_roots boolean DEFAULT false, p_claim_worker text DEFAULT NULL::text, p_claims boolean[] DEFAULT NULL::boolean[], p_lease_seconds integer DEFAULT 0)
+ RETURNS TABLE(task_uuid uuid, created boolean, state text, messages jsonb, claimed uuid[], lease_expires_at timestamp with time zone)
+ LANGUAGE plpgsql
+ ROWS 1
+ SET enable_seqscan TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$
+DECLARE
+  v_task    uuid;
+  v_started boolean := p_blueprints IS NULL AND 0 = ANY (p_parents);
+  v_ns      text;
+  v_roots   uuid[];
+  v_names   text[];
+  v_claimed uuid[];
+  v_lease   timestamptz := clock_timestamp() + make_interval(secs => p_lease_seconds);
+BEGIN
+  INSERT INTO tasker.tasks (named_task_uuid, context, idempotency_key, initiator, state)
+  VALUES (p_named_task, p_context, p_idempotency_key, p_initiator,
+          CASE WHEN v_started THEN 'steps_in_process' ELSE 'pending' END)
+  ON CONFLICT (named_task_uuid, idempotency_key) DO NOTHING
+  RETURNING tasks.task_uuid INTO v_task;
+  IF v_task IS NULL THEN
+    -- The key was taken (possibly by a concurrent identical request, which this insert
+    -- waited for): hand back that task.
+    RETURN QUERY
+      SELECT t.task_uuid, false, t.state, NULL::jsonb, NULL::uuid[], NULL::timestamptz
+        FROM tasker.tasks t
+       WHERE t.named_task_uuid = p_named_task AND t.idempotency_key = p_idempotency_key;
+    RETURN;
+  END IF;
+  IF p_blueprints IS NOT NULL THEN
+    -- Only what is certain is created now; the rest waits for outcomes.
+    PERFORM tasker.create_dynamic_steps(v_task, p_blueprints, p_max_steps, p_actor);
+    RETURN QUERY SELECT v_task, true, tasker.start_task(v_task, p_actor), NULL::jsonb,
+                        NULL::uuid[], NULL::timestamptz;
+    RETURN;
+  END IF;
+  WITH made AS (
+    INSERT INTO tasker.workflow_steps (task_uuid, name, position, handler_callable,
+      handler_initialization, max_attempts, retryable, backoff, backoff_base_ms,
+      max_backoff_ms, timeout_seconds, publishes_events, parent_count, pending_parents,
+      state, enqueued_at, attempts, claim_owner, lease_expires_at, started_at)
+    SELECT v_task, u.name, u.position, u.callable, u.init, u.max_attempts, u.retryable,
+           u.backoff, u.base_ms, u.max_ms, u.timeout, u.events, u.parents, u.parents,
+           CASE WHEN u.parents > 0 THEN 'pending'
+                WHEN u.claimed THEN 'in_progress' ELSE 'enqueued' END,
+           CASE WHEN u.parents = 0 THEN clock_timestamp() END,
+           CASE WHEN u.claimed THEN 1 ELSE 0 END,
+           CASE WHEN u.claimed THEN p_claim_worker END,
+           CASE WHEN u.claimed THEN v_lease END,
+           CASE WHEN u.claimed THEN clock_timestamp() END
+      FROM (SELECT x.*, x.parents = 0 AND coalesce(x.claim, false)
+                        AND p_claim_worker IS NOT NULL AS claimed
+              FROM unnest(p_names, p_positions, p_callables, p_inits, p_max_attempts,
+                          p_retryable, p_backoff, p_base_ms, p_max_ms, p_timeouts, p_events,
+                          p_parents, p_claims)
+                   AS x(name, position, callable, init, max_attempts, retryable, backoff,
+                        base_ms, max_ms, timeout, events, parents, claim)) AS u
+    RETURNING workflow_steps.step_uuid, workflow_steps.name, workflow_steps.state
+  ), logged AS (
+    INSERT INTO tasker.workflow_step_transition_log
+      (step_uuid, task_uuid, from_state, to_state, sort_key, actor, metadata)
+    SELECT m.step_uuid, v_task, NULL, 'pending', 0, p_actor, '{}'::jsonb FROM made m
+    UNION ALL
+    SELECT m.step_uuid, v_task, 'pending', 'enqueued', 1, p_actor, '{"attempt": 1}'::jsonb
+      FROM made m WHERE m.state IN ('enqueued', 'in_progress')
+    UNION ALL
+    SELECT m.step_uuid, v_task, 'enqueued', 'in_progress', 2, p_claim_worker, '{}'::jsonb
+      FROM made m WHERE m.state = 'in_progress'
+  ), linked AS (
+    INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
+    SELECT v_task, f.step_uuid, t.step_uuid
+      FROM unnest(p_edge_from, p_edge_to) AS e(from_name, to_name)
+      JOIN made f ON f.name = e.from_name
+      JOIN made t ON t.name = e.to_name
+  )
+  SELECT array_agg(m.step_uuid), array_agg(m.name),
+         array_agg(m.step_uuid) FILTER (WHERE m.state = 'in_progress')
+    INTO v_roots, v_names, v_claimed
+    FROM made m WHERE m.state IN ('enqueued', 'in_progress');
+  IF NOT v_started THEN
+    RETURN QUERY SELECT v_task, true, tasker.start_task(v_task, p_actor), NULL::jsonb,
+                        NULL::uuid[], NULL::timestamptz;
+    RETURN;
+  END IF;
+  SELECT n.name INTO v_ns
+    FROM tasker.named_tasks nt JOIN tasker.namespaces n ON n.namespace_uuid = nt.namespace_uuid
+   WHERE nt.named_task_uuid = p_named_task;
+  -- Claimed roots are only claimed by a caller that sends their messages (as read).
+  IF v_claimed IS NOT NULL AND NOT p_hold_roots THEN
+    RAISE EXCEPTION 'task %: roots claimed at creation need p_hold_roots', v_task
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  PERFORM tasker.task_started(v_task, v_ns, v_roots, v_names, p_actor, NOT p_hold_roots);
+  -- The roots' messages built here rather than by tasker.root_messages: a SQL function's
+  -- body is planned on every call, this statement once per connection.
+  RETURN QUERY SELECT v_task, true, 'steps_in_process'::text,
+    CASE WHEN p_hold_roots THEN
+      (SELECT jsonb_agg(jsonb_build_object('task_uuid', v_task, 'step_uuid', u.step,
+                                           'step_name', u.name, 'namespace', v_ns,
+                                           'attempt', 1))
+         FROM unnest(v_roots, v_names) AS u(step, name))
+    END,
+    v_claimed, CASE WHEN v_claimed IS NOT NULL THEN v_lease END;
+END;
+$function$;

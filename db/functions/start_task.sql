@@ -1,0 +1,49 @@
+-- Starts a new task whose steps exist as pending (a dynamic task's, or none), without
+-- computing its execution context: every pending step with no parent left to wait for (its
+-- counter, set when it was created) is enqueued, and the task goes straight to
+-- steps_in_process. A task with no such step (no steps, or steps created without counters)
+-- takes the general path: its first finalization decides.
+CREATE OR REPLACE FUNCTION tasker.start_task(p_task uuid, p_actor text)
+ RETURNS text
+ LANGUAGE plpgsql
+ SET enable_seqscan TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$
+DECLARE
+  v_state text;
+  v_steps uuid[];
+  v_names text[];
+  v_n     integer;
+BEGIN
+  SELECT t.state INTO v_state FROM tasker.tasks t WHERE t.task_uuid = p_task;
+  IF v_state IS DISTINCT FROM 'pending' THEN
+    RAISE EXCEPTION 'task %: cannot start, it is not a new pending task', p_task
+      USING ERRCODE = 'check_violation';
+  END IF;
+  WITH moved AS (
+    UPDATE tasker.workflow_steps s
+       SET state = 'enqueued', updated_at = now(), enqueued_at = clock_timestamp()
+     WHERE s.task_uuid = p_task AND s.state = 'pending' AND s.pending_parents = 0
+    RETURNING s.step_uuid, s.name
+  )
+  SELECT array_agg(m.step_uuid), array_agg(m.name) INTO v_steps, v_names FROM moved m;
+  IF v_steps IS NULL THEN
+    UPDATE tasker.tasks SET state = 'enqueuing_steps', updated_at = now()
+     WHERE task_uuid = p_task;
+    INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, sort_key, most_recent, actor)
+    VALUES (p_task, NULL, 'pending', 0, false, p_actor),
+           (p_task, 'pending', 'initializing', 1, false, p_actor),
+           (p_task, 'initializing', 'enqueuing_steps', 2, true, p_actor);
+    RETURN tasker.finalize_task(p_task, p_actor);
+  END IF;
+  v_n := cardinality(v_steps);
+  PERFORM tasker.record_step_transitions(
+    v_steps, array_fill(p_task, ARRAY[v_n]), array_fill('pending'::text, ARRAY[v_n]),
+    array_fill('enqueued'::text, ARRAY[v_n]), p_actor,
+    array_fill('{"attempt": 1}'::jsonb, ARRAY[v_n]));
+  UPDATE tasker.tasks SET state = 'steps_in_process', updated_at = now()
+   WHERE task_uuid = p_task;
+  PERFORM tasker.task_started(p_task, tasker.task_namespace(p_task), v_steps, v_names, p_actor);
+  RETURN 'steps_in_process';
+END;
+$function$;

@@ -1,0 +1,360 @@
+-- Tasker's tables, types and indexes as they are now. Everything lives in the `tasker`
+-- schema; PGMQ installs into `pgmq`. The functions are in db/functions/, one file each.
+-- This file is the readable source, not what runs: databases are built by migrations/
+-- (a baseline and deltas), and the test `sql_source` checks that a migrated database equals
+-- this file plus db/functions/. docs/sql.md says how to make a change.
+
+CREATE SCHEMA tasker;
+
+-- Time-ordered UUIDs (version 7): a 48-bit millisecond timestamp, then random bits, so new
+-- rows land at the end of primary-key indexes. Here rather than in db/functions because the
+-- column defaults below call it. One SQL expression, so it is inlined into those defaults.
+CREATE FUNCTION tasker.uuid_v7()
+ RETURNS uuid
+ LANGUAGE sql
+AS $function$
+  SELECT encode(
+           set_byte(
+             overlay(uuid_send(gen_random_uuid())
+                     PLACING substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
+                     FROM 1 FOR 6),
+             6, (get_byte(uuid_send(gen_random_uuid()), 6) & 15) | 112),
+           'hex')::uuid
+$function$;
+
+-- The allowed state transitions, mirrored from the Rust tables (a test checks they agree).
+CREATE TABLE tasker.task_state_transitions (
+    from_state text NOT NULL,
+    to_state text NOT NULL,
+    PRIMARY KEY (from_state, to_state)
+);
+
+CREATE TABLE tasker.step_state_transitions (
+    from_state text NOT NULL,
+    to_state text NOT NULL,
+    PRIMARY KEY (from_state, to_state)
+);
+
+INSERT INTO tasker.task_state_transitions (from_state, to_state) VALUES
+  ('pending', 'initializing'), ('pending', 'cancelled'),
+  ('initializing', 'enqueuing_steps'), ('initializing', 'error'), ('initializing', 'cancelled'),
+  ('enqueuing_steps', 'steps_in_process'), ('enqueuing_steps', 'waiting_for_dependencies'),
+  ('enqueuing_steps', 'complete'), ('enqueuing_steps', 'error'), ('enqueuing_steps', 'cancelled'),
+  ('steps_in_process', 'evaluating_results'), ('steps_in_process', 'waiting_for_dependencies'),
+  ('steps_in_process', 'waiting_for_retry'), ('steps_in_process', 'blocked_by_failures'),
+  ('steps_in_process', 'complete'), ('steps_in_process', 'cancelled'),
+  ('evaluating_results', 'steps_in_process'), ('evaluating_results', 'waiting_for_dependencies'),
+  ('evaluating_results', 'waiting_for_retry'), ('evaluating_results', 'blocked_by_failures'),
+  ('evaluating_results', 'complete'), ('evaluating_results', 'cancelled'),
+  ('waiting_for_dependencies', 'steps_in_process'), ('waiting_for_dependencies', 'waiting_for_retry'),
+  ('waiting_for_dependencies', 'blocked_by_failures'), ('waiting_for_dependencies', 'complete'),
+  ('waiting_for_dependencies', 'cancelled'),
+  ('waiting_for_retry', 'steps_in_process'), ('waiting_for_retry', 'waiting_for_dependencies'),
+  ('waiting_for_retry', 'blocked_by_failures'), ('waiting_for_retry', 'complete'),
+  ('waiting_for_retry', 'cancelled'),
+  ('blocked_by_failures', 'error'), ('blocked_by_failures', 'evaluating_results'),
+  ('blocked_by_failures', 'cancelled'),
+  ('error', 'evaluating_results'), ('error', 'resolved_manually');
+
+INSERT INTO tasker.step_state_transitions (from_state, to_state) VALUES
+  ('pending', 'enqueued'), ('pending', 'cancelled'), ('pending', 'resolved_manually'),
+  ('pending', 'complete'),
+  ('enqueued', 'in_progress'), ('enqueued', 'cancelled'),
+  ('in_progress', 'enqueued_for_orchestration'), ('in_progress', 'enqueued_as_error_for_orchestration'),
+  ('in_progress', 'enqueued'), ('in_progress', 'complete'),
+  ('enqueued_for_orchestration', 'complete'),
+  ('enqueued_as_error_for_orchestration', 'waiting_for_retry'),
+  ('enqueued_as_error_for_orchestration', 'error'),
+  ('waiting_for_retry', 'enqueued'), ('waiting_for_retry', 'cancelled'),
+  ('waiting_for_retry', 'resolved_manually'), ('waiting_for_retry', 'complete'),
+  ('waiting_for_retry', 'error'),
+  ('error', 'pending'), ('error', 'resolved_manually'), ('error', 'complete');
+
+CREATE TABLE tasker.namespaces (
+    namespace_uuid uuid DEFAULT tasker.uuid_v7() NOT NULL PRIMARY KEY,
+    name text NOT NULL UNIQUE,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+-- A registered template. Orchestration reads templates only from here.
+CREATE TABLE tasker.named_tasks (
+    named_task_uuid uuid DEFAULT tasker.uuid_v7() NOT NULL PRIMARY KEY,
+    namespace_uuid uuid NOT NULL REFERENCES tasker.namespaces (namespace_uuid),
+    name text NOT NULL,
+    version text NOT NULL,
+    description text,
+    template jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    UNIQUE (namespace_uuid, name, version)
+);
+
+CREATE TABLE tasker.tasks (
+    task_uuid uuid DEFAULT tasker.uuid_v7() NOT NULL PRIMARY KEY,
+    named_task_uuid uuid NOT NULL REFERENCES tasker.named_tasks (named_task_uuid),
+    state text DEFAULT 'pending'::text NOT NULL,
+    context jsonb DEFAULT '{}'::jsonb NOT NULL,
+    correlation_id uuid DEFAULT tasker.uuid_v7() NOT NULL,
+    idempotency_key text,
+    initiator text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    completed_at timestamp with time zone,
+    -- The step ceiling a dynamic task was created with ([orchestration] max_steps_per_task).
+    max_steps integer,
+    UNIQUE (named_task_uuid, idempotency_key)
+);
+
+CREATE INDEX tasks_active_idx ON tasker.tasks USING btree (state)
+  WHERE (state <> ALL (ARRAY['complete'::text, 'error'::text, 'cancelled'::text, 'resolved_manually'::text]));
+CREATE INDEX tasks_created_idx ON tasker.tasks USING btree (created_at DESC);
+-- The dashboard's task list, filtered by state or by template, newest first.
+CREATE INDEX tasks_state_uuid_idx ON tasker.tasks USING btree (state, task_uuid DESC);
+CREATE INDEX tasks_named_task_uuid_idx ON tasker.tasks USING btree (named_task_uuid, task_uuid DESC);
+
+CREATE TABLE tasker.workflow_steps (
+    step_uuid uuid DEFAULT tasker.uuid_v7() NOT NULL PRIMARY KEY,
+    task_uuid uuid NOT NULL REFERENCES tasker.tasks (task_uuid) ON DELETE CASCADE,
+    name text NOT NULL,
+    "position" integer NOT NULL,
+    handler_callable text NOT NULL,
+    handler_initialization jsonb DEFAULT '{}'::jsonb NOT NULL,
+    state text DEFAULT 'pending'::text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL CHECK ((attempts >= 0)),
+    max_attempts integer NOT NULL CHECK ((max_attempts >= 1)),
+    retryable boolean NOT NULL,
+    backoff text NOT NULL CHECK ((backoff = ANY (ARRAY['none'::text, 'linear'::text, 'exponential'::text]))),
+    backoff_base_ms bigint NOT NULL,
+    max_backoff_ms bigint NOT NULL,
+    timeout_seconds integer,
+    publishes_events jsonb DEFAULT '[]'::jsonb NOT NULL,
+    inputs jsonb DEFAULT '{}'::jsonb NOT NULL,
+    results jsonb,
+    last_error jsonb,
+    next_retry_at timestamp with time zone,
+    claim_owner text,
+    lease_expires_at timestamp with time zone,
+    queue_msg_id bigint,
+    enqueued_at timestamp with time zone,
+    started_at timestamp with time zone,
+    completed_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    step_type text DEFAULT 'standard'::text NOT NULL
+      CHECK ((step_type = ANY (ARRAY['standard'::text, 'decision'::text, 'batchable'::text, 'batch_worker'::text, 'deferred_convergence'::text]))),
+    -- A batch copy's batch_worker step (process_batch for process_batch_007).
+    template_step text,
+    -- The applied outcome of a decision ({"next_steps": [...]}) or batchable ({"batches": [...]}).
+    outcome jsonb,
+    -- Parents (edges in) and parents not yet complete or resolved, kept as edges are added
+    -- and parents finish: a convergence step over a thousand batch workers is checked for
+    -- readiness without reading its thousand parents each time a result lands. NULL (steps
+    -- created before the counters existed) means readiness counts the edges.
+    parent_count integer,
+    pending_parents integer,
+    UNIQUE (task_uuid, name)
+);
+
+CREATE INDEX workflow_steps_retry_idx ON tasker.workflow_steps USING btree (next_retry_at)
+  WHERE (state = 'waiting_for_retry'::text);
+-- The dashboard: failures by handler, a worker's in-flight steps, the oldest waiting step.
+CREATE INDEX workflow_steps_failed_idx ON tasker.workflow_steps USING btree (handler_callable)
+  WHERE (state = ANY (ARRAY['error'::text, 'waiting_for_retry'::text]));
+CREATE INDEX workflow_steps_claim_owner_idx ON tasker.workflow_steps USING btree (claim_owner)
+  WHERE (state = 'in_progress'::text);
+CREATE INDEX workflow_steps_enqueued_idx ON tasker.workflow_steps USING btree (enqueued_at)
+  WHERE (state = 'enqueued'::text);
+
+-- A step's columns as the API and the dashboard read them.
+CREATE VIEW tasker.step_rows AS
+ SELECT s.step_uuid,
+    s.task_uuid,
+    s.name,
+    s."position",
+    s.step_type,
+    s.handler_callable,
+    s.state,
+    s.attempts,
+    s.max_attempts,
+    s.retryable,
+    s.backoff,
+    s.backoff_base_ms,
+    s.max_backoff_ms,
+    s.timeout_seconds,
+    s.inputs,
+    s.results,
+    s.last_error,
+    s.next_retry_at,
+    s.claim_owner,
+    s.lease_expires_at,
+    s.enqueued_at,
+    s.started_at,
+    s.completed_at
+   FROM tasker.workflow_steps s;
+
+-- A task with its template's namespace, name and version.
+CREATE VIEW tasker.task_rows AS
+ SELECT t.task_uuid,
+    n.name AS namespace,
+    nt.name,
+    nt.version,
+    t.state,
+    t.context,
+    t.correlation_id,
+    t.idempotency_key,
+    t.initiator,
+    t.created_at,
+    t.updated_at,
+    t.completed_at
+   FROM ((tasker.tasks t
+     JOIN tasker.named_tasks nt ON ((nt.named_task_uuid = t.named_task_uuid)))
+     JOIN tasker.namespaces n ON ((n.namespace_uuid = nt.namespace_uuid)));
+
+-- gate: the edge makes a convergence step wait for a decision or batchable step whose
+-- outcome may still create some of its dependencies; it carries no result to the child.
+CREATE TABLE tasker.workflow_step_edges (
+    task_uuid uuid NOT NULL REFERENCES tasker.tasks (task_uuid) ON DELETE CASCADE,
+    from_step_uuid uuid NOT NULL REFERENCES tasker.workflow_steps (step_uuid) ON DELETE CASCADE,
+    to_step_uuid uuid NOT NULL REFERENCES tasker.workflow_steps (step_uuid) ON DELETE CASCADE,
+    gate boolean DEFAULT false NOT NULL,
+    PRIMARY KEY (from_step_uuid, to_step_uuid),
+    CHECK ((from_step_uuid <> to_step_uuid))
+);
+
+CREATE INDEX workflow_step_edges_to_idx ON tasker.workflow_step_edges USING btree (to_step_uuid);
+
+-- A dynamic task's template steps, resolved (retry defaults, environment overrides), from
+-- which its steps are created as outcomes arrive. gate: the decision or batchable step whose
+-- outcome decides whether this step is created (TaskTemplate::gate_of).
+CREATE TABLE tasker.step_blueprints (
+    task_uuid uuid NOT NULL REFERENCES tasker.tasks (task_uuid) ON DELETE CASCADE,
+    name text NOT NULL,
+    "position" integer NOT NULL,
+    step_type text NOT NULL,
+    handler_callable text NOT NULL,
+    handler_initialization jsonb NOT NULL,
+    max_attempts integer NOT NULL,
+    retryable boolean NOT NULL,
+    backoff text NOT NULL,
+    backoff_base_ms bigint NOT NULL,
+    max_backoff_ms bigint NOT NULL,
+    timeout_seconds integer,
+    publishes_events jsonb NOT NULL,
+    dependencies text[] NOT NULL,
+    gate text,
+    batch_worker text,
+    max_workers integer,
+    PRIMARY KEY (task_uuid, name)
+);
+
+-- Every task transition is kept; exactly one row per task is flagged most_recent.
+CREATE TABLE tasker.task_transitions (
+    transition_uuid uuid DEFAULT tasker.uuid_v7() NOT NULL PRIMARY KEY,
+    task_uuid uuid NOT NULL REFERENCES tasker.tasks (task_uuid) ON DELETE CASCADE,
+    from_state text,
+    to_state text NOT NULL,
+    sort_key integer NOT NULL,
+    most_recent boolean NOT NULL,
+    actor text NOT NULL,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    UNIQUE (task_uuid, sort_key)
+);
+
+CREATE UNIQUE INDEX task_transitions_most_recent ON tasker.task_transitions USING btree (task_uuid)
+  WHERE most_recent;
+
+-- Every step transition, append-only, keyed (step_uuid, sort_key): the current one is the
+-- highest sort_key, so no earlier row is updated to clear a flag. No foreign keys: the
+-- step's own row is written in the same statements, and each check cost every claim and
+-- recording an index probe; rows of a deleted task go with it (workflow_steps_deleted).
+CREATE TABLE tasker.workflow_step_transition_log (
+    step_uuid uuid NOT NULL,
+    task_uuid uuid NOT NULL,
+    from_state text,
+    to_state text NOT NULL,
+    sort_key integer NOT NULL,
+    actor text NOT NULL,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    PRIMARY KEY (step_uuid, sort_key)
+);
+
+-- The log with most_recent derived, as readers saw the table before it became a log.
+-- Inserts through it land in the log (trigger workflow_step_transitions_insert).
+CREATE VIEW tasker.workflow_step_transitions AS
+ SELECT l.step_uuid,
+    l.task_uuid,
+    l.from_state,
+    l.to_state,
+    l.sort_key,
+    (l.sort_key = ( SELECT max(m.sort_key) AS max
+           FROM tasker.workflow_step_transition_log m
+          WHERE (m.step_uuid = l.step_uuid))) AS most_recent,
+    l.actor,
+    l.metadata,
+    l.created_at
+   FROM tasker.workflow_step_transition_log l;
+
+-- One row per recorded handler result; (step, attempt) is the key: a result is recorded
+-- once. No foreign keys, for the reason the transition log has none.
+CREATE TABLE tasker.step_result_audits (
+    step_uuid uuid NOT NULL,
+    task_uuid uuid NOT NULL,
+    attempt integer NOT NULL,
+    worker_id text NOT NULL,
+    success boolean NOT NULL,
+    result jsonb,
+    error jsonb,
+    execution_time_ms bigint NOT NULL,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    recorded_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    PRIMARY KEY (step_uuid, attempt)
+);
+
+CREATE INDEX step_result_audits_task_idx ON tasker.step_result_audits USING btree (task_uuid);
+CREATE INDEX step_result_audits_recorded_idx ON tasker.step_result_audits USING btree (recorded_at);
+
+-- Worker registry: every worker process lists itself here while it runs. A worker holds a
+-- session-level advisory lock on its lock_key on a dedicated connection for as long as it
+-- lives. When the process dies (SIGKILL, lost connection) Postgres ends that session and
+-- the lock goes with it, so a dead worker is detected exactly: anyone who can take the lock
+-- knows its owner is gone and releases its claims. last_seen_at is renewed by the worker's
+-- heartbeat and covers a worker whose session lingers while it cannot reach the database (a
+-- partition): it is treated as dead once its row is stale, and its late results are refused
+-- by the claim check at recording.
+CREATE SEQUENCE tasker.worker_lock_keys;
+
+CREATE TABLE tasker.workers (
+    worker_id text NOT NULL PRIMARY KEY,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    namespaces text[] NOT NULL,
+    lock_key bigint DEFAULT nextval('tasker.worker_lock_keys'::regclass) NOT NULL UNIQUE,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    last_seen_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+-- A claimed step, as a worker reads it: the queue message that named it (if any), the claim
+-- outcome, and what the handler needs (claim_messages returns these).
+CREATE TYPE tasker.message_claim AS (
+	msg_id bigint,
+	message jsonb,
+	step_uuid uuid,
+	outcome text,
+	lease_expires_at timestamp with time zone,
+	task_uuid uuid,
+	step_name text,
+	namespace text,
+	task_name text,
+	task_version text,
+	attempt integer,
+	max_attempts integer,
+	handler_callable text,
+	handler_initialization jsonb,
+	timeout_seconds integer,
+	publishes_events jsonb,
+	inputs jsonb,
+	task_context jsonb,
+	dependency_results jsonb
+);
