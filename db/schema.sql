@@ -61,7 +61,7 @@ INSERT INTO tasker.step_state_transitions (from_state, to_state) VALUES
   ('pending', 'complete'),
   ('enqueued', 'in_progress'), ('enqueued', 'cancelled'),
   ('in_progress', 'enqueued_for_orchestration'), ('in_progress', 'enqueued_as_error_for_orchestration'),
-  ('in_progress', 'enqueued'), ('in_progress', 'complete'),
+  ('in_progress', 'enqueued'), ('in_progress', 'complete'), ('in_progress', 'error'),
   ('enqueued_for_orchestration', 'complete'),
   ('enqueued_as_error_for_orchestration', 'waiting_for_retry'),
   ('enqueued_as_error_for_orchestration', 'error'),
@@ -102,6 +102,9 @@ CREATE TABLE tasker.tasks (
     completed_at timestamp with time zone,
     -- The step ceiling a dynamic task was created with ([orchestration] max_steps_per_task).
     max_steps integer,
+    -- A scheduled task: no step of it is claimed before this time (claim_steps), and its
+    -- roots' messages stay hidden until then. NULL: as soon as possible.
+    run_at timestamp with time zone,
     UNIQUE (named_task_uuid, idempotency_key)
 );
 
@@ -205,7 +208,8 @@ CREATE VIEW tasker.task_rows AS
     t.initiator,
     t.created_at,
     t.updated_at,
-    t.completed_at
+    t.completed_at,
+    t.run_at
    FROM ((tasker.tasks t
      JOIN tasker.named_tasks nt ON ((nt.named_task_uuid = t.named_task_uuid)))
      JOIN tasker.namespaces n ON ((n.namespace_uuid = nt.namespace_uuid)));

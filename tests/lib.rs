@@ -119,6 +119,7 @@ impl Harness {
                 context,
                 idempotency_key: None,
                 initiator: Some("test".into()),
+                run_at: None,
             })
             .await
             .expect("task created")
@@ -315,4 +316,28 @@ pub async fn wait_for_steps_in(
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// One request to a router, as a client on this machine sends it (JSON body, loopback
+/// Host): the status and the body as text.
+pub async fn http(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: Option<String>,
+) -> (u16, String) {
+    use tower::ServiceExt;
+    let req = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "127.0.0.1")
+        .header("content-type", "application/json")
+        .body(body.map_or_else(axum::body::Body::empty, axum::body::Body::from))
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), 8 << 20)
+        .await
+        .unwrap();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
 }

@@ -1,8 +1,10 @@
 -- Claims steps for a worker: each enqueued step (or in_progress one whose lease expired: its
 -- worker died) moves to in_progress with this worker as owner, a new attempt and a lease.
--- One row per requested step with its outcome ('claimed', or why not) and, when claimed,
--- everything the handler needs (task context, parents' results). Commits without waiting
--- for the flush: a claim lost in a crash is only a step claimed again.
+-- One row per requested step with its outcome and, when claimed, everything the handler
+-- needs (task context, parents' results). Outcomes: claimed; busy (another worker's live
+-- lease, lease_expires_at says until when); scheduled (its task's run_at is later: that
+-- time is in lease_expires_at); finished (nothing to run); missing. Commits without
+-- waiting for the flush: a claim lost in a crash is only a step claimed again.
 CREATE OR REPLACE FUNCTION tasker.claim_steps(p_steps uuid[], p_worker text, p_lease_seconds integer)
  RETURNS TABLE(step_uuid uuid, outcome text, lease_expires_at timestamp with time zone, task_uuid uuid, step_name text, namespace text, task_name text, task_version text, attempt integer, max_attempts integer, handler_callable text, handler_initialization jsonb, timeout_seconds integer, publishes_events jsonb, inputs jsonb, task_context jsonb, dependency_results jsonb)
  LANGUAGE plpgsql
@@ -11,6 +13,8 @@ CREATE OR REPLACE FUNCTION tasker.claim_steps(p_steps uuid[], p_worker text, p_l
 AS $function$
 DECLARE
   v_id      uuid;
+  v_lost    uuid[];
+  v_poisoned uuid[];
   v_claimed uuid[];
   v_tasks   uuid[];
   v_from    text[];
@@ -18,27 +22,52 @@ DECLARE
   v_meta    jsonb[];
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
+  -- A step whose lease expired on its last attempt fails (its task finalized), so its task
+  -- is locked before any step, as every locker of both does. Rare: read without locks.
+  SELECT array_agg(DISTINCT k.task_uuid) INTO v_poisoned
+    FROM (SELECT s.task_uuid, s.state, s.lease_expires_at, s.attempts, s.max_attempts
+            FROM tasker.workflow_steps s WHERE s.step_uuid = ANY (p_steps) OFFSET 0) AS k
+   WHERE k.state = 'in_progress' AND k.lease_expires_at <= clock_timestamp()
+     AND k.attempts >= k.max_attempts;
+  IF v_poisoned IS NOT NULL THEN
+    PERFORM 1 FROM tasker.tasks t WHERE t.task_uuid = ANY (v_poisoned)
+     ORDER BY t.task_uuid FOR NO KEY UPDATE;
+  END IF;
   -- Sorted, so concurrent claimers and cancellations lock rows in one order.
   PERFORM 1 FROM tasker.workflow_steps s
    WHERE s.step_uuid = ANY (p_steps) ORDER BY s.step_uuid FOR NO KEY UPDATE;
-  -- A step whose worker died (lease expired) is handed back first, then claimed afresh.
+  -- A step whose worker died (lease expired) is handed back first, then claimed afresh;
+  -- on its last attempt it fails instead (worker_lost).
   FOR v_id IN SELECT k.step_uuid
-                FROM (SELECT s.step_uuid, s.state, s.lease_expires_at
+                FROM (SELECT s.step_uuid, s.state, s.lease_expires_at, s.attempts, s.max_attempts
                         FROM tasker.workflow_steps s
                        WHERE s.step_uuid = ANY (p_steps) OFFSET 0) AS k
                WHERE k.state = 'in_progress' AND k.lease_expires_at <= clock_timestamp()
+                 AND k.attempts < k.max_attempts
                ORDER BY k.step_uuid LOOP
     PERFORM tasker.transition_step(v_id, 'in_progress', 'enqueued', p_worker,
                                    jsonb_build_object('reason', 'lease_expired'));
   END LOOP;
+  IF v_poisoned IS NOT NULL THEN
+    SELECT array_agg(k.step_uuid) INTO v_lost
+      FROM (SELECT s.step_uuid, s.task_uuid, s.state, s.lease_expires_at, s.attempts, s.max_attempts
+              FROM tasker.workflow_steps s WHERE s.step_uuid = ANY (p_steps) OFFSET 0) AS k
+     WHERE k.state = 'in_progress' AND k.lease_expires_at <= clock_timestamp()
+       AND k.attempts >= k.max_attempts AND k.task_uuid = ANY (v_poisoned);
+    PERFORM tasker.finalize_task(f.t, p_worker)
+       FROM tasker.fail_lost_steps(v_lost, NULL, p_worker, 'lease_expired') AS f(t);
+  END IF;
   -- The steps are reached by key alone (OFFSET 0 keeps their state out of the scan): the
   -- partial indexes on state hold an entry for every version of a step ever in that
   -- state until a vacuum, and a generic plan that scans one for the state visits them all.
+  -- A scheduled task's steps wait for its run_at.
   WITH due AS (
     SELECT k.step_uuid
-      FROM (SELECT s.step_uuid, s.state FROM tasker.workflow_steps s
+      FROM (SELECT s.step_uuid, s.state, s.task_uuid FROM tasker.workflow_steps s
              WHERE s.step_uuid = ANY (p_steps) OFFSET 0) AS k
      WHERE k.state = 'enqueued'
+       AND NOT EXISTS (SELECT 1 FROM tasker.tasks t
+                        WHERE t.task_uuid = k.task_uuid AND t.run_at > clock_timestamp())
   ), claimed AS (
     UPDATE tasker.workflow_steps s
        SET state = 'in_progress', updated_at = now(), attempts = s.attempts + 1,
@@ -61,8 +90,12 @@ BEGIN
            CASE WHEN s.step_uuid IS NULL THEN 'missing'
                 WHEN c.step_uuid IS NOT NULL THEN 'claimed'
                 WHEN s.state = 'in_progress' THEN 'busy'
+                WHEN s.state = 'enqueued' THEN 'scheduled'
                 ELSE 'finished' END,
-           CASE WHEN s.state = 'in_progress' THEN s.lease_expires_at END,
+           CASE WHEN s.state = 'in_progress' THEN s.lease_expires_at
+                WHEN s.state = 'enqueued' AND c.step_uuid IS NULL
+                  THEN (SELECT t.run_at FROM tasker.tasks t WHERE t.task_uuid = s.task_uuid)
+           END,
            c.task_uuid, c.name, c.namespace, c.task_name, c.version, c.attempts, c.max_attempts,
            c.handler_callable, c.handler_initialization, c.timeout_seconds,
            c.publishes_events, c.inputs, c.context, c.dependency_results

@@ -3,8 +3,11 @@
 -- when the caller sends them), or, for a dynamic task, its blueprints stored and the
 -- certain steps created. p_claim_worker with p_claims: the roots marked there are claimed
 -- for that worker (a worker in the creating process) in this transaction instead of being
--- queued. An idempotency key already taken returns the existing task (created false).
-CREATE OR REPLACE FUNCTION tasker.create_task(p_named_task uuid, p_context jsonb, p_idempotency_key text, p_initiator text, p_actor text, p_names text[], p_positions integer[], p_callables text[], p_inits jsonb[], p_max_attempts integer[], p_retryable boolean[], p_backoff text[], p_base_ms bigint[], p_max_ms bigint[], p_timeouts integer[], p_events jsonb[], p_parents integer[], p_edge_from text[], p_edge_to text[], p_blueprints jsonb, p_max_steps integer, p_hold_roots boolean DEFAULT false, p_claim_worker text DEFAULT NULL::text, p_claims boolean[] DEFAULT NULL::boolean[], p_lease_seconds integer DEFAULT 0)
+-- queued. p_run_at in the future schedules the task: nothing is claimed at creation, the
+-- roots are enqueued with their messages hidden until then, and claim_steps refuses its
+-- steps until then. An idempotency key already taken returns the existing task (created
+-- false).
+CREATE OR REPLACE FUNCTION tasker.create_task(p_named_task uuid, p_context jsonb, p_idempotency_key text, p_initiator text, p_actor text, p_names text[], p_positions integer[], p_callables text[], p_inits jsonb[], p_max_attempts integer[], p_retryable boolean[], p_backoff text[], p_base_ms bigint[], p_max_ms bigint[], p_timeouts integer[], p_events jsonb[], p_parents integer[], p_edge_from text[], p_edge_to text[], p_blueprints jsonb, p_max_steps integer, p_hold_roots boolean DEFAULT false, p_claim_worker text DEFAULT NULL::text, p_claims boolean[] DEFAULT NULL::boolean[], p_lease_seconds integer DEFAULT 0, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone)
  RETURNS TABLE(task_uuid uuid, created boolean, state text, messages jsonb, claimed uuid[], lease_expires_at timestamp with time zone)
  LANGUAGE plpgsql
  ROWS 1
@@ -19,10 +22,11 @@ DECLARE
   v_names   text[];
   v_claimed uuid[];
   v_lease   timestamptz := clock_timestamp() + make_interval(secs => p_lease_seconds);
+  v_later   boolean := p_run_at > clock_timestamp();
 BEGIN
-  INSERT INTO tasker.tasks (named_task_uuid, context, idempotency_key, initiator, state)
+  INSERT INTO tasker.tasks (named_task_uuid, context, idempotency_key, initiator, state, run_at)
   VALUES (p_named_task, p_context, p_idempotency_key, p_initiator,
-          CASE WHEN v_started THEN 'steps_in_process' ELSE 'pending' END)
+          CASE WHEN v_started THEN 'steps_in_process' ELSE 'pending' END, p_run_at)
   ON CONFLICT (named_task_uuid, idempotency_key) DO NOTHING
   RETURNING tasks.task_uuid INTO v_task;
   IF v_task IS NULL THEN
@@ -50,13 +54,13 @@ BEGIN
            u.backoff, u.base_ms, u.max_ms, u.timeout, u.events, u.parents, u.parents,
            CASE WHEN u.parents > 0 THEN 'pending'
                 WHEN u.claimed THEN 'in_progress' ELSE 'enqueued' END,
-           CASE WHEN u.parents = 0 THEN clock_timestamp() END,
+           CASE WHEN u.parents = 0 THEN greatest(clock_timestamp(), p_run_at) END,
            CASE WHEN u.claimed THEN 1 ELSE 0 END,
            CASE WHEN u.claimed THEN p_claim_worker END,
            CASE WHEN u.claimed THEN v_lease END,
            CASE WHEN u.claimed THEN clock_timestamp() END
       FROM (SELECT x.*, x.parents = 0 AND coalesce(x.claim, false)
-                        AND p_claim_worker IS NOT NULL AS claimed
+                        AND p_claim_worker IS NOT NULL AND v_later IS NOT TRUE AS claimed
               FROM unnest(p_names, p_positions, p_callables, p_inits, p_max_attempts,
                           p_retryable, p_backoff, p_base_ms, p_max_ms, p_timeouts, p_events,
                           p_parents, p_claims)
@@ -97,7 +101,8 @@ BEGIN
     RAISE EXCEPTION 'task %: roots claimed at creation need p_hold_roots', v_task
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
-  PERFORM tasker.task_started(v_task, v_ns, v_roots, v_names, p_actor, NOT p_hold_roots);
+  PERFORM tasker.task_started(v_task, v_ns, v_roots, v_names, p_actor, NOT p_hold_roots,
+                              p_run_at);
   -- The roots' messages built here rather than by tasker.root_messages: a SQL function's
   -- body is planned on every call, this statement once per connection.
   RETURN QUERY SELECT v_task, true, 'steps_in_process'::text,

@@ -1,11 +1,16 @@
--- Finds dead workers and releases what they held: a worker is dead when nobody holds its
+-- Finds dead workers and releases what they held. A worker is dead when nobody holds its
 -- advisory lock any more (its session ended) and it has not been seen for p_grace_ms (a
 -- worker that only lost its connection for a moment takes its lock again within that), or
 -- when it has not been seen for p_timeout_ms whatever its lock says (its session lingers but
--- the process cannot reach the database). Its in-progress steps go back to enqueued (the
--- attempt counts: the handler may be what killed it) and the hidden messages of enqueued
--- steps in its queues become visible at once; its row is deleted. Rows another reaper is
--- handling are skipped. Returns one row per dead worker: how many steps it held and the queues to wake.
+-- the process cannot reach the database). A restart of the database server drops every
+-- lock at once, so a worker last seen before the server started is judged by p_timeout_ms
+-- counted from the start: live workers reconnect and keep their claims, only those that do
+-- not come back are reaped. A dead worker's in-progress steps go back to enqueued (the
+-- attempt counts: the handler may be what killed it), or to error (worker_lost) when that
+-- was their last attempt, their tasks finalized; the hidden messages of enqueued steps in
+-- its queues become visible at once (not those of scheduled tasks, still ahead of their
+-- run_at); its row is deleted. Rows another reaper is handling are skipped. Returns one row
+-- per dead worker: how many steps it held and the queues to wake.
 CREATE OR REPLACE FUNCTION tasker.reap_dead_workers(p_grace_ms bigint, p_timeout_ms bigint, p_actor text)
  RETURNS TABLE(worker_id text, released integer, queues text[])
  LANGUAGE plpgsql
@@ -27,14 +32,28 @@ BEGIN
             ORDER BY ww.worker_id
             FOR UPDATE SKIP LOCKED LOOP
     -- The transaction-level lock is released at commit; a live worker holds its session
-    -- lock, so taking it proves the worker's session is gone.
-    CONTINUE WHEN NOT (pg_try_advisory_xact_lock(w.lock_key)
-                       OR w.last_seen_at < clock_timestamp() - make_interval(secs => p_timeout_ms / 1000.0));
-    -- Key order, as every other locker of step rows.
+    -- lock, so taking it proves the worker's session is gone, unless the server restarted
+    -- since the worker was last seen (then no lock survived, and it may be reconnecting).
+    CONTINUE WHEN NOT ((w.last_seen_at >= pg_postmaster_start_time()
+                        AND pg_try_advisory_xact_lock(w.lock_key))
+                       OR greatest(w.last_seen_at, pg_postmaster_start_time())
+                            < clock_timestamp() - make_interval(secs => p_timeout_ms / 1000.0));
+    -- Tasks, then steps, each in key order, as every other locker of both.
+    PERFORM 1 FROM tasker.tasks t
+     WHERE t.task_uuid IN (SELECT s.task_uuid FROM tasker.workflow_steps s
+                            WHERE s.state = 'in_progress' AND s.claim_owner = w.worker_id
+                              AND s.attempts >= s.max_attempts)
+     ORDER BY t.task_uuid FOR NO KEY UPDATE;
     PERFORM 1 FROM tasker.workflow_steps s
      WHERE s.state = 'in_progress' AND s.lease_expires_at IS NOT NULL
        AND s.claim_owner = w.worker_id
      ORDER BY s.step_uuid FOR NO KEY UPDATE;
+    PERFORM tasker.finalize_task(f.t, p_actor)
+       FROM tasker.fail_lost_steps(
+              ARRAY(SELECT s.step_uuid FROM tasker.workflow_steps s
+                     WHERE s.state = 'in_progress' AND s.lease_expires_at IS NOT NULL
+                       AND s.claim_owner = w.worker_id AND s.attempts >= s.max_attempts),
+              w.worker_id, p_actor, 'worker_lost') AS f(t);
     WITH freed AS (
       UPDATE tasker.workflow_steps s
          SET state = 'enqueued', updated_at = now(), claim_owner = NULL,
@@ -69,7 +88,10 @@ BEGIN
              WHERE q.vt > clock_timestamp()
                AND EXISTS (SELECT 1 FROM tasker.workflow_steps s
                             WHERE s.step_uuid = (q.message->>''step_uuid'')::uuid
-                              AND s.state = ''enqueued'')
+                              AND s.state = ''enqueued''
+                              AND NOT EXISTS (SELECT 1 FROM tasker.tasks t
+                                               WHERE t.task_uuid = s.task_uuid
+                                                 AND t.run_at > clock_timestamp()))
                FOR UPDATE SKIP LOCKED)', 'q_' || v_queue);
       GET DIAGNOSTICS v_shown = ROW_COUNT;
       IF v_shown > 0 THEN

@@ -1,7 +1,7 @@
 -- The transitions of a task that starts with its roots enqueued (pending -> initializing ->
 -- enqueuing_steps -> steps_in_process); with p_send, the roots' messages too (false: the
--- caller sends them).
-CREATE OR REPLACE FUNCTION tasker.task_started(p_task uuid, p_ns text, p_steps uuid[], p_names text[], p_actor text, p_send boolean DEFAULT true)
+-- caller sends them), hidden until p_visible_at when it is given (a scheduled task).
+CREATE OR REPLACE FUNCTION tasker.task_started(p_task uuid, p_ns text, p_steps uuid[], p_names text[], p_actor text, p_send boolean DEFAULT true, p_visible_at timestamp with time zone DEFAULT NULL::timestamp with time zone)
  RETURNS void
  LANGUAGE plpgsql
  SET enable_seqscan TO 'off'
@@ -10,7 +10,8 @@ AS $function$
 BEGIN
   IF p_send THEN
     PERFORM tasker.send_step_messages(p_ns,
-                                      tasker.root_messages(p_task, p_ns, p_steps, p_names));
+                                      tasker.root_messages(p_task, p_ns, p_steps, p_names),
+                                      p_visible_at);
   END IF;
   INSERT INTO tasker.task_transitions
     (task_uuid, from_state, to_state, sort_key, most_recent, actor, metadata)

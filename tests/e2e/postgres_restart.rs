@@ -4,38 +4,15 @@
 mod support;
 
 use serde_json::json;
-use std::process::Command;
 use std::time::Duration;
-use support::{tasker, FAST_RECOVERY};
+use support::{pg_ctlcluster, tasker, FAST_RECOVERY};
 use tasker_orchestration::{TaskInitializer, TaskRequest};
 use tasker_tests::testing::TestDatabase;
 use tasker_tests::{register_examples, wait_for_task};
 
-fn restart_postgres() -> bool {
-    let Ok(versions) = std::fs::read_dir("/etc/postgresql") else {
-        return false;
-    };
-    let Some(version) = versions
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .max()
-    else {
-        return false;
-    };
-    Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", &version, "main", "restart"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn processes_survive_a_postgres_restart() {
-    if Command::new("pg_ctlcluster")
-        .arg("--help")
-        .output()
-        .is_err()
-    {
+    if !support::can_control_postgres() {
         eprintln!("pg_ctlcluster is not available: this machine cannot restart its Postgres; nothing to test");
         return;
     }
@@ -54,11 +31,12 @@ async fn processes_survive_a_postgres_restart() {
             context: json!({"sleep_ms": 100 + i}),
             idempotency_key: None,
             initiator: None,
+            run_at: None,
         };
         tasks.push(init.create_task(&req).await.unwrap().task_uuid);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(restart_postgres(), "restarting PostgreSQL failed");
+    assert!(pg_ctlcluster("restart"), "restarting PostgreSQL failed");
     for t in tasks {
         assert_eq!(
             wait_for_task(&db.pool, t, Duration::from_secs(120))

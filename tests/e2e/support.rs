@@ -18,6 +18,11 @@ impl Process {
         self.child.id()
     }
 
+    /// Whether the process has not exited yet.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// SIGKILL: no shutdown path runs.
     pub fn kill_hard(&mut self) {
         let _ = self.child.kill();
@@ -109,6 +114,7 @@ pub async fn create(
             context,
             idempotency_key: None,
             initiator: None,
+            run_at: None,
         })
         .await
         .unwrap()
@@ -318,4 +324,30 @@ pub async fn wait_until_registered(db: &TestDatabase, expected: &[String], timeo
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Whether this machine's Postgres can be stopped and started by the tests.
+pub fn can_control_postgres() -> bool {
+    Command::new("pg_ctlcluster").arg("--help").output().is_ok()
+}
+
+/// `pg_ctlcluster <newest version> main <action>` (stop, start, restart) on the machine's
+/// Postgres. Only tests alone in their binary call it: it pulls the database from under
+/// every connection.
+pub fn pg_ctlcluster(action: &str) -> bool {
+    let Ok(versions) = std::fs::read_dir("/etc/postgresql") else {
+        return false;
+    };
+    let Some(version) = versions
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .max()
+    else {
+        return false;
+    };
+    Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, "main", action])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
 }

@@ -751,6 +751,7 @@ async fn max_steps_per_task_caps_templates_and_batches() {
             context: json!({}),
             idempotency_key: None,
             initiator: None,
+            run_at: None,
         })
         .await
         .unwrap_err();

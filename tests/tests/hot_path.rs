@@ -1261,6 +1261,7 @@ async fn a_creation_claims_the_roots_its_local_worker_has_room_for() {
         context: json!({"sleep_ms": 1}),
         idempotency_key: None,
         initiator: Some("test".into()),
+        run_at: None,
     };
     let (created, _, steps) = initializer.create_and_read_task(&request).await.unwrap();
     let task = created.task_uuid;

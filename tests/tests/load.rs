@@ -21,6 +21,7 @@ async fn a_thousand_diamonds_at_once() {
             context: json!({"value": i % 50}),
             idempotency_key: Some(format!("load-{i}")),
             initiator: Some("load-test".into()),
+            run_at: None,
         })
         .collect();
     let created =

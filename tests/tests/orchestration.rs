@@ -237,6 +237,7 @@ async fn concurrent_identical_requests_create_one_task() {
         context: json!({"value": 2}),
         idempotency_key: Some("order-42".into()),
         initiator: None,
+        run_at: None,
     };
     let results =
         futures::future::join_all((0..8).map(|_| h.core.initializer.create_task(&request))).await;
@@ -274,6 +275,7 @@ async fn creating_and_reading_in_one_statement_returns_the_stored_task() {
             context,
             idempotency_key: key.map(Into::into),
             initiator: Some("spec".into()),
+            run_at: None,
         };
     let requests = [
         request(
@@ -438,6 +440,7 @@ async fn tasks_created_together_are_stored_as_tasks_created_alone() {
         context: json!({"value": value}),
         idempotency_key: key.map(Into::into),
         initiator: Some("spec".into()),
+        run_at: None,
     };
     let (alone, _, _) = h
         .core
@@ -526,6 +529,7 @@ async fn invalid_context_and_unknown_template_are_refused() {
         context: json!({"order_id": "x"}),
         idempotency_key: None,
         initiator: None,
+        run_at: None,
     };
     let err = h
         .core

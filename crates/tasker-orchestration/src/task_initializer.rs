@@ -31,6 +31,16 @@ pub struct TaskRequest {
     pub idempotency_key: Option<String>,
     #[serde(default)]
     pub initiator: Option<String>,
+    /// Schedules the task: no step of it starts before this time (RFC 3339 in JSON).
+    #[serde(default)]
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+impl TaskRequest {
+    /// Whether the request schedules the task for later than now.
+    pub fn is_scheduled(&self) -> bool {
+        self.run_at.is_some_and(|at| at > Utc::now())
+    }
 }
 
 fn empty_object() -> serde_json::Value {
@@ -151,7 +161,7 @@ impl TaskInitializer {
         let steps = FixedSteps::of(template, &self.backoff);
         let queue = worker_queue(&request.namespace).ok();
         let local = match &queue {
-            Some(_) if self.local_claims && steps.starts_at_once() => {
+            Some(_) if self.local_claims && steps.starts_at_once() && !request.is_scheduled() => {
                 self.reserve_local(&request.namespace, &steps)
             }
             _ => None,
@@ -161,6 +171,7 @@ impl TaskInitializer {
         let steps = if local.is_none()
             && matches!(statement, Statement::Create)
             && steps.starts_at_once()
+            && request.run_at.is_none()
         {
             let item = BatchItem {
                 namespace: request.namespace.clone(),
@@ -209,6 +220,7 @@ impl TaskInitializer {
                         .map_or(0, |w| w.visibility_timeout_seconds()),
                 ));
         }
+        let query = query.bind(request.run_at);
         let row: CreatedRow = query.fetch_one(&self.pool).await?;
         let (task, created, state, task_row, step_rows, lease, claimed) = row;
         let claimed = match (lease, claimed) {
@@ -220,8 +232,12 @@ impl TaskInitializer {
             local.reservation.hand_over(claimed);
         }
         if created {
-            // Roots claimed for a local worker were handed to it; the rest wait in the queue.
-            if let Some(queue) = queue.as_ref().filter(|_| !all_claimed) {
+            // Roots claimed for a local worker were handed to it; the rest wait in the queue
+            // (hidden until its run_at when the task is scheduled: nobody to wake yet).
+            if let Some(queue) = queue
+                .as_ref()
+                .filter(|_| !all_claimed && !request.is_scheduled())
+            {
                 self.notifier.notify(queue);
             }
             metrics::counter!(TASKS_CREATED, "namespace" => request.namespace.clone()).increment(1);
@@ -363,7 +379,8 @@ impl Statement {
     /// by `send_step_messages`' dynamic SQL (planned on every call) in `tasker.create_task`.
     /// It then also takes the claim of roots for a local worker ($22 worker, $23 one flag
     /// per step, $24 lease seconds; NULL, NULL, 0 for none): their messages go in as read,
-    /// hidden for $25 seconds, and come back with the roots' ids and names.
+    /// hidden for $25 seconds, and come back with the roots' ids and names. The last
+    /// parameter is the task's run_at: the other roots' messages stay hidden until then.
     fn sql(self, queue: Option<&QueueName>) -> String {
         let (function, read) = match self {
             Statement::Create => ("create_task", "NULL::text, NULL::text"),
@@ -374,11 +391,11 @@ impl Statement {
         match queue {
             Some(queue) => format!(
                 "WITH c AS MATERIALIZED (
-                   SELECT * FROM tasker.{function}({args}, true, $22, $23, $24)),
+                   SELECT * FROM tasker.{function}({args}, true, $22, $23, $24, $26)),
                  sent AS (
                    INSERT INTO {table} (vt, read_ct, message)
                    SELECT CASE WHEN h.claimed THEN clock_timestamp() + make_interval(secs => $25)
-                               ELSE clock_timestamp() END,
+                               ELSE greatest(clock_timestamp(), $26) END,
                           CASE WHEN h.claimed THEN 1 ELSE 0 END, m
                      FROM c, jsonb_array_elements(c.messages) AS m,
                           LATERAL (SELECT (m->>'step_uuid')::uuid = ANY (c.claimed) AS claimed) h
@@ -392,7 +409,7 @@ impl Statement {
             ),
             None => format!(
                 "SELECT c.task_uuid, c.created, c.state, {read}, NULL::timestamptz, NULL::json
-                   FROM tasker.{function}({args}) AS c"
+                   FROM tasker.{function}({args}, p_run_at => $22) AS c"
             ),
         }
     }

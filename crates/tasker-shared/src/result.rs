@@ -16,6 +16,8 @@ pub enum ErrorType {
     FfiCompletionTimeout,
     /// A result the worker could not record or convert (bad payload from a foreign handler).
     InvalidResult,
+    /// The step's worker was lost (died, or lost the database) on its last attempt.
+    WorkerLost,
     Custom(String),
 }
 
@@ -29,6 +31,7 @@ impl ErrorType {
             ErrorType::SemaphoreAcquisitionFailed => "semaphore_acquisition_failed",
             ErrorType::FfiCompletionTimeout => "ffi_completion_timeout",
             ErrorType::InvalidResult => "invalid_result",
+            ErrorType::WorkerLost => "worker_lost",
             ErrorType::Custom(s) => s,
         }
     }
@@ -38,7 +41,10 @@ impl ErrorType {
     pub fn default_retryable(&self) -> bool {
         !matches!(
             self,
-            ErrorType::HandlerPanic | ErrorType::HandlerNotFound | ErrorType::InvalidResult
+            ErrorType::HandlerPanic
+                | ErrorType::HandlerNotFound
+                | ErrorType::InvalidResult
+                | ErrorType::WorkerLost
         )
     }
 }
@@ -53,6 +59,7 @@ impl From<&str> for ErrorType {
             "semaphore_acquisition_failed" => ErrorType::SemaphoreAcquisitionFailed,
             "ffi_completion_timeout" => ErrorType::FfiCompletionTimeout,
             "invalid_result" => ErrorType::InvalidResult,
+            "worker_lost" => ErrorType::WorkerLost,
             other => ErrorType::Custom(other.to_string()),
         }
     }
@@ -202,7 +209,47 @@ pub struct StepExecutionResult {
     pub outcome: Option<StepOutcome>,
 }
 
+/// Postgres refuses a NUL character in text and in JSON strings.
+fn without_nul(s: &str) -> String {
+    s.replace('\0', "\u{FFFD}")
+}
+
+fn clean_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => *s = without_nul(s),
+        serde_json::Value::Array(items) => items.iter_mut().for_each(clean_json),
+        serde_json::Value::Object(map) => {
+            let keys: Vec<String> = map.keys().filter(|k| k.contains('\0')).cloned().collect();
+            for key in keys {
+                if let Some(v) = map.remove(&key) {
+                    map.insert(without_nul(&key), v);
+                }
+            }
+            map.values_mut().for_each(clean_json);
+        }
+        _ => {}
+    }
+}
+
 impl StepExecutionResult {
+    /// The result with every NUL character (in the error, the result and the metadata)
+    /// replaced by U+FFFD, so a failure whose text Postgres refuses can still be stored.
+    pub fn without_nul_characters(mut self) -> Self {
+        if let Some(e) = self.error.as_mut() {
+            e.message = without_nul(&e.message);
+            e.error_class = e.error_class.as_deref().map(without_nul);
+            if let Some(lines) = e.backtrace.as_mut() {
+                lines.iter_mut().for_each(|l| *l = without_nul(l));
+            }
+            if let ErrorType::Custom(t) = &e.error_type {
+                e.error_type = ErrorType::Custom(without_nul(t));
+            }
+        }
+        clean_json(&mut self.result);
+        clean_json(&mut self.metadata.custom);
+        self
+    }
+
     pub fn success(
         step_uuid: Uuid,
         result: serde_json::Value,

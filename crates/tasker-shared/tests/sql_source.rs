@@ -217,7 +217,9 @@ async fn migrate_as_before_the_squash(pool: &PgPool, only: Option<usize>) {
         .await
         .expect("the squashed migrations apply to an empty database");
     if only.is_none() {
-        pgmq::install::install_sql_from_embedded(pool).await.unwrap();
+        pgmq::install::install_sql_from_embedded(pool)
+            .await
+            .unwrap();
     }
 }
 

@@ -16,6 +16,10 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 fn step() -> DispatchedStep {
+    step_with_timeout(None)
+}
+
+fn step_with_timeout(timeout_seconds: Option<u64>) -> DispatchedStep {
     DispatchedStep {
         event_id: Uuid::now_v7(),
         context: Arc::new(StepContext {
@@ -32,7 +36,7 @@ fn step() -> DispatchedStep {
             inputs: serde_json::json!({}),
             task_context: serde_json::json!({"order_id": 7}),
             dependency_results: Default::default(),
-            timeout_seconds: None,
+            timeout_seconds,
         }),
         publishes_events: Vec::new(),
         queue: QueueName::new("worker_ns_queue").unwrap(),
@@ -52,6 +56,7 @@ fn fixture(completion_timeout_ms: u64, starvation_ms: u64) -> Fixture {
     let config = FfiDispatchConfig {
         dispatch_buffer_size: 16,
         completion_timeout_ms,
+        timeout_grace_ms: 100,
         starvation_warning_threshold_ms: starvation_ms,
         callback_timeout_ms: 100,
     };
@@ -59,6 +64,8 @@ fn fixture(completion_timeout_ms: u64, starvation_ms: u64) -> Fixture {
     let (dtx, drx) = mpsc::channel(16);
     let channel = FfiDispatchChannel::new(
         config,
+        // Steps that set no timeout_seconds: shorter than any completion timeout used here.
+        Duration::from_millis(10),
         ctx,
         tokio::runtime::Handle::current(),
         "ruby-1".into(),
@@ -171,6 +178,46 @@ async fn sweeper_times_out_uncompleted_steps_and_refuses_late_completion() {
     );
     let m = f.channel.metrics();
     assert_eq!((m.timeouts, m.completions_refused, m.in_process), (1, 1, 0));
+    stop.cancel();
+}
+
+/// A handler still within its own timeout is never failed under it: with the sweeper's
+/// completion timeout shorter than the step's timeout_seconds, the step may run its whole
+/// timeout plus the grace, then it times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polled_step_has_its_own_timeout_plus_the_grace_before_it_is_failed() {
+    let mut f = fixture(100, 10_000);
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(f.channel.clone().run_sweeper(stop.clone()));
+
+    f.dispatch.send(step_with_timeout(Some(1))).await.unwrap();
+    let polled = poll(&f.channel, Duration::from_secs(5)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        f.completions.try_recv().is_err(),
+        "failed at 600 ms, within its 1 s timeout"
+    );
+    assert!(
+        f.channel.complete(polled.event_id, ok()),
+        "completed in time"
+    );
+    assert!(f.completions.recv().await.unwrap().result.success);
+
+    f.dispatch.send(step_with_timeout(Some(1))).await.unwrap();
+    let started = Instant::now();
+    poll(&f.channel, Duration::from_secs(5)).await.unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(5), f.completions.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let waited = started.elapsed();
+    let err = done.result.error.unwrap();
+    assert_eq!(err.error_type, ErrorType::FfiCompletionTimeout);
+    assert!(err.message.contains("within 1100 ms"), "{}", err.message);
+    assert!(
+        waited >= Duration::from_millis(1100),
+        "failed after {waited:?}"
+    );
     stop.cancel();
 }
 

@@ -117,7 +117,7 @@ impl LoopbackChannel {
                 ),
             ));
         }
-        let config = channel_config(ruby, args.first().copied())?;
+        let (config, handler_timeout) = channel_config(ruby, args.first().copied())?;
         let rt = runtime()?;
         let (completion_tx, completion_rx) = mpsc::channel(config.dispatch_buffer_size);
         let (feed_tx, feed_rx) = mpsc::channel(config.dispatch_buffer_size);
@@ -125,6 +125,7 @@ impl LoopbackChannel {
         let shutdown = CancellationToken::new();
         let ffi = FfiDispatchChannel::new(
             config,
+            handler_timeout,
             completion_tx,
             rt.handle().clone(),
             "loopback".into(),
@@ -276,7 +277,12 @@ impl LoopbackChannel {
     }
 }
 
-fn channel_config(ruby: &Ruby, value: Option<Value>) -> Result<FfiDispatchConfig, magnus::Error> {
+/// The channel's settings (base configuration, the given keys over them) and the handler
+/// timeout of steps that set none.
+fn channel_config(
+    ruby: &Ruby,
+    value: Option<Value>,
+) -> Result<(FfiDispatchConfig, std::time::Duration), magnus::Error> {
     let overrides: serde_json::Map<String, serde_json::Value> = match value {
         Some(v) if !v.is_nil() => from_json(
             to_json(ruby, v, "LoopbackChannel config")?,
@@ -296,12 +302,15 @@ fn channel_config(ruby: &Ruby, value: Option<Value>) -> Result<FfiDispatchConfig
             })?;
         loader = loader.set(&format!("worker.mpsc_channels.ffi_dispatch.{key}"), value);
     }
-    Ok(loader
+    let channels = loader
         .load()
         .map_err(NativeError::from)?
         .worker
-        .mpsc_channels
-        .ffi_dispatch)
+        .mpsc_channels;
+    Ok((
+        channels.ffi_dispatch,
+        channels.handler_dispatch.handler_timeout(),
+    ))
 }
 
 /// A StepContext from a partial Hash: defaults first, the given fields over them.

@@ -23,6 +23,10 @@ pub fn example_registry() -> Arc<HandlerRegistry> {
         )
         .register("Examples::Errors::Panics", handlers::errors::Panics)
         .register(
+            "Examples::Errors::KillsItsWorker",
+            handlers::errors::KillsItsWorker,
+        )
+        .register(
             "Ecommerce::ValidateOrder",
             handlers::ecommerce::ValidateOrder,
         )

@@ -124,6 +124,7 @@ impl Bench {
                 context,
                 idempotency_key: None,
                 initiator: Some("bench".into()),
+                run_at: None,
             })
             .await?
             .task_uuid)

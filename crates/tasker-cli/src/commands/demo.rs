@@ -191,6 +191,7 @@ async fn run_demo(args: Args, config: tasker_shared::TaskerConfig) -> anyhow::Re
                 context: json!({"order_id": i, "customer_email": format!("customer{i}@example.com"), "items": items}),
                 idempotency_key: None,
                 initiator: Some("demo".into()),
+                run_at: None,
             })
             .await?;
         submitted.push((created.task_uuid, Instant::now()));

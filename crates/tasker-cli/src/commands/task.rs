@@ -1,4 +1,5 @@
 use anyhow::{bail, Context};
+use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
@@ -23,6 +24,10 @@ pub enum Command {
         context: String,
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// Schedule the task: no step starts before this time. An RFC 3339 time
+        /// (2026-12-24T08:00:00Z) or a delay from now: +90s, +15m, +2h, +1d.
+        #[arg(long, value_parser = parse_run_at)]
+        run_at: Option<DateTime<Utc>>,
         /// Wait until the task ends; exit non-zero unless it completed.
         #[arg(long)]
         wait: bool,
@@ -57,6 +62,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             version,
             context,
             idempotency_key,
+            run_at,
             wait,
             timeout,
         } => {
@@ -72,6 +78,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
                     context,
                     idempotency_key,
                     initiator: Some("cli".into()),
+                    run_at,
                 })
                 .await?;
             println!("{}", created.task_uuid);
@@ -196,5 +203,49 @@ async fn watch(pool: &sqlx::PgPool, id: Uuid) -> anyhow::Result<()> {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `--run-at`: an RFC 3339 time, or `+N` followed by s, m, h or d for a delay from now.
+fn parse_run_at(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Some(delay) = text.strip_prefix('+') {
+        let (n, unit) = delay.split_at(delay.len().saturating_sub(1));
+        let n: i64 = n
+            .parse()
+            .map_err(|_| format!("'{text}': expected +N followed by s, m, h or d"))?;
+        let seconds = match unit {
+            "s" => n,
+            "m" => n * 60,
+            "h" => n * 3600,
+            "d" => n * 86_400,
+            _ => return Err(format!("'{text}': the unit must be s, m, h or d")),
+        };
+        return Ok(Utc::now() + chrono::Duration::seconds(seconds));
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("'{text}' is neither an RFC 3339 time nor a +N[smhd] delay: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_run_at;
+    use chrono::Utc;
+
+    #[test]
+    fn run_at_takes_a_time_or_a_delay() {
+        assert_eq!(
+            parse_run_at("2026-12-24T08:00:00+01:00")
+                .unwrap()
+                .to_rfc3339(),
+            "2026-12-24T07:00:00+00:00"
+        );
+        let in_90s = parse_run_at("+90s").unwrap() - Utc::now();
+        assert!((85..=90).contains(&in_90s.num_seconds()), "{in_90s}");
+        let in_2h = parse_run_at("+2h").unwrap() - Utc::now();
+        assert!((7190..=7200).contains(&in_2h.num_seconds()), "{in_2h}");
+        assert!(parse_run_at("+5w").is_err());
+        assert!(parse_run_at("tomorrow").is_err());
+        assert!(parse_run_at("+").is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! under `/ui` (see [`crate::dashboard`]).
 
 pub(crate) mod auth;
+mod dead_letters;
 mod error;
 mod health;
 mod tasks;
@@ -25,6 +26,7 @@ pub fn router(core: OrchestrationCore) -> Router {
         .route("/tasks/{id}/steps/{step}", patch(tasks::act_on_step))
         .route("/templates", get(templates::list))
         .route("/workers", get(workers::list))
+        .route("/dead_letters", get(dead_letters::list))
         .route_layer(axum::middleware::from_fn_with_state(
             core.clone(),
             auth::require_api_key,

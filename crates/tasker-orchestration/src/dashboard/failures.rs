@@ -1,5 +1,6 @@
 //! `/ui/failures`: failed steps grouped by handler and error type: those failed now (in error,
-//! or waiting to retry) and every failed attempt of the last hour.
+//! or waiting to retry) and every failed attempt of the last hour; and the dead letters,
+//! steps failed because their worker was lost on their last attempt.
 
 use super::task::step_href;
 use super::{render, when, Layout, UiError};
@@ -8,6 +9,7 @@ use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
+use tasker_shared::models::DeadLetter;
 use uuid::Uuid;
 
 /// Groups shown per table.
@@ -62,6 +64,34 @@ struct FailuresPage {
     layout: Layout,
     current: Vec<Group>,
     recent: Vec<Group>,
+    dead_letters: Vec<DeadLetterLine>,
+}
+
+/// Shown on the page; `GET /v1/dead_letters` pages through the rest.
+const DEAD_LETTERS: i64 = 50;
+
+pub struct DeadLetterLine {
+    pub task_uuid: Uuid,
+    pub step_name: String,
+    pub step_href: String,
+    pub template: String,
+    pub attempts: String,
+    pub failed_at: String,
+    pub message: String,
+}
+
+impl From<DeadLetter> for DeadLetterLine {
+    fn from(d: DeadLetter) -> Self {
+        DeadLetterLine {
+            step_href: step_href(d.task_uuid, &d.step_name),
+            template: format!("{}/{}@{}", d.namespace, d.task_name, d.task_version),
+            attempts: format!("{} of {}", d.attempts, d.max_attempts),
+            failed_at: when(&d.failed_at),
+            message: d.error["message"].as_str().unwrap_or_default().to_string(),
+            task_uuid: d.task_uuid,
+            step_name: d.step_name,
+        }
+    }
 }
 
 pub async fn page(State(core): State<OrchestrationCore>) -> Result<Response, UiError> {
@@ -105,9 +135,11 @@ pub async fn page(State(core): State<OrchestrationCore>) -> Result<Response, UiE
     .bind(GROUPS)
     .fetch_all(&core.pool)
     .await?;
+    let dead_letters = DeadLetter::list(&core.pool, DEAD_LETTERS, 0).await?;
     render(&FailuresPage {
         layout: Layout::new(&core, "Failures", "failures"),
         current: current.into_iter().map(Group::from).collect(),
         recent: recent.into_iter().map(Group::from).collect(),
+        dead_letters: dead_letters.into_iter().map(DeadLetterLine::from).collect(),
     })
 }

@@ -77,6 +77,9 @@ struct TaskPage {
     created_at: String,
     updated_at: String,
     completed_at: String,
+    run_at: String,
+    /// Its run_at is still ahead.
+    scheduled: bool,
     execution: TaskExecutionContext,
     execution_status: String,
     can_cancel: bool,
@@ -215,6 +218,8 @@ pub async fn page(
         created_at: when(&task.created_at),
         updated_at: when(&task.updated_at),
         completed_at: when_opt(&task.completed_at),
+        run_at: when_opt(&task.run_at),
+        scheduled: task.run_at.is_some_and(|at| at > chrono::Utc::now()),
         execution_status: serde_json::to_value(execution.execution_status)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))

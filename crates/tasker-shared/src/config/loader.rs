@@ -186,10 +186,11 @@ mod tests {
             (
                 ffi.dispatch_buffer_size,
                 ffi.completion_timeout_ms,
+                ffi.timeout_grace_ms,
                 ffi.starvation_warning_threshold_ms,
                 ffi.callback_timeout_ms
             ),
-            (1000, 30000, 10000, 5000)
+            (1000, 30000, 5000, 10000, 5000)
         );
     }
 

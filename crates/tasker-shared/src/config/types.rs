@@ -150,6 +150,8 @@ pub struct HandlerDispatchConfig {
 pub struct FfiDispatchConfig {
     pub dispatch_buffer_size: usize,
     pub completion_timeout_ms: u64,
+    /// How long after its handler's own timeout a polled step may still complete.
+    pub timeout_grace_ms: u64,
     pub starvation_warning_threshold_ms: u64,
     pub callback_timeout_ms: u64,
 }
@@ -216,6 +218,9 @@ impl HandlerDispatchConfig {
 impl FfiDispatchConfig {
     pub fn completion_timeout(&self) -> Duration {
         ms(self.completion_timeout_ms)
+    }
+    pub fn timeout_grace(&self) -> Duration {
+        ms(self.timeout_grace_ms)
     }
     pub fn starvation_warning_threshold(&self) -> Duration {
         ms(self.starvation_warning_threshold_ms)

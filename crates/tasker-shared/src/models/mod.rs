@@ -1,5 +1,6 @@
 //! Rows and the queries over them that more than one process needs.
 
+mod dead_letter;
 mod execution_context;
 mod named_task;
 mod task;
@@ -7,6 +8,7 @@ mod transitions;
 mod worker_registry;
 mod workflow_step;
 
+pub use dead_letter::{DeadLetter, WORKER_LOST};
 pub use execution_context::{ExecutionStatus, StepReadiness, TaskExecutionContext};
 pub use named_task::{RegisterOutcome, RegisteredTemplate, TemplateRegistry};
 pub use task::TaskRow;

@@ -19,6 +19,9 @@ pub struct TaskRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// A scheduled task: no step starts before this time.
+    #[serde(default)]
+    pub run_at: Option<DateTime<Utc>>,
 }
 
 /// The view names the columns once, for these reads and `tasker.create_task_read`.

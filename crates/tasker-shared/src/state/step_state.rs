@@ -34,6 +34,8 @@ pub const STEP_TRANSITIONS: &[(StepState, StepState)] = &[
     (InProgress, EnqueuedAsErrorForOrchestration),
     (InProgress, Enqueued),
     (InProgress, Complete),
+    // Its worker was lost on its last attempt (worker_lost).
+    (InProgress, Error),
     (EnqueuedForOrchestration, Complete),
     (EnqueuedAsErrorForOrchestration, WaitingForRetry),
     (EnqueuedAsErrorForOrchestration, Error),

@@ -174,6 +174,7 @@ impl WorkerCore {
             Dispatch::Ffi => {
                 let ffi = FfiDispatchChannel::new(
                     wc.mpsc_channels.ffi_dispatch.clone(),
+                    wc.mpsc_channels.handler_dispatch.handler_timeout(),
                     completion_tx.clone(),
                     tokio::runtime::Handle::current(),
                     worker_id.clone(),

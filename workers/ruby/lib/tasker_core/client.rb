@@ -1,13 +1,18 @@
 # frozen_string_literal: true
 
+require "time"
+
 module TaskerCore
   # Submits tasks and reads them back, against the configured database.
   module Client
     class << self
-      def create_task(namespace:, name:, version:, context:, idempotency_key: nil)
+      # run_at: a Time (or anything with #to_time, or an ISO 8601 String) before which no
+      # step of the task starts.
+      def create_task(namespace:, name:, version:, context:, idempotency_key: nil, run_at: nil)
         request = { "namespace" => namespace.to_s, "name" => name.to_s, "version" => version.to_s,
                     "context" => context }
         request["idempotency_key"] = idempotency_key.to_s unless idempotency_key.nil?
+        request["run_at"] = iso8601(run_at) unless run_at.nil?
         created = Native.create_task(request, options)
         Task.new(created["task"], created: created["created"])
       end
@@ -40,6 +45,13 @@ module TaskerCore
 
       def options
         TaskerCore.configuration.native_options
+      end
+
+      def iso8601(time)
+        return time if time.is_a?(String)
+        raise ArgumentError, "run_at: expected a Time, got #{time.class}" unless time.respond_to?(:to_time)
+
+        time.to_time.utc.iso8601(6)
       end
 
       def uuid_of(task_or_uuid)

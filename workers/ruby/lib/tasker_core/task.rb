@@ -38,7 +38,7 @@ module TaskerCore
     end
 
     attr_reader :task_uuid, :status, :namespace, :name, :version, :context, :steps,
-                :idempotency_key, :created_at, :completed_at
+                :idempotency_key, :created_at, :completed_at, :run_at
 
     # `row` is what TaskerCore::Native.get_task returns; `created` what create_task said.
     def initialize(row, created: nil)
@@ -51,6 +51,7 @@ module TaskerCore
       @idempotency_key = row["idempotency_key"]
       @created_at = row["created_at"]
       @completed_at = row["completed_at"]
+      @run_at = row["run_at"]
       @terminal = row["terminal"]
       @steps = (row["steps"] || []).map { |s| Step.new(s) }
       @created = created

@@ -57,3 +57,20 @@ impl StepHandler for Panics {
         panic!("handler for '{}' panicked on purpose", step.step_name)
     }
 }
+
+/// Kills its own worker process with SIGKILL, as an out-of-memory kill or a segfault in a
+/// handler would: a poison step. Used by tests of what a lost worker costs a step
+/// (tests/fixtures/templates/kills_its_worker.yaml); no example template calls it.
+pub struct KillsItsWorker;
+
+#[async_trait::async_trait]
+impl StepHandler for KillsItsWorker {
+    async fn call(&self, _step: &StepContext) -> Result<HandlerOutput, HandlerError> {
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", &std::process::id().to_string()])
+            .status();
+        Err(HandlerError::permanent(format!(
+            "could not kill the worker process: {killed:?}"
+        )))
+    }
+}

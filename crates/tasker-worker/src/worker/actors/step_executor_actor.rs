@@ -229,20 +229,25 @@ impl StepExecutorActor {
             }
             match row.claim.outcome.as_deref() {
                 Some("claimed") => self.dispatch_claimed(queue, step, row).await,
-                Some("busy") => {
-                    // Another worker holds a live lease: look again when it would expire,
-                    // in case that worker died.
-                    metrics::counter!(m::CLAIM_CONFLICTS).increment(1);
+                Some(outcome @ ("busy" | "scheduled")) => {
+                    // Busy: another worker holds a live lease; look again when it would
+                    // expire, in case that worker died. Scheduled: its task's run_at is
+                    // later; the message stays hidden until then.
+                    if outcome == "busy" {
+                        metrics::counter!(m::CLAIM_CONFLICTS).increment(1);
+                    }
                     let wait = row
                         .claim
                         .lease_expires_at
-                        .map(|t| (t - Utc::now()).num_seconds().max(0) as i32 + 1)
+                        .map(|t| {
+                            (t - Utc::now()).num_seconds().clamp(0, i32::MAX as i64 - 1) as i32 + 1
+                        })
                         .unwrap_or(self.lease_seconds);
                     let _ = self
                         .queues
                         .extend_visibility(queue, &[row.msg_id], wait)
                         .await;
-                    tracing::debug!(step = %step, "step claimed by another live worker; deferring message");
+                    tracing::debug!(step = %step, outcome, wait_seconds = wait, "step not claimable yet; deferring message");
                 }
                 other => {
                     tracing::debug!(step = %step, outcome = ?other, "step needs no work; dropping message");

@@ -378,6 +378,7 @@ impl CompletionProcessorService {
         let start = Instant::now();
         let mut delay = Duration::from_millis(50);
         let mut result = done.result.clone();
+        let mut cleaned = false;
         loop {
             match self.record(done, &result).await {
                 Ok(true) => return RecordOutcome::Recorded,
@@ -396,6 +397,16 @@ impl CompletionProcessorService {
                         ),
                         result.metadata.clone(),
                     );
+                }
+                Err(sqlx::Error::Database(e))
+                    if is_data_error(e.code().as_deref()) && !result.success && !cleaned =>
+                {
+                    // A failure the database refuses (a NUL in its message, most often) is
+                    // stored with such characters replaced, not retried until the deadline
+                    // and dropped.
+                    tracing::warn!(step = %done.step.context.step_uuid, error = %e, "failure refused by the database; storing it with NUL characters replaced");
+                    result = result.without_nul_characters();
+                    cleaned = true;
                 }
                 Err(e) => {
                     metrics::counter!(m::RECORD_RETRIES).increment(1);

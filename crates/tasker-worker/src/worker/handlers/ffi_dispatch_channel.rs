@@ -4,8 +4,10 @@
 //! channel (the extension releases the GVL around it), and hand results back with
 //! [`FfiDispatchChannel::complete`], which never blocks: the result is moved onto the
 //! completion channel by a task spawned on the runtime. A sweeper warns about steps that
-//! wait too long to be polled or completed, and turns steps never completed within
-//! `completion_timeout_ms` into `ffi_completion_timeout` failures.
+//! wait too long to be polled or completed, and turns steps never completed in time into
+//! `ffi_completion_timeout` failures: a polled step has `completion_timeout_ms`, or its
+//! handler's own timeout plus `timeout_grace_ms` when that is longer, so a handler still
+//! within its timeout is never failed under it (and its step run twice).
 
 use super::dispatch_service::{failure, metadata, CompletedStep};
 use crate::step::{DispatchedStep, StepContext};
@@ -98,6 +100,8 @@ pub struct FfiDispatchChannel {
     completions: Mutex<Option<mpsc::Sender<CompletedStep>>>,
     runtime: tokio::runtime::Handle,
     config: FfiDispatchConfig,
+    /// A handler's timeout when its step sets none (`handler_timeout_ms`).
+    handler_timeout: Duration,
     worker_id: String,
     room: Notify,
     closed: AtomicBool,
@@ -110,6 +114,7 @@ pub struct FfiDispatchChannel {
 impl FfiDispatchChannel {
     pub fn new(
         config: FfiDispatchConfig,
+        handler_timeout: Duration,
         completions: mpsc::Sender<CompletedStep>,
         runtime: tokio::runtime::Handle,
         worker_id: String,
@@ -124,6 +129,7 @@ impl FfiDispatchChannel {
             completions: Mutex::new(Some(completions)),
             runtime,
             config,
+            handler_timeout,
             worker_id,
             room: Notify::new(),
             closed: AtomicBool::new(false),
@@ -268,13 +274,12 @@ impl FfiDispatchChannel {
                 tracing::warn!(event_id = %id, waited_ms = age.as_millis() as u64, "step waiting to be polled longer than starvation_warning_threshold_ms: are the handler threads busy or stopped?");
             }
         }
-        let timeout = self.config.completion_timeout();
         let mut expired = Vec::new();
         {
             let mut in_process = self.in_process.lock();
             let ids: Vec<Uuid> = in_process
                 .iter()
-                .filter(|(_, e)| now.duration_since(e.polled_at) >= timeout)
+                .filter(|(_, e)| now.duration_since(e.polled_at) >= self.deadline(&e.step))
                 .map(|(id, _)| *id)
                 .collect();
             for id in ids {
@@ -293,7 +298,8 @@ impl FfiDispatchChannel {
             self.warned.lock().remove(&e.step.event_id);
             self.timeouts.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(m::FFI_TIMEOUTS).increment(1);
-            tracing::warn!(step = %e.step.context.step_uuid, "handler never completed within completion_timeout_ms; failing the step");
+            let deadline = self.deadline(&e.step);
+            tracing::warn!(step = %e.step.context.step_uuid, deadline_ms = deadline.as_millis() as u64, "handler never completed in time; failing the step");
             let result = failure(
                 &e.step,
                 StepError::new(
@@ -301,7 +307,7 @@ impl FfiDispatchChannel {
                     format!(
                         "step '{}' was polled but not completed within {} ms",
                         e.step.context.step_name,
-                        timeout.as_millis()
+                        deadline.as_millis()
                     ),
                 ),
                 e.started_at,
@@ -313,6 +319,19 @@ impl FfiDispatchChannel {
                 result,
             });
         }
+    }
+
+    /// How long a polled step may take before it is failed: `completion_timeout_ms`, or its
+    /// handler's timeout plus `timeout_grace_ms` (the time the handler's own timeout result
+    /// has to arrive) when that is longer.
+    fn deadline(&self, step: &DispatchedStep) -> Duration {
+        let own = step
+            .context
+            .timeout_seconds
+            .map_or(self.handler_timeout, Duration::from_secs);
+        self.config
+            .completion_timeout()
+            .max(own + self.config.timeout_grace())
     }
 
     /// Runs the sweeper until shutdown.
