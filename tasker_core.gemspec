@@ -23,7 +23,7 @@ Gem::Specification.new do |spec|
     Cargo.toml Cargo.lock LICENSE* README.md
     crates/**/* ext/**/* workers/rust/**/* tests/**/*
     migrations/**/* db/**/* config/**/*
-    workers/ruby/lib/**/*.rb workers/ruby/examples/**/*
+    workers/ruby/lib/**/* workers/ruby/examples/**/*
   ]
   spec.files = Dir.glob(patterns, File::FNM_DOTMATCH, base: __dir__).select do |f|
     File.file?(File.join(__dir__, f)) && !f.match?(%r{(\A|/)target/|\.so\z|(\A|/)\.})

@@ -19,6 +19,7 @@ require "tasker_core/step_runner"
 require "tasker_core/handler_pool"
 require "tasker_core/events"
 require "tasker_core/task"
+require "tasker_core/pending_task"
 require "tasker_core/client"
 require "tasker_core/worker"
 
@@ -51,3 +52,6 @@ module TaskerCore
     end
   end
 end
+
+# Loaded by Bundler.require inside a Rails app, after Rails itself.
+require "tasker_core/railtie" if defined?(Rails::Railtie)

@@ -47,4 +47,43 @@ RSpec.describe "the tasker_core gem", :slow do
       expect(out).to include("RESULT complete 575")
     end
   end
+
+  # Built by `rake gem:native` (a prerequisite of spec:slow).
+  it "installs as the native gem with no cargo or clang on PATH, in seconds, and runs a workflow" do
+    gem_file = File.join(ROOT, "pkg/tasker_core-#{TaskerCore::VERSION}-#{Gem::Platform.local}.gem")
+    expect(File).to exist(gem_file)
+    Dir.mktmpdir("tasker_native_gem") do |dir|
+      # A PATH holding only ruby and gem: no cargo, rustc or clang.
+      bin = File.join(dir, "bin")
+      FileUtils.mkdir_p(bin)
+      File.symlink(RbConfig.ruby, File.join(bin, "ruby"))
+      File.symlink(File.join(RbConfig::CONFIG["bindir"], "gem"), File.join(bin, "gem"))
+      home = File.join(dir, "home")
+      env = { "PATH" => bin, "GEM_HOME" => home, "GEM_PATH" => home, "RUBYOPT" => nil, "RUBYLIB" => nil,
+              "BUNDLE_GEMFILE" => nil, "TASKER_LOG" => "error" }
+      seconds = elapsed { run!(env, File.join(bin, "gem"), "install", "--local", "--no-document", gem_file, chdir: dir) }
+      expect(seconds).to be < 30
+
+      script = <<~RUBY
+        require "tasker_core"
+        so = $LOADED_FEATURES.grep(/tasker_core\\.so\\z/).first
+        raise "extension loaded from \#{so}" unless so.start_with?(ENV["GEM_HOME"])
+        gem_dir = Gem.loaded_specs.fetch("tasker_core").full_gem_path
+        require File.join(gem_dir, "workers/ruby/examples/handlers")
+        TaskerCore.configure do |c|
+          c.database_url = ENV.fetch("SPEC_DATABASE_URL")
+          c.environment = "test"
+          c.template_path = File.join(gem_dir, "config/tasks")
+        end
+        TaskerCore::Worker.start(namespaces: ["linear_workflow"], concurrency: 2, orchestration: :embedded)
+        task = TaskerCore::Client.wait(TaskerCore::Client.create_task(namespace: "linear_workflow", name: "linear_math",
+                                                                      version: "1.0.0", context: { "value" => 6 }), timeout: 30)
+        TaskerCore::Worker.stop
+        puts "RESULT \#{task.status} \#{task.step('minus_one').result}"
+      RUBY
+      out = run!(env.merge("SPEC_DATABASE_URL" => TaskerSpec::TestDatabase.url), File.join(bin, "ruby"), "-e", script,
+                 chdir: dir)
+      expect(out).to include("RESULT complete 575")
+    end
+  end
 end

@@ -6,6 +6,8 @@ module TaskerCore
   # Submits tasks and reads them back, against the configured database.
   module Client
     class << self
+      # Returns the Task; inside an open Active Record transaction, a PendingTask instead:
+      # the task is created when the transaction commits, and never if it rolls back.
       # run_at: a Time (or anything with #to_time, or an ISO 8601 String) before which no
       # step of the task starts.
       def create_task(namespace:, name:, version:, context:, idempotency_key: nil, run_at: nil)
@@ -13,6 +15,11 @@ module TaskerCore
                     "context" => context }
         request["idempotency_key"] = idempotency_key.to_s unless idempotency_key.nil?
         request["run_at"] = iso8601(run_at) unless run_at.nil?
+        PendingTask.defer { create_now(request) } || create_now(request)
+      end
+
+      # Creates the task at once, whatever transaction is open.
+      def create_now(request)
         created = Native.create_task(request, options)
         Task.new(created["task"], created: created["created"])
       end
@@ -55,6 +62,11 @@ module TaskerCore
       end
 
       def uuid_of(task_or_uuid)
+        if task_or_uuid.is_a?(PendingTask)
+          return task_or_uuid.task_uuid if task_or_uuid.created?
+
+          raise Error, "#{task_or_uuid}: the task is created only when its transaction commits"
+        end
         task_or_uuid.respond_to?(:task_uuid) ? task_or_uuid.task_uuid : task_or_uuid.to_s
       end
     end

@@ -15,8 +15,25 @@ module TaskerCore
   class Configuration
     attr_writer :database_url, :environment, :config_dir, :template_path
 
+    # A callable given a block, which it must call once, around each handler call (with the
+    # handler's lookup); nil runs handlers bare. Rails sets the app's reloader here.
+    attr_accessor :around_handler
+
+    # Callables run by each Worker as it starts, given the worker; each returns nil or an
+    # object whose #stop the worker calls before it stops (the Active Job scheduler).
+    attr_reader :worker_services
+
+    # Defaults for the workers tasker:worker and the Puma plugin start (namespaces:,
+    # concurrency:, orchestration:); the rake task's environment variables win over them.
+    attr_writer :worker_options
+
+    def worker_options
+      @worker_options || {}
+    end
+
     def initialize
       @overrides = {}
+      @worker_services = []
     end
 
     def database_url

@@ -58,6 +58,12 @@ module TaskerCore
       callables.uniq.reject { |c| resolve(c) }
     end
 
+    # Drops the classes found by constant lookup (explicit registrations stay), so the next
+    # lookup finds them again: after Rails reloads code, the old class objects are stale.
+    def forget_constants
+      @lock.synchronize { @resolved = @explicit.dup.freeze }
+    end
+
     def registered?(callable)
       @lock.synchronize { @explicit.key?(callable.to_s) }
     end

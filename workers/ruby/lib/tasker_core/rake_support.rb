@@ -54,9 +54,10 @@ module TaskerCore
         $stdout.sync = true
         Rake::Task[:environment].invoke if Rake::Task.task_defined?(:environment)
         load_handlers(ENV.fetch("HANDLERS", nil))
-        namespaces = ENV["NAMESPACES"]&.split(",")&.map(&:strip)&.reject(&:empty?)
-        concurrency = Integer(ENV.fetch("CONCURRENCY", "10"))
-        orchestration = ENV["ORCHESTRATION"] == "embedded" ? :embedded : :external
+        defaults = TaskerCore.configuration.worker_options
+        namespaces = ENV["NAMESPACES"]&.split(",")&.map(&:strip)&.reject(&:empty?) || defaults[:namespaces]
+        concurrency = Integer(ENV.fetch("CONCURRENCY", defaults.fetch(:concurrency, 10)))
+        orchestration = ENV["ORCHESTRATION"]&.to_sym || defaults.fetch(:orchestration, :external)
         worker = TaskerCore::Worker.start(namespaces: namespaces, concurrency: concurrency,
                                           orchestration: orchestration)
         puts "worker #{worker.worker_id} serving #{worker.namespaces.join(', ')} with #{concurrency} " \

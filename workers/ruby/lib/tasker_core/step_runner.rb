@@ -7,20 +7,22 @@ module TaskerCore
     BACKTRACE_LINES = 50
 
     # `default_timeout`: seconds a handler may run when its step sets no timeout_seconds
-    # (the worker's handler_timeout_ms).
-    def initialize(registry:, watchdog:, default_timeout:)
+    # (the worker's handler_timeout_ms). `around`: nil, or a callable given a block that
+    # it must call once, around the handler's lookup and call (Rails: the app's reloader).
+    def initialize(registry:, watchdog:, default_timeout:, around: nil)
       @registry = registry
       @watchdog = watchdog
       @default_timeout = default_timeout
+      @around = around
     end
 
     def run(step)
       context = StepContext.new(step)
-      entry = @registry.resolve(context.handler_callable)
-      return not_found(context).to_native unless entry
-
       timeout = context.timeout_seconds || @default_timeout
-      outcome(context, timeout) { entry.build(context.initialization).call(context) }.to_native
+      outcome(context, timeout) do
+        # The lookup is inside `around`: after a code reload it must find the new class.
+        @around ? @around.call { call_handler(context) } : call_handler(context)
+      end.to_native
     end
 
     # The failure sent when a handler's result cannot be converted for Rust (a value that
@@ -33,6 +35,13 @@ module TaskerCore
     end
 
     private
+
+    def call_handler(context)
+      entry = @registry.resolve(context.handler_callable)
+      return not_found(context) unless entry
+
+      entry.build(context.initialization).call(context)
+    end
 
     def outcome(context, timeout)
       value = @watchdog.run(timeout) { yield }

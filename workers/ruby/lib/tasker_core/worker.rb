@@ -90,11 +90,15 @@ module TaskerCore
         @watchdog = Watchdog.new
         runner = StepRunner.new(
           registry: @registry, watchdog: @watchdog,
-          default_timeout: config.dig("worker", "mpsc_channels", "handler_dispatch", "handler_timeout_ms") / 1000.0
+          default_timeout: config.dig("worker", "mpsc_channels", "handler_dispatch", "handler_timeout_ms") / 1000.0,
+          around: @configuration.around_handler
         )
         @pool = HandlerPool.new(@native, runner: runner, concurrency: @concurrency).start
         @dispatcher = Events::Dispatcher.new(@native, @events).start
+        @services = @configuration.worker_services.filter_map { |service| service.call(self) }
       rescue StandardError
+        @dispatcher&.stop
+        @pool&.stop(0)
         @native.stop(0)
         raise
       end
@@ -117,6 +121,7 @@ module TaskerCore
         @state = :stopping
       end
       timeout ||= @shutdown_timeout
+      @services.each(&:stop)
       @pool.request_stop
       begin
         @native.stop(timeout)
