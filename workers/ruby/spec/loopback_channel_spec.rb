@@ -37,8 +37,10 @@ RSpec.describe TaskerCore::Native::LoopbackChannel do
   end
 
   it "times out a step polled but never completed, and refuses the late completion" do
-    ch = described_class.new("completion_timeout_ms" => 100)
-    ch.feed(1, loopback_step)
+    # A polled step has completion_timeout_ms, or its handler's timeout plus the grace when
+    # that is longer: here both are 100 ms.
+    ch = described_class.new("completion_timeout_ms" => 100, "timeout_grace_ms" => 100)
+    ch.feed(1, loopback_step("timeout_seconds" => 0))
     step = ch.poll(2)
     expect(ch.wait_for_completions(1, 3)).to be(true)
     expect(ch.last_result).to include("success" => false)

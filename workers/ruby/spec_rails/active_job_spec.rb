@@ -39,9 +39,12 @@ RSpec.describe ActiveJob::QueueAdapters::TaskerAdapter do
   it "delays set(wait:) and set(wait_until:) jobs until they are due" do
     widget = Widget.create!(name: "w")
     started = monotonic
-    WidgetJob.set(wait: 2.seconds).perform_later(widget, "waited", {})
+    waited = WidgetJob.set(wait: 2.seconds).perform_later(widget, "waited", {})
     WidgetJob.set(wait_until: 1.second.from_now).perform_later(widget, "until", {})
     expect(widget.reload.name).to eq("w")
+    scheduled = TaskerCore::Client.get_task(waited.provider_job_id)
+    expect(Time.iso8601(scheduled.run_at)).to be_within(0.5).of(Time.now + 2)
+    expect(scheduled.steps.map(&:attempts)).to all(eq(0))
     wait_for { widget.reload.name.include?("until") }
     expect(monotonic - started).to be >= 1.0
     expect(widget.reload.name).not_to include("waited")

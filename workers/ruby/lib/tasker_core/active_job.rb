@@ -1,8 +1,8 @@
 # frozen_string_literal: true
 
 require "json"
+require "time"
 require "active_job"
-require "tasker_core/job_scheduler"
 require "active_job/queue_adapters/tasker_adapter"
 
 module TaskerCore
@@ -17,24 +17,20 @@ module TaskerCore
     module_function
 
     # Inside an open Active Record transaction the job is enqueued when it commits, and not at
-    # all if it rolls back. A job due later waits in JobScheduler; its task, and so its
-    # provider_job_id, exists from the moment it is due.
+    # all if it rolls back. `at` (epoch seconds, set(wait:) / set(wait_until:)) schedules its
+    # task: created now, so provider_job_id is its uuid at once, and run no earlier than `at`.
     def enqueue(job, at: nil)
       PendingTask.defer { submit(job, at) } || submit(job, at)
     end
 
     def submit(job, at)
-      if at && at > Time.now.to_f
-        JobScheduler.schedule(job.serialize, at)
-      else
-        job.provider_job_id = Client.create_now(request(job.serialize)).task_uuid
-      end
+      job.provider_job_id = Client.create_now(request(job.serialize, at)).task_uuid
     end
 
-    # `key`: the idempotency key; a scheduled job's, so that handing it over twice creates one task.
-    def request(job_data, key: nil)
+    def request(job_data, at = nil)
       { "namespace" => NAMESPACE, "name" => NAME, "version" => VERSION,
-        "context" => { "job" => job_data }, "idempotency_key" => key }.compact
+        "context" => { "job" => job_data },
+        "run_at" => at && Time.at(at).utc.iso8601(6) }.compact
     end
   end
 

@@ -19,10 +19,6 @@ module TaskerCore
     # handler's lookup); nil runs handlers bare. Rails sets the app's reloader here.
     attr_accessor :around_handler
 
-    # Callables run by each Worker as it starts, given the worker; each returns nil or an
-    # object whose #stop the worker calls before it stops (the Active Job scheduler).
-    attr_reader :worker_services
-
     # Defaults for the workers tasker:worker and the Puma plugin start (namespaces:,
     # concurrency:, orchestration:); the rake task's environment variables win over them.
     attr_writer :worker_options
@@ -33,7 +29,6 @@ module TaskerCore
 
     def initialize
       @overrides = {}
-      @worker_services = []
     end
 
     def database_url

@@ -45,7 +45,6 @@ module TaskerCore
           c.around_handler = ->(&handler) { app.reloader.wrap(&handler) }
           c.worker_options = { namespaces: options.namespaces, concurrency: options.concurrency || 10,
                                orchestration: (options.orchestration || :embedded).to_sym }.compact
-          c.worker_services << JobScheduler.method(:for_worker) if defined?(TaskerCore::JobScheduler)
         end
       end
 

@@ -95,7 +95,6 @@ module TaskerCore
         )
         @pool = HandlerPool.new(@native, runner: runner, concurrency: @concurrency).start
         @dispatcher = Events::Dispatcher.new(@native, @events).start
-        @services = @configuration.worker_services.filter_map { |service| service.call(self) }
       rescue StandardError
         @dispatcher&.stop
         @pool&.stop(0)
@@ -121,7 +120,6 @@ module TaskerCore
         @state = :stopping
       end
       timeout ||= @shutdown_timeout
-      @services.each(&:stop)
       @pool.request_stop
       begin
         @native.stop(timeout)
