@@ -3,7 +3,8 @@
 //! Nothing waits to fill a batch: a request goes as soon as a batch slot is free, with
 //! whatever else arrived meanwhile, so a lone request costs one hop more, not a delay.
 
-use crate::task_initializer::{CreatedTask, FixedSteps, TASKS_CREATED};
+use crate::fixed_steps::FixedSteps;
+use crate::task_request::{CreatedTask, TASKS_CREATED};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tasker_shared::queue::{worker_queue, Notifier};

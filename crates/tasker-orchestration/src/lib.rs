@@ -6,6 +6,7 @@ pub mod creation_batcher;
 pub mod dashboard;
 pub mod dead_worker_reaper;
 mod error;
+mod fixed_steps;
 pub mod orchestrator;
 mod periodic;
 pub mod queue_maintenance;
@@ -14,7 +15,9 @@ pub mod state_gauges;
 pub mod step_enqueuer;
 pub mod task_initializer;
 pub mod task_operations;
+mod task_request;
 
 pub use error::OrchestrationError;
 pub use orchestrator::{OrchestrationCore, OrchestrationHandle};
-pub use task_initializer::{CreatedTask, TaskInitializer, TaskRequest};
+pub use task_initializer::TaskInitializer;
+pub use task_request::{CreatedTask, TaskRequest, TASKS_CREATED};

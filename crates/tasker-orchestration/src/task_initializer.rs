@@ -2,58 +2,20 @@
 //! its root steps in that same transaction.
 
 use crate::creation_batcher::{BatchItem, CreationBatcher};
+use crate::fixed_steps::FixedSteps;
+use crate::task_request::{CreatedTask, TaskRequest, TASKS_CREATED};
 use crate::OrchestrationError;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
-use sqlx::postgres::PgArguments;
-use sqlx::query::QueryAs;
-use sqlx::{PgPool, Postgres};
+use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tasker_shared::config::BackoffConfig;
-use tasker_shared::local_worker::{self, ClaimedRoot, LocalWorker, RootReservation};
+use tasker_shared::local_worker::{self, LocalWorker, RootReservation};
 use tasker_shared::models::{RegisteredTemplate, StepRow, StoreError, TaskRow, TemplateRegistry};
 use tasker_shared::queue::{worker_queue, Notifier, QueueName};
 use tasker_shared::template::TaskTemplate;
 use uuid::Uuid;
-
-/// What a caller asks for.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TaskRequest {
-    pub namespace: String,
-    pub name: String,
-    pub version: String,
-    #[serde(default = "empty_object")]
-    pub context: serde_json::Value,
-    #[serde(default)]
-    pub idempotency_key: Option<String>,
-    #[serde(default)]
-    pub initiator: Option<String>,
-    /// Schedules the task: no step of it starts before this time (RFC 3339 in JSON).
-    #[serde(default)]
-    pub run_at: Option<DateTime<Utc>>,
-}
-
-impl TaskRequest {
-    /// Whether the request schedules the task for later than now.
-    pub fn is_scheduled(&self) -> bool {
-        self.run_at.is_some_and(|at| at > Utc::now())
-    }
-}
-
-fn empty_object() -> serde_json::Value {
-    serde_json::json!({})
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct CreatedTask {
-    pub task_uuid: Uuid,
-    /// False when an existing task was returned for the request's idempotency key.
-    pub created: bool,
-    pub state: String,
-}
 
 type Validators = HashMap<Uuid, Arc<jsonschema::Validator>>;
 
@@ -71,9 +33,6 @@ pub struct TaskInitializer {
     /// claimed at creation (see [`with_local_claims`](Self::with_local_claims)).
     local_claims: bool,
 }
-
-/// Tasks created, by namespace.
-pub const TASKS_CREATED: &str = "tasker_tasks_created_total";
 
 /// `[orchestration] max_steps_per_task`'s default.
 pub const DEFAULT_MAX_STEPS_PER_TASK: u32 = 10_000;
@@ -412,158 +371,5 @@ impl Statement {
                    FROM tasker.{function}({args}, p_run_at => $22) AS c"
             ),
         }
-    }
-}
-
-/// A fixed DAG's steps as `tasker.create_task` takes them: one array per column, retry
-/// settings resolved, and the edges by step name. Empty for a dynamic template (its
-/// blueprints go instead).
-#[derive(Default)]
-pub(crate) struct FixedSteps {
-    pub names: Vec<String>,
-    pub positions: Vec<i32>,
-    pub callables: Vec<String>,
-    pub inits: Vec<serde_json::Value>,
-    pub max_attempts: Vec<i32>,
-    pub retryable: Vec<bool>,
-    pub backoff: Vec<String>,
-    pub base_ms: Vec<i64>,
-    pub max_ms: Vec<i64>,
-    pub timeouts: Vec<Option<i32>>,
-    pub events: Vec<serde_json::Value>,
-    /// Parents not yet complete: a step is ready from this counter alone, without reading
-    /// its edges, and each completing parent counts itself off.
-    pub parents: Vec<i32>,
-    pub edge_from: Vec<String>,
-    pub edge_to: Vec<String>,
-}
-
-impl FixedSteps {
-    /// Another task's steps after these (`tasker.create_tasks` takes every task's steps in
-    /// one set of arrays).
-    pub fn append(&mut self, other: &FixedSteps) {
-        self.names.extend_from_slice(&other.names);
-        self.positions.extend_from_slice(&other.positions);
-        self.callables.extend_from_slice(&other.callables);
-        self.inits.extend_from_slice(&other.inits);
-        self.max_attempts.extend_from_slice(&other.max_attempts);
-        self.retryable.extend_from_slice(&other.retryable);
-        self.backoff.extend_from_slice(&other.backoff);
-        self.base_ms.extend_from_slice(&other.base_ms);
-        self.max_ms.extend_from_slice(&other.max_ms);
-        self.timeouts.extend_from_slice(&other.timeouts);
-        self.events.extend_from_slice(&other.events);
-        self.parents.extend_from_slice(&other.parents);
-        self.edge_from.extend_from_slice(&other.edge_from);
-        self.edge_to.extend_from_slice(&other.edge_to);
-    }
-
-    /// Binds the per-step columns, names to parents, in the order the creating functions
-    /// (`tasker.create_task`, `tasker.create_tasks`) take them.
-    pub fn bind_columns<'q, O>(
-        &'q self,
-        query: QueryAs<'q, Postgres, O, PgArguments>,
-    ) -> QueryAs<'q, Postgres, O, PgArguments> {
-        query
-            .bind(&self.names)
-            .bind(&self.positions)
-            .bind(&self.callables)
-            .bind(&self.inits)
-            .bind(&self.max_attempts)
-            .bind(&self.retryable)
-            .bind(&self.backoff)
-            .bind(&self.base_ms)
-            .bind(&self.max_ms)
-            .bind(&self.timeouts)
-            .bind(&self.events)
-            .bind(&self.parents)
-    }
-
-    /// Steps with no parent: those the task starts with.
-    pub fn roots(&self) -> usize {
-        self.parents.iter().filter(|p| **p == 0).count()
-    }
-
-    /// `tasker.create_task`'s `p_claims`: the first `n` roots, in template order.
-    fn claim_roots(&self, n: usize) -> Vec<bool> {
-        let mut left = n;
-        self.parents
-            .iter()
-            .map(|p| {
-                let claim = *p == 0 && left > 0;
-                left -= usize::from(claim);
-                claim
-            })
-            .collect()
-    }
-
-    /// The roots the creation of `task` claimed (id, name and message id of each), as the
-    /// local worker runs them: what they need is the request's and the template's.
-    fn claimed_roots(
-        &self,
-        request: &TaskRequest,
-        task: Uuid,
-        lease_expires_at: DateTime<Utc>,
-        claimed: sqlx::types::Json<Vec<(Uuid, String, i64)>>,
-    ) -> Vec<ClaimedRoot> {
-        claimed
-            .0
-            .into_iter()
-            .filter_map(|(step_uuid, name, msg_id)| {
-                let i = self.names.iter().position(|n| *n == name)?;
-                Some(ClaimedRoot {
-                    task_uuid: task,
-                    step_uuid,
-                    msg_id,
-                    step_name: name,
-                    namespace: request.namespace.clone(),
-                    task_name: request.name.clone(),
-                    task_version: request.version.clone(),
-                    max_attempts: self.max_attempts[i],
-                    handler_callable: self.callables[i].clone(),
-                    handler_initialization: self.inits[i].clone(),
-                    timeout_seconds: self.timeouts[i],
-                    publishes_events: self.events[i].clone(),
-                    task_context: request.context.clone(),
-                    lease_expires_at,
-                })
-            })
-            .collect()
-    }
-
-    /// Whether the task starts as soon as it is created: a fixed DAG with a root step.
-    /// Only such tasks are created together (`tasker.create_tasks`).
-    pub fn starts_at_once(&self) -> bool {
-        self.parents.contains(&0)
-    }
-
-    fn of(template: &TaskTemplate, defaults: &BackoffConfig) -> Self {
-        let mut s = Self::default();
-        if template.is_dynamic() {
-            return s;
-        }
-        for (i, step) in template.steps.iter().enumerate() {
-            let retry = step.retry.resolve(defaults);
-            s.names.push(step.name.clone());
-            s.positions.push(i as i32);
-            s.callables.push(step.handler.callable.clone());
-            s.inits.push(serde_json::Value::Object(
-                step.handler.initialization.clone(),
-            ));
-            s.max_attempts.push(retry.max_attempts as i32);
-            s.retryable.push(retry.retryable);
-            s.backoff.push(retry.backoff.as_str().to_string());
-            s.base_ms.push(retry.backoff_base_ms as i64);
-            s.max_ms.push(retry.max_backoff_ms as i64);
-            s.timeouts.push(step.timeout_seconds.map(|t| t as i32));
-            s.events
-                .push(serde_json::to_value(&step.publishes_events).expect("events serialize"));
-            s.parents.push(step.dependencies.len() as i32);
-            for dep in &step.dependencies {
-                s.edge_from.push(dep.clone());
-                s.edge_to.push(step.name.clone());
-            }
-        }
-        s
     }
 }
