@@ -30,7 +30,14 @@ enum Command {
     /// Validate or register task templates.
     #[command(subcommand)]
     Template(commands::template::Command),
-    /// Run orchestration and the REST API.
+    /// Run orchestration, the REST API and the dashboard.
+    ///
+    /// Refuses to listen on a non-loopback address (0.0.0.0, a LAN address) while
+    /// [orchestration] api_key is empty, unless --insecure-no-auth (or [orchestration]
+    /// insecure_no_auth) says so. A request is served only when its Host is a loopback
+    /// name, an IP address or a name in [orchestration] allowed_hosts. Request heads must
+    /// arrive within [orchestration] request_header_timeout_ms; at most
+    /// [orchestration] max_http_connections connections are served at once.
     Server(commands::server::Args),
     /// Run a Rust worker with the example handlers.
     Worker(commands::worker::Args),

@@ -24,6 +24,8 @@ pub struct OrchestrationCore {
     pub actor: String,
     /// Shared by every request that waits for a task (one listening connection).
     pub waiter: TaskWaiter,
+    /// The dashboard's session secret and revoked sessions.
+    pub sessions: crate::dashboard::Sessions,
 }
 
 /// A running orchestrator; `shutdown` stops its loops and waits for them.
@@ -74,6 +76,7 @@ impl OrchestrationCore {
             config.database.reconnect_backoff(),
         );
         Self {
+            sessions: crate::dashboard::Sessions::new(&config.orchestration),
             waiter,
             pool,
             config,

@@ -23,7 +23,7 @@ static NOT_INTERRUPTED: AtomicBool = AtomicBool::new(false);
 pub fn poll_channel(
     ruby: &Ruby,
     ffi: &Arc<FfiDispatchChannel>,
-    timeout: f64,
+    timeout: Value,
 ) -> Result<Option<RHash>, magnus::Error> {
     let timeout = seconds(timeout, "poll timeout")?;
     if let Some(step) = ffi.poll(Duration::ZERO, &NOT_INTERRUPTED) {

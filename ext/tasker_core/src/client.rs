@@ -3,7 +3,7 @@
 //! around its database work.
 
 use crate::config::ConfigOptions;
-use crate::convert::{from_ruby, payload_to_ruby, to_ruby, uuid};
+use crate::convert::{from_ruby, payload_to_ruby, seconds, to_ruby, uuid_arg, MAX_TIMEOUT_SECONDS};
 use crate::error::NativeError;
 use crate::nogvl::block_on;
 use crate::runtime::{runtime, ProcessBound};
@@ -192,7 +192,7 @@ fn not_found(id: uuid::Uuid) -> NativeError {
 /// `get_task(task_uuid, options = nil)`: the task row, `terminal`, and its steps.
 fn get_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
     arity(ruby, args, 1, 2, "get_task")?;
-    let id = uuid(&String::try_convert(args[0])?, "task_uuid")?;
+    let id = uuid_arg(args[0], "task_uuid")?;
     let c = client(&options(ruby, args, 1)?)?;
     let rt = runtime()?;
     let (task, steps) = block_on(&rt, CALL_TIMEOUT, "reading the task", async move {
@@ -206,18 +206,13 @@ fn get_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
 /// returns it as `get_task` does.
 fn wait_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
     arity(ruby, args, 2, 3, "wait_task")?;
-    let id = uuid(&String::try_convert(args[0])?, "task_uuid")?;
-    let seconds = f64::try_convert(args[1])?;
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(NativeError::conversion(format!(
-            "timeout: must be a non-negative number of seconds, got {seconds}"
-        ))
-        .into());
-    }
-    // Longer waits are cut to the waiter's maximum (a day) rather than overflowing.
-    let timeout = Duration::try_from_secs_f64(seconds)
-        .unwrap_or(tasker_shared::task_waiter::MAX_WAIT)
-        .min(tasker_shared::task_waiter::MAX_WAIT);
+    let id = uuid_arg(args[0], "task_uuid")?;
+    // Longer waits are cut to the waiter's maximum (a day) rather than refused: waiting
+    // "as long as it takes" is a reasonable thing to ask.
+    let timeout = match f64::try_convert(args[1]) {
+        Ok(s) if s > MAX_TIMEOUT_SECONDS => tasker_shared::task_waiter::MAX_WAIT,
+        _ => seconds(args[1], "wait_task timeout")?.min(tasker_shared::task_waiter::MAX_WAIT),
+    };
     let c = client(&options(ruby, args, 2)?)?;
     let rt = runtime()?;
     let (task, steps) = block_on(
@@ -269,7 +264,7 @@ fn task_json(task: &TaskRow, steps: Option<&[StepRow]>) -> Result<serde_json::Va
 /// `cancel_task(task_uuid, options = nil)`: the cancelled task.
 fn cancel_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
     arity(ruby, args, 1, 2, "cancel_task")?;
-    let id = uuid(&String::try_convert(args[0])?, "task_uuid")?;
+    let id = uuid_arg(args[0], "task_uuid")?;
     let c = client(&options(ruby, args, 1)?)?;
     let rt = runtime()?;
     let task = block_on(&rt, CALL_TIMEOUT, "cancelling the task", async move {

@@ -2,7 +2,9 @@
 
 use crate::error::NativeError;
 use magnus::value::{Lazy, Opaque, ReprValue};
-use magnus::{r_hash::ForEach, IntoValue, RArray, RHash, RString, Ruby, Value};
+use magnus::{
+    r_hash::ForEach, Float, Integer, IntoValue, RArray, RHash, RString, Ruby, TryConvert, Value,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::cell::RefCell;
@@ -200,18 +202,64 @@ pub fn to_ruby_via_json<T: Serialize>(ruby: &Ruby, value: &T) -> Result<Value, m
     to_ruby(ruby, &json)
 }
 
-/// A timeout in seconds from Ruby; negative and non-finite values are refused.
-pub fn seconds(value: f64, what: &str) -> Result<std::time::Duration, NativeError> {
-    std::time::Duration::try_from_secs_f64(value).map_err(|_| {
-        NativeError::conversion(format!(
-            "{what}: expected a non-negative number of seconds, got {value}"
-        ))
-    })
+/// The longest timeout a call takes from Ruby: a day. Longer ones would overflow the
+/// deadline arithmetic they feed, and nothing here should wait longer.
+pub const MAX_TIMEOUT_SECONDS: f64 = 86_400.0;
+
+/// A timeout in seconds from Ruby (Integer or Float): another class is a TypeError; a
+/// negative, non-finite or over-long one an ArgumentError naming `what`.
+pub fn seconds(value: Value, what: &str) -> Result<std::time::Duration, NativeError> {
+    if Integer::from_value(value).is_none() && Float::from_value(value).is_none() {
+        return Err(NativeError::type_error(format!(
+            "{what}: expected a number of seconds, got {}",
+            class_name(value)
+        )));
+    }
+    let secs =
+        f64::try_convert(value).map_err(|e| NativeError::argument(format!("{what}: {e}")))?;
+    if !(0.0..=MAX_TIMEOUT_SECONDS).contains(&secs) {
+        return Err(NativeError::argument(format!(
+            "{what}: expected 0 to {MAX_TIMEOUT_SECONDS} seconds, got {value}"
+        )));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// A count from Ruby: a non-Integer is a TypeError; a negative one or one above `max` an
+/// ArgumentError naming `what`.
+pub fn count(value: Value, what: &str, max: u64) -> Result<u64, NativeError> {
+    let Some(n) = Integer::from_value(value) else {
+        return Err(NativeError::type_error(format!(
+            "{what}: expected an Integer, got {}",
+            class_name(value)
+        )));
+    };
+    match n.to_u64() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(NativeError::argument(format!(
+            "{what}: expected 0 to {max}, got {value}"
+        ))),
+    }
 }
 
 pub fn uuid(value: &str, what: &str) -> Result<uuid::Uuid, NativeError> {
     uuid::Uuid::parse_str(value)
         .map_err(|e| NativeError::conversion(format!("{what}: '{value}' is not a UUID: {e}")))
+}
+
+/// A task id argument: a String (else TypeError) holding a UUID (else ArgumentError).
+pub fn uuid_arg(value: Value, what: &str) -> Result<uuid::Uuid, NativeError> {
+    let Some(text) = RString::from_value(value) else {
+        return Err(NativeError::type_error(format!(
+            "{what}: expected a String, got {}",
+            class_name(value)
+        )));
+    };
+    let text = text
+        .to_string()
+        .map_err(|e| NativeError::argument(format!("{what}: {e}")))?;
+    uuid::Uuid::parse_str(&text)
+        .map_err(|e| NativeError::argument(format!("{what}: '{text}' is not a UUID: {e}")))
 }
 
 /// Frozen Hash keys, made once: Hash#[]= stores a frozen String key without copying it.

@@ -31,6 +31,10 @@ pub enum Kind {
     Fork,
     Interrupted,
     Timeout,
+    /// Ruby's own ArgumentError: a value out of range for its argument.
+    Argument,
+    /// Ruby's own TypeError: an argument of the wrong class.
+    Type,
 }
 
 const SUBCLASSES: &[(Kind, &str)] = &[
@@ -67,6 +71,11 @@ pub fn define(ruby: &Ruby, tasker: RModule, native: RModule) -> Result<(), magnu
 }
 
 fn class(ruby: &Ruby, kind: Kind) -> ExceptionClass {
+    match kind {
+        Kind::Argument => return ruby.exception_arg_error(),
+        Kind::Type => return ruby.exception_type_error(),
+        _ => {}
+    }
     let classes = CLASSES
         .get()
         .expect("exception classes are defined when the extension loads");
@@ -115,6 +124,14 @@ impl NativeError {
 
     pub fn database(message: impl Into<String>) -> Self {
         Self::new(Kind::Database, message)
+    }
+
+    pub fn argument(message: impl Into<String>) -> Self {
+        Self::new(Kind::Argument, message)
+    }
+
+    pub fn type_error(message: impl Into<String>) -> Self {
+        Self::new(Kind::Type, message)
     }
 }
 

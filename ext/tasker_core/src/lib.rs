@@ -35,5 +35,11 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     loopback_channel::define(ruby, native)?;
     client::define(native)?;
     native.const_set("VERSION", env!("CARGO_PKG_VERSION"))?;
+    // The limits the Ruby library checks its own arguments against.
+    native.const_set("MAX_TIMEOUT_SECONDS", convert::MAX_TIMEOUT_SECONDS)?;
+    native.const_set(
+        "MAX_CONCURRENCY",
+        tasker_shared::config::MAX_CONCURRENT_HANDLERS,
+    )?;
     Ok(())
 }

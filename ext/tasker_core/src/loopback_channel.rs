@@ -3,7 +3,7 @@
 //! poll/complete, timeouts and starvation; the benchmark uses it to time the FFI round trip.
 
 use crate::channel::{complete_on, poll_channel};
-use crate::convert::{from_json, seconds, to_json, to_ruby_via_json};
+use crate::convert::{count as count_arg, from_json, seconds, to_json, to_ruby_via_json};
 use crate::error::NativeError;
 use crate::nogvl::{wait, Waited};
 use crate::runtime::{runtime, ProcessBound};
@@ -25,6 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How many recent results the sink keeps for inspection.
 const KEEP_RESULTS: usize = 16;
+/// The most steps one `feed` queues: a benchmark's worth, far below what would exhaust
+/// memory or wrap the message ids.
+const MAX_FEED: u64 = 10_000_000;
 
 pub fn define(ruby: &Ruby, native: RModule) -> Result<(), magnus::Error> {
     let class = native.define_class("LoopbackChannel", ruby.class_object())?;
@@ -153,18 +156,15 @@ impl LoopbackChannel {
     /// `feed(count, step)`: queues `count` copies of `step` (a Hash of StepContext fields;
     /// missing ones get defaults, each copy a fresh event id and step uuid) through the
     /// channel's pump. Returns at once; the copies flow in as the buffer makes room.
-    fn feed(
-        ruby: &Ruby,
-        rb_self: &Self,
-        count: usize,
-        step: Value,
-    ) -> Result<usize, magnus::Error> {
+    fn feed(ruby: &Ruby, rb_self: &Self, count: Value, step: Value) -> Result<u64, magnus::Error> {
+        let count = count_arg(count, "feed count", MAX_FEED)?;
         let inner = rb_self.inner()?;
         let template = step_context(ruby, step)?;
         let Some(tx) = inner.feed.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
             return Err(NativeError::worker("the loopback channel is closed").into());
         };
         let queue = inner.queue.clone();
+        // MAX_FEED keeps these casts exact.
         let first = inner.next_msg_id.fetch_add(count as i64, Ordering::Relaxed);
         inner.runtime.spawn(async move {
             for i in 0..count {
@@ -187,7 +187,7 @@ impl LoopbackChannel {
         Ok(count)
     }
 
-    fn poll(ruby: &Ruby, rb_self: &Self, timeout: f64) -> Result<Option<RHash>, magnus::Error> {
+    fn poll(ruby: &Ruby, rb_self: &Self, timeout: Value) -> Result<Option<RHash>, magnus::Error> {
         poll_channel(ruby, &rb_self.inner()?.ffi, timeout)
     }
 
@@ -242,9 +242,10 @@ impl LoopbackChannel {
     /// the sink, false at the timeout. The GVL is released while waiting.
     fn wait_for_completions(
         rb_self: &Self,
-        count: u64,
-        timeout: f64,
+        count: Value,
+        timeout: Value,
     ) -> Result<bool, magnus::Error> {
+        let count = count_arg(count, "wait_for_completions count", u64::from(u32::MAX))?;
         let inner = rb_self.inner()?;
         let timeout = seconds(timeout, "wait_for_completions timeout")?;
         let sink = inner.sink.clone();
@@ -294,10 +295,11 @@ fn channel_config(
     for (key, value) in overrides {
         let value = value
             .as_u64()
-            .map(|n| toml::Value::Integer(n as i64))
+            .and_then(|n| i64::try_from(n).ok())
+            .map(toml::Value::Integer)
             .ok_or_else(|| {
-                NativeError::conversion(format!(
-                    "LoopbackChannel config.{key}: expected a non-negative Integer, got {value}"
+                NativeError::argument(format!(
+                    "LoopbackChannel config.{key}: expected a non-negative Integer below 2**63, got {value}"
                 ))
             })?;
         loader = loader.set(&format!("worker.mpsc_channels.ffi_dispatch.{key}"), value);

@@ -203,7 +203,7 @@ impl Worker {
     }
 
     /// `poll(timeout_seconds)` -> Hash or nil.
-    fn poll(ruby: &Ruby, rb_self: &Self, timeout: f64) -> Result<Option<RHash>, magnus::Error> {
+    fn poll(ruby: &Ruby, rb_self: &Self, timeout: Value) -> Result<Option<RHash>, magnus::Error> {
         poll_channel(ruby, &rb_self.inner()?.ffi, timeout)
     }
 
@@ -263,7 +263,7 @@ impl Worker {
     /// `poll_event(timeout_seconds)` -> the next `fast` domain event as a Hash; nil when none
     /// came within the timeout; false once the worker has stopped and every event has been
     /// taken.
-    fn poll_event(ruby: &Ruby, rb_self: &Self, timeout: f64) -> Result<Value, magnus::Error> {
+    fn poll_event(ruby: &Ruby, rb_self: &Self, timeout: Value) -> Result<Value, magnus::Error> {
         let inner = rb_self.inner()?;
         let timeout = seconds(timeout, "poll_event timeout")?;
         let events = inner.events.clone();
@@ -291,7 +291,7 @@ impl Worker {
     /// `stop(timeout_seconds)`: stops claiming, lets Ruby finish what it polled until the
     /// deadline, records the results, hands back the rest, then stops embedded
     /// orchestration. False when already stopped.
-    fn stop(rb_self: &Self, timeout: f64) -> Result<bool, magnus::Error> {
+    fn stop(rb_self: &Self, timeout: Value) -> Result<bool, magnus::Error> {
         let inner = rb_self.inner()?;
         let deadline = seconds(timeout, "stop timeout")?;
         inner

@@ -62,7 +62,7 @@ RSpec.describe TaskerCore::Client do
     expect { described_class.get_task("01a21765-82c5-773c-982a-ee2d542bea65") }
       .to raise_error(TaskerCore::Native::NotFoundError, /not found/)
     expect { described_class.get_task("nope") }
-      .to raise_error(TaskerCore::Native::ConversionError, /task_uuid: 'nope' is not a UUID/)
+      .to raise_error(ArgumentError, /task_uuid: 'nope' is not a UUID/)
     expect(TaskerCore::Native::Error.ancestors).to include(TaskerCore::Error, StandardError)
   end
 end

@@ -14,6 +14,9 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             if !config.orchestration.api_key.is_empty() {
                 config.orchestration.api_key = "***".into();
             }
+            if !config.orchestration.session_secret.is_empty() {
+                config.orchestration.session_secret = "***".into();
+            }
             let env = std::env::var("TASKER_ENV").unwrap_or_else(|_| "development".into());
             println!("# environment: {env}");
             print!("{}", toml::to_string_pretty(&config)?);

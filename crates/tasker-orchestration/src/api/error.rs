@@ -5,7 +5,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
-/// Every error the API returns: a status and `{"error": {"message", "field", "code"}}`.
+/// Every error the API returns: a status and `{"error": {"message", "field", "code"}}`,
+/// plus `reference` for internal errors.
 #[derive(Debug, Serialize)]
 pub struct ApiError {
     #[serde(skip)]
@@ -14,6 +15,9 @@ pub struct ApiError {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// For internal errors: the id under which the cause was logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 impl ApiError {
@@ -23,7 +27,23 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            reference: None,
         }
+    }
+
+    /// A failure of the server's own (database, queue): the cause is logged under a fresh
+    /// reference, and the client gets only that reference, never the cause's text (it names
+    /// tables, queries and connection details).
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        let reference = uuid::Uuid::new_v4().to_string();
+        tracing::error!(%reference, error = %cause, "API request failed");
+        let mut err = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("internal error; the server's log has the cause under reference {reference}"),
+        );
+        err.reference = Some(reference);
+        err
     }
 
     pub fn field(mut self, field: impl Into<String>) -> Self {
@@ -39,7 +59,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status;
-        if status.is_server_error() {
+        if status.is_server_error() && self.reference.is_none() {
             tracing::error!(message = %self.message, "API request failed");
         }
         (status, Json(serde_json::json!({ "error": self }))).into_response()
@@ -69,9 +89,7 @@ impl From<OrchestrationError> for ApiError {
             E::Store(tasker_shared::models::StoreError::NotFound { .. }) => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", msg)
             }
-            E::Store(_) | E::Queue(_) | E::Database(_) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", msg)
-            }
+            E::Store(_) | E::Queue(_) | E::Database(_) => ApiError::internal(msg),
         }
     }
 }
@@ -108,11 +126,7 @@ impl From<QueryRejection> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("database: {e}"),
-        )
+        ApiError::internal(format!("database: {e}"))
     }
 }
 

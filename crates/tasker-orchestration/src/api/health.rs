@@ -18,10 +18,14 @@ pub async fn ready(State(core): State<OrchestrationCore>) -> impl IntoResponse {
             StatusCode::OK,
             Json(serde_json::json!({ "status": "ready", "database": "ok" })),
         ),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "not_ready", "database": e.to_string() })),
-        ),
+        Err(e) => {
+            // The cause (host names, credentials' user) goes to the log only.
+            tracing::warn!(error = %e, "readiness check: the database did not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({ "status": "not_ready", "database": "unavailable" })),
+            )
+        }
     }
 }
 

@@ -10,6 +10,9 @@ use tasker_shared::models::{StepReadiness, StepRow, TaskExecutionContext, TaskRo
 use uuid::Uuid;
 
 const MAX_PAGE: i64 = 500;
+/// The deepest page an offset may ask for: the database reads and discards every row before
+/// it, so a huge offset costs a scan of the table. Filters reach older tasks cheaply.
+const MAX_OFFSET: i64 = 10_000;
 
 pub async fn create(
     State(core): State<OrchestrationCore>,
@@ -78,10 +81,10 @@ pub async fn list(
         ));
     }
     let offset = p.offset.unwrap_or(0);
-    if offset < 0 {
+    if !(0..=MAX_OFFSET).contains(&offset) {
         return Err(ApiError::bad_request(
             "offset",
-            "offset must not be negative",
+            format!("offset must be between 0 and {MAX_OFFSET}; narrow the list with status or namespace"),
         ));
     }
     if let Some(s) = &p.status {

@@ -38,6 +38,7 @@ struct ConfirmPage {
 
 /// Checks where the form came from and its token; `Some(page)` asks for confirmation first.
 fn check(
+    core: &OrchestrationCore,
     headers: &HeaderMap,
     form: Result<Form<ActionForm>, FormRejection>,
     confirm: impl FnOnce() -> ConfirmPage,
@@ -47,7 +48,7 @@ fn check(
         field: "form",
         message: e.body_text(),
     })?;
-    csrf::verify(&form.csrf)?;
+    csrf::verify(&core.sessions, &super::Principal::current(), &form.csrf)?;
     if form.confirmed == "yes" {
         return Ok(None);
     }
@@ -62,7 +63,7 @@ pub async fn cancel(
 ) -> Result<Response, UiError> {
     let Path(id) = path.map_err(path_error)?;
     let back = format!("/ui/tasks/{id}");
-    if let Some(page) = check(&headers, form, || ConfirmPage {
+    if let Some(page) = check(&core, &headers, form, || ConfirmPage {
         layout: Layout::new(&core, "Cancel task?", "tasks").still(),
         question: format!(
             "Cancel task {id}? Steps not yet started are cancelled; none will be enqueued."
@@ -96,7 +97,7 @@ pub async fn step_action(
         other => return Err(UiError::not_found(format!("step action '{other}'"))),
     };
     let back = format!("/ui/tasks/{id}");
-    if let Some(page) = check(&headers, form, || ConfirmPage {
+    if let Some(page) = check(&core, &headers, form, || ConfirmPage {
         layout: Layout::new(&core, format!("{action} {step}?"), "tasks").still(),
         question,
         action: format!("/ui/tasks/{id}/steps/{}/{action}", percent_encode(&step)),

@@ -1,58 +1,53 @@
 //! Protection of the dashboard's POSTs against cross-site request forgery, twice over: every
-//! form carries a token only this process can make (an HMAC of its issue time under a secret
-//! drawn at start-up), and a request the browser marks as coming from another site
-//! (`Sec-Fetch-Site`, `Origin`) is refused whatever it carries.
+//! form carries a token only a server holding the session secret can make (an HMAC of its
+//! issue time and of the session it was rendered for), and a request the browser marks as
+//! coming from another site (`Sec-Fetch-Site`, `Origin`) is refused whatever it carries.
 
+use super::session::{Principal, Sessions};
 use super::UiError;
 use axum::http::{header, HeaderMap};
-use hmac::{Hmac, Mac};
-use rand::RngCore;
-use sha2::Sha256;
-use std::sync::OnceLock;
 
-/// How long a page's forms stay usable.
-const TOKEN_LIFETIME_SECS: i64 = 12 * 3600;
-/// Tokens are issued per hour, not per request, so a page re-rendered by the live refresh
-/// is byte for byte the same unless something on it changed (and nothing is swapped).
-const ISSUE_GRANULARITY_SECS: i64 = 3600;
-
-fn secret() -> &'static [u8; 32] {
-    static SECRET: OnceLock<[u8; 32]> = OnceLock::new();
-    SECRET.get_or_init(|| {
-        let mut key = [0u8; 32];
-        rand::rng().fill_bytes(&mut key);
-        key
-    })
+/// Tokens are issued per hour (a quarter of the lifetime when that is shorter), not per
+/// request, so a page re-rendered by the live refresh is byte for byte the same unless
+/// something on it changed (and nothing is swapped).
+fn granularity(sessions: &Sessions) -> i64 {
+    (sessions.lifetime_secs() / 4).clamp(1, 3600)
 }
 
-fn mac(issued: i64) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret()).expect("HMAC takes any key length");
-    mac.update(b"tasker-ui-csrf:");
-    mac.update(issued.to_string().as_bytes());
-    mac
+/// A token for a page's forms, valid for the session it was rendered for:
+/// `<issued unix seconds>.<hex HMAC>`.
+pub fn issue(sessions: &Sessions, principal: &Principal) -> String {
+    issue_at(sessions, principal, chrono::Utc::now().timestamp())
 }
 
-/// A token for a page's forms: `<issued unix seconds>.<hex HMAC>`.
-pub fn issue() -> String {
-    let now = chrono::Utc::now().timestamp();
-    let issued = now - now.rem_euclid(ISSUE_GRANULARITY_SECS);
+fn issue_at(sessions: &Sessions, principal: &Principal, now: i64) -> String {
+    let issued = now - now.rem_euclid(granularity(sessions));
     format!(
         "{issued}.{}",
-        hex::encode(mac(issued).finalize().into_bytes())
+        hex::encode(sessions.csrf_tag(&principal.subject(), issued))
     )
 }
 
-/// Accepts a token this process issued within the last [`TOKEN_LIFETIME_SECS`].
-pub fn verify(token: &str) -> Result<(), UiError> {
+/// Accepts a token issued for this session within the last `session_lifetime_seconds`
+/// (plus the issue granularity, so a token is good for at least the lifetime).
+pub fn verify(sessions: &Sessions, principal: &Principal, token: &str) -> Result<(), UiError> {
+    verify_at(sessions, principal, token, chrono::Utc::now().timestamp())
+}
+
+fn verify_at(
+    sessions: &Sessions,
+    principal: &Principal,
+    token: &str,
+    now: i64,
+) -> Result<(), UiError> {
     let refused = |why: &str| UiError::Forbidden(format!("CSRF token {why}; reload the page"));
     let (issued, tag) = token.split_once('.').ok_or_else(|| refused("missing"))?;
     let issued: i64 = issued.parse().map_err(|_| refused("malformed"))?;
     let tag = hex::decode(tag).map_err(|_| refused("malformed"))?;
-    mac(issued)
-        .verify_slice(&tag)
-        .map_err(|_| refused("not issued by this server"))?;
-    let age = chrono::Utc::now().timestamp() - issued;
-    if !(0..=TOKEN_LIFETIME_SECS).contains(&age) {
+    if !sessions.csrf_tag_matches(&principal.subject(), issued, &tag) {
+        return Err(refused("not issued for this session"));
+    }
+    if !(0..=sessions.lifetime_secs() + granularity(sessions)).contains(&(now - issued)) {
         return Err(refused("expired"));
     }
     Ok(())
@@ -94,18 +89,43 @@ pub fn check_origin(headers: &HeaderMap) -> Result<(), UiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tasker_shared::config::ConfigLoader;
+
+    fn sessions(secret: &str) -> Sessions {
+        let mut config = ConfigLoader::isolated(None, "test")
+            .load()
+            .unwrap()
+            .orchestration;
+        config.session_secret = secret.into();
+        config.session_lifetime_seconds = 600;
+        Sessions::new(&config)
+    }
 
     #[test]
-    fn issued_tokens_verify_and_forged_ones_do_not() {
-        let token = issue();
-        verify(&token).unwrap();
+    fn tokens_verify_only_for_their_session_within_the_lifetime() {
+        let s = sessions("0123456789abcdef0123456789abcdef");
+        let alice = Principal::session("a1", i64::MAX);
+        let bob = Principal::session("b2", i64::MAX);
+        let token = issue(&s, &alice);
+        verify(&s, &alice, &token).unwrap();
+        assert!(verify(&s, &bob, &token).is_err(), "another session");
+        assert!(verify(&s, &Principal::Open, &token).is_err());
+        let other = sessions("fedcba9876543210fedcba9876543210");
+        assert!(verify(&other, &alice, &token).is_err(), "another secret");
         let (issued, _) = token.split_once('.').unwrap();
-        assert!(verify(&format!("{issued}.{}", "0".repeat(64))).is_err());
-        assert!(verify("").is_err());
-        assert!(verify("12.zz").is_err());
-        let old = chrono::Utc::now().timestamp() - TOKEN_LIFETIME_SECS - 10;
-        let expired = format!("{old}.{}", hex::encode(mac(old).finalize().into_bytes()));
-        assert!(verify(&expired).is_err());
+        assert!(verify(&s, &alice, &format!("{issued}.{}", "0".repeat(64))).is_err());
+        assert!(verify(&s, &alice, "").is_err());
+        assert!(verify(&s, &alice, "12.zz").is_err());
+        let now = chrono::Utc::now().timestamp();
+        let old = issue_at(&s, &alice, now - 3 * 3600);
+        assert!(
+            verify_at(&s, &alice, &old, now).is_err(),
+            "older than the 600 s lifetime"
+        );
+        let recent = issue_at(&s, &alice, now);
+        verify_at(&s, &alice, &recent, now + 500).unwrap();
+        assert!(verify_at(&s, &alice, &recent, now + 4000).is_err());
+        assert!(verify(&s, &alice, &format!("{}", now + 7200)).is_err());
     }
 
     #[test]

@@ -65,17 +65,23 @@ struct ErrorPage {
 impl IntoResponse for UiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(error = %self, "dashboard request failed");
-        }
+        // The cause of a server failure (database text naming tables and queries) goes to
+        // the log only; the page shows the reference it was logged under.
+        let message = if status.is_server_error() {
+            let reference = uuid::Uuid::new_v4();
+            tracing::error!(%reference, error = %self, "dashboard request failed");
+            format!("internal error; the server's log has the cause under reference {reference}")
+        } else {
+            self.to_string()
+        };
         let page = ErrorPage {
             status: status.as_u16(),
             reason: status.canonical_reason().unwrap_or("Error").to_string(),
-            message: self.to_string(),
+            message: message.clone(),
         };
         match page.render() {
             Ok(html) => (status, Html(html)).into_response(),
-            Err(_) => (status, self.to_string()).into_response(),
+            Err(_) => (status, message).into_response(),
         }
     }
 }

@@ -21,6 +21,7 @@ mod templates;
 mod workers;
 
 pub use error::UiError;
+pub use session::{Principal, Sessions};
 
 use crate::OrchestrationCore;
 use askama::Template;
@@ -50,12 +51,16 @@ pub fn routes(core: OrchestrationCore) -> Router<OrchestrationCore> {
         .route("/ui/templates", get(templates::page))
         .route("/ui/logout", post(session::logout))
         .route_layer(axum::middleware::from_fn_with_state(
-            core,
+            core.clone(),
             session::require_api_key,
         ));
     Router::new()
         .merge(pages)
         .route("/ui/login", get(session::login_form).post(session::login))
+        .layer(axum::middleware::from_fn_with_state(
+            core,
+            session::identify,
+        ))
         .route("/ui/static/{file}", get(assets::file))
         .layer(axum::middleware::from_fn(security_headers))
 }
@@ -103,7 +108,7 @@ impl Layout {
         Self {
             title: title.into(),
             nav,
-            csrf: csrf::issue(),
+            csrf: csrf::issue(&core.sessions, &Principal::current()),
             live: true,
             key_required: !core.config.orchestration.api_key.is_empty(),
         }

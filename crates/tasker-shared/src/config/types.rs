@@ -87,6 +87,20 @@ pub struct OrchestrationConfig {
     /// The most steps one task may have, counting those decision and batchable steps
     /// create while it runs; an outcome that would pass it fails its step.
     pub max_steps_per_task: u32,
+    /// Serve on a non-loopback address without an API key (refused unless this is set).
+    pub insecure_no_auth: bool,
+    /// Host names (besides loopback names and IP literals) the server answers to; any other
+    /// `Host` is refused, so a DNS-rebinding page cannot drive it.
+    pub allowed_hosts: Vec<String>,
+    /// HMAC secret for dashboard sessions and CSRF tokens; the same on every orchestrator
+    /// behind one address. Empty: drawn at random by each process.
+    pub session_secret: String,
+    /// How long a dashboard session cookie and a page's CSRF token stay valid.
+    pub session_lifetime_seconds: u64,
+    /// A connection that has not sent a request's headers within this is closed.
+    pub request_header_timeout_ms: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_http_connections: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +203,12 @@ impl OrchestrationConfig {
     pub fn wait_fallback_poll_interval(&self) -> Duration {
         ms(self.wait_fallback_poll_interval_ms)
     }
+    pub fn request_header_timeout(&self) -> Duration {
+        ms(self.request_header_timeout_ms)
+    }
+    pub fn session_lifetime(&self) -> Duration {
+        Duration::from_secs(self.session_lifetime_seconds)
+    }
 }
 
 impl WorkerConfig {
@@ -230,6 +250,42 @@ impl FfiDispatchConfig {
     }
 }
 
+/// The longest duration any `*_ms` / `*_seconds` key may hold: longer ones would overflow
+/// the clock arithmetic they feed (deadlines, leases), and no sane setting comes near it.
+pub const MAX_DURATION_SECONDS: u64 = 365 * 24 * 3600;
+/// The most handler threads / concurrent handlers one worker may run.
+pub const MAX_CONCURRENT_HANDLERS: usize = 10_000;
+/// The largest channel, buffer or connection count; past it a channel's semaphore panics
+/// (tokio allows about 2^61) long before memory runs out.
+pub const MAX_BUFFER_SIZE: usize = 1_000_000;
+/// Shortest `session_secret` accepted: 32 bytes, the HMAC's block of strength.
+pub const MIN_SESSION_SECRET_LEN: usize = 32;
+
+/// The dotted name and value of every `*_ms` and `*_seconds` key, wherever it sits.
+fn duration_keys(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, u64, u64)>) {
+    let serde_json::Value::Object(map) = value else {
+        return;
+    };
+    for (k, v) in map {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        let limit = if k.ends_with("_ms") {
+            Some(MAX_DURATION_SECONDS * 1000)
+        } else if k.ends_with("_seconds") {
+            Some(MAX_DURATION_SECONDS)
+        } else {
+            None
+        };
+        match (limit, v.as_u64()) {
+            (Some(limit), Some(n)) => out.push((key, n, limit)),
+            _ => duration_keys(&key, v, out),
+        }
+    }
+}
+
 impl TaskerConfig {
     /// Checks the values serde cannot: ranges and relations between keys.
     pub fn validate(&self) -> Result<(), super::ConfigError> {
@@ -239,6 +295,95 @@ impl TaskerConfig {
                 reason: reason.to_string(),
             })
         };
+        let mut durations = Vec::new();
+        duration_keys(
+            "",
+            &serde_json::to_value(self).expect("the configuration serializes"),
+            &mut durations,
+        );
+        for (key, value, limit) in durations {
+            if value > limit {
+                return invalid(
+                    &key,
+                    &format!("{value} is more than a year (at most {limit})"),
+                );
+            }
+        }
+        let hd = &self.worker.mpsc_channels.handler_dispatch;
+        if hd.max_concurrent_handlers > MAX_CONCURRENT_HANDLERS {
+            return invalid(
+                "worker.mpsc_channels.handler_dispatch.max_concurrent_handlers",
+                &format!("must be at most {MAX_CONCURRENT_HANDLERS}"),
+            );
+        }
+        for (key, value) in [
+            (
+                "worker.mpsc_channels.handler_dispatch.dispatch_buffer_size",
+                hd.dispatch_buffer_size,
+            ),
+            (
+                "worker.mpsc_channels.handler_dispatch.completion_buffer_size",
+                hd.completion_buffer_size,
+            ),
+            (
+                "worker.mpsc_channels.ffi_dispatch.dispatch_buffer_size",
+                self.worker.mpsc_channels.ffi_dispatch.dispatch_buffer_size,
+            ),
+            (
+                "worker.command_buffer_size",
+                self.worker.command_buffer_size,
+            ),
+            (
+                "worker.max_steps_in_flight",
+                self.worker.max_steps_in_flight,
+            ),
+            (
+                "worker.max_concurrent_completions",
+                self.worker.max_concurrent_completions,
+            ),
+            (
+                "orchestration.result_processing_concurrency",
+                self.orchestration.result_processing_concurrency,
+            ),
+            (
+                "orchestration.max_http_connections",
+                self.orchestration.max_http_connections,
+            ),
+        ] {
+            if value > MAX_BUFFER_SIZE {
+                return invalid(key, &format!("must be at most {MAX_BUFFER_SIZE}"));
+            }
+        }
+        let o = &self.orchestration;
+        if !o.session_secret.is_empty() && o.session_secret.len() < MIN_SESSION_SECRET_LEN {
+            return invalid(
+                "orchestration.session_secret",
+                &format!("must be empty (a random secret per process) or at least {MIN_SESSION_SECRET_LEN} characters"),
+            );
+        }
+        if o.session_lifetime_seconds < 60 {
+            return invalid(
+                "orchestration.session_lifetime_seconds",
+                "must be at least 60",
+            );
+        }
+        if o.request_header_timeout_ms == 0 {
+            return invalid(
+                "orchestration.request_header_timeout_ms",
+                "must be at least 1",
+            );
+        }
+        if o.max_http_connections == 0 {
+            return invalid("orchestration.max_http_connections", "must be at least 1");
+        }
+        if let Some(bad) = o.allowed_hosts.iter().find(|h| {
+            h.is_empty() || h.contains(|c: char| c.is_whitespace() || matches!(c, '/' | ':' | '@'))
+        }) {
+            return invalid(
+                "orchestration.allowed_hosts",
+                &format!("'{bad}' is not a host name (give names without scheme, port or path)"),
+            );
+        }
         if self.database.url.trim().is_empty() {
             return invalid("database.url", "must not be empty (or set DATABASE_URL)");
         }

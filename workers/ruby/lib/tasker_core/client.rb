@@ -34,7 +34,8 @@ module TaskerCore
       # wait) and releases the GVL while it waits.
       def wait(task_or_uuid, timeout:)
         uuid = uuid_of(task_or_uuid)
-        task = Task.new(Native.wait_task(uuid, timeout.to_f, options))
+        # The native call refuses a timeout that is not a non-negative number.
+        task = Task.new(Native.wait_task(uuid, timeout, options))
         return task if task.terminal?
 
         raise TimeoutError, "task #{uuid} (#{task.namespace}/#{task.name}) still #{task.status} after " \

@@ -51,6 +51,24 @@ module TaskerCore
       def current
         @current
       end
+
+      # An Integer from 1 to Native::MAX_CONCURRENCY, checked before anything starts.
+      def check_concurrency(value)
+        raise TypeError, "concurrency: expected an Integer, got #{value.class}" unless value.is_a?(Integer)
+        return value if value.between?(1, Native::MAX_CONCURRENCY)
+
+        raise ArgumentError, "concurrency: expected 1 to #{Native::MAX_CONCURRENCY}, got #{value}"
+      end
+
+      # Seconds from 0 to Native::MAX_TIMEOUT_SECONDS (nil passes: the default applies).
+      def check_timeout(value, what)
+        return value if value.nil?
+        raise TypeError, "#{what}: expected a number of seconds, got #{value.class}" unless value.is_a?(Numeric)
+        # Comparisons, not between?: NaN fails them rather than raising its own error.
+        return value if value.to_f >= 0 && value.to_f <= Native::MAX_TIMEOUT_SECONDS
+
+        raise ArgumentError, "#{what}: expected 0 to #{Native::MAX_TIMEOUT_SECONDS} seconds, got #{value}"
+      end
     end
 
     attr_reader :namespaces, :concurrency, :orchestration, :templates, :started_in
@@ -63,7 +81,7 @@ module TaskerCore
       end
 
       @namespaces = namespaces&.map(&:to_s)
-      @concurrency = concurrency
+      @concurrency = self.class.check_concurrency(concurrency)
       @orchestration = orchestration
       @trap_signals = trap_signals
       @configuration = configuration
@@ -114,6 +132,8 @@ module TaskerCore
     # `timeout` seconds, default worker.shutdown_timeout_ms), records their results, hands
     # the rest back to the queue, then stops embedded orchestration. False if not running.
     def stop(timeout: nil)
+      # Checked before the state changes: a refused timeout leaves the worker running.
+      self.class.check_timeout(timeout, "stop timeout")
       @state_lock.synchronize do
         return false unless @state == :running
 
