@@ -6,6 +6,7 @@ mod dead_letters;
 mod error;
 mod health;
 mod host;
+mod paging;
 mod tasks;
 mod templates;
 mod workers;

@@ -1,3 +1,4 @@
+use super::paging::page;
 use super::ApiError;
 use crate::task_operations::{act_on_step as apply_step_action, cancel_task, StepAction};
 use crate::{OrchestrationCore, TaskRequest};
@@ -8,11 +9,6 @@ use axum::Json;
 use serde::Deserialize;
 use tasker_shared::models::{StepReadiness, StepRow, TaskExecutionContext, TaskRow};
 use uuid::Uuid;
-
-const MAX_PAGE: i64 = 500;
-/// The deepest page an offset may ask for: the database reads and discards every row before
-/// it, so a huge offset costs a scan of the table. Filters reach older tasks cheaply.
-const MAX_OFFSET: i64 = 10_000;
 
 pub async fn create(
     State(core): State<OrchestrationCore>,
@@ -73,20 +69,11 @@ pub async fn list(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Query(p) = params?;
-    let limit = p.limit.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "limit",
-            format!("limit must be between 1 and {MAX_PAGE}"),
-        ));
-    }
-    let offset = p.offset.unwrap_or(0);
-    if !(0..=MAX_OFFSET).contains(&offset) {
-        return Err(ApiError::bad_request(
-            "offset",
-            format!("offset must be between 0 and {MAX_OFFSET}; narrow the list with status or namespace"),
-        ));
-    }
+    let (limit, offset) = page(
+        p.limit,
+        p.offset,
+        "narrow the list with status or namespace",
+    )?;
     if let Some(s) = &p.status {
         if s.parse::<tasker_shared::TaskState>().is_err() {
             return Err(ApiError::bad_request(
