@@ -22,7 +22,8 @@ RSpec.describe "the tasker_core gem", :slow do
       env = { "GEM_HOME" => home, "GEM_PATH" => home, "RUBYOPT" => nil, "RUBYLIB" => nil, "BUNDLE_GEMFILE" => nil,
               "CARGO_TARGET_DIR" => File.join(ROOT, "tmp/gem-target"), "TASKER_LOG" => "error" }
       run!(env, "gem", "build", "tasker_core.gemspec", "--output", gem_file)
-      run!(env, "gem", "install", "--local", "--no-document", "--install-dir", home, gem_file)
+      seconds = elapsed { run!(env, "gem", "install", "--local", "--no-document", "--install-dir", home, gem_file) }
+      puts format("\n  source gem install (cargo builds the extension into tmp/gem-target): %.1f s", seconds)
 
       script = <<~RUBY
         require "tasker_core"
@@ -62,7 +63,8 @@ RSpec.describe "the tasker_core gem", :slow do
       env = { "PATH" => bin, "GEM_HOME" => home, "GEM_PATH" => home, "RUBYOPT" => nil, "RUBYLIB" => nil,
               "BUNDLE_GEMFILE" => nil, "TASKER_LOG" => "error" }
       seconds = elapsed { run!(env, File.join(bin, "gem"), "install", "--local", "--no-document", gem_file, chdir: dir) }
-      expect(seconds).to be < 30
+      # A figure for the README, not a pass/fail threshold: timings are not asserted.
+      puts format("\n  native gem install, no cargo or clang on PATH: %.2f s", seconds)
 
       script = <<~RUBY
         require "tasker_core"
