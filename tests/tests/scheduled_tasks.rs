@@ -165,6 +165,13 @@ async fn the_rest_api_takes_run_at_and_the_dashboard_shows_it() {
     let (status, refused) = http(&app, "POST", "/v1/tasks", Some(bad.to_string())).await;
     assert_eq!(status, 422, "{refused}");
     assert!(refused.contains("run_at"), "{refused}");
+    let ancient = serde_json::json!({
+        "namespace": "linear_workflow", "name": "linear_math", "version": "1.0.0",
+        "context": {"value": 2}, "run_at": "-5000-01-01T00:00:00Z"
+    });
+    let (status, refused) = http(&app, "POST", "/v1/tasks", Some(ancient.to_string())).await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(refused.contains("year 1"), "{refused}");
 
     let (status, page) = http(&app, "GET", &format!("/ui/tasks/{id}"), None).await;
     assert_eq!(status, 200, "{page}");

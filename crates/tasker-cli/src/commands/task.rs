@@ -213,14 +213,18 @@ fn parse_run_at(text: &str) -> Result<DateTime<Utc>, String> {
         let n: i64 = n
             .parse()
             .map_err(|_| format!("'{text}': expected +N followed by s, m, h or d"))?;
-        let seconds = match unit {
-            "s" => n,
-            "m" => n * 60,
-            "h" => n * 3600,
-            "d" => n * 86_400,
+        let unit_seconds = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
             _ => return Err(format!("'{text}': the unit must be s, m, h or d")),
         };
-        return Ok(Utc::now() + chrono::Duration::seconds(seconds));
+        return n
+            .checked_mul(unit_seconds)
+            .and_then(chrono::Duration::try_seconds)
+            .and_then(|d| Utc::now().checked_add_signed(d))
+            .ok_or_else(|| format!("'{text}': too far in the future"));
     }
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
@@ -247,5 +251,10 @@ mod tests {
         assert!(parse_run_at("+5w").is_err());
         assert!(parse_run_at("tomorrow").is_err());
         assert!(parse_run_at("+").is_err());
+        assert!(parse_run_at("+9223372036854775807d").is_err());
+        assert!(
+            parse_run_at("+-5m").is_ok(),
+            "a negative delay is a time in the past"
+        );
     }
 }

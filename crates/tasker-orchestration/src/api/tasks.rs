@@ -6,6 +6,7 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+use chrono::Datelike;
 use serde::Deserialize;
 use tasker_shared::models::{StepReadiness, StepRow, TaskExecutionContext, TaskRow};
 use uuid::Uuid;
@@ -26,6 +27,13 @@ pub async fn create(
                 format!("{field} must not be empty"),
             ));
         }
+    }
+    // Postgres keeps times from 4713 BC on; an earlier one would fail as a database error.
+    if request.run_at.is_some_and(|t| t.year() < 1) {
+        return Err(ApiError::bad_request(
+            "run_at",
+            "run_at must be a time in year 1 or later",
+        ));
     }
     if !request.context.is_object() {
         return Err(ApiError::bad_request(
