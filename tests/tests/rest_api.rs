@@ -183,6 +183,17 @@ async fn bad_requests_get_clear_4xx_errors() {
             StatusCode::UNPROCESSABLE_ENTITY,
             "context",
         ),
+        (
+            json!({"namespace": "linear_workflow", "name": "linear_math", "version": "1.0.0", "context": {"value": 1, "note": "a\u{0}b"}}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "context",
+        ),
+        (
+            json!({"namespace": "linear_workflow", "name": "linear_math", "version": "1.0.0",
+                   "context": (0..65).fold(json!(1), |inner, _| json!({ "a": inner }))}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "context",
+        ),
     ];
     for (body, status, field) in cases {
         let (s, v) = call(&app, Method::POST, "/v1/tasks", Some(body.clone()), None).await;
@@ -190,6 +201,18 @@ async fn bad_requests_get_clear_4xx_errors() {
         assert_eq!(v["error"]["field"], json!(field), "{body} -> {v}");
         assert!(!v["error"]["message"].as_str().unwrap().is_empty());
     }
+    let (_, v) = call(
+        &app,
+        Method::POST,
+        "/v1/tasks",
+        Some(json!({"namespace": "linear_workflow", "name": "linear_math", "version": "1.0.0", "context": {"note": "a\u{0}b"}})),
+        None,
+    )
+    .await;
+    assert_eq!(
+        v["error"]["message"],
+        "context for linear_workflow/linear_math@1.0.0 cannot be stored: context.note: contains a NUL character (\\u0000), which Postgres cannot store"
+    );
     let (s, v) = call(
         &app,
         Method::POST,

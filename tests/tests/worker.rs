@@ -154,6 +154,7 @@ async fn late_result_after_lease_loss_is_refused() {
             concurrency: 1,
             backoff: h.core.config.backoff.clone(),
             child_claims: None,
+            max_payload_bytes: h.core.config.worker.max_payload_bytes,
         },
     );
     let dispatched = DispatchedStep {

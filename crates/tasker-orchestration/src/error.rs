@@ -15,6 +15,13 @@ pub enum OrchestrationError {
         template: String,
         problems: Vec<String>,
     },
+    /// A context Tasker cannot store (see `tasker_shared::payload`): too large, too deep, or
+    /// holding a NUL character.
+    #[error("context for {template} cannot be stored: {problem}")]
+    UnstorableContext {
+        template: String,
+        problem: tasker_shared::payload::PayloadProblem,
+    },
     #[error("{template} has {steps} steps, more than orchestration.max_steps_per_task ({max})")]
     TooManySteps {
         template: String,

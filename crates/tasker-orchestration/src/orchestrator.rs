@@ -69,7 +69,7 @@ impl OrchestrationCore {
             config.orchestration.result_processing_concurrency,
         );
         let initializer = TaskInitializer::new(pool.clone(), config.backoff.clone())
-            .with_max_steps_per_task(config.orchestration.max_steps_per_task);
+            .with_limits(&config.orchestration);
         let waiter = TaskWaiter::new(
             pool.clone(),
             config.orchestration.wait_fallback_poll_interval(),

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
-use tasker_shared::config::BackoffConfig;
+use tasker_shared::config::{BackoffConfig, OrchestrationConfig};
 use tasker_shared::local_worker::{self, LocalWorker, RootReservation};
 use tasker_shared::models::{RegisteredTemplate, StepRow, StoreError, TaskRow, TemplateRegistry};
 use tasker_shared::queue::{worker_queue, Notifier, QueueName};
@@ -29,6 +29,7 @@ pub struct TaskInitializer {
     notifier: Notifier,
     batcher: CreationBatcher,
     max_steps_per_task: u32,
+    max_payload_bytes: usize,
     /// Whether a worker of this process serving the task's namespace gets its roots
     /// claimed at creation (see [`with_local_claims`](Self::with_local_claims)).
     local_claims: bool,
@@ -52,6 +53,7 @@ impl TaskInitializer {
             actor,
             validators: Arc::default(),
             max_steps_per_task: DEFAULT_MAX_STEPS_PER_TASK,
+            max_payload_bytes: tasker_shared::payload::DEFAULT_MAX_PAYLOAD_BYTES,
             local_claims: false,
         }
     }
@@ -65,9 +67,12 @@ impl TaskInitializer {
         self
     }
 
-    /// The ceiling on one task's steps, including those its outcomes create.
-    pub fn with_max_steps_per_task(mut self, max: u32) -> Self {
-        self.max_steps_per_task = max;
+    /// The limits of `[orchestration]` that apply to creation: `max_steps_per_task` (the
+    /// ceiling on one task's steps, including those its outcomes create) and
+    /// `max_payload_bytes` (the largest context).
+    pub fn with_limits(mut self, config: &OrchestrationConfig) -> Self {
+        self.max_steps_per_task = config.max_steps_per_task;
+        self.max_payload_bytes = config.max_payload_bytes;
         self
     }
 
@@ -265,6 +270,12 @@ impl TaskInitializer {
         registered: &RegisteredTemplate,
         context: &serde_json::Value,
     ) -> Result<(), OrchestrationError> {
+        tasker_shared::payload::check(context, "context", self.max_payload_bytes).map_err(
+            |problem| OrchestrationError::UnstorableContext {
+                template: registered.template.identity(),
+                problem,
+            },
+        )?;
         let Some(schema) = &registered.template.input_schema else {
             return Ok(());
         };

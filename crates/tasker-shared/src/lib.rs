@@ -11,6 +11,7 @@ pub mod local_worker;
 pub mod messages;
 pub mod models;
 pub mod observability;
+pub mod payload;
 pub mod queue;
 pub mod result;
 pub mod state;

@@ -231,7 +231,76 @@ fn clean_json(value: &mut serde_json::Value) {
     }
 }
 
+/// A failure's message is cut to this many bytes when its result is over the size limit.
+const OVERSIZED_MESSAGE_BYTES: usize = 64 * 1024;
+
 impl StepExecutionResult {
+    /// The result as it can be stored. A success whose payload breaks the limits of
+    /// [`crate::payload`] (nesting, NUL characters, `max_bytes`) becomes a permanent
+    /// `invalid_result` failure naming what was wrong and where: the same handler would
+    /// produce it again. A failure is stored cleaned: NUL characters replaced, and its
+    /// payload dropped and message cut when it is over the limit.
+    pub fn within_limits(self, max_bytes: usize) -> Self {
+        use crate::payload::check;
+        if !self.success {
+            return self.failure_within_limits(max_bytes);
+        }
+        let outcome = match &self.outcome {
+            Some(StepOutcome::Batches(b)) => check(&serde_json::json!(b), "batches", max_bytes),
+            Some(StepOutcome::NextSteps(n)) => {
+                check(&serde_json::json!(n), "next_steps", max_bytes)
+            }
+            None => Ok(()),
+        };
+        let problem = check(&self.result, "result", max_bytes)
+            .and(check(&self.metadata.custom, "metadata", max_bytes))
+            .and(outcome)
+            .err();
+        match problem {
+            None => self,
+            Some(problem) => {
+                let mut metadata = self.metadata;
+                metadata.custom = serde_json::Value::Null;
+                Self::failure(
+                    self.step_uuid,
+                    StepError::new(
+                        ErrorType::InvalidResult,
+                        format!("the handler's result cannot be stored: {problem}"),
+                    ),
+                    metadata,
+                )
+            }
+        }
+    }
+
+    fn failure_within_limits(mut self, max_bytes: usize) -> Self {
+        let error_text = self.error.as_ref().map_or(0, |e| {
+            e.message.len()
+                + e.backtrace
+                    .as_ref()
+                    .map_or(0, |b| b.iter().map(|l| l.len()).sum())
+        });
+        let payload = crate::payload::check(&self.result, "result", max_bytes).and(
+            crate::payload::check(&self.metadata.custom, "metadata", max_bytes),
+        );
+        if error_text > max_bytes || payload.is_err() {
+            self.result = serde_json::Value::Null;
+            self.metadata.custom = serde_json::Value::Null;
+            if let Some(e) = self.error.as_mut() {
+                if e.message.len() > OVERSIZED_MESSAGE_BYTES {
+                    let mut end = OVERSIZED_MESSAGE_BYTES;
+                    while !e.message.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    e.message.truncate(end);
+                    e.message.push_str(" [cut: over max_payload_bytes]");
+                }
+                e.backtrace = None;
+            }
+        }
+        self.without_nul_characters()
+    }
+
     /// The result with every NUL character (in the error, the result and the metadata)
     /// replaced by U+FFFD, so a failure whose text Postgres refuses can still be stored.
     pub fn without_nul_characters(mut self) -> Self {

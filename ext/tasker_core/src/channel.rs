@@ -69,11 +69,7 @@ pub fn complete_on(
     result: Value,
 ) -> Result<bool, magnus::Error> {
     let id = uuid(&event_id, "event_id")?;
-    // Straight into the struct; only a refused result takes the slower route through JSON
-    // that names the field that was wrong.
-    let parsed: FfiStepResult = match serde_magnus::deserialize(ruby, result) {
-        Ok(parsed) => parsed,
-        Err(_) => crate::convert::from_json(to_json(ruby, result, "result")?, "result")?,
-    };
+    let parsed: FfiStepResult =
+        crate::convert::from_json(to_json(ruby, result, "result")?, "result")?;
     Ok(ffi.complete(id, parsed))
 }

@@ -123,7 +123,7 @@ fn client(opts: &ConfigOptions) -> Result<Client, magnus::Error> {
                 // A worker this process started (Worker.start) takes the roots of the tasks
                 // created here that it has room for, claimed in the creating transaction.
                 initializer: TaskInitializer::new(pool.clone(), config.backoff.clone())
-                    .with_max_steps_per_task(config.orchestration.max_steps_per_task)
+                    .with_limits(&config.orchestration)
                     .with_local_claims(),
                 waiter: TaskWaiter::new(
                     pool.clone(),

@@ -1,6 +1,7 @@
 //! Ruby <-> JSON conversions, with errors that name the field that was wrong.
 
 use crate::error::NativeError;
+use magnus::rb_sys::AsRawValue;
 use magnus::value::{Lazy, Opaque, ReprValue};
 use magnus::{
     r_hash::ForEach, Float, Integer, IntoValue, RArray, RHash, RString, Ruby, TryConvert, Value,
@@ -11,68 +12,200 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use tasker_worker::worker::handlers::ffi_dispatch_channel::PolledStep;
 
-/// A Ruby value as JSON (Hash keys may be Strings or Symbols). On failure the message
-/// names where in `what` the unconvertible value sits, e.g. `result["when"]`.
+/// A Ruby value as JSON: nil, true, false, Integer (64-bit), finite Float, String (UTF-8,
+/// no NUL), Symbol (as its name), Array and Hash (String or Symbol keys). Anything else (a
+/// cycle, nesting deeper than [`MAX_DEPTH`], NaN or Infinity, an object with no JSON form)
+/// is refused with a message naming where in `what` it sits, e.g. `result.when`. Walked by
+/// hand rather than through serde: that recursion has no bound, so a cyclic Hash would
+/// overflow the stack and kill the process.
 pub fn to_json(ruby: &Ruby, value: Value, what: &str) -> Result<serde_json::Value, NativeError> {
-    serde_magnus::deserialize::<_, serde_json::Value>(ruby, value).map_err(|e| {
-        let (path, reason) = locate(ruby, value).unwrap_or_else(|| (String::new(), e.to_string()));
-        NativeError::conversion(format!("{what}{path}: {reason}"))
+    let mut walk = Walk {
+        ruby,
+        open: Vec::new(),
+    };
+    walk.value(value).map_err(|stop| {
+        let mut at = what.to_string();
+        for segment in stop.path.iter().rev() {
+            at.push_str(segment);
+        }
+        NativeError::conversion(format!("{at}: {}", stop.reason))
     })
 }
 
-/// Finds the innermost value serde_magnus refuses, as a path (`.key`, `[index]`) and a
-/// reason. Only runs once a conversion has failed.
-fn locate(ruby: &Ruby, value: Value) -> Option<(String, String)> {
-    let refuses = |v: Value| serde_magnus::deserialize::<_, serde_json::Value>(ruby, v).err();
-    let reason = refuses(value)?.to_string();
-    if let Some(hash) = RHash::from_value(value) {
-        let mut found = None;
-        let _ = hash.foreach(|k: Value, v: Value| {
-            if refuses(k).is_some() {
-                found = Some((
-                    format!("[{}]", k.inspect()),
-                    format!("a {} cannot be a JSON object key", class_name(k)),
-                ));
-                return Ok(ForEach::Stop);
-            }
-            if let Some((path, why)) = locate(ruby, v) {
-                found = Some((format!(".{}{path}", key_name(k)), why));
-                return Ok(ForEach::Stop);
-            }
-            Ok(ForEach::Continue)
-        });
-        return found.or(Some((String::new(), reason)));
-    }
-    if let Some(array) = RArray::from_value(value) {
-        for (i, v) in array.into_iter().enumerate() {
-            if let Some((path, why)) = locate(ruby, v) {
-                return Some((format!("[{i}]{path}"), why));
-            }
-        }
-        return Some((String::new(), reason));
-    }
-    Some((
-        String::new(),
-        format!(
-            "a {} is not a JSON value (nil, true, false, Integer, Float, String, Array or Hash): {reason}",
-            class_name(value)
-        ),
-    ))
+/// Deepest nesting accepted: what `tasker_shared::payload` accepts after conversion, plus
+/// the Hash that carries the payload (a result's `{"success", "result"}`, a task request).
+const MAX_DEPTH: usize = tasker_shared::payload::MAX_DEPTH + 1;
+
+struct Walk<'r> {
+    ruby: &'r Ruby,
+    /// The Arrays and Hashes being walked, outermost first: one met again is a cycle.
+    open: Vec<Value>,
 }
 
-/// A Hash key as it appears in a path: Strings and Symbols bare, anything else inspected.
-fn key_name(k: Value) -> String {
-    if let Some(s) = RString::from_value(k) {
-        if let Ok(s) = s.to_string() {
-            return s;
+/// Why a conversion stopped, and where: path segments innermost first.
+struct Stop {
+    reason: String,
+    path: Vec<String>,
+}
+
+impl Stop {
+    fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            path: Vec::new(),
         }
+    }
+
+    fn at(mut self, segment: String) -> Self {
+        self.path.push(segment);
+        self
+    }
+}
+
+impl Walk<'_> {
+    fn value(&mut self, v: Value) -> Result<serde_json::Value, Stop> {
+        use serde_json::Value as J;
+        if v.is_nil() {
+            return Ok(J::Null);
+        }
+        if v.as_raw() == self.ruby.qtrue().as_raw() {
+            return Ok(J::Bool(true));
+        }
+        if v.as_raw() == self.ruby.qfalse().as_raw() {
+            return Ok(J::Bool(false));
+        }
+        if let Some(i) = Integer::from_value(v) {
+            return match (i.to_i64(), i.to_u64()) {
+                (Ok(n), _) => Ok(J::from(n)),
+                (_, Ok(n)) => Ok(J::from(n)),
+                _ => Err(Stop::new(format!(
+                    "the Integer {v} does not fit in 64 bits, the most a JSON number carries here"
+                ))),
+            };
+        }
+        if let Some(f) = Float::from_value(v) {
+            let n = f.to_f64();
+            return serde_json::Number::from_f64(n)
+                .map(J::Number)
+                .ok_or_else(|| {
+                    let name = match n {
+                        n if n.is_nan() => "NaN",
+                        n if n > 0.0 => "Infinity",
+                        _ => "-Infinity",
+                    };
+                    Stop::new(format!(
+                        "{name} is not a JSON number (NaN and Infinity have no JSON form)"
+                    ))
+                });
+        }
+        if let Some(s) = RString::from_value(v) {
+            return Ok(J::String(text(s)?));
+        }
+        if let Some(s) = magnus::Symbol::from_value(v) {
+            return s
+                .name()
+                .map(|n| J::String(n.into_owned()))
+                .map_err(|e| Stop::new(format!("a Symbol whose name is not UTF-8: {e}")));
+        }
+        if let Some(array) = RArray::from_value(v) {
+            self.enter(v)?;
+            let mut items = Vec::with_capacity(array.len());
+            for (i, item) in array.into_iter().enumerate() {
+                items.push(self.value(item).map_err(|e| e.at(format!("[{i}]")))?);
+            }
+            self.open.pop();
+            return Ok(J::Array(items));
+        }
+        if let Some(hash) = RHash::from_value(v) {
+            self.enter(v)?;
+            let mut map = serde_json::Map::new();
+            let mut stopped = None;
+            let _ = hash.foreach(|k: Value, item: Value| {
+                let key = match key(k) {
+                    Ok(key) => key,
+                    Err(stop) => {
+                        stopped = Some(stop.at(format!("[{}]", k.inspect())));
+                        return Ok(ForEach::Stop);
+                    }
+                };
+                match self.value(item) {
+                    Ok(item) => {
+                        map.insert(key, item);
+                        Ok(ForEach::Continue)
+                    }
+                    Err(stop) => {
+                        stopped = Some(stop.at(segment(&key)));
+                        Ok(ForEach::Stop)
+                    }
+                }
+            });
+            if let Some(stop) = stopped {
+                return Err(stop);
+            }
+            self.open.pop();
+            return Ok(J::Object(map));
+        }
+        Err(Stop::new(format!(
+            "a {} is not a JSON value (nil, true, false, Integer, Float, String, Symbol, Array or Hash); convert it first, e.g. with to_s or to_h",
+            class_name(v)
+        )))
+    }
+
+    /// Opens an Array or Hash, refusing one already open (a cycle) or one level too deep.
+    fn enter(&mut self, v: Value) -> Result<(), Stop> {
+        if self.open.iter().any(|o| o.as_raw() == v.as_raw()) {
+            return Err(Stop::new(format!(
+                "a cyclic {} (it contains itself), which has no JSON form",
+                class_name(v)
+            )));
+        }
+        if self.open.len() == MAX_DEPTH {
+            return Err(Stop::new(format!(
+                "nested deeper than {} levels",
+                tasker_shared::payload::MAX_DEPTH
+            )));
+        }
+        self.open.push(v);
+        Ok(())
+    }
+}
+
+/// A Ruby String as UTF-8 text Postgres can store.
+fn text(s: RString) -> Result<String, Stop> {
+    let text = s
+        .to_string()
+        .map_err(|e| Stop::new(format!("a String that is not valid UTF-8: {e}")))?;
+    if text.contains('\0') {
+        return Err(Stop::new(
+            "contains a NUL character (\\u0000), which Postgres cannot store",
+        ));
+    }
+    Ok(text)
+}
+
+/// A Hash key: Strings and Symbols only.
+fn key(k: Value) -> Result<String, Stop> {
+    if let Some(s) = RString::from_value(k) {
+        return text(s);
     }
     if let Some(s) = magnus::Symbol::from_value(k) {
         if let Ok(name) = s.name() {
-            return name.into_owned();
+            return Ok(name.into_owned());
         }
     }
-    format!("[{}]", k.inspect())
+    Err(Stop::new(format!(
+        "a {} cannot be a JSON object key (use a String or Symbol)",
+        class_name(k)
+    )))
+}
+
+/// A key as a path segment: `.name` when it reads plainly, else quoted.
+fn segment(key: &str) -> String {
+    if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        format!(".{key}")
+    } else {
+        format!("[{}]", serde_json::Value::String(key.to_string()))
+    }
 }
 
 fn class_name(v: Value) -> String {

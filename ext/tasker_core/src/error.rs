@@ -200,7 +200,8 @@ impl From<OrchestrationError> for NativeError {
     fn from(e: OrchestrationError) -> Self {
         let kind = match &e {
             OrchestrationError::TemplateNotFound { .. } => Kind::TemplateNotFound,
-            OrchestrationError::InvalidContext { .. } => Kind::InvalidContext,
+            OrchestrationError::InvalidContext { .. }
+            | OrchestrationError::UnstorableContext { .. } => Kind::InvalidContext,
             OrchestrationError::TaskNotFound(_) | OrchestrationError::StepNotFound { .. } => {
                 Kind::NotFound
             }

@@ -498,7 +498,7 @@ async fn main() -> anyhow::Result<()> {
         db_url,
         pool: pool.clone(),
         initializer: TaskInitializer::new(pool.clone(), config.backoff.clone())
-            .with_max_steps_per_task(config.orchestration.max_steps_per_task),
+            .with_limits(&config.orchestration),
         waiter: TaskWaiter::new(pool.clone(), WAITER_FALLBACK_POLL, Duration::from_secs(1)),
         template_dir,
     };

@@ -176,7 +176,7 @@ async fn run_demo(args: Args, config: tasker_shared::TaskerConfig) -> anyhow::Re
     );
 
     let initializer = TaskInitializer::new(pool.clone(), config.backoff.clone())
-        .with_max_steps_per_task(config.orchestration.max_steps_per_task);
+        .with_limits(&config.orchestration);
     let start = Instant::now();
     let mut submitted: Vec<(Uuid, Instant)> = Vec::with_capacity(args.tasks);
     for i in 0..args.tasks {

@@ -69,7 +69,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             let context: serde_json::Value =
                 serde_json::from_str(&context).context("--context is not valid JSON")?;
             let initializer = TaskInitializer::new(pool.clone(), config.backoff.clone())
-                .with_max_steps_per_task(config.orchestration.max_steps_per_task);
+                .with_limits(&config.orchestration);
             let created = initializer
                 .create_task(&TaskRequest {
                     namespace,

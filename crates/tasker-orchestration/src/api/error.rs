@@ -74,7 +74,7 @@ impl From<OrchestrationError> for ApiError {
             E::TemplateNotFound { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "template_not_found", msg)
             }
-            E::InvalidContext { .. } => {
+            E::InvalidContext { .. } | E::UnstorableContext { .. } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_context", msg)
                     .field("context")
             }

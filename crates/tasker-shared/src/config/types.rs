@@ -101,6 +101,9 @@ pub struct OrchestrationConfig {
     pub request_header_timeout_ms: u64,
     /// Connections served at once; more wait in the listen backlog.
     pub max_http_connections: usize,
+    /// The largest task context accepted, in bytes of JSON, however it arrives (REST, CLI,
+    /// a Ruby `Client.create_task`).
+    pub max_payload_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +143,9 @@ pub struct WorkerConfig {
     pub liveness_grace_ms: u64,
     /// A worker unseen this long is dead even if its session lingers (partitioned).
     pub liveness_timeout_ms: u64,
+    /// The largest step result (result, metadata, outcome) stored, in bytes of JSON; a larger
+    /// one fails its step with `invalid_result`.
+    pub max_payload_bytes: usize,
     pub mpsc_channels: MpscChannelsConfig,
 }
 
@@ -258,6 +264,10 @@ pub const MAX_CONCURRENT_HANDLERS: usize = 10_000;
 /// The largest channel, buffer or connection count; past it a channel's semaphore panics
 /// (tokio allows about 2^61) long before memory runs out.
 pub const MAX_BUFFER_SIZE: usize = 1_000_000;
+/// Bounds of `max_payload_bytes`: room for an ordinary result, and under Postgres's limit on
+/// one jsonb value (256 MB).
+pub const MIN_PAYLOAD_BYTES: usize = 1024;
+pub const MAX_PAYLOAD_BYTES: usize = 255 * 1024 * 1024;
 /// Shortest `session_secret` accepted: 32 bytes, the HMAC's block of strength.
 pub const MIN_SESSION_SECRET_LEN: usize = 32;
 
@@ -395,6 +405,20 @@ impl TaskerConfig {
                 "database.min_connections",
                 "must not exceed database.max_connections",
             );
+        }
+        for (key, value) in [
+            ("worker.max_payload_bytes", self.worker.max_payload_bytes),
+            (
+                "orchestration.max_payload_bytes",
+                self.orchestration.max_payload_bytes,
+            ),
+        ] {
+            if !(MIN_PAYLOAD_BYTES..=MAX_PAYLOAD_BYTES).contains(&value) {
+                return invalid(
+                    key,
+                    &format!("must be between {MIN_PAYLOAD_BYTES} and {MAX_PAYLOAD_BYTES} (Postgres's largest jsonb value)"),
+                );
+            }
         }
         if self.orchestration.max_steps_per_task == 0 {
             return invalid("orchestration.max_steps_per_task", "must be at least 1");

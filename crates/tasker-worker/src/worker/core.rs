@@ -152,6 +152,7 @@ impl WorkerCore {
                 concurrency: wc.max_concurrent_completions,
                 backoff: config.backoff.clone(),
                 child_claims: Some(child_claims),
+                max_payload_bytes: wc.max_payload_bytes,
             },
         );
         let completion = tokio::spawn(completion.run(completion_rx));

@@ -19,10 +19,11 @@ module TaskerCore
     def run(step)
       context = StepContext.new(step)
       timeout = context.timeout_seconds || @default_timeout
-      outcome(context, timeout) do
+      result = outcome(context, timeout) do
         # The lookup is inside `around`: after a code reload it must find the new class.
         @around ? @around.call { call_handler(context) } : call_handler(context)
-      end.to_native
+      end
+      native(result)
     end
 
     # The failure sent when a handler's result cannot be converted for Rust (a value that
@@ -35,6 +36,14 @@ module TaskerCore
     end
 
     private
+
+    # A Result built with values that cannot become a native Hash (say retry_after: "soon")
+    # fails its step as invalid_result instead of raising out of the handler thread.
+    def native(result)
+      result.to_native
+    rescue StandardError => e
+      self.class.invalid_result(e)
+    end
 
     def call_handler(context)
       entry = @registry.resolve(context.handler_callable)

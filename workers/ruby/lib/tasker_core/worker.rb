@@ -172,8 +172,13 @@ module TaskerCore
       true
     end
 
+    # The native worker's counters, and its handler threads: alive now, and started in
+    # place of threads that died (a handler that called Thread.exit, say).
     def status
-      @native.status
+      @native.status.merge(
+        "handler_threads_alive" => @pool&.alive_threads || 0,
+        "handler_threads_replaced" => @pool&.replaced_threads || 0
+      )
     end
 
     def ffi_metrics

@@ -74,4 +74,29 @@ module SpecHandlers
                         "parts" => ctx.batch_results("part").map { |r| r["step"] } })
     end
   end
+  # Produces the bad output its task's context names: every way a handler's result can
+  # be unusable, and every way a handler can try to take its thread down.
+  class BadResult < TaskerCore::StepHandler::Base
+    OUTPUTS = {
+      "cyclic" => -> { h = {}; h["self"] = h; { result: h } },
+      "deep" => -> { { result: (1..65).reduce(1) { |inner, _| { "a" => inner } } } },
+      "nan" => -> { { result: { "ratio" => Float::NAN } } },
+      "infinity" => -> { { result: { "ratio" => -Float::INFINITY } } },
+      "nul" => -> { { result: { "note" => "a\0b" } } },
+      "huge" => -> { { result: { "blob" => "x" * (20 * 1024 * 1024) } } },
+      "metadata_not_hash" => -> { { result: 1, metadata: 42 } },
+      "no_json_form" => -> { { result: { "it" => Object.new } } }
+    }.freeze
+
+    def call(ctx)
+      kind = ctx.task_context["kind"]
+      case kind
+      when "retry_after_soon" then raise TaskerCore::RetryableError.new("busy", retry_after: "soon")
+      when "raises_exception" then raise Exception, "not a StandardError" # rubocop:disable Lint/RaiseException
+      when "exits" then exit(3)
+      when "thread_exit" then Thread.exit
+      else success(**OUTPUTS.fetch(kind).call)
+      end
+    end
+  end
 end

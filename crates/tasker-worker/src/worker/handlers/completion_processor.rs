@@ -5,8 +5,10 @@
 //! as the orchestrator would (step complete, retry scheduled or error, children that became
 //! ready enqueued, the task finalized), so a result needs no second hop through the
 //! orchestration results queue. It only succeeds while this worker still holds the step's
-//! claim. Database errors are retried with backoff until `completion_retry_deadline_ms`; a
-//! result the database refuses outright is replaced by a visible `invalid_result` failure.
+//! claim. A result past the payload limits (`max_payload_bytes`, nesting, NUL characters) is
+//! replaced by a visible `invalid_result` failure before recording; database errors are
+//! retried with backoff until `completion_retry_deadline_ms`, and a result the database
+//! refuses outright is replaced the same way.
 //! Post-handler callbacks run after the result is recorded.
 
 use super::dispatch_service::{CompletedStep, PostHandlerCallback};
@@ -58,6 +60,8 @@ pub struct CompletionSettings {
     pub backoff: BackoffConfig,
     /// Children a recording readies, taken by this worker in the same transaction.
     pub child_claims: Option<ChildClaims>,
+    /// `[worker] max_payload_bytes`: a larger result fails its step with `invalid_result`.
+    pub max_payload_bytes: usize,
 }
 
 /// How a recording claims the children it leaves ready, in its namespaces, for this worker:
@@ -119,6 +123,7 @@ pub struct CompletionProcessorService {
     concurrency: usize,
     backoff: BackoffConfig,
     child_claims: Option<ChildClaims>,
+    max_payload_bytes: usize,
 }
 
 impl CompletionProcessorService {
@@ -141,6 +146,7 @@ impl CompletionProcessorService {
             concurrency: settings.concurrency,
             backoff: settings.backoff,
             child_claims: settings.child_claims,
+            max_payload_bytes: settings.max_payload_bytes,
         }
     }
 
@@ -189,8 +195,15 @@ impl CompletionProcessorService {
         while running.join_next().await.is_some() {}
     }
 
-    fn take(&self, waiting: &mut Vec<CompletedStep>, done: CompletedStep) {
+    /// A result that breaks the payload limits is replaced here, before any recording, by
+    /// the failure that says why: the database would refuse it, or a reader choke on it.
+    fn take(&self, waiting: &mut Vec<CompletedStep>, mut done: CompletedStep) {
         self.in_flight.mark_executed(&done.step.context.step_uuid);
+        let succeeded = done.result.success;
+        done.result = done.result.within_limits(self.max_payload_bytes);
+        if let (true, Some(e)) = (succeeded, &done.result.error) {
+            tracing::error!(step = %done.step.context.step_uuid, error = %e.message, "handler result refused");
+        }
         waiting.push(done);
     }
 

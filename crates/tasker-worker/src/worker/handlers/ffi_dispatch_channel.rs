@@ -398,8 +398,26 @@ impl FfiDispatchChannel {
 }
 
 fn convert(entry: &InProcess, r: FfiStepResult, worker_id: &str) -> StepExecutionResult {
-    let meta = metadata(entry.started_at, entry.polled_at, worker_id, r.metadata);
     let step = entry.step.context.step_uuid;
+    if !(r.metadata.is_null() || r.metadata.is_object()) {
+        let got = r.metadata.to_string();
+        let got = got.chars().take(200).collect::<String>();
+        let meta = metadata(
+            entry.started_at,
+            entry.polled_at,
+            worker_id,
+            Default::default(),
+        );
+        return StepExecutionResult::failure(
+            step,
+            StepError::new(
+                ErrorType::InvalidResult,
+                format!("the handler's metadata must be a Hash (a JSON object), got {got}"),
+            ),
+            meta,
+        );
+    }
+    let meta = metadata(entry.started_at, entry.polled_at, worker_id, r.metadata);
     if r.success {
         return match StepOutcome::from_parts(r.next_steps, r.batches) {
             Ok(outcome) => StepExecutionResult::success(step, r.result, meta).with_outcome(outcome),

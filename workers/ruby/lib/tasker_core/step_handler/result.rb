@@ -45,7 +45,8 @@ module TaskerCore
       def to_native
         if @success
           out = { "success" => true, "result" => @result }
-          out["metadata"] = @metadata unless @metadata.nil? || @metadata.empty?
+          # Anything but a Hash goes as it is, for the engine to refuse as invalid_result.
+          out["metadata"] = @metadata unless @metadata.nil? || (@metadata.is_a?(Hash) && @metadata.empty?)
           out["next_steps"] = next_steps_native unless @next_steps.nil?
           out["batches"] = @batches unless @batches.nil?
           return out
@@ -57,7 +58,9 @@ module TaskerCore
         }
         error["error_class"] = @error_class if @error_class
         error["backtrace"] = @backtrace if @backtrace
-        error["retry_after_seconds"] = Float(@retry_after) if @retry_after
+        # Not converted here: a value that is not a number is refused by the engine, which
+        # fails the step as invalid_result naming it.
+        error["retry_after_seconds"] = @retry_after if @retry_after
         { "success" => false, "error" => error }
       end
 
