@@ -59,7 +59,7 @@ INSERT INTO tasker.task_state_transitions (from_state, to_state) VALUES
 INSERT INTO tasker.step_state_transitions (from_state, to_state) VALUES
   ('pending', 'enqueued'), ('pending', 'cancelled'), ('pending', 'resolved_manually'),
   ('pending', 'complete'),
-  ('enqueued', 'in_progress'), ('enqueued', 'cancelled'),
+  ('enqueued', 'in_progress'), ('enqueued', 'cancelled'), ('enqueued', 'error'),
   ('in_progress', 'enqueued_for_orchestration'), ('in_progress', 'enqueued_as_error_for_orchestration'),
   ('in_progress', 'enqueued'), ('in_progress', 'complete'), ('in_progress', 'error'),
   ('enqueued_for_orchestration', 'complete'),

@@ -127,3 +127,82 @@ async fn a_result_over_max_payload_bytes_is_an_invalid_result() {
         "{message}"
     );
 }
+
+/// Makes the claim of any step named in its task's `poison` context field fail, as a claim
+/// fails when a convergence step's parents' results are too large to gather into one value
+/// (`program_limit_exceeded`), without writing hundreds of megabytes to get there.
+const POISON_CLAIMS: &str = r#"
+CREATE FUNCTION public.refuse_poisoned_claims() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF NEW.state = 'in_progress' AND OLD.state <> 'in_progress'
+     AND EXISTS (SELECT 1 FROM tasker.tasks t
+                  WHERE t.task_uuid = NEW.task_uuid AND t.context->'poison' ? NEW.name) THEN
+    RAISE EXCEPTION 'total size of jsonb object elements exceeds the maximum of 268435455 bytes'
+      USING ERRCODE = 'program_limit_exceeded';
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_poisoned_claims BEFORE UPDATE ON tasker.workflow_steps
+  FOR EACH ROW EXECUTE FUNCTION public.refuse_poisoned_claims();
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_cannot_be_claimed_fails_alone_and_its_queue_goes_on() {
+    let h = Harness::with_rust_worker(&[]).await;
+    sqlx::raw_sql(POISON_CLAIMS)
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    // A root (claimed from the queue, in a batch with the others' roots) and a child
+    // (claimed by the recording of its parent's result, then from the queue).
+    let root = h
+        .create(
+            "linear_workflow",
+            "linear_math",
+            serde_json::json!({"value": 1, "poison": ["add_two"]}),
+        )
+        .await;
+    let child = h
+        .create(
+            "linear_workflow",
+            "linear_math",
+            serde_json::json!({"value": 1, "poison": ["triple"]}),
+        )
+        .await;
+    let mut good = Vec::new();
+    for value in 0..20 {
+        good.push(
+            h.create(
+                "linear_workflow",
+                "linear_math",
+                serde_json::json!({ "value": value }),
+            )
+            .await,
+        );
+    }
+    for task in good {
+        assert_eq!(
+            h.wait(task, Duration::from_secs(30)).await.state,
+            "complete"
+        );
+    }
+    for (task, step) in [(root, "add_two"), (child, "triple")] {
+        assert_eq!(h.wait(task, Duration::from_secs(30)).await.state, "error");
+        let row = StepRow::find_by_name(&h.db.pool, task, step)
+            .await
+            .unwrap()
+            .expect("the step exists");
+        assert_eq!(row.state, "error");
+        let error = row.last_error.unwrap();
+        assert_eq!(error["error_type"], "claim_failed", "{error}");
+        assert_eq!(error["retryable"], false, "{error}");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains("exceeds the maximum of 268435455 bytes"),
+            "{error}"
+        );
+    }
+    h.shutdown().await;
+}

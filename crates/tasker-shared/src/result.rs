@@ -18,6 +18,8 @@ pub enum ErrorType {
     InvalidResult,
     /// The step's worker was lost (died, or lost the database) on its last attempt.
     WorkerLost,
+    /// The step could not be claimed, for its own data (set by SQL `fail_unclaimable_step`).
+    ClaimFailed,
     Custom(String),
 }
 
@@ -32,6 +34,7 @@ impl ErrorType {
             ErrorType::FfiCompletionTimeout => "ffi_completion_timeout",
             ErrorType::InvalidResult => "invalid_result",
             ErrorType::WorkerLost => "worker_lost",
+            ErrorType::ClaimFailed => "claim_failed",
             ErrorType::Custom(s) => s,
         }
     }
@@ -45,6 +48,7 @@ impl ErrorType {
                 | ErrorType::HandlerNotFound
                 | ErrorType::InvalidResult
                 | ErrorType::WorkerLost
+                | ErrorType::ClaimFailed
         )
     }
 }
@@ -60,6 +64,7 @@ impl From<&str> for ErrorType {
             "ffi_completion_timeout" => ErrorType::FfiCompletionTimeout,
             "invalid_result" => ErrorType::InvalidResult,
             "worker_lost" => ErrorType::WorkerLost,
+            "claim_failed" => ErrorType::ClaimFailed,
             other => ErrorType::Custom(other.to_string()),
         }
     }

@@ -16,6 +16,10 @@ pub const CHILDREN_CLAIMED: &str = "tasker_worker_steps_claimed_by_recording_tot
 pub const ROOTS_CLAIMED_AT_CREATION: &str = "tasker_worker_steps_claimed_at_creation_total";
 pub const LATE_RESULTS: &str = "tasker_worker_late_results_refused_total";
 pub const MALFORMED_MESSAGES: &str = "tasker_worker_malformed_messages_total";
+/// Claims of a batch of messages that failed and were retried one message at a time.
+pub const CLAIMS_TAKEN_APART: &str = "tasker_worker_claims_taken_apart_total";
+/// Steps failed with claim_failed: their own claim failed.
+pub const UNCLAIMABLE_STEPS: &str = "tasker_worker_unclaimable_steps_total";
 pub const EVENTS_PUBLISHED: &str = "tasker_worker_domain_events_published_total";
 pub const EVENTS_DROPPED: &str = "tasker_worker_domain_events_dropped_total";
 pub const RECORD_RETRIES: &str = "tasker_worker_result_record_retries_total";

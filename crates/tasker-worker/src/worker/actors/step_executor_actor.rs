@@ -40,6 +40,45 @@ pub fn claim_statement(queue: &QueueName) -> String {
     )
 }
 
+/// Reads up to `$1` messages of `queue` as [`claim_statement`] does, hiding them for `$2`
+/// seconds, without claiming their steps: the first half of a claim taken apart when the
+/// whole failed.
+fn read_statement(queue: &QueueName) -> String {
+    format!(
+        "WITH picked AS (
+           SELECT msg_id FROM {q} WHERE vt <= clock_timestamp()
+            ORDER BY msg_id LIMIT $1 FOR UPDATE SKIP LOCKED
+         )
+         UPDATE {q} m SET vt = clock_timestamp() + make_interval(secs => $2),
+                read_ct = m.read_ct + 1
+           FROM picked WHERE m.msg_id = picked.msg_id
+         RETURNING m.msg_id, m.message",
+        q = queue.table()
+    )
+}
+
+/// Claims the step of one message read by [`read_statement`] (`$1` message id, `$2` the
+/// message) for worker `$3` with a lease of `$4` seconds.
+const CLAIM_ONE: &str =
+    "SELECT * FROM tasker.claim_messages(ARRAY[$1::bigint], ARRAY[$2::jsonb], $3, $4)";
+
+/// Whether a failed statement may have failed for the data of one step it touched (a value
+/// too large to build, say) rather than for the connection or the database's state: worth
+/// taking apart to find that step. Connection loss, rollbacks (serialization, deadlock),
+/// exhausted resources, a shutting-down server, a lock timeout are not.
+pub(crate) fn may_be_one_steps_fault(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => !db.code().is_some_and(|c| {
+            ["08", "40", "53", "57", "58"]
+                .iter()
+                .any(|class| c.starts_with(class))
+                || c == "55P03"
+        }),
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => true,
+        _ => false,
+    }
+}
+
 /// One `tasker.message_claim`: a message read, and the claim of the step it names.
 #[derive(sqlx::FromRow)]
 struct ClaimRow {
@@ -195,7 +234,10 @@ impl StepExecutorActor {
     }
 
     /// Reads up to `qty` messages of `queue`, claims the steps they name and dispatches the
-    /// claimed ones; returns how many messages it read.
+    /// claimed ones; returns how many messages it read. Should the claim fail in a way one
+    /// step's data may cause, the messages are read first and claimed one by one: a step
+    /// whose own claim fails is failed (`claim_failed`), and the others run. Otherwise that
+    /// step's message would fail every read of the queue, and the namespace would stop.
     pub async fn claim_from_queue(
         &self,
         queue: &QueueName,
@@ -203,13 +245,97 @@ impl StepExecutorActor {
         visibility_timeout_seconds: i32,
     ) -> Result<usize, sqlx::Error> {
         let sql = claim_statement(queue);
-        let rows: Vec<ClaimRow> = sqlx::query_as(&sql)
+        let rows: Result<Vec<ClaimRow>, _> = sqlx::query_as(&sql)
             .bind(qty)
             .bind(f64::from(visibility_timeout_seconds))
             .bind(&self.worker_id)
             .bind(self.lease_seconds)
             .fetch_all(&self.pool)
+            .await;
+        match rows {
+            Ok(rows) => Ok(self.take(queue, rows).await),
+            Err(e) if may_be_one_steps_fault(&e) => {
+                tracing::warn!(queue = %queue, error = %e, "claiming a batch failed; claiming its steps one by one");
+                metrics::counter!(m::CLAIMS_TAKEN_APART).increment(1);
+                self.claim_one_by_one(queue, qty, visibility_timeout_seconds)
+                    .await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn claim_one_by_one(
+        &self,
+        queue: &QueueName,
+        qty: i32,
+        visibility_timeout_seconds: i32,
+    ) -> Result<usize, sqlx::Error> {
+        let messages: Vec<(i64, serde_json::Value)> = sqlx::query_as(&read_statement(queue))
+            .bind(qty)
+            .bind(f64::from(visibility_timeout_seconds))
+            .fetch_all(&self.pool)
             .await?;
+        let read = messages.len();
+        let mut rows = Vec::with_capacity(read);
+        for (msg_id, message) in messages {
+            let claimed: Result<Vec<ClaimRow>, _> = sqlx::query_as(CLAIM_ONE)
+                .bind(msg_id)
+                .bind(&message)
+                .bind(&self.worker_id)
+                .bind(self.lease_seconds)
+                .fetch_all(&self.pool)
+                .await;
+            match claimed {
+                Ok(claimed) => rows.extend(claimed),
+                Err(e) if may_be_one_steps_fault(&e) => {
+                    self.fail_unclaimable(queue, msg_id, &message, &e).await
+                }
+                // The message stays hidden for the visibility timeout, then is read again.
+                Err(e) => {
+                    tracing::warn!(queue = %queue, msg_id, error = %e, "claiming a step failed; its message will be read again")
+                }
+            }
+        }
+        self.take(queue, rows).await;
+        Ok(read)
+    }
+
+    /// Fails the step of a message whose claim failed on its own, and deletes the message.
+    async fn fail_unclaimable(
+        &self,
+        queue: &QueueName,
+        msg_id: i64,
+        message: &serde_json::Value,
+        error: &sqlx::Error,
+    ) {
+        let step = match StepMessage::decode(message) {
+            Ok(m) => m.step_uuid,
+            Err(e) => return self.reject_malformed(queue, msg_id, &e.to_string()).await,
+        };
+        metrics::counter!(m::UNCLAIMABLE_STEPS).increment(1);
+        tracing::error!(queue = %queue, step = %step, error = %error, "step cannot be claimed; failing it");
+        let failed: Result<Option<Uuid>, _> =
+            sqlx::query_scalar("SELECT tasker.fail_unclaimable_step($1, $2, $3)")
+                .bind(step)
+                .bind(&self.worker_id)
+                .bind(error.to_string())
+                .fetch_one(&self.pool)
+                .await;
+        match failed {
+            Ok(_) => {
+                if let Err(e) = self.queues.delete(queue, msg_id, &self.pool).await {
+                    tracing::warn!(msg_id, error = %e, "could not delete the failed step's message");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(step = %step, error = %e, "could not fail the unclaimable step; its message will be read again")
+            }
+        }
+    }
+
+    /// Dispatches the steps claimed, defers the busy and scheduled ones, drops the messages
+    /// of steps with nothing to do; returns how many messages there were.
+    async fn take(&self, queue: &QueueName, rows: Vec<ClaimRow>) -> usize {
         let read = rows.len();
         let mut seen = HashSet::new();
         let mut finished = Vec::new();
@@ -258,7 +384,7 @@ impl StepExecutorActor {
         if !finished.is_empty() {
             let _ = self.queues.delete_batch(queue, &finished, &self.pool).await;
         }
-        Ok(read)
+        read
     }
 
     async fn dispatch_claimed(&self, queue: &QueueName, step_uuid: Uuid, row: ClaimRow) {

@@ -13,7 +13,7 @@
 
 use super::dispatch_service::{CompletedStep, PostHandlerCallback};
 use crate::step::DispatchedStep;
-use crate::worker::actors::step_executor_actor::StepClaim;
+use crate::worker::actors::step_executor_actor::{may_be_one_steps_fault, StepClaim};
 use crate::worker::in_flight::InFlight;
 use crate::worker::worker_metrics as m;
 use futures::FutureExt;
@@ -265,7 +265,7 @@ impl CompletionProcessorService {
             .map(|done| result_row(done, &done.result))
             .collect();
         let steps: Vec<&CompletedStep> = batch.iter().collect();
-        let completions = self.complete(rows, &steps).await?;
+        let completions = self.complete(rows, &steps, true).await?;
         Ok(completions
             .into_iter()
             .filter(|c| c.outcome == "refused")
@@ -281,6 +281,7 @@ impl CompletionProcessorService {
         &self,
         rows: Vec<serde_json::Value>,
         steps: &[&CompletedStep],
+        claim_children: bool,
     ) -> Result<Vec<Completion>, sqlx::Error> {
         // The worker messages of the recorded results (not of refused ones: those belong to
         // whoever holds the step now) are deleted in the same statement, one static DELETE
@@ -302,7 +303,7 @@ impl CompletionProcessorService {
         let claims = self
             .child_claims
             .as_ref()
-            .filter(|c| !c.stop.is_cancelled());
+            .filter(|c| claim_children && !c.stop.is_cancelled());
         let dispatch = claims.and_then(|c| c.dispatch.upgrade());
         let mut permits = match (claims, &dispatch) {
             (Some(c), Some(tx)) => {
@@ -392,10 +393,19 @@ impl CompletionProcessorService {
         let mut delay = Duration::from_millis(50);
         let mut result = done.result.clone();
         let mut cleaned = false;
+        let mut claim_children = true;
         loop {
-            match self.record(done, &result).await {
+            match self.record(done, &result, claim_children).await {
                 Ok(true) => return RecordOutcome::Recorded,
                 Ok(false) => return RecordOutcome::Refused,
+                Err(e) if claim_children && may_be_one_steps_fault(&e) => {
+                    // The children this recording claims may be what fails (a convergence
+                    // step whose parents' results are too large to gather): recorded
+                    // without claiming them, they go to the queue, where a claim that
+                    // fails fails only its own step.
+                    tracing::warn!(step = %done.step.context.step_uuid, error = %e, "recording failed; recording again without claiming the children it readies");
+                    claim_children = false;
+                }
                 Err(sqlx::Error::Database(e))
                     if is_data_error(e.code().as_deref()) && result.success =>
                 {
@@ -439,9 +449,10 @@ impl CompletionProcessorService {
         &self,
         done: &CompletedStep,
         result: &StepExecutionResult,
+        claim_children: bool,
     ) -> Result<bool, sqlx::Error> {
         let completions = self
-            .complete(vec![result_row(done, result)], &[done])
+            .complete(vec![result_row(done, result)], &[done], claim_children)
             .await?;
         Ok(completions.iter().all(|c| c.outcome != "refused"))
     }
