@@ -34,14 +34,17 @@ DECLARE
   v_claim       uuid[];
   v_claims      jsonb;
   v_plain       boolean;
+  v_events      boolean;
   q             record;
 BEGIN
   PERFORM set_config('tasker.steps_enqueued', 'off', true);
-  -- The step ids, and whether every result is a success without an outcome.
+  -- The step ids, whether every result is a success without an outcome, and whether any
+  -- publishes durable domain events.
   SELECT array_agg(DISTINCT (x->>'step_uuid')::uuid),
          bool_and(jsonb_typeof(x->'success') = 'boolean' AND (x->>'success')::boolean
-                  AND coalesce(jsonb_typeof(x->'outcome'), 'null') = 'null')
-    INTO v_ids, v_plain
+                  AND coalesce(jsonb_typeof(x->'outcome'), 'null') = 'null'),
+         bool_or(jsonb_typeof(x->'events') = 'array')
+    INTO v_ids, v_plain, v_events
     FROM jsonb_array_elements(p_results) AS x;
   PERFORM 1 FROM tasker.tasks t
    WHERE t.task_uuid IN (SELECT s.task_uuid FROM tasker.workflow_steps s
@@ -279,6 +282,24 @@ BEGIN
              OFFSET 0) AS d
       WHERE tasker.task_needs_finalizing(d.t)
       ORDER BY d.t;
+  END IF;
+  IF v_events THEN
+    -- The durable domain events of the results recorded (not refused), written to their
+    -- namespace's events queue in this transaction: they commit with the result or not at
+    -- all. The queue is the outbox; its consumers read it as any PGMQ queue.
+    FOR q IN
+      SELECT x->>'events_namespace' AS ns, array_agg(ev ORDER BY x->>'step_uuid', i) AS msgs
+        FROM jsonb_array_elements(p_results) AS x,
+             jsonb_array_elements(x->'events') WITH ORDINALITY AS e(ev, i)
+       WHERE jsonb_typeof(x->'events') = 'array'
+         AND (x->>'step_uuid')::uuid = ANY (coalesce(v_done, ARRAY[]::uuid[])
+                                            || coalesce(v_steps, ARRAY[]::uuid[]))
+       GROUP BY 1
+    LOOP
+      EXECUTE format('INSERT INTO pgmq.%I (vt, message) SELECT clock_timestamp(), m FROM unnest($1) AS m',
+                     'q_' || q.ns || '_domain_events')
+        USING q.msgs;
+    END LOOP;
   END IF;
   v_enqueued := current_setting('tasker.steps_enqueued') = 'on';
   RETURN QUERY

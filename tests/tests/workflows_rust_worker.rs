@@ -124,6 +124,47 @@ async fn order_fulfillment_runs_end_to_end() {
     h.shutdown().await;
 }
 
+/// Durable events are written by the recording of their step's result, in its transaction:
+/// with no time at all for post-handler callbacks (where they were sent, after the commit,
+/// and lost when the process died in between) every one is there when the task completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_events_are_committed_with_their_result() {
+    let h = Harness::with_rust_worker(&[(
+        "worker.mpsc_channels.ffi_dispatch.callback_timeout_ms",
+        Toml::Integer(0),
+    )])
+    .await;
+    let mut tasks = Vec::new();
+    for order_id in 0..5 {
+        tasks.push(
+            h.create(
+                "ecommerce",
+                "order_fulfillment",
+                json!({"order_id": order_id, "items": [{"sku": "A", "quantity": 1, "price": 1.0}]}),
+            )
+            .await,
+        );
+    }
+    for task in &tasks {
+        assert_eq!(h.wait(*task, T).await.state, "complete");
+    }
+    let shipped: Vec<serde_json::Value> =
+        sqlx::query_scalar("SELECT message FROM pgmq.q_ecommerce_domain_events ORDER BY msg_id")
+            .fetch_all(&h.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(shipped.len(), tasks.len(), "one order.shipped per task");
+    for event in &shipped {
+        assert_eq!(event["name"], "order.shipped");
+        assert_eq!(event["step_name"], "ship_order");
+        assert!(
+            tasks.iter().any(|t| event["task_uuid"] == json!(t)),
+            "{event}"
+        );
+    }
+    h.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_scenarios_end_as_designed() {
     let h = Harness::with_rust_worker(&[]).await;

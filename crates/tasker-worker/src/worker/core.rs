@@ -115,10 +115,7 @@ impl WorkerCore {
         let semaphore = Arc::new(Semaphore::new(hd.max_concurrent_handlers));
         let in_flight = Arc::new(InFlight::default());
         let shutdown = CancellationToken::new();
-        let events = DomainEventCallback::new(
-            queues.clone(),
-            wc.mpsc_channels.ffi_dispatch.dispatch_buffer_size,
-        );
+        let events = DomainEventCallback::new(wc.mpsc_channels.ffi_dispatch.dispatch_buffer_size);
 
         let mut callbacks: Vec<Arc<dyn PostHandlerCallback>> = vec![Arc::new(events.clone())];
         callbacks.extend(options.callbacks.iter().cloned());

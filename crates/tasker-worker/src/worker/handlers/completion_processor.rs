@@ -14,6 +14,7 @@
 use super::dispatch_service::{CompletedStep, PostHandlerCallback};
 use crate::step::DispatchedStep;
 use crate::worker::actors::step_executor_actor::{may_be_one_steps_fault, StepClaim};
+use crate::worker::domain_event_callback::durable_events;
 use crate::worker::in_flight::InFlight;
 use crate::worker::worker_metrics as m;
 use futures::FutureExt;
@@ -519,15 +520,23 @@ fn recording_statement<'a>(queues: impl Iterator<Item = &'a QueueName>) -> Strin
     sql
 }
 
-/// A result as `tasker.complete_steps` takes it (its worker message is deleted beside it).
+/// A result as `tasker.complete_steps` takes it (its worker message is deleted beside it),
+/// with the durable domain events it publishes, which the recording writes to the
+/// namespace's events queue.
 fn result_row(done: &CompletedStep, result: &StepExecutionResult) -> serde_json::Value {
     let ctx = &done.step.context;
-    serde_json::json!({
+    let mut row = serde_json::json!({
         "step_uuid": ctx.step_uuid, "attempt": ctx.attempt, "success": result.success,
         "result": result.result, "error": result.error,
         "execution_ms": result.metadata.execution_time_ms, "metadata": result.metadata,
         "outcome": result.outcome,
-    })
+    });
+    let events = durable_events(&done.step, result);
+    if !events.is_empty() {
+        row["events"] = serde_json::json!(events);
+        row["events_namespace"] = serde_json::json!(ctx.namespace);
+    }
+    row
 }
 
 /// SQLSTATE class 22 (data exception): the value, not the connection, is the problem.
