@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tasker_orchestration::retention::{dry_run, run_once};
-use tasker_orchestration::task_operations::cancel_task;
+use tasker_orchestration::task_operations::{act_on_step, cancel_task, StepAction};
 use tasker_shared::config::RetentionMode;
 use tasker_shared::models::{StoreError, TaskRow};
 use tasker_tests::toml_value::Value as Toml;
@@ -418,7 +418,7 @@ async fn retention_beside_task_creation_and_completion_blocks_nothing_and_loses_
     let fake = FakeWorker::new(h.db.pool.clone()).await;
     let pool = h.db.pool.clone();
     let mut old = Vec::new();
-    for _ in 0..12 {
+    for _ in 0..8 {
         let task = finished(&h, &fake, "complete").await;
         age(&pool, task, "8 days").await;
         old.push(task);
@@ -429,7 +429,7 @@ async fn retention_beside_task_creation_and_completion_blocks_nothing_and_loses_
         tokio::spawn(async move {
             let fake = FakeWorker::new(h.db.pool.clone()).await;
             let mut made = Vec::new();
-            for i in 0..12 {
+            for i in 0..8 {
                 let started = Instant::now();
                 let task = h
                     .create("linear_workflow", "linear_math", json!({"value": i}))
@@ -493,4 +493,76 @@ async fn retention_beside_task_creation_and_completion_blocks_nothing_and_loses_
         Ok(h) => h.shutdown().await,
         Err(_) => panic!("the harness is still shared"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_task_held_or_reset_meanwhile_is_skipped_or_removed_whole_never_half() {
+    let h = Harness::orchestration_only(&settings("delete")).await;
+    let fake = FakeWorker::new(h.db.pool.clone()).await;
+    let pool = &h.db.pool;
+    let mut failed = Vec::new();
+    for _ in 0..6 {
+        let task = finished(&h, &fake, "error").await;
+        age(pool, task, "31 days").await;
+        failed.push(task);
+    }
+    // An operator's action holds three of them (as act_on_step locks a task): retention
+    // goes past them without waiting and removes the other three.
+    let held = &failed[..3];
+    let mut operator = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM tasker.tasks WHERE task_uuid = ANY ($1) FOR NO KEY UPDATE")
+        .bind(held)
+        .execute(&mut *operator)
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let report = tokio::time::timeout(
+        Duration::from_secs(10),
+        run_once(pool, &h.config.retention, &stop),
+    )
+    .await
+    .expect("retention does not wait for a held task")
+    .unwrap();
+    assert_eq!(report.tasks(), 3);
+    operator.rollback().await.unwrap();
+
+    // Resets of all six race a second run: each held task is revived whole or removed
+    // whole; the three removed before answer that they were removed.
+    let resets = failed.iter().map(|&task| {
+        let core = h.core.clone();
+        async move {
+            let outcome = act_on_step(
+                &core.pool,
+                core.queues.notifier(),
+                task,
+                "start",
+                &StepAction::Reset,
+                "test",
+            )
+            .await;
+            (task, outcome)
+        }
+    });
+    let (outcomes, second) = tokio::join!(
+        futures::future::join_all(resets),
+        run_once(pool, &h.config.retention, &stop)
+    );
+    let mut removed = 0;
+    for (task, outcome) in outcomes {
+        let left = counts(&rows(pool, "tasker", task).await);
+        match outcome {
+            Ok(_) => {
+                assert!(held.contains(&task), "{task} was removed before");
+                assert_eq!(&left[..3], &[1, 4, 4], "revived task {task} is whole");
+                assert_ne!(TaskRow::get(pool, task).await.unwrap().state, "error");
+            }
+            Err(tasker_orchestration::OrchestrationError::Store(StoreError::Removed(_))) => {
+                assert_eq!(left, vec![0; 7], "removed task {task} is gone whole");
+                removed += 1;
+            }
+            Err(e) => panic!("reset of {task}: {e}"),
+        }
+    }
+    assert_eq!(report.tasks() + second.unwrap().tasks(), removed);
+    h.shutdown().await;
 }
