@@ -362,3 +362,63 @@ CREATE TYPE tasker.message_claim AS (
 	task_context jsonb,
 	dependency_results jsonb
 );
+
+-- Retention (crates/tasker-orchestration/src/retention.rs) takes finished tasks per state,
+-- oldest first, by a range of this index: a run reads what it removes, not what is kept.
+CREATE INDEX tasks_finished_idx ON tasker.tasks USING btree (state, completed_at)
+  WHERE (state = ANY (ARRAY['complete'::text, 'error'::text, 'cancelled'::text, 'resolved_manually'::text]));
+-- Removing a task cascades to its edges by task_uuid; without this each removed task would
+-- scan the whole edge table.
+CREATE INDEX workflow_step_edges_task_idx ON tasker.workflow_step_edges USING btree (task_uuid);
+
+-- Tasks removed by retention, so asking for one answers that it was removed rather than
+-- that it never existed. Pruned after [retention] tombstone_after (removed_at's index).
+CREATE TABLE tasker.removed_tasks (
+    task_uuid uuid NOT NULL PRIMARY KEY,
+    state text NOT NULL,
+    completed_at timestamp with time zone,
+    removed_at timestamp with time zone DEFAULT now() NOT NULL,
+    -- Its rows were moved to tasker_archive ([retention] mode = "archive").
+    archived boolean NOT NULL
+);
+
+CREATE INDEX removed_tasks_removed_at_idx ON tasker.removed_tasks USING btree (removed_at);
+
+-- Where retention moves a finished task's rows with mode = "archive": the live tables'
+-- columns in the same order (tasker.remove_finished_tasks copies rows with SELECT *; the
+-- test retention checks the shapes agree), without foreign keys or defaults. Tasker never
+-- removes anything from here; the rows are the operator's to read, export or drop.
+CREATE SCHEMA tasker_archive;
+
+CREATE TABLE tasker_archive.tasks (LIKE tasker.tasks, PRIMARY KEY (task_uuid));
+CREATE TABLE tasker_archive.workflow_steps (LIKE tasker.workflow_steps, PRIMARY KEY (step_uuid));
+CREATE INDEX workflow_steps_task_idx ON tasker_archive.workflow_steps USING btree (task_uuid);
+CREATE TABLE tasker_archive.workflow_step_edges (LIKE tasker.workflow_step_edges);
+CREATE INDEX workflow_step_edges_task_idx ON tasker_archive.workflow_step_edges USING btree (task_uuid);
+CREATE TABLE tasker_archive.step_blueprints (LIKE tasker.step_blueprints);
+CREATE INDEX step_blueprints_task_idx ON tasker_archive.step_blueprints USING btree (task_uuid);
+CREATE TABLE tasker_archive.task_transitions (LIKE tasker.task_transitions);
+CREATE INDEX task_transitions_task_idx ON tasker_archive.task_transitions USING btree (task_uuid);
+CREATE TABLE tasker_archive.workflow_step_transition_log (LIKE tasker.workflow_step_transition_log);
+CREATE INDEX workflow_step_transition_log_task_idx ON tasker_archive.workflow_step_transition_log USING btree (task_uuid);
+CREATE TABLE tasker_archive.step_result_audits (LIKE tasker.step_result_audits);
+CREATE INDEX step_result_audits_task_idx ON tasker_archive.step_result_audits USING btree (task_uuid);
+
+-- An archived task with its template's namespace, name and version, as tasker.task_rows.
+CREATE VIEW tasker_archive.task_rows AS
+ SELECT t.task_uuid,
+    n.name AS namespace,
+    nt.name,
+    nt.version,
+    t.state,
+    t.context,
+    t.correlation_id,
+    t.idempotency_key,
+    t.initiator,
+    t.created_at,
+    t.updated_at,
+    t.completed_at,
+    t.run_at
+   FROM ((tasker_archive.tasks t
+     JOIN tasker.named_tasks nt ON ((nt.named_task_uuid = t.named_task_uuid)))
+     JOIN tasker.namespaces n ON ((n.namespace_uuid = nt.namespace_uuid)));

@@ -44,6 +44,9 @@ enum Command {
     /// Create, inspect, cancel and watch tasks.
     #[command(subcommand)]
     Task(commands::task::Command),
+    /// Remove finished tasks older than their retention period ([retention]).
+    #[command(subcommand)]
+    Retention(commands::retention::Command),
     /// Run the order-fulfillment example end to end: orchestrator and worker processes, a
     /// batch of tasks, live progress and a summary (exit 0 only if every task completed).
     ///
@@ -75,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Server(args) => commands::server::run(args).await,
         Command::Worker(args) => commands::worker::run(args).await,
         Command::Task(cmd) => commands::task::run(cmd).await,
+        Command::Retention(cmd) => commands::retention::run(cmd).await,
         Command::Demo(args) => commands::demo::run(args).await,
     }
 }

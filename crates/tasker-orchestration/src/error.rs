@@ -52,3 +52,14 @@ pub enum OrchestrationError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
+
+impl OrchestrationError {
+    /// For a task that is not in the live tables: removed by retention (the error says so
+    /// and when), else [`OrchestrationError::TaskNotFound`].
+    pub async fn missing_task(pool: &sqlx::PgPool, task: Uuid) -> Self {
+        match tasker_shared::models::missing_task(pool, task).await {
+            StoreError::NotFound { .. } => OrchestrationError::TaskNotFound(task),
+            other => OrchestrationError::Store(other),
+        }
+    }
+}

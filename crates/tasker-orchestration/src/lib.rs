@@ -11,6 +11,7 @@ pub mod orchestrator;
 mod periodic;
 pub mod queue_maintenance;
 pub mod result_processor;
+pub mod retention;
 pub mod state_gauges;
 pub mod step_enqueuer;
 pub mod task_initializer;

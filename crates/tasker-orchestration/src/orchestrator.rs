@@ -1,6 +1,6 @@
 //! The orchestration process: the result processor (woken by NOTIFY on the results queue,
-//! with a fallback poll), the step enqueuer's sweep and queue maintenance, each with a
-//! shutdown path.
+//! with a fallback poll), the step enqueuer's sweep, queue maintenance and retention, each
+//! with a shutdown path.
 
 use crate::result_processor::ResultProcessor;
 use crate::step_enqueuer::StepEnqueuer;
@@ -109,6 +109,13 @@ impl OrchestrationCore {
             tasks.spawn(crate::queue_maintenance::run(
                 self.pool.clone(),
                 interval,
+                token.clone(),
+            ));
+        }
+        if self.config.retention.enabled {
+            tasks.spawn(crate::retention::run(
+                self.pool.clone(),
+                self.config.retention.clone(),
                 token.clone(),
             ));
         }

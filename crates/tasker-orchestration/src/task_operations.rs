@@ -48,8 +48,10 @@ pub async fn cancel_task(
             .bind(task)
             .fetch_optional(&mut *tx)
             .await?;
+    let Some(state) = state else {
+        return Err(OrchestrationError::missing_task(pool, task).await);
+    };
     let state: TaskState = state
-        .ok_or(OrchestrationError::TaskNotFound(task))?
         .parse()
         .map_err(tasker_shared::models::StoreError::from)?;
     if !state.can_transition_to(TaskState::Cancelled) {
@@ -113,8 +115,10 @@ pub async fn act_on_step(
             .bind(task)
             .fetch_optional(&mut *tx)
             .await?;
+    let Some(task_state) = task_state else {
+        return Err(OrchestrationError::missing_task(pool, task).await);
+    };
     let task_state: TaskState = task_state
-        .ok_or(OrchestrationError::TaskNotFound(task))?
         .parse()
         .map_err(tasker_shared::models::StoreError::from)?;
     if matches!(

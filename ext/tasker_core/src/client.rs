@@ -180,13 +180,15 @@ fn create_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
 
 /// A task's row and steps, in one round trip.
 async fn read_task(pool: &PgPool, id: uuid::Uuid) -> Result<(TaskRow, Vec<StepRow>), NativeError> {
-    TaskRow::find_with_steps(pool, id)
-        .await?
-        .ok_or_else(|| not_found(id))
+    match TaskRow::find_with_steps(pool, id).await? {
+        Some(found) => Ok(found),
+        None => Err(not_found(pool, id).await),
+    }
 }
 
-fn not_found(id: uuid::Uuid) -> NativeError {
-    NativeError::new(crate::error::Kind::NotFound, format!("task {id} not found"))
+/// Not found, or removed by retention (the message says which).
+async fn not_found(pool: &PgPool, id: uuid::Uuid) -> NativeError {
+    tasker_shared::models::missing_task(pool, id).await.into()
 }
 
 /// `get_task(task_uuid, options = nil)`: the task row, `terminal`, and its steps.
@@ -231,7 +233,7 @@ fn wait_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
                 Some((task, Some(steps))) => Ok((task, steps)),
                 // Still running at the deadline: the caller reports its steps' states.
                 Some((_, None)) => read_task(&c.pool, id).await,
-                None => Err(not_found(id)),
+                None => Err(not_found(&c.pool, id).await),
             }
         },
     )?;

@@ -183,7 +183,7 @@ impl From<TemplateError> for NativeError {
 
 fn store_kind(e: &StoreError) -> Kind {
     match e {
-        StoreError::NotFound { .. } => Kind::NotFound,
+        StoreError::NotFound { .. } | StoreError::Removed(_) => Kind::NotFound,
         StoreError::TemplateVersionConflict { .. } => Kind::Template,
         StoreError::IllegalTransition(_) => Kind::InvalidState,
         _ => Kind::Database,

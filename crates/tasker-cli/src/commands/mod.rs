@@ -2,6 +2,7 @@ pub mod config;
 pub mod demo;
 pub mod demo_db;
 pub mod migrate;
+pub mod retention;
 pub mod server;
 pub mod task;
 pub mod template;

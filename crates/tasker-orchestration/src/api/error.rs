@@ -86,6 +86,15 @@ impl From<OrchestrationError> for ApiError {
             E::TaskFinished { .. } | E::StepActionRefused { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", msg)
             }
+            E::Store(tasker_shared::models::StoreError::Removed(removed)) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                if removed.archived {
+                    "task_archived"
+                } else {
+                    "task_removed"
+                },
+                msg,
+            ),
             E::Store(tasker_shared::models::StoreError::NotFound { .. }) => {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", msg)
             }

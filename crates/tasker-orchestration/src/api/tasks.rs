@@ -136,9 +136,11 @@ pub async fn get(
             .await
             .map_err(tasker_shared::models::StoreError::from)?;
     }
-    let task = TaskRow::find(&core.pool, id)
-        .await?
-        .ok_or(crate::OrchestrationError::TaskNotFound(id))?;
+    let Some(task) = TaskRow::find(&core.pool, id).await? else {
+        return Err(crate::OrchestrationError::missing_task(&core.pool, id)
+            .await
+            .into());
+    };
     let context = TaskExecutionContext::fetch(&core.pool, id).await?;
     let readiness = StepReadiness::for_task(&core.pool, id).await?;
     Ok(Json(
@@ -161,7 +163,9 @@ pub async fn steps(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = task_id(path)?;
     if TaskRow::find(&core.pool, id).await?.is_none() {
-        return Err(crate::OrchestrationError::TaskNotFound(id).into());
+        return Err(crate::OrchestrationError::missing_task(&core.pool, id)
+            .await
+            .into());
     }
     let steps = StepRow::for_task(&core.pool, id).await?;
     Ok(Json(serde_json::json!({ "steps": steps })))

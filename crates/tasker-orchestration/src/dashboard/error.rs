@@ -2,13 +2,16 @@ use crate::OrchestrationError;
 use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use tasker_shared::models::StoreError;
+use tasker_shared::models::{RemovedTask, StoreError};
 
 /// Everything a dashboard request can fail with; shown to the operator as an error page.
 #[derive(Debug, thiserror::Error)]
 pub enum UiError {
     #[error("{what} not found")]
     NotFound { what: String },
+    /// A task retention removed: the page says so and when.
+    #[error("{0}")]
+    Removed(RemovedTask),
     #[error("invalid {field}: {message}")]
     BadRequest {
         field: &'static str,
@@ -33,6 +36,15 @@ impl UiError {
         UiError::NotFound { what: what.into() }
     }
 
+    /// For a task [`tasker_shared::models::TaskRow::get`] did not find.
+    pub fn missing_task(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { what, id } => UiError::not_found(format!("{what} {id}")),
+            StoreError::Removed(removed) => UiError::Removed(removed),
+            other => other.into(),
+        }
+    }
+
     fn status(&self) -> StatusCode {
         use OrchestrationError as O;
         match self {
@@ -40,9 +52,10 @@ impl UiError {
             UiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             UiError::Forbidden(_) => StatusCode::FORBIDDEN,
             UiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            UiError::Operation(O::TaskNotFound(_) | O::StepNotFound { .. }) => {
-                StatusCode::NOT_FOUND
-            }
+            UiError::Operation(
+                O::TaskNotFound(_) | O::StepNotFound { .. } | O::Store(StoreError::Removed(_)),
+            )
+            | UiError::Removed(_) => StatusCode::NOT_FOUND,
             UiError::Operation(O::TaskFinished { .. } | O::StepActionRefused { .. }) => {
                 StatusCode::CONFLICT
             }

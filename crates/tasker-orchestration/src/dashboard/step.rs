@@ -69,9 +69,9 @@ pub async fn page(
 ) -> Result<Response, UiError> {
     let Path((id, name)) = path.map_err(path_error)?;
     let pool = &core.pool;
-    let task = TaskRow::find(pool, id)
-        .await?
-        .ok_or_else(|| UiError::not_found(format!("task {id}")))?;
+    let task = TaskRow::get(pool, id)
+        .await
+        .map_err(UiError::missing_task)?;
     let step = StepRow::find_by_name(pool, id, &name)
         .await?
         .ok_or_else(|| UiError::not_found(format!("step '{name}' of task {id}")))?;

@@ -145,9 +145,9 @@ pub async fn page(
     let Path(id) = path.map_err(path_error)?;
     let notice = notice.map(|q| q.0).unwrap_or_default();
     let pool = &core.pool;
-    let task = TaskRow::find(pool, id)
-        .await?
-        .ok_or_else(|| UiError::not_found(format!("task {id}")))?;
+    let task = TaskRow::get(pool, id)
+        .await
+        .map_err(UiError::missing_task)?;
     let task_state = task.task_state()?;
     let steps = StepRow::for_task(pool, id).await?;
     let edges = parents(pool, id).await?;

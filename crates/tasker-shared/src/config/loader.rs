@@ -13,7 +13,14 @@ const EMBEDDED_BASE: &[&str] = &[
 
 /// Top-level sections; environment variables are only read for these, so unrelated
 /// `TASKER_*` variables (TASKER_ENV, TASKER_TEMPLATE_PATH, ...) are not mistaken for keys.
-const SECTIONS: &[&str] = &["database", "queues", "backoff", "orchestration", "worker"];
+const SECTIONS: &[&str] = &[
+    "database",
+    "queues",
+    "backoff",
+    "orchestration",
+    "worker",
+    "retention",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -264,6 +271,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_connections"), "{err}");
+        write(
+            dir.path(),
+            "base/common.toml",
+            "[retention]\ncomplete_after = \"7w\"\n",
+        );
+        let err = ConfigLoader::isolated(Some(dir.path()), "test")
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("retention.complete_after") && err.contains("'7w' is not a period"),
+            "{err}"
+        );
+        write(
+            dir.path(),
+            "base/common.toml",
+            "[retention]\nbatch_size = 0\n",
+        );
+        let err = ConfigLoader::isolated(Some(dir.path()), "test")
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("retention.batch_size") && err.contains("0 is out of range"),
+            "{err}"
+        );
     }
 
     #[test]

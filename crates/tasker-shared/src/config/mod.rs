@@ -6,7 +6,9 @@
 //! file it came from instead of a setting silently ignored.
 
 mod loader;
+mod retention;
 mod types;
 
 pub use loader::{ConfigError, ConfigLoader};
+pub use retention::{Period, PeriodError, RetentionConfig, RetentionMode};
 pub use types::*;

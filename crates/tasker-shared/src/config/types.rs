@@ -9,6 +9,7 @@ pub struct TaskerConfig {
     pub backoff: BackoffConfig,
     pub orchestration: OrchestrationConfig,
     pub worker: WorkerConfig,
+    pub retention: super::RetentionConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,6 +269,9 @@ pub const MAX_BUFFER_SIZE: usize = 1_000_000;
 /// one jsonb value (256 MB).
 pub const MIN_PAYLOAD_BYTES: usize = 1024;
 pub const MAX_PAYLOAD_BYTES: usize = 255 * 1024 * 1024;
+/// The most tasks retention removes in one transaction: its locks and the rows it writes
+/// grow with it.
+pub const MAX_RETENTION_BATCH_SIZE: u32 = 10_000;
 /// Shortest `session_secret` accepted: 32 bytes, the HMAC's block of strength.
 pub const MIN_SESSION_SECRET_LEN: usize = 32;
 
@@ -510,6 +514,18 @@ impl TaskerConfig {
             return invalid(
                 "worker.liveness_timeout_ms",
                 "must not be shorter than worker.liveness_grace_ms",
+            );
+        }
+        if self.retention.interval_seconds == 0 {
+            return invalid("retention.interval_seconds", "must be at least 1");
+        }
+        if !(1..=MAX_RETENTION_BATCH_SIZE).contains(&self.retention.batch_size) {
+            return invalid(
+                "retention.batch_size",
+                &format!(
+                    "{} is out of range (1 to {MAX_RETENTION_BATCH_SIZE})",
+                    self.retention.batch_size
+                ),
             );
         }
         if self.worker.claim_lease_seconds == 0 {

@@ -3,6 +3,7 @@
 mod dead_letter;
 mod execution_context;
 mod named_task;
+mod removed_task;
 mod task;
 mod transitions;
 mod worker_registry;
@@ -11,6 +12,7 @@ mod workflow_step;
 pub use dead_letter::{DeadLetter, WORKER_LOST};
 pub use execution_context::{ExecutionStatus, StepReadiness, TaskExecutionContext};
 pub use named_task::{RegisterOutcome, RegisteredTemplate, TemplateRegistry};
+pub use removed_task::{missing_task, RemovedTask, ARCHIVE_SCHEMA};
 pub use task::TaskRow;
 pub use transitions::{transition_step, transition_task, TransitionRow};
 pub use worker_registry::{reap_dead_workers, ReapedWorker, WorkerRow};
@@ -28,6 +30,9 @@ pub enum StoreError {
     UnknownState(#[from] crate::state::UnknownState),
     #[error("{what} {id} not found")]
     NotFound { what: &'static str, id: String },
+    /// A task retention removed (or archived).
+    #[error("{0}")]
+    Removed(RemovedTask),
     #[error("template {identity} is already registered with a different body; bump its version")]
     TemplateVersionConflict { identity: String },
     #[error(transparent)]

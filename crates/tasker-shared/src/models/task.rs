@@ -1,7 +1,7 @@
 use super::{StepRow, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{Executor, Postgres};
+use sqlx::{Executor, PgPool, Postgres};
 use uuid::Uuid;
 
 /// A task with the identity of its template.
@@ -88,16 +88,13 @@ impl TaskRow {
         .transpose()
     }
 
-    pub async fn get<'c, E: Executor<'c, Database = Postgres>>(
-        executor: E,
-        task: Uuid,
-    ) -> Result<Self, StoreError> {
-        Self::find(executor, task)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                what: "task",
-                id: task.to_string(),
-            })
+    /// The task; for one that is not there, [`StoreError::Removed`] when retention removed
+    /// it, else [`StoreError::NotFound`].
+    pub async fn get(pool: &PgPool, task: Uuid) -> Result<Self, StoreError> {
+        match Self::find(pool, task).await? {
+            Some(row) => Ok(row),
+            None => Err(super::missing_task(pool, task).await),
+        }
     }
 
     /// Newest first, optionally filtered by state and namespace.

@@ -1,0 +1,183 @@
+//! Retention: finished tasks are kept for their final state's period (`[retention]`), then
+//! removed, or moved to the `tasker_archive` schema, a batch of tasks per transaction
+//! (`tasker.remove_finished_tasks`). Run every `interval_seconds` by the orchestrator and by
+//! `tasker retention run`. Open tasks are never removed, however old.
+
+use serde::Serialize;
+use sqlx::PgPool;
+use std::time::Duration;
+use tasker_shared::config::{Period, RetentionConfig, RetentionMode};
+use tokio_util::sync::CancellationToken;
+
+/// Tasks removed in delete mode, by final state.
+pub const TASKS_REMOVED: &str = "tasker_retention_tasks_removed_total";
+/// Tasks moved to the archive in archive mode, by final state.
+pub const TASKS_ARCHIVED: &str = "tasker_retention_tasks_archived_total";
+
+/// The final states, each kept for the period `RetentionConfig::period_of` gives it.
+pub const FINAL_STATES: [&str; 4] = ["complete", "error", "resolved_manually", "cancelled"];
+
+/// What a run did (or, dry, would do) for one final state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StateReport {
+    pub state: &'static str,
+    pub period: Period,
+    pub tasks: u64,
+}
+
+/// What a run did, or a dry run found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetentionReport {
+    pub mode: RetentionMode,
+    pub dry_run: bool,
+    pub states: Vec<StateReport>,
+    /// Tombstones of tasks removed longer ago than `tombstone_after`, forgotten.
+    pub tombstones_pruned: u64,
+    /// The run stopped at shutdown before it was through.
+    pub interrupted: bool,
+}
+
+impl RetentionReport {
+    pub fn tasks(&self) -> u64 {
+        self.states.iter().map(|s| s.tasks).sum()
+    }
+}
+
+/// Counts, per final state, the tasks a run would remove now; removes nothing.
+pub async fn dry_run(
+    pool: &PgPool,
+    config: &RetentionConfig,
+) -> Result<RetentionReport, sqlx::Error> {
+    let mut states = Vec::new();
+    for (state, period) in periods(config) {
+        // The range of tasks_finished_idx a run would take.
+        let tasks: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM tasker.tasks
+              WHERE state = $1 AND completed_at < now() - $2::interval",
+        )
+        .bind(state)
+        .bind(period.as_duration())
+        .fetch_one(pool)
+        .await?;
+        states.push(StateReport {
+            state,
+            period,
+            tasks: tasks as u64,
+        });
+    }
+    let tombstones: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tasker.removed_tasks WHERE removed_at < now() - $1::interval",
+    )
+    .bind(config.tombstone_after.as_duration())
+    .fetch_one(pool)
+    .await?;
+    Ok(RetentionReport {
+        mode: config.mode,
+        dry_run: true,
+        states,
+        tombstones_pruned: tombstones as u64,
+        interrupted: false,
+    })
+}
+
+/// Removes every task past its period, a batch per transaction, state by state, then prunes
+/// old tombstones. `stop` is looked at between batches: a run cut short has committed what
+/// it removed, and the next run carries on.
+pub async fn run_once(
+    pool: &PgPool,
+    config: &RetentionConfig,
+    stop: &CancellationToken,
+) -> Result<RetentionReport, sqlx::Error> {
+    let archive = config.mode == RetentionMode::Archive;
+    let counter = if archive {
+        TASKS_ARCHIVED
+    } else {
+        TASKS_REMOVED
+    };
+    let batch = config.batch_size as i32;
+    let mut report = RetentionReport {
+        mode: config.mode,
+        dry_run: false,
+        states: Vec::new(),
+        tombstones_pruned: 0,
+        interrupted: false,
+    };
+    for (state, period) in periods(config) {
+        let mut tasks = 0u64;
+        loop {
+            if stop.is_cancelled() {
+                report.interrupted = true;
+                break;
+            }
+            let removed: i32 =
+                sqlx::query_scalar("SELECT tasker.remove_finished_tasks($1, $2, $3, $4)")
+                    .bind(state)
+                    .bind(period.as_duration())
+                    .bind(batch)
+                    .bind(archive)
+                    .fetch_one(pool)
+                    .await?;
+            tasks += removed as u64;
+            metrics::counter!(counter, "state" => state).increment(removed as u64);
+            if removed < batch {
+                break;
+            }
+        }
+        if tasks > 0 {
+            tracing::info!(state, tasks, %period, mode = config.mode.as_str(), "retention removed finished tasks");
+        }
+        report.states.push(StateReport {
+            state,
+            period,
+            tasks,
+        });
+    }
+    while !report.interrupted {
+        let pruned = sqlx::query(
+            "DELETE FROM tasker.removed_tasks WHERE task_uuid IN (
+               SELECT r.task_uuid FROM tasker.removed_tasks r
+                WHERE r.removed_at < now() - $1::interval
+                ORDER BY r.removed_at LIMIT $2)",
+        )
+        .bind(config.tombstone_after.as_duration())
+        .bind(i64::from(batch))
+        .execute(pool)
+        .await?
+        .rows_affected();
+        report.tombstones_pruned += pruned;
+        if pruned < batch as u64 {
+            break;
+        }
+    }
+    Ok(report)
+}
+
+fn periods(config: &RetentionConfig) -> impl Iterator<Item = (&'static str, Period)> + '_ {
+    FINAL_STATES
+        .into_iter()
+        .filter_map(|state| config.period_of(state).map(|period| (state, period)))
+}
+
+/// The orchestrator's loop: a run every `interval_seconds` until shutdown.
+pub async fn run(pool: PgPool, config: RetentionConfig, shutdown: CancellationToken) {
+    // A run stops between batches at shutdown; the limit only catches a stuck statement, and
+    // leaves a long first run (a backlog of history) room to work through it.
+    let limit = config.interval().max(Duration::from_secs(600));
+    crate::periodic::every(
+        "retention",
+        config.interval(),
+        limit,
+        shutdown.clone(),
+        || async {
+            let report = run_once(&pool, &config, &shutdown).await?;
+            if report.tombstones_pruned > 0 {
+                tracing::debug!(
+                    tombstones = report.tombstones_pruned,
+                    "retention forgot old removed tasks"
+                );
+            }
+            Ok::<_, sqlx::Error>(())
+        },
+    )
+    .await
+}
