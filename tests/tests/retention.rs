@@ -566,3 +566,44 @@ async fn a_failed_task_held_or_reset_meanwhile_is_skipped_or_removed_whole_never
     assert_eq!(report.tasks() + second.unwrap().tasks(), removed);
     h.shutdown().await;
 }
+
+/// Durable domain events nobody consumed are deleted once older than `domain_events_after`,
+/// from the queue and its archive; newer ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_events_older_than_their_period_are_deleted_from_queue_and_archive() {
+    let h = Harness::orchestration_only(&settings("delete")).await;
+    let pool = &h.db.pool;
+    for n in 0..5 {
+        sqlx::query("SELECT pgmq.send('ecommerce_domain_events', $1::jsonb)")
+            .bind(json!({ "n": n }))
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    // Three sent eight days ago (one of them read and archived by a consumer), two now.
+    sqlx::query(
+        "UPDATE pgmq.q_ecommerce_domain_events SET enqueued_at = now() - interval '8 days'
+          WHERE (message->>'n')::int < 3",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("SELECT pgmq.archive('ecommerce_domain_events', 1::bigint)")
+        .execute(pool)
+        .await
+        .unwrap();
+    let dry = dry_run(pool, &h.config.retention).await.unwrap();
+    assert_eq!(dry.domain_events_removed, 3);
+    let report = run_once(pool, &h.config.retention, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(report.domain_events_removed, 3);
+    let left: Vec<i32> = sqlx::query_scalar(
+        "SELECT (message->>'n')::int FROM pgmq.q_ecommerce_domain_events
+         UNION ALL SELECT (message->>'n')::int FROM pgmq.a_ecommerce_domain_events ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(left, [3, 4]);
+}

@@ -1,7 +1,8 @@
 //! Retention: finished tasks are kept for their final state's period (`[retention]`), then
 //! removed, or moved to the `tasker_archive` schema, a batch of tasks per transaction
 //! (`tasker.remove_finished_tasks`). Run every `interval_seconds` by the orchestrator and by
-//! `tasker retention run`. Open tasks are never removed, however old.
+//! `tasker retention run`. Open tasks are never removed, however old. Durable domain events
+//! older than `domain_events_after` go too, so a queue nobody consumes stays bounded.
 
 use serde::Serialize;
 use sqlx::PgPool;
@@ -13,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 pub const TASKS_REMOVED: &str = "tasker_retention_tasks_removed_total";
 /// Tasks moved to the archive in archive mode, by final state.
 pub const TASKS_ARCHIVED: &str = "tasker_retention_tasks_archived_total";
+/// Durable domain events deleted past `domain_events_after`, from queues and their archives.
+pub const DOMAIN_EVENTS_REMOVED: &str = "tasker_retention_domain_events_removed_total";
 
 /// The final states, each kept for the period `RetentionConfig::period_of` gives it.
 pub const FINAL_STATES: [&str; 4] = ["complete", "error", "resolved_manually", "cancelled"];
@@ -33,6 +36,9 @@ pub struct RetentionReport {
     pub states: Vec<StateReport>,
     /// Tombstones of tasks removed longer ago than `tombstone_after`, forgotten.
     pub tombstones_pruned: u64,
+    /// Durable domain events sent longer ago than `domain_events_after`, deleted from their
+    /// queues and the queues' archives.
+    pub domain_events_removed: u64,
     /// The run stopped at shutdown before it was through.
     pub interrupted: bool,
 }
@@ -71,11 +77,22 @@ pub async fn dry_run(
     .bind(config.tombstone_after.as_duration())
     .fetch_one(pool)
     .await?;
+    let mut events = 0;
+    for table in event_tables(pool).await? {
+        let old: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM pgmq.{table} WHERE enqueued_at < now() - $1::interval"
+        ))
+        .bind(config.domain_events_after.as_duration())
+        .fetch_one(pool)
+        .await?;
+        events += old as u64;
+    }
     Ok(RetentionReport {
         mode: config.mode,
         dry_run: true,
         states,
         tombstones_pruned: tombstones as u64,
+        domain_events_removed: events,
         interrupted: false,
     })
 }
@@ -100,6 +117,7 @@ pub async fn run_once(
         dry_run: false,
         states: Vec::new(),
         tombstones_pruned: 0,
+        domain_events_removed: 0,
         interrupted: false,
     };
     for (state, period) in periods(config) {
@@ -149,7 +167,56 @@ pub async fn run_once(
             break;
         }
     }
+    if !report.interrupted {
+        for table in event_tables(pool).await? {
+            report.domain_events_removed +=
+                remove_old_events(pool, &table, config, stop, batch).await?;
+        }
+        metrics::counter!(DOMAIN_EVENTS_REMOVED).increment(report.domain_events_removed);
+    }
     Ok(report)
+}
+
+/// The queue and archive tables of every `<namespace>_domain_events` queue.
+async fn event_tables(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT p || queue_name FROM pgmq.meta, unnest(ARRAY['q_', 'a_']) AS p
+          WHERE queue_name LIKE '%\\_domain\\_events' ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Deletes the events of one table sent before `domain_events_after`, oldest first, a batch
+/// per statement. Each looks only at the batch of lowest message ids (ids grow with time),
+/// so a run costs what it removes, not what is kept.
+async fn remove_old_events(
+    pool: &PgPool,
+    table: &str,
+    config: &RetentionConfig,
+    stop: &CancellationToken,
+    batch: i32,
+) -> Result<u64, sqlx::Error> {
+    let sql = format!(
+        "DELETE FROM pgmq.{table} WHERE msg_id IN (
+           SELECT k.msg_id FROM (SELECT msg_id, enqueued_at FROM pgmq.{table}
+                                  ORDER BY msg_id LIMIT $2) k
+            WHERE k.enqueued_at < now() - $1::interval)"
+    );
+    let mut removed = 0;
+    while !stop.is_cancelled() {
+        let n = sqlx::query(&sql)
+            .bind(config.domain_events_after.as_duration())
+            .bind(i64::from(batch))
+            .execute(pool)
+            .await?
+            .rows_affected();
+        removed += n;
+        if n < batch as u64 {
+            break;
+        }
+    }
+    Ok(removed)
 }
 
 fn periods(config: &RetentionConfig) -> impl Iterator<Item = (&'static str, Period)> + '_ {

@@ -11,7 +11,8 @@ pub enum Command {
     ///
     /// Periods: [retention] complete_after, error_after (error and resolved_manually),
     /// cancelled_after. With [retention] mode = "archive" the tasks' rows move to the
-    /// tasker_archive schema instead. Open tasks are never removed. Runs whatever
+    /// tasker_archive schema instead. Durable domain events sent over domain_events_after
+    /// ago are deleted from their queues and the queues' archives. Open tasks are never removed. Runs whatever
     /// [retention] enabled says (that only governs the orchestrator's own runs); Ctrl-C
     /// stops it between batches, keeping what it removed.
     Run {
@@ -67,6 +68,15 @@ fn print(report: &RetentionReport) {
     println!(
         "  {:<18} {forgot:<13} {:>7} (removed over tombstone_after ago; now unknown ids)",
         "tombstones", report.tombstones_pruned
+    );
+    let deleted = if report.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    println!(
+        "  {:<18} {deleted:<13} {:>7} (durable domain events sent over domain_events_after ago)",
+        "domain events", report.domain_events_removed
     );
     if report.interrupted {
         println!("stopped before the end; the next run carries on");

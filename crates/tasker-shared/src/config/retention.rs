@@ -20,6 +20,9 @@ pub struct RetentionConfig {
     pub cancelled_after: Period,
     /// How long a removed task's id is remembered, so asking for it says it was removed.
     pub tombstone_after: Period,
+    /// How long a durable domain event stays in its `<namespace>_domain_events` queue (and
+    /// that queue's archive) for consumers that have not read it.
+    pub domain_events_after: Period,
     /// How often the orchestrator runs it.
     pub interval_seconds: u64,
     /// Tasks removed per transaction.
