@@ -69,9 +69,35 @@ pub fn tasker(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Process {
+    tasker_via(&[], test, name, db, args, env)
+}
+
+/// The file a process started by [`tasker`] writes its output to.
+pub fn log_path(test: &str, name: &str) -> PathBuf {
+    log_dir(test).join(format!("{name}.log"))
+}
+
+/// As [`tasker`], run through `wrapper` (e.g. `ip netns exec NAME`): the wrapper must exec
+/// the binary, so the handle's process is tasker's.
+pub fn tasker_via(
+    wrapper: &[&str],
+    test: &str,
+    name: &str,
+    db: &TestDatabase,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Process {
     let root = tasker_tests::repo_root();
-    let log = std::fs::File::create(log_dir(test).join(format!("{name}.log"))).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tasker"));
+    let log = std::fs::File::create(log_path(test, name)).unwrap();
+    let binary = env!("CARGO_BIN_EXE_tasker");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(rest).arg(binary);
+            cmd
+        }
+        None => Command::new(binary),
+    };
     cmd.args(args)
         .env("DATABASE_URL", &db.url)
         .env("TASKER_ENV", "test")
