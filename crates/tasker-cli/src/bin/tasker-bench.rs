@@ -1,7 +1,7 @@
 //! End-to-end benchmark: `tasker server` plus one worker process against the local Postgres,
 //! measured from outside through the database. Prints a Markdown table.
 //!
-//! bin/bench [--worker rust|ruby|both] [--tasks N] [--embedded-tasks N]
+//! bin/bench [--worker rust|ruby|both] [--tasks N] [--embedded-tasks N] [--history N]
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
@@ -29,6 +29,8 @@ const BATCH_WORKERS: usize = 1000;
 #[path = "../child.rs"]
 mod child;
 use child::ManagedChild;
+#[path = "../bench/history.rs"]
+mod history;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -49,6 +51,10 @@ struct Args {
     /// (with --worker ruby or both).
     #[arg(long, default_value_t = 300)]
     embedded_tasks: usize,
+    /// Measure on a fresh database, then again after this many finished steps of history
+    /// (loaded through the worker measured), then the tables' sizes around a retention run.
+    #[arg(long)]
+    history: Option<usize>,
     /// Server URL without a database name.
     #[arg(
         long,
@@ -195,6 +201,35 @@ impl Bench {
         )
     }
 
+    /// Row versions written so far (inserted, updated or deleted) in the engine's tables and
+    /// queues, once every backend has reported its counts: a busy backend reports at most
+    /// once a second and an idle one within ten, so this waits until the sum has not moved
+    /// for eleven seconds (thirty at most).
+    async fn rows_written(&self) -> anyhow::Result<i64> {
+        let read = || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint
+                   FROM pg_stat_user_tables WHERE schemaname IN ('tasker', 'pgmq')",
+            )
+            .fetch_one(&self.pool)
+            .await
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = read().await?;
+        let mut still_since = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = read().await?;
+            if now != last {
+                last = now;
+                still_since = Instant::now();
+            }
+            if still_since.elapsed() >= Duration::from_secs(11) || Instant::now() > deadline {
+                return Ok(now);
+            }
+        }
+    }
+
     /// Bytes of WAL written so far (by the whole server).
     async fn wal_bytes(&self) -> anyhow::Result<f64> {
         Ok(
@@ -286,6 +321,8 @@ struct Row {
     /// Postgres CPU milliseconds per step in the throughput run (NaN when not measurable).
     pg_cpu_ms_per_step: f64,
     wal_bytes_per_step: f64,
+    /// Row versions written (inserted, updated, deleted; queue messages included) per step.
+    rows_per_step: f64,
     p50_ms: f64,
     p95_ms: f64,
     parallel_s: f64,
@@ -301,6 +338,7 @@ async fn measure(bench: &Bench, kind: &str, args: &Args) -> anyhow::Result<Row> 
         .wait_all(&warm, SLOW_POLL, Duration::from_secs(120))
         .await?;
 
+    let rows_before = bench.rows_written().await?;
     let before = bench.write_transactions().await?;
     let wal_before = bench.wal_bytes().await?;
     let cpu_before = postgres_cpu_seconds();
@@ -323,6 +361,7 @@ async fn measure(bench: &Bench, kind: &str, args: &Args) -> anyhow::Result<Row> 
         (Some(a), Some(b)) => b - a,
         _ => f64::NAN,
     };
+    let rows = (bench.rows_written().await? - rows_before) as f64;
 
     let mut latencies = Vec::with_capacity(args.latency_samples);
     for _ in 0..args.latency_samples {
@@ -353,6 +392,7 @@ async fn measure(bench: &Bench, kind: &str, args: &Args) -> anyhow::Result<Row> 
         write_transactions_per_step: writes / steps,
         pg_cpu_ms_per_step: pg_cpu * 1000.0 / steps,
         wal_bytes_per_step: wal / steps,
+        rows_per_step: rows / steps,
         p50_ms: pct(0.5),
         p95_ms: pct(0.95),
         parallel_s: seconds(done - t0),
@@ -466,6 +506,29 @@ fn pgbench_tps(server: &str) -> anyhow::Result<f64> {
         .context("no tps line in pgbench output")
 }
 
+/// The main table: one row per measurement, with the pgbench figure its ratio divides by.
+fn print_rows(rows: &[(Row, f64)]) {
+    println!("| worker | no-op steps/s | per pgbench TPS | write transactions/step | rows written/step | Postgres CPU/step | WAL/step | linear 4-step p50 | p95 | 100 x 50 ms, 10 handlers | ratio to ideal 0.5 s | 1,000-worker batch steps/s |");
+    println!("|--------|---------------|-----------------|-----------------|-------------------|-------------------|----------|-------------------|-----|--------------------------|----------------------|----------------------------|");
+    for (r, tps) in rows {
+        println!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.1} | {:.3} ms | {:.0} B | {:.1} ms | {:.1} ms | {:.3} s | {:.2}x | {:.0} |",
+            r.worker,
+            r.throughput,
+            r.throughput / tps,
+            r.write_transactions_per_step,
+            r.rows_per_step,
+            r.pg_cpu_ms_per_step,
+            r.wal_bytes_per_step,
+            r.p50_ms,
+            r.p95_ms,
+            r.parallel_s,
+            r.parallel_s / 0.5,
+            r.batch_steps_per_s
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -502,6 +565,17 @@ async fn main() -> anyhow::Result<()> {
         waiter: TaskWaiter::new(pool.clone(), WAITER_FALLBACK_POLL, Duration::from_secs(1)),
         template_dir,
     };
+    if let Some(steps) = args.history {
+        let _server = bench.spawn(&["server"], &[])?;
+        let kind = if args.worker == "both" {
+            "rust"
+        } else {
+            args.worker.as_str()
+        };
+        history::run(&bench, kind, &args, steps).await?;
+        std::fs::remove_dir_all(&bench.template_dir).ok();
+        return Ok(());
+    }
     // The ceiling is measured before and after, and the lower figure used, so a machine
     // that got busier (or quieter) during the run does not flatter the ratios.
     eprintln!("measuring the PostgreSQL ceiling (pgbench) ...");
@@ -533,24 +607,8 @@ async fn main() -> anyhow::Result<()> {
     let tps_after = pgbench_tps(&args.server).unwrap_or(f64::NAN);
     let tps = tps_before.min(tps_after);
     println!();
-    println!("| worker | no-op steps/s | per pgbench TPS | write transactions/step | Postgres CPU/step | WAL/step | linear 4-step p50 | p95 | 100 x 50 ms, 10 handlers | ratio to ideal 0.5 s | 1,000-worker batch steps/s |");
-    println!("|--------|---------------|-----------------|-----------------|-------------------|----------|-------------------|-----|--------------------------|----------------------|----------------------------|");
-    for r in &rows {
-        println!(
-            "| {} | {:.0} | {:.2} | {:.2} | {:.3} ms | {:.0} B | {:.1} ms | {:.1} ms | {:.3} s | {:.2}x | {:.0} |",
-            r.worker,
-            r.throughput,
-            r.throughput / tps,
-            r.write_transactions_per_step,
-            r.pg_cpu_ms_per_step,
-            r.wal_bytes_per_step,
-            r.p50_ms,
-            r.p95_ms,
-            r.parallel_s,
-            r.parallel_s / 0.5,
-            r.batch_steps_per_s
-        );
-    }
+    let rows: Vec<(Row, f64)> = rows.into_iter().map(|r| (r, tps)).collect();
+    print_rows(&rows);
     if let Some(c) = client_wait {
         println!();
         println!(
