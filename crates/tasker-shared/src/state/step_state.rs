@@ -30,6 +30,8 @@ pub const STEP_TRANSITIONS: &[(StepState, StepState)] = &[
     (Pending, Complete),
     (Enqueued, InProgress),
     (Enqueued, Cancelled),
+    // Its own claim fails every time (claim_failed).
+    (Enqueued, Error),
     (InProgress, EnqueuedForOrchestration),
     (InProgress, EnqueuedAsErrorForOrchestration),
     (InProgress, Enqueued),
