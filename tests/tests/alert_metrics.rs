@@ -112,6 +112,16 @@ async fn every_metric_the_alerts_and_the_board_use_is_exported() {
             "worker.mpsc_channels.ffi_dispatch.starvation_warning_threshold_ms",
             Toml::Integer(100),
         ),
+        // A polled step's deadline is also its handler timeout plus the grace: both short,
+        // so the completion timeout (300 ms) is the one that fires.
+        (
+            "worker.mpsc_channels.handler_dispatch.handler_timeout_ms",
+            Toml::Integer(100),
+        ),
+        (
+            "worker.mpsc_channels.ffi_dispatch.timeout_grace_ms",
+            Toml::Integer(100),
+        ),
     ])
     .await;
     let start = |namespaces: &[&str], dispatch| {
