@@ -10,9 +10,10 @@
 -- was their last attempt, their tasks finalized; the hidden messages of enqueued steps in
 -- its queues become visible at once (not those of scheduled tasks, still ahead of their
 -- run_at); its row is deleted. Rows another reaper is handling are skipped. Returns one row
--- per dead worker: how many steps it held and the queues to wake.
+-- per dead worker: how many steps it held, the queues to wake, and the tasks its lost last
+-- attempts failed (their waiters are woken by the caller).
 CREATE OR REPLACE FUNCTION tasker.reap_dead_workers(p_grace_ms bigint, p_timeout_ms bigint, p_actor text)
- RETURNS TABLE(worker_id text, released integer, queues text[])
+ RETURNS TABLE(worker_id text, released integer, queues text[], failed_tasks uuid[])
  LANGUAGE plpgsql
  SET enable_seqscan TO 'off'
  SET plan_cache_mode TO 'force_generic_plan'
@@ -26,6 +27,7 @@ DECLARE
   v_ns    text;
   v_queue text;
   v_shown integer;
+  v_failed uuid[];
 BEGIN
   FOR w IN SELECT ww.worker_id, ww.lock_key, ww.last_seen_at, ww.namespaces FROM tasker.workers ww
             WHERE ww.last_seen_at < clock_timestamp() - make_interval(secs => p_grace_ms / 1000.0)
@@ -48,12 +50,14 @@ BEGIN
      WHERE s.state = 'in_progress' AND s.lease_expires_at IS NOT NULL
        AND s.claim_owner = w.worker_id
      ORDER BY s.step_uuid FOR NO KEY UPDATE;
-    PERFORM tasker.finalize_task(f.t, p_actor)
-       FROM tasker.fail_lost_steps(
-              ARRAY(SELECT s.step_uuid FROM tasker.workflow_steps s
-                     WHERE s.state = 'in_progress' AND s.lease_expires_at IS NOT NULL
-                       AND s.claim_owner = w.worker_id AND s.attempts >= s.max_attempts),
-              w.worker_id, p_actor, 'worker_lost') AS f(t);
+    v_failed := ARRAY(
+      SELECT f.t FROM tasker.fail_lost_steps(
+               ARRAY(SELECT s.step_uuid FROM tasker.workflow_steps s
+                      WHERE s.state = 'in_progress' AND s.lease_expires_at IS NOT NULL
+                        AND s.claim_owner = w.worker_id AND s.attempts >= s.max_attempts),
+               w.worker_id, p_actor, 'worker_lost') AS f(t)
+       ORDER BY f.t);
+    PERFORM tasker.finalize_task(t, p_actor) FROM unnest(v_failed) AS t;
     WITH freed AS (
       UPDATE tasker.workflow_steps s
          SET state = 'enqueued', updated_at = now(), claim_owner = NULL,
@@ -102,6 +106,7 @@ BEGIN
     worker_id := w.worker_id;
     released := v_n;
     queues := v_queues;
+    failed_tasks := v_failed;
     RETURN NEXT;
   END LOOP;
 END;

@@ -197,3 +197,39 @@ async fn dead_letters_are_listed_by_the_api_and_the_dashboard_and_a_reset_runs_t
         json!([])
     );
 }
+
+/// The reaper wakes the waiters of a task it failed, rather than leaving them to their
+/// fallback poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_the_reaper_fails_wakes_its_waiters() {
+    let h = Harness::orchestration_only(&[]).await;
+    let (task, _) = held_step(&h, "w-gone", 3, 60_000).await;
+    // A fallback poll far beyond the wait: only the notification can end it in time.
+    let waiter = tasker_shared::TaskWaiter::new(
+        h.db.pool.clone(),
+        std::time::Duration::from_secs(600),
+        std::time::Duration::from_millis(200),
+    );
+    let waiting = {
+        let waiter = waiter.clone();
+        tokio::spawn(async move { waiter.wait(task, std::time::Duration::from_secs(15)).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    dead_worker(&h, "w-gone").await;
+    let started = std::time::Instant::now();
+    tasker_shared::models::reap_dead_workers(&h.db.pool, &h.core.queues, &h.config.worker, "test")
+        .await
+        .unwrap();
+    let state = waiting.await.unwrap().unwrap();
+    assert_eq!(
+        state.map(|s| s.as_str().to_string()),
+        Some("error".to_string()),
+        "woken after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "woken only after {:?}",
+        started.elapsed()
+    );
+}

@@ -47,11 +47,13 @@ pub struct ReapedWorker {
     pub released: i32,
     /// Worker queues whose consumers should be woken for those steps.
     pub queues: Vec<String>,
+    /// Tasks that steps lost on their last attempt failed (`worker_lost`).
+    pub failed_tasks: Vec<uuid::Uuid>,
 }
 
 /// Releases the steps of every dead worker (see the `[worker] liveness_*` keys) and removes
 /// it from the registry, in one transaction, then wakes the consumers of the queues whose
-/// messages became visible.
+/// messages became visible and the waiters of the tasks it failed.
 pub async fn reap_dead_workers(
     pool: &PgPool,
     queues: &QueueClient,
@@ -61,7 +63,7 @@ pub async fn reap_dead_workers(
     // Registered before any reap, so the alert rules see the series at zero.
     let dead_workers = metrics::counter!("tasker_dead_workers_total");
     let reaped: Vec<ReapedWorker> = sqlx::query_as(
-        "SELECT worker_id, released, queues FROM tasker.reap_dead_workers($1, $2, $3)",
+        "SELECT worker_id, released, queues, failed_tasks FROM tasker.reap_dead_workers($1, $2, $3)",
     )
     .bind(config.liveness_grace_ms as i64)
     .bind(config.liveness_timeout_ms as i64)
@@ -81,6 +83,9 @@ pub async fn reap_dead_workers(
             if let Ok(q) = QueueName::new(queue.clone()) {
                 queues.notify(&q);
             }
+        }
+        if !w.failed_tasks.is_empty() {
+            queues.notifier().task_finished(w.failed_tasks.clone());
         }
     }
     Ok(reaped)

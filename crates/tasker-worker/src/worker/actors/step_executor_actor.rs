@@ -322,7 +322,11 @@ impl StepExecutorActor {
                 .fetch_one(&self.pool)
                 .await;
         match failed {
-            Ok(_) => {
+            Ok(task) => {
+                // Failing the step may have finished its task: wake its waiters.
+                if let Some(task) = task {
+                    self.queues.notifier().task_finished(vec![task]);
+                }
                 if let Err(e) = self.queues.delete(queue, msg_id, &self.pool).await {
                     tracing::warn!(msg_id, error = %e, "could not delete the failed step's message");
                 }

@@ -1,0 +1,120 @@
+-- The reaper returns the tasks its lost last attempts failed, so their waiters are woken at
+-- once instead of at their fallback poll
+-- Written by bin/sql-migration from db/ (docs/sql.md).
+
+SET LOCAL check_function_bodies = off;
+DROP FUNCTION IF EXISTS tasker.reap_dead_workers(p_grace_ms bigint, p_timeout_ms bigint, p_actor text);
+
+-- Finds dead workers and releases what they held. A worker is dead when nobody holds its
+-- advisory lock any more (its session ended) and it has not been seen for p_grace_ms (a
+-- worker that only lost its connection for a moment takes its lock again within that), or
+-- when it has not been seen for p_timeout_ms whatever its lock says (its session lingers but
+-- the process cannot reach the database). A restart of the database server drops every
+-- lock at once, so a worker last seen before the server started is judged by p_timeout_ms
+-- counted from the start: live workers reconnect and keep their claims, only those that do
+-- not come back are reaped. A dead worker's in-progress steps go back to enqueued (the
+-- attempt counts: the handler may be what killed it), or to error (worker_lost) when that
+-- was their last attempt, their tasks finalized; the hidden messages of enqueued steps in
+-- its queues become visible at once (not those of scheduled tasks, still ahead of their
+-- run_at); its row is deleted. Rows another reaper is handling are skipped. Returns one row
+-- per dead worker: how many steps it held, the queues to wake, and the tasks its lost last
+-- attempts failed (their waiters are woken by the caller).
+CREATE OR REPLACE FUNCTION tasker.reap_dead_workers(p_grace_ms bigint, p_timeout_ms bigint, p_actor text)
+ RETURNS TABLE(worker_id text, released integer, queues text[], failed_tasks uuid[])
+ LANGUAGE plpgsql
+ SET enable_seqscan TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$
+DECLARE
+  w       record;
+  v_steps uuid[];
+  v_tasks uuid[];
+  v_n     integer;
+  v_queues text[];
+  v_ns    text;
+  v_queue text;
+  v_shown integer;
+  v_failed uuid[];
+BEGIN
+  FOR w IN SELECT ww.worker_id, ww.lock_key, ww.last_seen_at, ww.namespaces FROM tasker.workers ww
+            WHERE ww.last_seen_at < clock_timestamp() - make_interval(secs => p_grace_ms / 1000.0)
+            ORDER BY ww.worker_id
+            FOR UPDATE SKIP LOCKED LOOP
+    -- The transaction-level lock is released at commit; a live worker holds its session
+    -- lock, so taking it proves the worker's session is gone, unless the server restarted
+    -- since the worker was last seen (then no lock survived, and it may be reconnecting).
+    CONTINUE WHEN NOT ((w.last_seen_at >= pg_postmaster_start_time()
+                        AND pg_try_advisory_xact_lock(w.lock_key))
+                       OR greatest(w.last_seen_at, pg_postmaster_start_time())
+                            < clock_timestamp() - make_interval(secs => p_timeout_ms / 1000.0));
+    -- Tasks, then steps, each in key order, as every other locker of both.
+    PERFORM 1 FROM tasker.tasks t
+     WHERE t.task_uuid IN (SELECT s.task_uuid FROM tasker.workflow_steps s
+                            WHERE s.state = 'in_progress' AND s.claim_owner = w.worker_id
+                              AND s.attempts >= s.max_attempts)
+     ORDER BY t.task_uuid FOR NO KEY UPDATE;
+    PERFORM 1 FROM tasker.workflow_steps s
+     WHERE s.state = 'in_progress' AND s.lease_expires_at IS NOT NULL
+       AND s.claim_owner = w.worker_id
+     ORDER BY s.step_uuid FOR NO KEY UPDATE;
+    v_failed := ARRAY(
+      SELECT f.t FROM tasker.fail_lost_steps(
+               ARRAY(SELECT s.step_uuid FROM tasker.workflow_steps s
+                      WHERE s.state = 'in_progress' AND s.lease_expires_at IS NOT NULL
+                        AND s.claim_owner = w.worker_id AND s.attempts >= s.max_attempts),
+               w.worker_id, p_actor, 'worker_lost') AS f(t)
+       ORDER BY f.t);
+    PERFORM tasker.finalize_task(t, p_actor) FROM unnest(v_failed) AS t;
+    WITH freed AS (
+      UPDATE tasker.workflow_steps s
+         SET state = 'enqueued', updated_at = now(), claim_owner = NULL,
+             lease_expires_at = NULL, enqueued_at = clock_timestamp()
+       WHERE s.state = 'in_progress' AND s.lease_expires_at IS NOT NULL
+         AND s.claim_owner = w.worker_id
+      RETURNING s.step_uuid, s.task_uuid
+    )
+    SELECT array_agg(r.step_uuid ORDER BY r.step_uuid), array_agg(r.task_uuid ORDER BY r.step_uuid)
+      INTO v_steps, v_tasks
+      FROM freed r;
+    v_n := coalesce(cardinality(v_steps), 0);
+    v_queues := '{}';
+    IF v_n > 0 THEN
+      PERFORM tasker.record_step_transitions(
+        v_steps, v_tasks, array_fill('in_progress'::text, ARRAY[v_n]),
+        array_fill('enqueued'::text, ARRAY[v_n]), p_actor,
+        array_fill(jsonb_build_object('reason', 'worker_lost', 'worker_id', w.worker_id), ARRAY[v_n]));
+    END IF;
+    -- Messages of enqueued steps that are hidden now: the released steps' own messages, and
+    -- any the dead worker had read but not yet claimed. Visible again at once (a live
+    -- worker that read one of those too finds the step claimed and defers it). Steps do not
+    -- keep their message id; the message names its step, and queue tables hold only
+    -- unfinished messages, so these scans are short.
+    FOREACH v_ns IN ARRAY w.namespaces LOOP
+      v_queue := 'worker_' || v_ns || '_queue';
+      CONTINUE WHEN to_regclass(format('pgmq.%I', 'q_' || v_queue)) IS NULL;
+      EXECUTE format(
+        'UPDATE pgmq.%1$I SET vt = clock_timestamp()
+          WHERE msg_id IN (
+            SELECT q.msg_id FROM pgmq.%1$I q
+             WHERE q.vt > clock_timestamp()
+               AND EXISTS (SELECT 1 FROM tasker.workflow_steps s
+                            WHERE s.step_uuid = (q.message->>''step_uuid'')::uuid
+                              AND s.state = ''enqueued''
+                              AND NOT EXISTS (SELECT 1 FROM tasker.tasks t
+                                               WHERE t.task_uuid = s.task_uuid
+                                                 AND t.run_at > clock_timestamp()))
+               FOR UPDATE SKIP LOCKED)', 'q_' || v_queue);
+      GET DIAGNOSTICS v_shown = ROW_COUNT;
+      IF v_shown > 0 THEN
+        v_queues := v_queues || v_queue;
+      END IF;
+    END LOOP;
+    DELETE FROM tasker.workers ww WHERE ww.worker_id = w.worker_id;
+    worker_id := w.worker_id;
+    released := v_n;
+    queues := v_queues;
+    failed_tasks := v_failed;
+    RETURN NEXT;
+  END LOOP;
+END;
+$function$;
