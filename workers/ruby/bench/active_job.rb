@@ -24,8 +24,8 @@ LIB = File.join(ROOT, "workers/ruby/lib")
 JOBS = Integer(ENV.fetch("JOBS", "2000"))
 LATENCY_RUNS = Integer(ENV.fetch("LATENCY_RUNS", "200"))
 SERVER = URI(ENV.fetch("BENCH_DATABASE_SERVER", "postgresql://postgres@127.0.0.1:5432"))
-DATABASE = "tasker_bench_aj_#{SecureRandom.hex(4)}"
-APP = Dir.mktmpdir("tasker_bench_app")
+DATABASE = "tasker_bench_aj_#{SecureRandom.hex(4)}".freeze
+APP = Dir.mktmpdir("tasker_bench_app").freeze
 
 def write(path, text)
   FileUtils.mkdir_p(File.dirname(File.join(APP, path)))

@@ -29,7 +29,7 @@ CHUNK = 10_000
 CONTEXT = (1..20).to_h do |i|
   value = case i % 4
           when 0 then i * 1_000
-          when 1 then "value-#{i}-#{'x' * 12}"
+          when 1 then "value-#{i}-#{"x" * 12}"
           when 2 then { "nested" => i, "flag" => i.even? }
           else [i, i + 1, i + 2]
           end
@@ -116,7 +116,7 @@ parsed_floor = queue_floor(STEPS, watchdog, parse: true)
 wall = parallel(watchdog)
 watchdog.stop
 
-puts "Tasker Ruby FFI benchmark (#{RUBY_DESCRIPTION.split.first(2).join(' ')}, #{STEPS} steps, " \
+puts "Tasker Ruby FFI benchmark (#{RUBY_DESCRIPTION.split.first(2).join(" ")}, #{STEPS} steps, " \
      "context #{CONTEXT.size} keys + 2 dependency results)"
 puts format("%-52s %14s", "measure", "result")
 puts "-" * 67

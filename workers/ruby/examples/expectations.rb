@@ -51,7 +51,7 @@ module Examples
                "process_batch_002" => { result: { "batch_id" => "002", "count" => 50, "sum" => 11_225 } },
                "aggregate" => { result: { "batches" => 3, "count" => 250, "sum" => 31_125,
                                           "batch_ids" => %w[000 001 002] } } },
-      absent: ["process_batch", "process_batch_003"] }
+      absent: %w[process_batch process_batch_003] }
   ].freeze
 
   # What differs between a finished task and its case; empty when it matches.
@@ -69,7 +69,11 @@ module Examples
       end
     end
     # Steps a decision or batch must not have created.
-    example.fetch(:absent, []).each { |name| out << "step #{name} was created" if task.steps.any? { |s| s.name == name } }
+    example.fetch(:absent, []).each do |name|
+      out << "step #{name} was created" if task.steps.any? do |s|
+                                             s.name == name
+                                           end
+    end
     out
   end
 end

@@ -75,7 +75,7 @@ RSpec.describe "TaskerCore::Client.wait" do
     sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() " \
           "AND query ILIKE 'LISTEN%tasker_task_finished%'"
     out = IO.popen(["psql", TaskerSpec::TestDatabase.url, "-Atc", sql], &:read)
-    raise "psql failed: #{out}" unless $?.success?
+    raise "psql failed: #{out}" unless $CHILD_STATUS.success?
 
     Integer(out.strip)
   end
@@ -108,7 +108,12 @@ RSpec.describe "TaskerCore::Client.wait" do
       context: { "order_id" => 1, "items" => [{ "sku" => "A", "quantity" => 1, "price" => 1.0 }] }
     )
     ticks = 0
-    ticker = Thread.new { loop { ticks += 1; sleep 0.001 } }
+    ticker = Thread.new do
+      loop do
+        ticks += 1
+        sleep 0.001
+      end
+    end
     expect { TaskerCore::Client.wait(task, timeout: 0.3) }.to raise_error(TaskerCore::TimeoutError, /still/)
     ticker.kill
     expect(ticks).to be > 50

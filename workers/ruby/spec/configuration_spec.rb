@@ -19,7 +19,8 @@ RSpec.describe TaskerCore::Configuration do
     ENV["DATABASE_URL"] = "postgresql://env/db"
     ENV["TASKER_ENV"] = "production"
     ENV["TASKER_TEMPLATE_PATH"] = "/a:/b"
-    expect([config.database_url, config.environment, config.template_paths]).to eq(["postgresql://env/db", "production", %w[/a /b]])
+    expect([config.database_url, config.environment,
+            config.template_paths]).to eq(["postgresql://env/db", "production", %w[/a /b]])
     ENV.delete("TASKER_TEMPLATE_PATH")
     expect(config.template_paths).to eq(["config/tasks"])
   end

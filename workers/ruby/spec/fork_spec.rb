@@ -35,12 +35,12 @@ RSpec.describe "after fork" do
     step = parent.poll(2)
     in_child do
       raise "parent channel usable in child" unless
-        (begin
+        begin
           parent.poll(0)
           false
         rescue TaskerCore::Native::ForkError => e
           e.message.include?("create a new one after fork")
-        end)
+        end
 
       child = TaskerCore::Native::LoopbackChannel.new
       child.feed(2, loopback_step)

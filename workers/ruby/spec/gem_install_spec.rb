@@ -11,12 +11,12 @@ require "tmpdir"
 # a first run starts from a copy of the third-party crates `rake compile` built in
 # target/release (the same versions, features and profile), unless TASKER_COLD_GEM_BUILD=1
 # asks for what a user's first `gem install` costs.
-RSpec.describe "the tasker_core gem", :slow do
-  GEM_TARGET = File.join(ROOT, "tmp/gem-target")
+GEM_TARGET = File.join(ROOT, "tmp/gem-target")
 
+RSpec.describe "the tasker_core gem", :slow do
   def run!(env, *cmd, chdir: ROOT)
     out, status = Open3.capture2e(env, *cmd, chdir: chdir)
-    expect(status).to be_success, "#{cmd.join(' ')} failed:\n#{out[-4000..] || out}"
+    expect(status).to be_success, "#{cmd.join(" ")} failed:\n#{out[-4000..] || out}"
     out
   end
 
@@ -81,7 +81,9 @@ RSpec.describe "the tasker_core gem", :slow do
       home = File.join(dir, "home")
       env = { "PATH" => bin, "GEM_HOME" => home, "GEM_PATH" => home, "RUBYOPT" => nil, "RUBYLIB" => nil,
               "BUNDLE_GEMFILE" => nil, "TASKER_LOG" => "error" }
-      seconds = elapsed { run!(env, File.join(bin, "gem"), "install", "--local", "--no-document", gem_file, chdir: dir) }
+      seconds = elapsed do
+        run!(env, File.join(bin, "gem"), "install", "--local", "--no-document", gem_file, chdir: dir)
+      end
       # A figure for the README, not a pass/fail threshold: timings are not asserted.
       puts format("\n  native gem install, no cargo or clang on PATH: %.2f s", seconds)
 

@@ -30,7 +30,8 @@ RSpec.describe "tasker rake tasks" do
 
   it "validates the templates on the template path" do
     out = run_task("tasker:templates:validate")
-    expect(out).to include("ok    #{File.join(ROOT, 'config/tasks/order_fulfillment.yaml')} (ecommerce/order_fulfillment@1.0.0)")
+    template = File.join(ROOT, "config/tasks/order_fulfillment.yaml")
+    expect(out).to include("ok    #{template} (ecommerce/order_fulfillment@1.0.0)")
     expect(out).to match(/\d+ template\(s\) valid/)
   end
 
@@ -67,7 +68,7 @@ RSpec.describe TaskerCore::RakeTasks do
       File.write(File.join(dir, "one.rb"), "module RakeSpecHandlers; ONE = 1; end\n")
       Dir.mkdir(File.join(dir, "more"))
       File.write(File.join(dir, "more", "two.rb"), "module RakeSpecHandlers; TWO = 2; end\n")
-      described_class.load_handlers("#{File.join(dir, 'one.rb')}:#{File.join(dir, 'more')}")
+      described_class.load_handlers("#{File.join(dir, "one.rb")}:#{File.join(dir, "more")}")
       expect([RakeSpecHandlers::ONE, RakeSpecHandlers::TWO]).to eq([1, 2])
     end
   end

@@ -9,13 +9,13 @@ require "timeout"
 RSpec.describe "a worker process receiving SIGTERM" do
   it "drains and exits" do
     script = <<~RUBY
-      $LOAD_PATH.unshift(#{File.join(ROOT, 'workers/ruby/lib').inspect})
-      require #{File.join(ROOT, 'workers/ruby/examples/handlers').inspect}
+      $LOAD_PATH.unshift(#{File.join(ROOT, "workers/ruby/lib").inspect})
+      require #{File.join(ROOT, "workers/ruby/examples/handlers").inspect}
       TaskerCore.configure do |c|
         c.database_url = #{TaskerSpec::TestDatabase.url.inspect}
         c.environment = "test"
-        c.config_dir = #{File.join(ROOT, 'config/tasker').inspect}
-        c.template_path = #{File.join(ROOT, 'config/tasks').inspect}
+        c.config_dir = #{File.join(ROOT, "config/tasker").inspect}
+        c.template_path = #{File.join(ROOT, "config/tasks").inspect}
       end
       worker = TaskerCore::Worker.start(namespaces: ["sleep_workflow"], concurrency: 2, orchestration: :embedded)
       puts "ready"

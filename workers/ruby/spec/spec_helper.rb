@@ -9,6 +9,7 @@ ENV["TASKER_LOG"] ||= "error"
 ROOT = File.expand_path("../../..", __dir__)
 $LOAD_PATH.unshift(File.join(ROOT, "workers/ruby/lib"))
 
+require "English"
 require "tasker_core"
 require_relative "../examples/handlers"
 require_relative "support/spec_handlers"

@@ -11,12 +11,12 @@ require "timeout"
 # (pkg/, built by rake gem:native) installed and added to the Gemfile, the generators,
 # tasker:setup, a tasker:worker process, tasks and Active Job jobs from bin/rails runner,
 # the generated workflow spec, then Puma with `plugin :tasker` in cluster and single mode.
-RSpec.describe "a new Rails app using Tasker" do
-  RAILS_NEW_FLAGS = %w[--skip-bundle -d postgresql --skip-git --skip-keeps --skip-javascript --skip-webpack-install
-                       --skip-sprockets --skip-spring --skip-listen --skip-bootsnap --skip-action-cable
-                       --skip-action-mailbox --skip-action-text --skip-active-storage --skip-action-mailer
-                       --skip-test --skip-system-test --skip-jbuilder].freeze
+RAILS_NEW_FLAGS = %w[--skip-bundle -d postgresql --skip-git --skip-keeps --skip-javascript --skip-webpack-install
+                     --skip-sprockets --skip-spring --skip-listen --skip-bootsnap --skip-action-cable
+                     --skip-action-mailbox --skip-action-text --skip-active-storage --skip-action-mailer
+                     --skip-test --skip-system-test --skip-jbuilder].freeze
 
+RSpec.describe "a new Rails app using Tasker" do
   before(:context) do
     @dir = Dir.mktmpdir("tasker_rails_e2e")
     @name = "tasker_e2e_#{SecureRandom.hex(4)}"
@@ -38,8 +38,8 @@ RSpec.describe "a new Rails app using Tasker" do
     end
     # Only gems Debian installed (bundle install --local), plus Tasker and rspec-rails.
     edit("Gemfile") do |gemfile|
-      gemfile.lines.reject { |l| l.match?(/byebug|web-console|tzinfo-data/) }.join +
-        %(gem "tasker_core"\ngem "rspec-rails", group: [:development, :test]\n)
+      kept = gemfile.lines.reject { |l| l.match?(/byebug|web-console|tzinfo-data/) }.join
+      %(#{kept}gem "tasker_core"\ngem "rspec-rails", group: [:development, :test]\n)
     end
     sh("bundle", "install", "--local")
     sh("bin/rails", "generate", "rspec:install")
@@ -57,7 +57,7 @@ RSpec.describe "a new Rails app using Tasker" do
 
   def sh(*cmd, chdir: @app, env: {})
     out, status = Open3.capture2e(@env.merge(env), *cmd, chdir: chdir)
-    raise "#{cmd.join(' ')} failed (#{status}):\n#{out[-6000..] || out}" unless status.success?
+    raise "#{cmd.join(" ")} failed (#{status}):\n#{out[-6000..] || out}" unless status.success?
 
     out
   end
@@ -92,14 +92,14 @@ RSpec.describe "a new Rails app using Tasker" do
     end
     File.read(log)
   rescue Timeout::Error
-    raise "#{pattern.inspect} never appeared in #{log}:\n#{File.exist?(log) ? File.read(log)[-4000..] : '(no log)'}"
+    raise "#{pattern.inspect} never appeared in #{log}:\n#{File.exist?(log) ? File.read(log)[-4000..] : "(no log)"}"
   end
 
   def stop_process(pid, timeout: 30)
     Process.kill("TERM", pid)
-    Timeout.timeout(timeout) { Process.wait(pid) }
+    _, status = Timeout.timeout(timeout) { Process.wait2(pid) }
     @pids.delete(pid)
-    $?
+    status
   rescue Errno::ESRCH, Errno::ECHILD
     @pids.delete(pid)
     nil
@@ -191,7 +191,8 @@ RSpec.describe "a new Rails app using Tasker" do
     RUBY
     status, result = out[/^TASK (.*)$/, 1].split(" ", 2)
     expect([status, JSON.parse(result)])
-      .to eq(["complete", { "step" => "c", "a" => { "step" => "a" }, "b" => { "step" => "b", "a" => { "step" => "a" } } }])
+      .to eq(["complete",
+              { "step" => "c", "a" => { "step" => "a" }, "b" => { "step" => "b", "a" => { "step" => "a" } } }])
     expect(out).to include("JOB true true", "ROLLED_BACK 0")
 
     # The generated spec, through TaskerCore::Testing on an embedded worker in rspec's process.
@@ -207,7 +208,8 @@ RSpec.describe "a new Rails app using Tasker" do
       puma = spawn_in_app("bundle", "exec", "puma", "-C", "config/puma.rb", "-w", workers.to_s, "-p", free_port.to_s,
                           "--pidfile", "tmp/puma_#{mode}.pid", log: log)
       servers = if workers.positive?
-                  wait_for_log(log, /Worker \d \(PID: (\d+)\) booted/, count: workers).scan(/Worker \d \(PID: (\d+)\) booted/).flatten
+                  wait_for_log(log, /Worker \d \(PID: (\d+)\) booted/,
+                               count: workers).scan(/Worker \d \(PID: (\d+)\) booted/).flatten
                 else
                   wait_for_log(log, /Use Ctrl-C to stop/)
                   [puma.to_s]

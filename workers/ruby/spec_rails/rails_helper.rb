@@ -39,7 +39,7 @@ module RailsSpec
         host: #{url.host}
         port: #{url.port}
         username: #{url.user}
-        database: #{url.path.delete_prefix('/')}
+        database: #{url.path.delete_prefix("/")}
         pool: 5
         checkout_timeout: 2
     YAML

@@ -12,7 +12,8 @@ module Approvals
         if amount <= 0 then ["rejected", []]
         elsif amount < 1000 then ["auto", ["auto_approve"]]
         elsif amount < 10_000 then ["manager", ["manager_approval"]]
-        else ["manager_and_finance", %w[manager_approval finance_review]]
+        else
+          ["manager_and_finance", %w[manager_approval finance_review]]
         end
       success(result: { "route" => route }, next_steps: next_steps)
     end

@@ -6,7 +6,7 @@ module Examples
     # applies initialization["operation"] (add, multiply, square) with ["operand"].
     # Arithmetic is 64-bit, as in the Rust example: leaving that range fails the step.
     class Compute < TaskerCore::StepHandler::Base
-      INT64 = (-(2**63)..(2**63 - 1)).freeze
+      INT64 = (-(2**63)..(2**63 - 1))
 
       def call(ctx)
         input = input_of(ctx)
@@ -16,7 +16,8 @@ module Examples
               when "add" then input + operand
               when "multiply" then input * operand
               when "square" then input * input
-              else raise TaskerCore::PermanentError, "unknown operation #{op.is_a?(String) ? "Some(#{op.inspect})" : 'None'}"
+              else raise TaskerCore::PermanentError,
+                         "unknown operation #{op.is_a?(String) ? "Some(#{op.inspect})" : "None"}"
               end
         raise TaskerCore::PermanentError, "arithmetic overflow" unless INT64.cover?(out)
 

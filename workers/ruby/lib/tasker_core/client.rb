@@ -39,7 +39,7 @@ module TaskerCore
         return task if task.terminal?
 
         raise TimeoutError, "task #{uuid} (#{task.namespace}/#{task.name}) still #{task.status} after " \
-                            "#{timeout} s: #{task.steps.map(&:to_s).join(', ')}"
+                            "#{timeout} s: #{task.steps.map(&:to_s).join(", ")}"
       end
 
       # Cancels the task; returns it as it now stands.

@@ -1,5 +1,7 @@
 # frozen_string_literal: true
 
+require "English"
+
 module TaskerCore
   # Ruby threads that each loop: poll a step (the GVL is released while waiting, so the
   # others run), run its handler, hand the result back. Works over anything with
@@ -79,7 +81,7 @@ module TaskerCore
         work
       ensure
         # After a fork the worker is gone in this process: nothing to replace.
-        replace(index) unless @stopping || $!.is_a?(Native::ForkError) || @channel.stopped?
+        replace(index) unless @stopping || $ERROR_INFO.is_a?(Native::ForkError) || @channel.stopped?
       end
     end
 
@@ -87,7 +89,8 @@ module TaskerCore
       step = Thread.current[:tasker_step]
       # Bounds the churn should a thread die again at once.
       sleep POLL_TIMEOUT
-      TaskerCore.logger.error("#{Thread.current.name} died#{step ? " running step '#{step["step_name"]}'" : ""}; starting another")
+      running = step ? " running step '#{step["step_name"]}'" : ""
+      TaskerCore.logger.error("#{Thread.current.name} died#{running}; starting another")
       complete(step, lost_thread_result) if step
       @lock.synchronize do
         @replaced += 1

@@ -30,9 +30,9 @@ module TaskerCore
       socket = host.start_with?("/")
       query = { "host" => (host if socket), "sslmode" => config[:sslmode] }.compact
       user = config[:username] || config[:user]
-      "postgresql://#{userinfo(user, config[:password])}#{socket ? '' : host}" \
+      "postgresql://#{userinfo(user, config[:password])}#{socket ? "" : host}" \
         "#{":#{config[:port]}" if config[:port]}/#{escape(config[:database])}" \
-        "#{"?#{query.map { |k, v| "#{k}=#{escape(v)}" }.join('&')}" unless query.empty?}"
+        "#{"?#{query.map { |k, v| "#{k}=#{escape(v)}" }.join("&")}" unless query.empty?}"
     end
 
     def userinfo(user, password)

@@ -16,25 +16,26 @@ module TaskerCore
 
       def migrate
         outcome = Native.migrate(database_url)
-        puts "#{outcome['created'] ? 'created' : 'using existing'} database #{outcome['database']}; " \
+        puts "#{outcome["created"] ? "created" : "using existing"} database #{outcome["database"]}; " \
              "migrated, PGMQ installed"
       end
 
       def register_templates
         paths = TaskerCore.configuration.template_paths.select { |p| File.exist?(p) }
         if paths.empty?
-          puts "no template directories found (#{TaskerCore.configuration.template_paths.join(':')}); nothing registered"
+          searched = TaskerCore.configuration.template_paths.join(":")
+          puts "no template directories found (#{searched}); nothing registered"
           return
         end
         Native.register_templates(database_url, paths, TaskerCore.configuration.environment).each do |t|
-          puts "#{t['outcome'].ljust(10)} #{t['identity']} (#{t['path']})"
+          puts "#{t["outcome"].ljust(10)} #{t["identity"]} (#{t["path"]})"
         end
       end
 
       def validate_templates
         results = Native.validate_templates(TaskerCore.configuration.template_paths)
         results.each do |r|
-          puts r["ok"] ? "ok    #{r['path']} (#{r['identity']})" : "error #{r['error']}"
+          puts r["ok"] ? "ok    #{r["path"]} (#{r["identity"]})" : "error #{r["error"]}"
         end
         bad = results.count { |r| !r["ok"] }
         abort "#{bad} template(s) invalid" if bad.positive?
@@ -60,7 +61,7 @@ module TaskerCore
         orchestration = ENV["ORCHESTRATION"]&.to_sym || defaults.fetch(:orchestration, :external)
         worker = TaskerCore::Worker.start(namespaces: namespaces, concurrency: concurrency,
                                           orchestration: orchestration)
-        puts "worker #{worker.worker_id} serving #{worker.namespaces.join(', ')} with #{concurrency} " \
+        puts "worker #{worker.worker_id} serving #{worker.namespaces.join(", ")} with #{concurrency} " \
              "handler threads (orchestration #{orchestration}); SIGTERM or Ctrl-C stops it"
         worker.wait
         puts "worker stopped"
@@ -79,7 +80,7 @@ module TaskerCore
             context: { "order_id" => 42, "customer_email" => "demo@example.com",
                        "items" => [{ "sku" => "A", "quantity" => 2, "price" => 10.5 },
                                    { "sku" => "B", "quantity" => 1, "price" => 4.0 }] },
-            idempotency_key: "demo-#{Time.now.strftime('%Y%m%d%H%M%S%N')}"
+            idempotency_key: "demo-#{Time.now.strftime("%Y%m%d%H%M%S%N")}"
           )
           task = TaskerCore::Client.wait(task, timeout: 60)
           print_task(task, events)
@@ -99,7 +100,7 @@ module TaskerCore
         end
         names = []
         names << events.pop until events.empty?
-        puts "fast domain events: #{names.map(&:name).join(', ')}" unless names.empty?
+        puts "fast domain events: #{names.map(&:name).join(", ")}" unless names.empty?
       end
     end
   end

@@ -61,7 +61,7 @@ module TaskerCore
     def step(name)
       @steps.find { |s| s.name == name.to_s } ||
         raise(KeyError, "task #{task_uuid} (#{namespace}/#{self.name}) has no step '#{name}'; " \
-                        "steps: #{@steps.map(&:name).join(', ')}")
+                        "steps: #{@steps.map(&:name).join(", ")}")
     end
 
     # complete, error, cancelled or resolved_manually: nothing more will happen.
@@ -79,7 +79,7 @@ module TaskerCore
     end
 
     def to_s
-      "#<TaskerCore::Task #{task_uuid} #{namespace}/#{name}@#{version} #{status} #{@steps.map(&:to_s).join(' ')}>"
+      "#<TaskerCore::Task #{task_uuid} #{namespace}/#{name}@#{version} #{status} #{@steps.map(&:to_s).join(" ")}>"
     end
     alias inspect to_s
   end

@@ -48,9 +48,7 @@ module TaskerCore
         @current&.running? || false
       end
 
-      def current
-        @current
-      end
+      attr_reader :current
 
       # An Integer from 1 to Native::MAX_CONCURRENCY, checked before anything starts.
       def check_concurrency(value)
@@ -77,7 +75,8 @@ module TaskerCore
                    configuration: TaskerCore.configuration, registry: TaskerCore.handlers,
                    events: TaskerCore.events)
       unless ORCHESTRATION_MODES.include?(orchestration)
-        raise ConfigurationError, "orchestration must be one of #{ORCHESTRATION_MODES.inspect}, got #{orchestration.inspect}"
+        raise ConfigurationError,
+              "orchestration must be one of #{ORCHESTRATION_MODES.inspect}, got #{orchestration.inspect}"
       end
 
       @namespaces = namespaces&.map(&:to_s)
@@ -97,7 +96,11 @@ module TaskerCore
     def start
       @templates = Templates.load(@configuration.template_paths, environment: @configuration.environment)
       @namespaces ||= Templates.namespaces(@templates)
-      raise ConfigurationError, "no namespaces to serve: pass namespaces: or put templates on the template path (#{@configuration.template_paths.join(':')})" if @namespaces.empty?
+      if @namespaces.empty?
+        raise ConfigurationError,
+              "no namespaces to serve: pass namespaces: or put templates on the template path " \
+              "(#{@configuration.template_paths.join(":")})"
+      end
 
       check_handlers!
       @native = Native.start_worker(native_options)
@@ -213,7 +216,7 @@ module TaskerCore
       return if missing.empty?
 
       raise HandlerNotFoundError,
-            "no handler found for #{missing.size} step(s) in namespaces #{@namespaces.join(', ')}:\n" \
+            "no handler found for #{missing.size} step(s) in namespaces #{@namespaces.join(", ")}:\n" \
             "#{missing.join("\n")}\n" \
             "Define these classes (loaded before the worker starts) or call TaskerCore.register_handler."
     end

@@ -23,7 +23,7 @@ module SpecHandlers
   class RaisesRetryable < TaskerCore::StepHandler::Base
     def call(ctx)
       raise TaskerCore::RetryableError.new("gateway busy (attempt #{ctx.attempt})", retry_after: 0.1,
-                                                                                   error_type: "gateway_busy")
+                                                                                    error_type: "gateway_busy")
     end
   end
 
@@ -36,7 +36,7 @@ module SpecHandlers
   # Uses initialization, a parent's result and metadata.
   class Greets < TaskerCore::StepHandler::Base
     def call(ctx)
-      success(result: "#{initialization['greeting']}, #{ctx.task_context['name']}",
+      success(result: "#{initialization["greeting"]}, #{ctx.task_context["name"]}",
               metadata: { "handler" => "greets" })
     end
   end
@@ -74,11 +74,16 @@ module SpecHandlers
                         "parts" => ctx.batch_results("part").map { |r| r["step"] } })
     end
   end
+
   # Produces the bad output its task's context names: every way a handler's result can
   # be unusable, and every way a handler can try to take its thread down.
   class BadResult < TaskerCore::StepHandler::Base
     OUTPUTS = {
-      "cyclic" => -> { h = {}; h["self"] = h; { result: h } },
+      "cyclic" => lambda {
+                    h = {}
+                    h["self"] = h
+                    { result: h }
+                  },
       "deep" => -> { { result: (1..65).reduce(1) { |inner, _| { "a" => inner } } } },
       "nan" => -> { { result: { "ratio" => Float::NAN } } },
       "infinity" => -> { { result: { "ratio" => -Float::INFINITY } } },

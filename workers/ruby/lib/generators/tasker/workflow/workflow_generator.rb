@@ -25,11 +25,14 @@ module Tasker
       def check_steps
         names = []
         steps.each do |step|
-          raise Thor::Error, "step name '#{step.name}' must be snake_case" unless step.name.match?(/\A[a-z][a-z0-9_]*\z/)
+          unless step.name.match?(/\A[a-z][a-z0-9_]*\z/)
+            raise Thor::Error,
+                  "step name '#{step.name}' must be snake_case"
+          end
           raise Thor::Error, "step '#{step.name}' is named twice" if names.include?(step.name)
 
           unknown = step.dependencies - names
-          raise Thor::Error, "step '#{step.name}' depends on #{unknown.join(', ')}, not an earlier step" if unknown.any?
+          raise Thor::Error, "step '#{step.name}' depends on #{unknown.join(", ")}, not an earlier step" if unknown.any?
 
           names << step.name
         end
