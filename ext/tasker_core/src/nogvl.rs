@@ -53,7 +53,7 @@ where
     F: FnOnce(&Interrupt) -> R,
 {
     // SAFETY: `data` is the `Call` that `run` keeps alive for the duration of the call.
-    let call = unsafe { &mut *(data as *mut Call<F, R>) };
+    let call = unsafe { &mut *(data as *mut Call<'_, F, R>) };
     if let Some(func) = call.func.take() {
         let interrupt = call.interrupt;
         // A panic must not unwind into Ruby's C frames.
@@ -88,11 +88,13 @@ where
         result: None,
         interrupt: &interrupt,
     };
-    let call_ptr = &mut call as *mut Call<F, R> as *mut c_void;
+    let call_ptr = &mut call as *mut Call<'_, F, R> as *mut c_void;
     let interrupt_ptr = &interrupt as *const Interrupt as *mut c_void;
     // Ruby checks for interrupts before and after the GVL-free region and may raise (or
     // throw, for Thread#kill) there; protect turns that jump into an Err instead of letting
     // it skip Rust frames. Nothing owned lives in the protected closure.
+    // SAFETY: `call` and `interrupt` outlive the call, which returns before this function
+    // does; the trampoline and unblocking function only touch them.
     let protected = magnus::rb_sys::protect(|| unsafe {
         rb_sys::rb_thread_call_without_gvl(
             Some(trampoline::<F, R>),

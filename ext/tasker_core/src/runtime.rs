@@ -66,6 +66,7 @@ pub fn runtime() -> Result<Arc<Runtime>, magnus::Error> {
         generation,
         runtime: runtime.clone(),
     }) {
+        #[allow(clippy::mem_forget)]
         std::mem::forget(stale);
     }
     Ok(runtime)

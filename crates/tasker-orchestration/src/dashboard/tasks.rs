@@ -158,7 +158,7 @@ pub async fn page(
     }
     let pool = &core.pool;
 
-    let mut list: QueryBuilder<Postgres> = QueryBuilder::new(
+    let mut list: QueryBuilder<'_, Postgres> = QueryBuilder::new(
         "SELECT t.task_uuid, n.name AS namespace, nt.name, nt.version, t.state, t.created_at,
                 t.updated_at",
     );
@@ -192,7 +192,7 @@ pub async fn page(
     let more = rows.len() as i64 > PAGE;
     rows.truncate(PAGE as usize);
 
-    let mut count: QueryBuilder<Postgres> = QueryBuilder::new("SELECT count(*) FROM (SELECT 1");
+    let mut count: QueryBuilder<'_, Postgres> = QueryBuilder::new("SELECT count(*) FROM (SELECT 1");
     count.push(FROM);
     filters.push_where(&mut count);
     count

@@ -290,7 +290,7 @@ impl CompletionProcessorService {
         // messages of the children the recording enqueues go into those same queues (a
         // task's steps share its namespace's queue), one static INSERT per queue, rather
         // than by send_step_messages' dynamic SQL.
-        let mut by_queue: BTreeMap<&QueueName, QueueWork> = BTreeMap::new();
+        let mut by_queue: BTreeMap<&QueueName, QueueWork<'_>> = BTreeMap::new();
         for done in steps {
             let ctx = &done.step.context;
             let work = by_queue.entry(&done.step.queue).or_default();
