@@ -1,5 +1,14 @@
 //! Orchestration: turns task requests into enqueued steps, step results into state, and
 //! decides when a task is done. Runs as `tasker server`, or embedded in a worker process.
+//!
+//! # Layout
+//!
+//! - `task_initializer` (with `task_request`, `fixed_steps`, `creation_batcher`): creating tasks.
+//! - `orchestrator`: `OrchestrationCore` and the loops it starts: `step_enqueuer`,
+//!   `result_processor`, `dead_worker_reaper`, `queue_maintenance`, `retention`,
+//!   `state_gauges`, all on `periodic`'s timer.
+//! - `task_operations`: what an operator does to a task (cancel, reset or resolve a step).
+//! - `api`: the REST API (`/v1`), `/health`, `/metrics`; `dashboard`: the HTML pages at `/ui`.
 
 pub mod api;
 pub mod creation_batcher;

@@ -3,6 +3,22 @@
 //! Nothing here knows about Ruby or about any one process: it is the vocabulary (templates,
 //! states, messages, results), the configuration, and the database and queue access every
 //! Tasker process needs.
+//!
+//! # Layout
+//!
+//! - `config`: the layered configuration (`TaskerConfig`, one struct per section, `[retention]`
+//!   periods) and its loader.
+//! - `database`: connecting, migrating (`migrations/`, embedded) and adopting databases built
+//!   by the squashed migrations; `testing`: a database per test.
+//! - `template`: task templates (model, YAML loader, validation).
+//! - `state`: task and step states and their allowed transitions.
+//! - `models`: rows read and written outside the hot path (tasks, steps, templates, workers,
+//!   dead letters, removed tasks).
+//! - `queue`: PGMQ queues, their names, the after-commit `Notifier`, queue maintenance.
+//! - `messages`, `result`, `payload`: what travels between processes (step messages, domain
+//!   events, step results) and the limits a stored payload must keep.
+//! - `local_worker`, `task_waiter`, `host`, `observability`: claiming at creation for an
+//!   in-process worker, waiting for tasks, the host name, metrics and logs.
 
 pub mod config;
 pub mod database;

@@ -5,6 +5,19 @@
 //!     -> HANDLER DISPATCH CHANNEL -> HandlerDispatchService (Rust) | FfiDispatchChannel (Ruby)
 //!     -> COMPLETION CHANNEL -> CompletionProcessorService (record) -> PostHandlerCallback
 //! ```
+//!
+//! # Layout
+//!
+//! - `step`: what a handler gets and returns (`StepContext`, `HandlerOutput`, `HandlerError`).
+//! - `worker::core`: `WorkerCore::start` wires everything below; `WorkerHandle` stops it.
+//! - `worker::event_system`, `worker::actor_command_processor`, `worker::actors`: waking,
+//!   commands, reading and claiming.
+//! - `worker::handlers`: dispatch to Rust handlers (`dispatch_service`, `registry`), to foreign
+//!   ones (`ffi_dispatch_channel`), and recording (`completion_processor`).
+//! - `worker::registration`, `worker::heartbeat`, `worker::in_flight`, `worker::creation_claims`:
+//!   liveness, leases, what the worker holds, roots claimed at creation.
+//! - `worker::domain_event_callback`, `worker::http`, `worker::worker_metrics`: events, the
+//!   worker's `/health` and `/metrics`, metric names.
 
 pub mod step;
 pub mod worker;

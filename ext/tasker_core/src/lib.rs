@@ -3,6 +3,14 @@
 //!
 //! Ruby handler threads poll the FfiDispatchChannel with the GVL released and hand results
 //! back without waiting; tokio runs everything else on a runtime the extension owns.
+//!
+//! # Layout
+//!
+//! One file per Ruby class: `worker` (`Native::Worker`), `client` (the module functions of
+//! `Native`: tasks, templates, the database), `loopback_channel` (`Native::LoopbackChannel`),
+//! `error` (the exception classes). Plumbing: `channel` (poll/complete shared by both
+//! channels), `convert` (Ruby <-> JSON with bounded depth), `nogvl` (waiting with the GVL
+//! released), `runtime` (the tokio runtime, per process), `config`, `logging`.
 
 mod channel;
 mod client;
