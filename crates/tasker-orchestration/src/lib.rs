@@ -2,6 +2,7 @@
 //! decides when a task is done. Runs as `tasker server`, or embedded in a worker process.
 
 pub mod api;
+pub mod client;
 pub mod creation_batcher;
 pub mod dashboard;
 pub mod dead_worker_reaper;

@@ -7,12 +7,13 @@
 use magnus::value::{InnerValue, Opaque};
 use magnus::{prelude::*, ExceptionClass, RModule, Ruby};
 use std::sync::OnceLock;
+use tasker_orchestration::client::ClientError;
 use tasker_orchestration::OrchestrationError;
 use tasker_shared::config::ConfigError;
 use tasker_shared::database::DatabaseError;
 use tasker_shared::models::StoreError;
 use tasker_shared::template::TemplateError;
-use tasker_worker::worker::core::WorkerStartError;
+use tasker_worker::worker::ffi_worker::FfiWorkerError;
 
 /// One Ruby class each, under TaskerCore::Native.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,8 +215,26 @@ impl From<OrchestrationError> for NativeError {
     }
 }
 
-impl From<WorkerStartError> for NativeError {
-    fn from(e: WorkerStartError) -> Self {
-        Self::new(Kind::Worker, format!("starting the worker: {e}"))
+impl From<FfiWorkerError> for NativeError {
+    fn from(e: FfiWorkerError) -> Self {
+        let kind = match &e {
+            FfiWorkerError::Database(_) => Kind::Database,
+            FfiWorkerError::Template { source, .. } => store_kind(source),
+            FfiWorkerError::Start(_) | FfiWorkerError::NoChannel => Kind::Worker,
+        };
+        Self::new(kind, e.to_string())
+    }
+}
+
+impl From<ClientError> for NativeError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::InvalidRequest { .. } => Self::conversion(e.to_string()),
+            ClientError::Database(e) => e.into(),
+            ClientError::Orchestration(e) => e.into(),
+            ClientError::Store(e) => e.into(),
+            ClientError::Sql(e) => e.into(),
+            ClientError::Serialize { .. } => Self::native(e.to_string()),
+        }
     }
 }

@@ -6,7 +6,6 @@
 
 mod channel;
 mod client;
-mod config;
 mod convert;
 mod error;
 mod logging;

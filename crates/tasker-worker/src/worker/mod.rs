@@ -5,6 +5,7 @@ pub mod core;
 pub mod creation_claims;
 pub mod domain_event_callback;
 pub mod event_system;
+pub mod ffi_worker;
 pub mod handlers;
 pub mod heartbeat;
 pub mod http;
