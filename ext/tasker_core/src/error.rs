@@ -147,17 +147,6 @@ pub fn native_error(message: impl Into<String>) -> magnus::Error {
     NativeError::native(message).into()
 }
 
-pub fn fork_error(what: &str, owner: u32) -> magnus::Error {
-    NativeError::new(
-        Kind::Fork,
-        format!(
-            "this {what} was created in process {owner} and cannot be used in forked process {}; create a new one after fork",
-            std::process::id()
-        ),
-    )
-    .into()
-}
-
 impl From<ConfigError> for NativeError {
     fn from(e: ConfigError) -> Self {
         Self::new(Kind::Config, e.to_string())

@@ -8,7 +8,6 @@ mod channel;
 mod client;
 mod convert;
 mod error;
-mod logging;
 mod loopback_channel;
 mod nogvl;
 mod runtime;
@@ -24,7 +23,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[magnus::init]
 fn init(ruby: &Ruby) -> Result<(), Error> {
-    logging::init();
+    tasker_worker::worker::ffi_logging::init();
     runtime::install_fork_hook()?;
     let tasker = ruby.define_module("TaskerCore")?;
     let native = tasker.define_module("Native")?;

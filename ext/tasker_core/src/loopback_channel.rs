@@ -150,7 +150,10 @@ impl LoopbackChannel {
     }
 
     fn inner(&self) -> Result<&Inner, magnus::Error> {
-        self.inner.get("TaskerCore::Native::LoopbackChannel")
+        Ok(self
+            .inner
+            .get("TaskerCore::Native::LoopbackChannel")
+            .map_err(NativeError::from)?)
     }
 
     /// `feed(count, step)`: queues `count` copies of `step` (a Hash of StepContext fields;

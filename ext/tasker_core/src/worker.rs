@@ -158,7 +158,10 @@ fn start_worker(ruby: &Ruby, options: Value) -> Result<Worker, magnus::Error> {
 
 impl Worker {
     fn inner(&self) -> Result<&Inner, magnus::Error> {
-        self.inner.get("TaskerCore::Native::Worker")
+        Ok(self
+            .inner
+            .get("TaskerCore::Native::Worker")
+            .map_err(NativeError::from)?)
     }
 
     /// `poll(timeout_seconds)` -> Hash or nil.

@@ -5,6 +5,8 @@ pub mod core;
 pub mod creation_claims;
 pub mod domain_event_callback;
 pub mod event_system;
+pub mod ffi_logging;
+pub mod ffi_runtime;
 pub mod ffi_worker;
 pub mod handlers;
 pub mod heartbeat;
