@@ -8,15 +8,13 @@ use crate::nogvl::block_on;
 use crate::runtime::{runtime, ProcessBound};
 use magnus::{function, prelude::*, RArray, RHash, RModule, Ruby, Value};
 use serde_json::json;
-use sqlx::{ConnectOptions, Connection};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
 use tasker_orchestration::client::TaskClient;
 use tasker_orchestration::TaskRequest;
-use tasker_shared::config::{ConfigLoader, ConfigOptions, DatabaseConfig};
+use tasker_shared::config::ConfigOptions;
 use tasker_shared::database;
 use tasker_shared::models::{RegisterOutcome, TemplateRegistry};
 use tasker_shared::template::{load_template_dirs, read_template};
@@ -169,29 +167,11 @@ fn cancel_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
     payload_to_ruby(ruby, &task)
 }
 
-/// The shipped database settings pointed at `url`, with a small pool: enough for
-/// migrating, whatever fields [database] grows.
-fn admin_pool_config(url: &str) -> Result<DatabaseConfig, NativeError> {
-    let mut db = ConfigLoader::isolated(None, "development")
-        .set("database.url", url.to_string())
-        .load()?
-        .database;
-    db.max_connections = 2;
-    db.min_connections = 0;
-    Ok(db)
-}
-
 /// `migrate(database_url)`: creates the database if missing, migrates it, installs PGMQ.
 fn migrate(ruby: &Ruby, url: String) -> Result<Value, magnus::Error> {
     let rt = runtime()?;
     let (name, created) = block_on(&rt, CALL_TIMEOUT, "migrating the database", async move {
-        let name = database::database_name(&url)?;
-        let created = database::create_database_if_missing(&url).await?;
-        let pool = database::connect(&admin_pool_config(&url)?).await?;
-        let outcome = database::migrate(&pool).await;
-        pool.close().await;
-        outcome?;
-        Ok((name, created))
+        Ok(database::setup_database(&url).await?)
     })?;
     to_ruby(ruby, &json!({ "database": name, "created": created }))
 }
@@ -201,26 +181,7 @@ fn migrate(ruby: &Ruby, url: String) -> Result<Value, magnus::Error> {
 fn drop_database(url: String) -> Result<bool, magnus::Error> {
     let rt = runtime()?;
     block_on(&rt, CALL_TIMEOUT, "dropping the database", async move {
-        let name = database::database_name(&url)?;
-        let admin = sqlx::postgres::PgConnectOptions::from_str(&url)
-            .map_err(|e| NativeError::database(format!("invalid database URL: {e}")))?
-            .database("postgres")
-            .disable_statement_logging();
-        let mut conn = admin.connect().await?;
-        let existed: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                .bind(&name)
-                .fetch_one(&mut conn)
-                .await?;
-        let dropped = sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            database::quote_ident(&name)
-        ))
-        .execute(&mut conn)
-        .await;
-        conn.close().await.ok();
-        dropped?;
-        Ok(existed)
+        Ok(database::drop_database(&url).await?)
     })
 }
 
