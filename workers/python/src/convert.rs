@@ -204,7 +204,14 @@ pub fn from_json<T: DeserializeOwned>(
     value: serde_json::Value,
     what: &str,
 ) -> Result<T, NativeError> {
-    serde_json::from_value(value).map_err(|e| NativeError::conversion(format!("{what}: {e}")))
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            NativeError::conversion(format!("{what}: {}", e.inner()))
+        } else {
+            NativeError::conversion(format!("{what}.{path}: {}", e.inner()))
+        }
+    })
 }
 
 /// A typed value from a Python value (usually a dict of options).
