@@ -4,7 +4,7 @@ use crate::error::NativeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
-use serde::de::DeserializeOwned;
+use serde::de::{Deserialize, DeserializeOwned};
 use std::time::Duration;
 use tasker_worker::worker::handlers::ffi_dispatch_channel::PolledStep;
 
@@ -204,7 +204,11 @@ pub fn from_json<T: DeserializeOwned>(
     value: serde_json::Value,
     what: &str,
 ) -> Result<T, NativeError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    // The fast path borrows; only a value that fails is walked again to name where.
+    if let Ok(v) = T::deserialize(&value) {
+        return Ok(v);
+    }
+    serde_path_to_error::deserialize(&value).map_err(|e| {
         let path = e.path().to_string();
         if path == "." {
             NativeError::conversion(format!("{what}: {}", e.inner()))
