@@ -4,7 +4,7 @@ use crate::error::NativeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
-use serde::de::{Deserialize, DeserializeOwned};
+use serde::de::DeserializeOwned;
 use std::time::Duration;
 use tasker_worker::worker::handlers::ffi_dispatch_channel::PolledStep;
 

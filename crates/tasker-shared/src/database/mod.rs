@@ -184,28 +184,6 @@ async fn migrate_locked(pool: &PgPool) -> Result<(), DatabaseError> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact("postgresql://u:secret@h:5432/db"),
-            "postgresql://u:***@h:5432/db"
-        );
-        assert_eq!(redact("postgresql://u@h/db"), "postgresql://u@h/db");
-    }
-
-    #[test]
-    fn reads_database_name() {
-        assert_eq!(
-            database_name("postgresql://u@h:5432/tasker_x").unwrap(),
-            "tasker_x"
-        );
-    }
-}
-
 /// Creates the URL's database if missing, migrates it and installs PGMQ, over a small pool
 /// of the shipped settings; for the bindings' setup tasks and test suites. Returns the
 /// database's name and whether it was created.
@@ -257,4 +235,26 @@ pub async fn drop_database(url: &str) -> Result<bool, DatabaseError> {
     conn.close().await.ok();
     dropped?;
     Ok(existed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgresql://u:secret@h:5432/db"),
+            "postgresql://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgresql://u@h/db"), "postgresql://u@h/db");
+    }
+
+    #[test]
+    fn reads_database_name() {
+        assert_eq!(
+            database_name("postgresql://u@h:5432/tasker_x").unwrap(),
+            "tasker_x"
+        );
+    }
 }
