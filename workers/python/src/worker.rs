@@ -123,13 +123,9 @@ fn start_worker(py: Python<'_>, options: &Bound<'_, PyAny>) -> PyResult<Worker> 
     let (worker, orchestration) =
         block_on(py, &rt, START_TIMEOUT, "starting the worker", async move {
             let config = worker_config;
-            let worker = FfiWorker::start(&config, options).await?;
+            let (worker, pool) = FfiWorker::start(&config, options).await?;
             let orchestration = if embedded {
-                Some(
-                    OrchestrationCore::new(worker.pool.clone(), config)
-                        .await
-                        .start(),
-                )
+                Some(OrchestrationCore::new(pool, config).await.start())
             } else {
                 None
             };

@@ -45,8 +45,6 @@ pub struct FfiWorkerOptions {
 pub struct FfiWorker {
     pub ffi: Arc<FfiDispatchChannel>,
     pub worker_id: String,
-    /// The worker's pool, for embedded orchestration to share.
-    pub pool: PgPool,
     handle: Mutex<Option<WorkerHandle>>,
     /// Kept apart from the handle so `status` never waits on a shutdown. Dropped when the
     /// shutdown starts: it waits for every command sender to go.
@@ -57,11 +55,13 @@ pub struct FfiWorker {
 
 impl FfiWorker {
     /// Connects, registers `options.templates`, and starts a worker claiming steps of
-    /// `options.namespaces` for a foreign language to poll.
+    /// `options.namespaces` for a foreign language to poll. Also returns the worker's pool,
+    /// for embedded orchestration to share; it is not kept here, so the connections go
+    /// once the worker has shut down, whenever the binding's object is collected.
     pub async fn start(
         config: &TaskerConfig,
         options: FfiWorkerOptions,
-    ) -> Result<Self, FfiWorkerError> {
+    ) -> Result<(Self, PgPool), FfiWorkerError> {
         let pool = database::connect(&config.database).await?;
         let registry = TemplateRegistry::new(pool.clone());
         for template in &options.templates {
@@ -85,15 +85,15 @@ impl FfiWorker {
         )
         .await?;
         let ffi = handle.ffi.clone().ok_or(FfiWorkerError::NoChannel)?;
-        Ok(Self {
+        let worker = Self {
             ffi,
             worker_id: handle.worker_id.clone(),
-            pool,
             commands: Mutex::new(Some(handle.command_sender())),
             events: tokio::sync::Mutex::new(handle.subscribe()),
             events_dropped: AtomicU64::new(0),
             handle: Mutex::new(Some(handle)),
-        })
+        };
+        Ok((worker, pool))
     }
 
     /// The worker's own counters; None once its shutdown has begun.
