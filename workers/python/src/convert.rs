@@ -249,13 +249,43 @@ pub fn to_py<'py>(py: Python<'py>, value: &serde_json::Value) -> PyResult<Bound<
     })
 }
 
+/// Keys longer than this are not worth caching.
+const KEY_CACHE_MAX_LEN: usize = 64;
+/// Cached keys are kept for the life of the thread; this bounds them.
+const KEY_CACHE_LIMIT: usize = 4096;
+
+thread_local! {
+    /// The dict keys of step payloads repeat on every step of a template. A cached str
+    /// costs a lookup and a reference count instead of an allocation, and carries its
+    /// hash, so the dict insert does not compute it again. Per thread: no lock on the hot
+    /// path.
+    static KEYS: std::cell::RefCell<std::collections::HashMap<String, Py<PyString>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+fn key<'py>(py: Python<'py>, k: &str) -> Bound<'py, PyString> {
+    if k.len() > KEY_CACHE_MAX_LEN {
+        return PyString::new(py, k);
+    }
+    KEYS.with_borrow_mut(|cache| {
+        if let Some(s) = cache.get(k) {
+            return s.bind(py).clone();
+        }
+        let s = PyString::intern(py, k);
+        if cache.len() < KEY_CACHE_LIMIT {
+            cache.insert(k.to_string(), s.clone().unbind());
+        }
+        s
+    })
+}
+
 fn map_to_py<'py>(
     py: Python<'py>,
     map: &serde_json::Map<String, serde_json::Value>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let dict = PyDict::new(py);
     for (k, v) in map {
-        dict.set_item(k, to_py(py, v)?)?;
+        dict.set_item(key(py, k), to_py(py, v)?)?;
     }
     Ok(dict)
 }
