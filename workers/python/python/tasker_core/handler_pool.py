@@ -7,6 +7,7 @@ complete(event_id, result) / stopped(): the native Worker, or a LoopbackChannel.
 import asyncio
 import logging
 import threading
+import time
 
 from .errors import ConversionError, ForkError, TaskerError
 from .step_runner import invalid_result
@@ -88,8 +89,9 @@ class HandlerPool:
         still inside a handler are left (they are daemon threads): a worker's stop has
         handed their steps back by then."""
         self.request_stop()
+        deadline = time.monotonic() + timeout
         for t in self._threads:
-            t.join(timeout)
+            t.join(max(deadline - time.monotonic(), 0))
             if t.is_alive():
                 log.warning("%s still running a handler at the stop deadline; leaving it", t.name)
         if self._loop is not None:
