@@ -228,3 +228,63 @@ pub fn step_context(
     }
     serde_json::from_value(step).map_err(|e| LoopbackError::InvalidStep(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::handlers::ffi_dispatch_channel::FfiStepResult;
+    use std::sync::atomic::AtomicBool;
+
+    fn fields(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn step_context_fills_defaults_and_names_unknown_fields() {
+        let step =
+            step_context(fields(serde_json::json!({"step_name": "s", "attempt": 2}))).unwrap();
+        assert_eq!((step.step_name.as_str(), step.attempt), ("s", 2));
+        assert_eq!(step.namespace, "loopback");
+        let err = step_context(fields(serde_json::json!({"stepname": "s"}))).unwrap_err();
+        assert_eq!(err.to_string(), "step.stepname: unknown field");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fed_steps_are_polled_completed_and_reach_the_sink() {
+        let bad = Loopback::new(
+            Handle::current(),
+            fields(serde_json::json!({"dispatch_buffer_size": -1})),
+        );
+        assert!(matches!(bad, Err(LoopbackError::InvalidSetting { .. })));
+        let loopback = Loopback::new(Handle::current(), serde_json::Map::new()).unwrap();
+        loopback
+            .feed(2, step_context(serde_json::Map::new()).unwrap())
+            .unwrap();
+        let never = AtomicBool::new(false);
+        for _ in 0..2 {
+            let ffi = loopback.ffi.clone();
+            let polled = tokio::task::spawn_blocking(move || {
+                ffi.poll(Duration::from_secs(5), &AtomicBool::new(false))
+            })
+            .await
+            .unwrap()
+            .expect("a fed step");
+            let done = FfiStepResult {
+                success: true,
+                ..Default::default()
+            };
+            assert!(loopback.ffi.complete(polled.event_id, done));
+        }
+        tokio::time::timeout(Duration::from_secs(5), loopback.wait_for_completions(2))
+            .await
+            .unwrap();
+        assert_eq!(loopback.completed_count(), 2);
+        assert!(loopback.last_results().iter().all(|r| r.success));
+        loopback.close();
+        assert!(loopback.ffi.poll(Duration::ZERO, &never).is_none());
+        assert!(matches!(
+            loopback.feed(1, step_context(serde_json::Map::new()).unwrap()),
+            Err(LoopbackError::Closed)
+        ));
+    }
+}
