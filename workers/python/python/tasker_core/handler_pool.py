@@ -104,10 +104,15 @@ class HandlerPool:
     def _work(self):
         while not self._stopping.is_set():
             step = self._poll()
-            if step is not None:
+            if step is None:
+                if self._stopped():
+                    break
+                continue
+            try:
                 self._run_step(step)
-            elif self._stopped():
-                break
+            except Exception as e:  # noqa: BLE001  the thread must outlive any one step
+                log.error("%s: step %s could not be run or completed: %s: %s",
+                          threading.current_thread().name, step.get("step_name"), type(e).__name__, e)
 
     def _stopped(self):
         try:
