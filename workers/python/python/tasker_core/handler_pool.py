@@ -98,9 +98,6 @@ class HandlerPool:
             self._loop.stop(timeout)
         self._threads = []
 
-    def running(self):
-        return any(t.is_alive() for t in self._threads)
-
     def _work(self):
         while not self._stopping.is_set():
             step = self._poll()

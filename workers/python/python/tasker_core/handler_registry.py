@@ -55,9 +55,6 @@ class HandlerRegistry:
         with self._lock:
             return self._resolved.setdefault(callable_name, entry)
 
-    def missing(self, callables):
-        return sorted({c for c in callables if self.resolve(c) is None})
-
     def clear(self):
         with self._lock:
             self._explicit.clear()
