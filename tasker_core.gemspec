@@ -24,6 +24,7 @@ Gem::Specification.new do |spec|
     crates/**/* ext/**/* workers/rust/**/* tests/**/*
     migrations/**/* db/**/* config/**/*
     workers/ruby/lib/**/* workers/ruby/examples/**/*
+    workers/python/Cargo.toml workers/python/src/**/*
   ]
   spec.files = Dir.glob(patterns, File::FNM_DOTMATCH, base: __dir__).select do |f|
     File.file?(File.join(__dir__, f)) && !f.match?(%r{(\A|/)target/|\.so\z|(\A|/)\.})

@@ -11,6 +11,7 @@
 //! - `api`: the REST API (`/v1`), `/health`, `/metrics`; `dashboard`: the HTML pages at `/ui`.
 
 pub mod api;
+pub mod client;
 pub mod creation_batcher;
 pub mod dashboard;
 pub mod dead_worker_reaper;

@@ -2,30 +2,25 @@
 //! that submits work (TaskerCore::Client) and for the rake tasks. Each releases the GVL
 //! around its database work.
 
-use crate::config::ConfigOptions;
 use crate::convert::{from_ruby, payload_to_ruby, seconds, to_ruby, uuid_arg, MAX_TIMEOUT_SECONDS};
 use crate::error::NativeError;
 use crate::nogvl::block_on;
 use crate::runtime::{runtime, ProcessBound};
 use magnus::{function, prelude::*, RArray, RHash, RModule, Ruby, Value};
 use serde_json::json;
-use sqlx::{ConnectOptions, Connection, PgPool};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
-use tasker_orchestration::{task_operations, TaskInitializer, TaskRequest};
-use tasker_shared::config::{ConfigLoader, DatabaseConfig};
+use tasker_orchestration::client::TaskClient;
+use tasker_orchestration::TaskRequest;
+use tasker_shared::config::ConfigOptions;
 use tasker_shared::database;
-use tasker_shared::models::{RegisterOutcome, StepRow, TaskRow, TemplateRegistry};
+use tasker_shared::models::{RegisterOutcome, TemplateRegistry};
 use tasker_shared::template::{load_template_dirs, read_template};
-use tasker_shared::{TaskState, TaskWaiter};
 
 /// Upper bound on one client call; the pool's acquire timeout usually fires long before.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
-/// Client pools are for occasional calls beside a worker, not for throughput.
-const CLIENT_MAX_CONNECTIONS: u32 = 5;
 
 pub fn define(native: RModule) -> Result<(), magnus::Error> {
     native.define_module_function("create_task", function!(create_task, -1))?;
@@ -41,19 +36,11 @@ pub fn define(native: RModule) -> Result<(), magnus::Error> {
     Ok(())
 }
 
-#[derive(Clone)]
-struct Client {
-    pool: PgPool,
-    initializer: TaskInitializer,
-    /// One listening connection for every thread of the process that waits for a task.
-    waiter: TaskWaiter,
-}
-
 /// One pool per distinct configuration, per process. Only touched with the GVL held, so a
 /// fork never finds it locked.
-static CLIENTS: Mutex<Option<ProcessBound<HashMap<String, Client>>>> = Mutex::new(None);
+static CLIENTS: Mutex<Option<ProcessBound<HashMap<String, TaskClient>>>> = Mutex::new(None);
 
-fn cached(key: &str) -> Option<Client> {
+fn cached(key: &str) -> Option<TaskClient> {
     let mut slot = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
     if !slot.as_ref().is_some_and(ProcessBound::in_owner_process) {
         // A forked child starts empty; the parent's pools are leaked by ProcessBound.
@@ -64,7 +51,7 @@ fn cached(key: &str) -> Option<Client> {
         .and_then(|m| m.get(key).cloned())
 }
 
-fn remember(key: String, client: Client) {
+fn remember(key: String, client: TaskClient) {
     let mut slot = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(bound) = slot.as_mut() {
         if let Ok(map) = bound.get_mut("client cache") {
@@ -99,7 +86,7 @@ fn arity(
     Ok(())
 }
 
-fn client(opts: &ConfigOptions) -> Result<Client, magnus::Error> {
+fn client(opts: &ConfigOptions) -> Result<TaskClient, magnus::Error> {
     let key = serde_json::to_string(&json!({
         "url": opts.database_url, "env": opts.environment, "dir": opts.config_dir, "config": opts.config,
     }))
@@ -107,32 +94,13 @@ fn client(opts: &ConfigOptions) -> Result<Client, magnus::Error> {
     if let Some(c) = cached(&key) {
         return Ok(c);
     }
-    let config = opts.load()?;
+    let config = opts.load().map_err(NativeError::from)?;
     let rt = runtime()?;
-    let mut db = config.database.clone();
-    db.max_connections = db.max_connections.min(CLIENT_MAX_CONNECTIONS);
-    db.min_connections = db.min_connections.min(db.max_connections);
-    // TaskInitializer spawns on the runtime, so it is built inside it.
     let client = block_on(
         &rt,
         CALL_TIMEOUT,
         "connecting to the database",
-        async move {
-            let pool = database::connect(&db).await?;
-            Ok(Client {
-                // A worker this process started (Worker.start) takes the roots of the tasks
-                // created here that it has room for, claimed in the creating transaction.
-                initializer: TaskInitializer::new(pool.clone(), config.backoff.clone())
-                    .with_limits(&config.orchestration)
-                    .with_local_claims(),
-                waiter: TaskWaiter::new(
-                    pool.clone(),
-                    config.orchestration.wait_fallback_poll_interval(),
-                    config.database.reconnect_backoff(),
-                ),
-                pool,
-            })
-        },
+        async move { Ok(TaskClient::connect(&config, "ruby").await?) },
     )?;
     remember(key, client.clone());
     Ok(client)
@@ -143,52 +111,13 @@ fn client(opts: &ConfigOptions) -> Result<Client, magnus::Error> {
 /// the task with its steps, as `get_task` returns it.
 fn create_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
     arity(ruby, args, 1, 2, "create_task")?;
-    let mut request: TaskRequest = from_ruby(ruby, args[0], "task request")?;
-    if request.initiator.is_none() {
-        request.initiator = Some("ruby".into());
-    }
-    for (field, value) in [
-        ("namespace", &request.namespace),
-        ("name", &request.name),
-        ("version", &request.version),
-    ] {
-        if value.trim().is_empty() {
-            return Err(NativeError::conversion(format!(
-                "task request.{field}: must not be empty"
-            ))
-            .into());
-        }
-    }
-    if !request.context.is_object() {
-        return Err(NativeError::conversion(
-            "task request.context: must be a Hash (a JSON object)",
-        )
-        .into());
-    }
+    let request: TaskRequest = from_ruby(ruby, args[0], "task request")?;
     let c = client(&options(ruby, args, 1)?)?;
     let rt = runtime()?;
-    // The statement that creates the task also reads it back: one round trip, and one
-    // release of the GVL, per creation.
-    let (created, task, steps) = block_on(&rt, CALL_TIMEOUT, "creating the task", async move {
-        Ok(c.initializer.create_and_read_task(&request).await?)
+    let value = block_on(&rt, CALL_TIMEOUT, "creating the task", async move {
+        Ok(c.create(request).await?)
     })?;
-    let mut value = serde_json::to_value(&created)
-        .map_err(|e| NativeError::native(format!("serializing the created task: {e}")))?;
-    value["task"] = task_json(&task, Some(&steps))?;
     payload_to_ruby(ruby, &value)
-}
-
-/// A task's row and steps, in one round trip.
-async fn read_task(pool: &PgPool, id: uuid::Uuid) -> Result<(TaskRow, Vec<StepRow>), NativeError> {
-    match TaskRow::find_with_steps(pool, id).await? {
-        Some(found) => Ok(found),
-        None => Err(not_found(pool, id).await),
-    }
-}
-
-/// Not found, or removed by retention (the message says which).
-async fn not_found(pool: &PgPool, id: uuid::Uuid) -> NativeError {
-    tasker_shared::models::missing_task(pool, id).await.into()
 }
 
 /// `get_task(task_uuid, options = nil)`: the task row, `terminal`, and its steps.
@@ -197,10 +126,10 @@ fn get_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
     let id = uuid_arg(args[0], "task_uuid")?;
     let c = client(&options(ruby, args, 1)?)?;
     let rt = runtime()?;
-    let (task, steps) = block_on(&rt, CALL_TIMEOUT, "reading the task", async move {
-        read_task(&c.pool, id).await
+    let task = block_on(&rt, CALL_TIMEOUT, "reading the task", async move {
+        Ok(c.get(id).await?)
     })?;
-    task_value(ruby, &task, Some(&steps))
+    payload_to_ruby(ruby, &task)
 }
 
 /// `wait_task(task_uuid, timeout_seconds, options = nil)`: waits, without the GVL, until the
@@ -217,50 +146,13 @@ fn wait_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
     };
     let c = client(&options(ruby, args, 2)?)?;
     let rt = runtime()?;
-    let (task, steps) = block_on(
+    let task = block_on(
         &rt,
         timeout + CALL_TIMEOUT,
         "waiting for the task",
-        async move {
-            // A read that finds the task finished brings its steps along, and is what this
-            // returns; one that does not reads only the task.
-            let read = || async {
-                let found = TaskRow::find_with_steps_if_terminal(&c.pool, id).await?;
-                let state = found.as_ref().and_then(|(t, _)| t.task_state().ok());
-                Ok::<_, NativeError>((found, state))
-            };
-            match c.waiter.wait_with(id, timeout, read).await? {
-                Some((task, Some(steps))) => Ok((task, steps)),
-                // Still running at the deadline: the caller reports its steps' states.
-                Some((_, None)) => read_task(&c.pool, id).await,
-                None => Err(not_found(&c.pool, id).await),
-            }
-        },
+        async move { Ok(c.wait(id, timeout).await?) },
     )?;
-    task_value(ruby, &task, Some(&steps))
-}
-
-fn task_value(
-    ruby: &Ruby,
-    task: &TaskRow,
-    steps: Option<&[StepRow]>,
-) -> Result<Value, magnus::Error> {
-    payload_to_ruby(ruby, &task_json(task, steps)?)
-}
-
-fn task_json(task: &TaskRow, steps: Option<&[StepRow]>) -> Result<serde_json::Value, NativeError> {
-    let mut value = serde_json::to_value(task)
-        .map_err(|e| NativeError::native(format!("serializing task: {e}")))?;
-    let terminal = task
-        .task_state()
-        .map(TaskState::is_terminal)
-        .unwrap_or(false);
-    value["terminal"] = json!(terminal);
-    if let Some(steps) = steps {
-        value["steps"] = serde_json::to_value(steps)
-            .map_err(|e| NativeError::native(format!("serializing steps: {e}")))?;
-    }
-    Ok(value)
+    payload_to_ruby(ruby, &task)
 }
 
 /// `cancel_task(task_uuid, options = nil)`: the cancelled task.
@@ -270,34 +162,16 @@ fn cancel_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
     let c = client(&options(ruby, args, 1)?)?;
     let rt = runtime()?;
     let task = block_on(&rt, CALL_TIMEOUT, "cancelling the task", async move {
-        Ok(task_operations::cancel_task(&c.pool, id, "ruby").await?)
+        Ok(c.cancel(id, "ruby").await?)
     })?;
-    task_value(ruby, &task, None)
-}
-
-/// The shipped database settings pointed at `url`, with a small pool: enough for
-/// migrating, whatever fields [database] grows.
-fn admin_pool_config(url: &str) -> Result<DatabaseConfig, NativeError> {
-    let mut db = ConfigLoader::isolated(None, "development")
-        .set("database.url", url.to_string())
-        .load()?
-        .database;
-    db.max_connections = 2;
-    db.min_connections = 0;
-    Ok(db)
+    payload_to_ruby(ruby, &task)
 }
 
 /// `migrate(database_url)`: creates the database if missing, migrates it, installs PGMQ.
 fn migrate(ruby: &Ruby, url: String) -> Result<Value, magnus::Error> {
     let rt = runtime()?;
     let (name, created) = block_on(&rt, CALL_TIMEOUT, "migrating the database", async move {
-        let name = database::database_name(&url)?;
-        let created = database::create_database_if_missing(&url).await?;
-        let pool = database::connect(&admin_pool_config(&url)?).await?;
-        let outcome = database::migrate(&pool).await;
-        pool.close().await;
-        outcome?;
-        Ok((name, created))
+        Ok(database::setup_database(&url).await?)
     })?;
     to_ruby(ruby, &json!({ "database": name, "created": created }))
 }
@@ -307,26 +181,7 @@ fn migrate(ruby: &Ruby, url: String) -> Result<Value, magnus::Error> {
 fn drop_database(url: String) -> Result<bool, magnus::Error> {
     let rt = runtime()?;
     block_on(&rt, CALL_TIMEOUT, "dropping the database", async move {
-        let name = database::database_name(&url)?;
-        let admin = sqlx::postgres::PgConnectOptions::from_str(&url)
-            .map_err(|e| NativeError::database(format!("invalid database URL: {e}")))?
-            .database("postgres")
-            .disable_statement_logging();
-        let mut conn = admin.connect().await?;
-        let existed: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                .bind(&name)
-                .fetch_one(&mut conn)
-                .await?;
-        let dropped = sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            database::quote_ident(&name)
-        ))
-        .execute(&mut conn)
-        .await;
-        conn.close().await.ok();
-        dropped?;
-        Ok(existed)
+        Ok(database::drop_database(&url).await?)
     })
 }
 
@@ -352,7 +207,7 @@ fn register_templates(
     let c = client(&opts)?;
     let rt = runtime()?;
     let registered = block_on(&rt, CALL_TIMEOUT, "registering templates", async move {
-        let registry = TemplateRegistry::new(c.pool.clone());
+        let registry = TemplateRegistry::new(c.pool().clone());
         let mut out = Vec::new();
         for (path, template) in templates {
             let template = template.for_environment(&env);
@@ -449,7 +304,7 @@ fn load_config(ruby: &Ruby, options_value: Value) -> Result<Value, magnus::Error
     } else {
         from_ruby(ruby, options_value, "options")?
     };
-    let config = opts.load()?;
+    let config = opts.load().map_err(NativeError::from)?;
     let value = serde_json::to_value(&config)
         .map_err(|e| NativeError::native(format!("serializing configuration: {e}")))?;
     let hash: RHash = RHash::from_value(to_ruby(ruby, &value)?)

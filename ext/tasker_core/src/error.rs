@@ -7,12 +7,13 @@
 use magnus::value::{InnerValue, Opaque};
 use magnus::{prelude::*, ExceptionClass, RModule, Ruby};
 use std::sync::OnceLock;
+use tasker_orchestration::client::ClientError;
 use tasker_orchestration::OrchestrationError;
 use tasker_shared::config::ConfigError;
 use tasker_shared::database::DatabaseError;
 use tasker_shared::models::StoreError;
 use tasker_shared::template::TemplateError;
-use tasker_worker::worker::core::WorkerStartError;
+use tasker_worker::worker::ffi_worker::FfiWorkerError;
 
 /// One Ruby class each, under TaskerCore::Native.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,17 +147,6 @@ pub fn native_error(message: impl Into<String>) -> magnus::Error {
     NativeError::native(message).into()
 }
 
-pub fn fork_error(what: &str, owner: u32) -> magnus::Error {
-    NativeError::new(
-        Kind::Fork,
-        format!(
-            "this {what} was created in process {owner} and cannot be used in forked process {}; create a new one after fork",
-            std::process::id()
-        ),
-    )
-    .into()
-}
-
 impl From<ConfigError> for NativeError {
     fn from(e: ConfigError) -> Self {
         Self::new(Kind::Config, e.to_string())
@@ -214,8 +204,26 @@ impl From<OrchestrationError> for NativeError {
     }
 }
 
-impl From<WorkerStartError> for NativeError {
-    fn from(e: WorkerStartError) -> Self {
-        Self::new(Kind::Worker, format!("starting the worker: {e}"))
+impl From<FfiWorkerError> for NativeError {
+    fn from(e: FfiWorkerError) -> Self {
+        let kind = match &e {
+            FfiWorkerError::Database(_) => Kind::Database,
+            FfiWorkerError::Template { source, .. } => store_kind(source),
+            FfiWorkerError::Start(_) | FfiWorkerError::NoChannel => Kind::Worker,
+        };
+        Self::new(kind, e.to_string())
+    }
+}
+
+impl From<ClientError> for NativeError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::InvalidRequest { .. } => Self::conversion(e.to_string()),
+            ClientError::Database(e) => e.into(),
+            ClientError::Orchestration(e) => e.into(),
+            ClientError::Store(e) => e.into(),
+            ClientError::Sql(e) => e.into(),
+            ClientError::Serialize { .. } => Self::native(e.to_string()),
+        }
     }
 }

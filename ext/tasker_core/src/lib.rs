@@ -14,10 +14,8 @@
 
 mod channel;
 mod client;
-mod config;
 mod convert;
 mod error;
-mod logging;
 mod loopback_channel;
 mod nogvl;
 mod runtime;
@@ -33,7 +31,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[magnus::init]
 fn init(ruby: &Ruby) -> Result<(), Error> {
-    logging::init();
+    tasker_worker::worker::ffi_logging::init();
     runtime::install_fork_hook()?;
     let tasker = ruby.define_module("TaskerCore")?;
     let native = tasker.define_module("Native")?;

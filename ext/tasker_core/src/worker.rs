@@ -2,7 +2,6 @@
 //! FfiDispatchChannel, optionally with orchestration embedded in the same process.
 
 use crate::channel::{complete_on, poll_channel};
-use crate::config::ConfigOptions;
 use crate::convert::{from_ruby, seconds, to_ruby, to_ruby_via_json};
 use crate::error::NativeError;
 use crate::nogvl::{block_on, wait, Waited};
@@ -11,19 +10,15 @@ use magnus::{function, method, prelude::*, RHash, RModule, Ruby, Value};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tasker_orchestration::{OrchestrationCore, OrchestrationHandle};
-use tasker_shared::messages::DomainEvent;
-use tasker_shared::models::TemplateRegistry;
+use tasker_shared::config::ConfigOptions;
 use tasker_shared::template::load_template_dirs;
-use tasker_shared::{database, TaskerConfig};
-use tasker_worker::worker::commands::{WorkerCommand, WorkerStatus};
-use tasker_worker::worker::handlers::ffi_dispatch_channel::FfiDispatchChannel;
-use tasker_worker::{Dispatch, WorkerCore, WorkerHandle, WorkerOptions};
+use tasker_shared::TaskerConfig;
+use tasker_worker::worker::commands::WorkerStatus;
+use tasker_worker::worker::ffi_worker::{FfiWorker, FfiWorkerOptions};
 use tokio::runtime::Runtime;
-use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// Starting connects, registers templates and creates queues; this bounds all of it.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
@@ -68,46 +63,29 @@ struct StartOptions {
     worker_id: Option<String>,
 }
 
-/// What survives `stop`: the parts a shutdown consumes are taken out of their Options.
-struct Running {
-    handle: WorkerHandle,
-    /// Kept apart from the handle so `status` never waits on `stop`. Must be dropped before
-    /// shutdown, which waits for every command sender to go.
-    commands: mpsc::Sender<WorkerCommand>,
-    orchestration: Option<OrchestrationHandle>,
-}
-
 struct Inner {
     runtime: Arc<Runtime>,
-    ffi: Arc<FfiDispatchChannel>,
-    worker_id: String,
+    worker: Arc<FfiWorker>,
     config: TaskerConfig,
-    running: Mutex<Option<Running>>,
-    commands: Mutex<Option<mpsc::Sender<WorkerCommand>>>,
-    events: Arc<tokio::sync::Mutex<broadcast::Receiver<DomainEvent>>>,
-    events_dropped: Arc<AtomicU64>,
+    /// Taken by `stop`, which shuts it down after the worker.
+    orchestration: Mutex<Option<OrchestrationHandle>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         // Garbage-collected without `stop`: shut down in the background rather than leave
         // the worker claiming steps nobody will run. Never blocks the GC.
-        self.commands
+        let orchestration = self
+            .orchestration
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(r) = self
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(handle) = self.worker.take_for_shutdown() {
             let deadline = self.config.worker.shutdown_timeout();
             let orchestration_deadline = self.config.orchestration.shutdown_timeout();
-            drop(r.commands);
             self.runtime.spawn(async move {
-                r.handle.shutdown_within(deadline).await;
-                if let Some(o) = r.orchestration {
+                handle.shutdown_within(deadline).await;
+                if let Some(o) = orchestration {
                     o.shutdown(orchestration_deadline).await;
                 }
             });
@@ -136,7 +114,7 @@ fn start_worker(ruby: &Ruby, options: Value) -> Result<Worker, magnus::Error> {
         config: opts.config.clone(),
     };
     let environment = config_options.environment();
-    let config = config_options.load()?;
+    let config = config_options.load().map_err(NativeError::from)?;
     let templates = if opts.template_paths.is_empty() {
         Vec::new()
     } else {
@@ -144,67 +122,47 @@ fn start_worker(ruby: &Ruby, options: Value) -> Result<Worker, magnus::Error> {
     };
     let rt = runtime()?;
     let worker_config = config.clone();
-    let namespaces = opts.namespaces.clone();
-    let (handle, orchestration) =
+    let options = FfiWorkerOptions {
+        namespaces: opts.namespaces,
+        templates: templates
+            .iter()
+            .map(|(_, t)| t.for_environment(&environment))
+            .collect(),
+        worker_id: opts.worker_id,
+    };
+    let embedded = opts.embedded_orchestration;
+    let (worker, orchestration) =
         block_on(&rt, START_TIMEOUT, "starting the worker", async move {
             let config = worker_config;
-            let pool = database::connect(&config.database).await?;
-            let registry = TemplateRegistry::new(pool.clone());
-            for (_, template) in &templates {
-                registry
-                    .register(&template.for_environment(&environment))
-                    .await?;
-            }
-            let handle = WorkerCore::start(
-                pool.clone(),
-                &config,
-                WorkerOptions {
-                    namespaces,
-                    dispatch: Dispatch::Ffi,
-                    worker_id: opts.worker_id,
-                    callbacks: Vec::new(),
-                },
-            )
-            .await?;
-            let orchestration = if opts.embedded_orchestration {
+            let (worker, pool) = FfiWorker::start(&config, options).await?;
+            let orchestration = if embedded {
                 Some(OrchestrationCore::new(pool, config).await.start())
             } else {
                 None
             };
-            Ok((handle, orchestration))
+            Ok((worker, orchestration))
         })?;
-    let ffi = handle
-        .ffi
-        .clone()
-        .ok_or_else(|| NativeError::worker("the worker started without an FFI dispatch channel"))?;
-    let commands = handle.command_sender();
-    let events = handle.subscribe();
     Ok(Worker {
         inner: ProcessBound::new(Inner {
             runtime: rt,
-            ffi,
-            worker_id: handle.worker_id.clone(),
+            worker: Arc::new(worker),
             config,
-            commands: Mutex::new(Some(commands.clone())),
-            running: Mutex::new(Some(Running {
-                handle,
-                commands,
-                orchestration,
-            })),
-            events: Arc::new(tokio::sync::Mutex::new(events)),
-            events_dropped: Arc::default(),
+            orchestration: Mutex::new(orchestration),
         }),
     })
 }
 
 impl Worker {
     fn inner(&self) -> Result<&Inner, magnus::Error> {
-        self.inner.get("TaskerCore::Native::Worker")
+        Ok(self
+            .inner
+            .get("TaskerCore::Native::Worker")
+            .map_err(NativeError::from)?)
     }
 
     /// `poll(timeout_seconds)` -> Hash or nil.
     fn poll(ruby: &Ruby, rb_self: &Self, timeout: Value) -> Result<Option<RHash>, magnus::Error> {
-        poll_channel(ruby, &rb_self.inner()?.ffi, timeout)
+        poll_channel(ruby, &rb_self.inner()?.worker.ffi, timeout)
     }
 
     /// `complete(event_id, result)` -> true/false; returns at once.
@@ -214,49 +172,35 @@ impl Worker {
         event_id: String,
         result: Value,
     ) -> Result<bool, magnus::Error> {
-        complete_on(ruby, &rb_self.inner()?.ffi, event_id, result)
+        complete_on(ruby, &rb_self.inner()?.worker.ffi, event_id, result)
     }
 
     fn ffi_metrics(ruby: &Ruby, rb_self: &Self) -> Result<Value, magnus::Error> {
-        to_ruby_via_json(ruby, &rb_self.inner()?.ffi.metrics())
+        to_ruby_via_json(ruby, &rb_self.inner()?.worker.ffi.metrics())
     }
 
     /// `status` -> Hash: the worker's own counters, or `running: false` once stopped.
     fn status(ruby: &Ruby, rb_self: &Self) -> Result<Value, magnus::Error> {
         let inner = rb_self.inner()?;
-        let sender = inner
-            .commands
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let status: Option<WorkerStatus> = match sender {
-            None => None,
-            Some(sender) => match wait(&inner.runtime, STATUS_TIMEOUT, async move {
-                let (tx, rx) = oneshot::channel();
-                sender
-                    .send(WorkerCommand::GetStatus { reply: tx })
-                    .await
-                    .ok()?;
-                rx.await.ok()
-            })? {
-                Waited::Done(s) => s,
-                Waited::TimedOut => {
-                    return Err(
-                        NativeError::timeout("worker status did not arrive within 5 s").into(),
-                    )
-                }
-                Waited::Interrupted => {
-                    return Err(NativeError::interrupted("worker status was interrupted").into())
-                }
-            },
+        let worker = inner.worker.clone();
+        let status: Option<WorkerStatus> = match wait(&inner.runtime, STATUS_TIMEOUT, async move {
+            worker.status().await
+        })? {
+            Waited::Done(s) => s,
+            Waited::TimedOut => {
+                return Err(NativeError::timeout("worker status did not arrive within 5 s").into())
+            }
+            Waited::Interrupted => {
+                return Err(NativeError::interrupted("worker status was interrupted").into())
+            }
         };
         let running = status.is_some();
         let mut value = match status {
             Some(s) => serde_json::to_value(s).map_err(|e| NativeError::native(e.to_string()))?,
-            None => serde_json::json!({ "worker_id": inner.worker_id }),
+            None => serde_json::json!({ "worker_id": inner.worker.worker_id }),
         };
         value["running"] = serde_json::json!(running);
-        value["events_dropped"] = serde_json::json!(inner.events_dropped.load(Ordering::Relaxed));
+        value["events_dropped"] = serde_json::json!(inner.worker.events_dropped());
         to_ruby(ruby, &value)
     }
 
@@ -266,20 +210,12 @@ impl Worker {
     fn poll_event(ruby: &Ruby, rb_self: &Self, timeout: Value) -> Result<Value, magnus::Error> {
         let inner = rb_self.inner()?;
         let timeout = seconds(timeout, "poll_event timeout")?;
-        let events = inner.events.clone();
-        let dropped = inner.events_dropped.clone();
-        let got = wait(&inner.runtime, timeout, async move {
-            let mut rx = events.lock().await;
-            loop {
-                match rx.recv().await {
-                    Ok(e) => return Some(e),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        dropped.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        })?;
+        let worker = inner.worker.clone();
+        let got = wait(
+            &inner.runtime,
+            timeout,
+            async move { worker.next_event().await },
+        )?;
         match got {
             Waited::Done(Some(event)) => to_ruby_via_json(ruby, &event),
             Waited::Done(None) => Ok(ruby.qfalse().as_value()),
@@ -294,20 +230,14 @@ impl Worker {
     fn stop(rb_self: &Self, timeout: Value) -> Result<bool, magnus::Error> {
         let inner = rb_self.inner()?;
         let deadline = seconds(timeout, "stop timeout")?;
-        inner
-            .commands
+        let Some(handle) = inner.worker.take_for_shutdown() else {
+            return Ok(false);
+        };
+        let orchestration = inner
+            .orchestration
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        let Some(running) = inner
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        else {
-            return Ok(false);
-        };
-        drop(running.commands);
         let orchestration_deadline = inner
             .config
             .orchestration
@@ -316,8 +246,8 @@ impl Worker {
         // Spawned, so that an interrupted wait (a second Ctrl-C) leaves the shutdown running
         // instead of abandoning it half done.
         let done = inner.runtime.spawn(async move {
-            running.handle.shutdown_within(deadline).await;
-            if let Some(o) = running.orchestration {
+            handle.shutdown_within(deadline).await;
+            if let Some(o) = orchestration {
                 o.shutdown(orchestration_deadline).await;
             }
         });
@@ -336,17 +266,11 @@ impl Worker {
 
     /// True once `stop` has begun or the channel stopped handing out steps.
     fn is_stopped(rb_self: &Self) -> Result<bool, magnus::Error> {
-        let inner = rb_self.inner()?;
-        Ok(inner.ffi.is_closed()
-            || inner
-                .running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_none())
+        Ok(rb_self.inner()?.worker.is_stopped())
     }
 
     fn worker_id(rb_self: &Self) -> Result<String, magnus::Error> {
-        Ok(rb_self.inner()?.worker_id.clone())
+        Ok(rb_self.inner()?.worker.worker_id.clone())
     }
 
     /// The configuration the worker runs with, as a Hash.

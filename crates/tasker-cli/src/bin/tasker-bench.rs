@@ -1,7 +1,8 @@
 //! End-to-end benchmark: `tasker server` plus one worker process against the local Postgres,
 //! measured from outside through the database. Prints a Markdown table.
 //!
-//! bin/bench [--worker rust|ruby|both] [--tasks N] [--embedded-tasks N] [--history N]
+//! bin/bench [--worker rust|ruby|python|both|all] [--tasks N] [--embedded-tasks N] [--history N]
+//! (`both`: Rust and Ruby; `all`: Rust, Ruby and Python)
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
@@ -38,8 +39,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(about = "End-to-end Tasker benchmark against the local Postgres")]
 struct Args {
-    /// Which worker to measure.
-    #[arg(long, default_value = "rust", value_parser = ["rust", "ruby", "both"])]
+    /// Which worker to measure: both = rust and ruby, all = rust, ruby and python.
+    #[arg(long, default_value = "rust", value_parser = ["rust", "ruby", "python", "both", "all"])]
     worker: String,
     /// Tasks of 10 no-op steps for the throughput run.
     #[arg(long, default_value_t = 1000)]
@@ -48,7 +49,7 @@ struct Args {
     #[arg(long, default_value_t = 60)]
     latency_samples: usize,
     /// Tasks of 10 no-op steps the embedded-orchestration Ruby process creates one by one
-    /// (with --worker ruby or both).
+    /// (with --worker ruby, both or all).
     #[arg(long, default_value_t = 300)]
     embedded_tasks: usize,
     /// Measure on a fresh database, then again after this many finished steps of history
@@ -260,6 +261,21 @@ impl Bench {
     fn spawn_worker(&self, kind: &str) -> anyhow::Result<ManagedChild> {
         match kind {
             "rust" => self.spawn(&["worker", "--namespace", "bench"], &[]),
+            "python" => {
+                // The venv bin/setup makes; bin/bench installs the extension into it.
+                let child = Command::new(repo_root().join(".venv/bin/python"))
+                    .args(["-m", "tasker_core", "worker", "--namespace", "bench"])
+                    .args(["--import", "tasker_examples.bench", "--concurrency", "10"])
+                    .env("PYTHONPATH", repo_root().join("workers/python/examples"))
+                    .env("DATABASE_URL", &self.db_url)
+                    .env("TASKER_ENV", "development")
+                    .env("TASKER_CONFIG_DIR", repo_root().join("config/tasker"))
+                    .env("TASKER_TEMPLATE_PATH", &self.template_dir)
+                    .stdin(Stdio::null())
+                    .spawn()
+                    .context("starting the Python worker (python -m tasker_core worker)")?;
+                Ok(ManagedChild(child))
+            }
             _ => {
                 let child = Command::new("rake")
                     .arg("-f")
@@ -567,7 +583,7 @@ async fn main() -> anyhow::Result<()> {
     };
     if let Some(steps) = args.history {
         let _server = bench.spawn(&["server"], &[])?;
-        let kind = if args.worker == "both" {
+        let kind = if matches!(args.worker.as_str(), "both" | "all") {
             "rust"
         } else {
             args.worker.as_str()
@@ -583,21 +599,23 @@ async fn main() -> anyhow::Result<()> {
     let server = bench.spawn(&["server"], &[])?;
     let kinds: Vec<&str> = match args.worker.as_str() {
         "both" => vec!["rust", "ruby"],
+        "all" => vec!["rust", "ruby", "python"],
         k => vec![k],
     };
+    let with_ruby = kinds.contains(&"ruby");
     let mut rows = Vec::new();
-    for kind in kinds {
+    for kind in &kinds {
         eprintln!("measuring the {kind} worker ...");
         rows.push(measure(&bench, kind, &args).await?);
     }
-    let client_wait = if args.worker == "rust" {
+    let client_wait = if !with_ruby {
         None
     } else {
         eprintln!("measuring a Ruby client's create + wait ...");
         Some(measure_client_wait(&bench, args.latency_samples)?)
     };
     drop(server);
-    let embedded = if args.worker == "rust" {
+    let embedded = if !with_ruby {
         None
     } else {
         eprintln!("measuring one Ruby process with embedded orchestration ...");
@@ -607,8 +625,19 @@ async fn main() -> anyhow::Result<()> {
     let tps_after = pgbench_tps(&args.server).unwrap_or(f64::NAN);
     let tps = tps_before.min(tps_after);
     println!();
+    let steps_of = |kind: &str| rows.iter().find(|r| r.worker == kind).map(|r| r.throughput);
+    let python_to_ruby = match (steps_of("python"), steps_of("ruby")) {
+        (Some(py), Some(rb)) => Some(py / rb),
+        _ => None,
+    };
     let rows: Vec<(Row, f64)> = rows.into_iter().map(|r| (r, tps)).collect();
     print_rows(&rows);
+    if let Some(ratio) = python_to_ruby {
+        println!();
+        println!(
+            "Python worker / Ruby worker, no-op steps/s in this run: {ratio:.2} (target >= 0.9)"
+        );
+    }
     if let Some(c) = client_wait {
         println!();
         println!(

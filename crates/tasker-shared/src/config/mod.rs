@@ -6,9 +6,11 @@
 //! file it came from instead of a setting silently ignored.
 
 mod loader;
+mod options;
 mod retention;
 mod types;
 
 pub use loader::{ConfigError, ConfigLoader};
+pub use options::ConfigOptions;
 pub use retention::{Period, PeriodError, RetentionConfig, RetentionMode};
 pub use types::*;

@@ -184,6 +184,59 @@ async fn migrate_locked(pool: &PgPool) -> Result<(), DatabaseError> {
     Ok(())
 }
 
+/// Creates the URL's database if missing, migrates it and installs PGMQ, over a small pool
+/// of the shipped settings; for the bindings' setup tasks and test suites. Returns the
+/// database's name and whether it was created.
+pub async fn setup_database(url: &str) -> Result<(String, bool), DatabaseError> {
+    let name = database_name(url)?;
+    let created = create_database_if_missing(url).await?;
+    let mut db = crate::config::ConfigLoader::isolated(None, "development")
+        .set("database.url", url.to_string())
+        .load()
+        .map_err(|e| DatabaseError::InvalidUrl {
+            url: redact(url),
+            reason: e.to_string(),
+        })?
+        .database;
+    db.max_connections = 2;
+    db.min_connections = 0;
+    let pool = connect(&db).await?;
+    let outcome = migrate(&pool).await;
+    pool.close().await;
+    outcome?;
+    Ok((name, created))
+}
+
+/// Drops the URL's database (terminating its connections); for test suites that create one
+/// database per run. Returns whether it existed.
+pub async fn drop_database(url: &str) -> Result<bool, DatabaseError> {
+    let name = database_name(url)?;
+    let admin = options(url)?
+        .database("postgres")
+        .disable_statement_logging();
+    let mut conn = admin
+        .connect()
+        .await
+        .map_err(|source| DatabaseError::Connect {
+            target: redact(url),
+            source,
+        })?;
+    let existed: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await?;
+    let dropped = sqlx::query(&format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quote_ident(&name)
+    ))
+    .execute(&mut conn)
+    .await;
+    conn.close().await.ok();
+    dropped?;
+    Ok(existed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

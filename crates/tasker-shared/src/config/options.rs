@@ -1,14 +1,15 @@
-//! Configuration for the extension: the TOML layers (embedded base, `<config_dir>/base`,
-//! `<config_dir>/environments/<env>`), then the process environment, then what Ruby set.
+//! Configuration for a language binding (the Ruby and Python extensions): the TOML layers
+//! (embedded base, `<config_dir>/base`, `<config_dir>/environments/<env>`), then the
+//! process environment, then what the host language set.
 
-use crate::error::NativeError;
+use super::{ConfigError, ConfigLoader};
+use crate::TaskerConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use tasker_shared::config::ConfigLoader;
-use tasker_shared::TaskerConfig;
 
-/// What Ruby's `TaskerCore.configure` passes down.
+/// What a binding's configuration (Ruby's `TaskerCore.configure`, Python's keyword
+/// arguments) passes down.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigOptions {
@@ -46,7 +47,7 @@ impl ConfigOptions {
             })
     }
 
-    pub fn load(&self) -> Result<TaskerConfig, NativeError> {
+    pub fn load(&self) -> Result<TaskerConfig, ConfigError> {
         let environment = self.environment();
         let dir = self.config_dir();
         let mut loader = ConfigLoader::new(dir.as_deref(), &environment);
@@ -56,18 +57,18 @@ impl ConfigOptions {
         for (key, value) in &self.config {
             loader = loader.set(key, toml_value(key, value)?);
         }
-        Ok(loader.load()?)
+        loader.load()
     }
 }
 
-fn toml_value(key: &str, value: &serde_json::Value) -> Result<toml::Value, NativeError> {
+fn toml_value(key: &str, value: &serde_json::Value) -> Result<toml::Value, ConfigError> {
     use serde_json::Value as J;
     Ok(match value {
         J::Null => {
-            return Err(NativeError::new(
-                crate::error::Kind::Config,
-                format!("configuration key '{key}': nil is not a value"),
-            ))
+            return Err(ConfigError::InvalidValue {
+                key: key.to_string(),
+                reason: "null (nil, None) is not a value".into(),
+            })
         }
         J::Bool(b) => toml::Value::Boolean(*b),
         J::Number(n) => match n.as_i64() {
@@ -84,7 +85,7 @@ fn toml_value(key: &str, value: &serde_json::Value) -> Result<toml::Value, Nativ
         J::Object(map) => toml::Value::Table(
             map.iter()
                 .map(|(k, v)| Ok((k.clone(), toml_value(&format!("{key}.{k}"), v)?)))
-                .collect::<Result<_, NativeError>>()?,
+                .collect::<Result<_, ConfigError>>()?,
         ),
     })
 }

@@ -1,5 +1,6 @@
-//! Log output of the Rust core: to stderr, filtered by `TASKER_LOG` (then `RUST_LOG`),
-//! warnings and errors by default so a Ruby process is not flooded.
+//! Log output of the Rust core inside a language binding (Ruby, Python): to stderr,
+//! filtered by `TASKER_LOG` (then `RUST_LOG`), warnings and errors by default so the host
+//! process is not flooded.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -18,7 +19,7 @@ pub fn init() {
 }
 
 /// File descriptor 2 written directly. `std::io::stderr` takes a process-wide lock that a
-/// runtime thread may hold at the moment Ruby forks; the child would then hang on its
+/// runtime thread may hold at the moment the host process forks; the child would then hang on its
 /// first log line. Each formatted event arrives as one buffer, so lines stay whole.
 struct RawStderr;
 

@@ -1,0 +1,178 @@
+//! The client calls a language binding offers its users (Ruby's and Python's `Client`):
+//! create a task, read it, wait for it (woken by the database), cancel it. Tasks come back
+//! as JSON (the task row, `terminal`, and its steps), which each binding turns into its
+//! own objects.
+
+use crate::{task_operations, OrchestrationError, TaskInitializer, TaskRequest};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::time::Duration;
+use tasker_shared::database::{self, DatabaseError};
+use tasker_shared::models::{StepRow, StoreError, TaskRow};
+use tasker_shared::{TaskState, TaskWaiter, TaskerConfig};
+use uuid::Uuid;
+
+/// Client pools are for occasional calls beside a worker, not for throughput.
+const CLIENT_MAX_CONNECTIONS: u32 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A request a binding passed that cannot be a task (names the field).
+    #[error("task request.{field}: {reason}")]
+    InvalidRequest { field: &'static str, reason: String },
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    #[error(transparent)]
+    Orchestration(#[from] OrchestrationError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    #[error("serializing {what}: {source}")]
+    Serialize {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+#[derive(Clone)]
+pub struct TaskClient {
+    pool: PgPool,
+    initializer: TaskInitializer,
+    /// One listening connection for every thread of the process that waits for a task.
+    waiter: TaskWaiter,
+    initiator: &'static str,
+}
+
+impl TaskClient {
+    /// Connects with a small pool. Call inside the runtime: the initializer spawns on it.
+    /// `initiator` is recorded on tasks created without one (`ruby`, `python`).
+    pub async fn connect(
+        config: &TaskerConfig,
+        initiator: &'static str,
+    ) -> Result<Self, ClientError> {
+        let mut db = config.database.clone();
+        db.max_connections = db.max_connections.min(CLIENT_MAX_CONNECTIONS);
+        db.min_connections = db.min_connections.min(db.max_connections);
+        let pool = database::connect(&db).await?;
+        Ok(Self {
+            // A worker this process started takes the roots of the tasks created here that
+            // it has room for, claimed in the creating transaction.
+            initializer: TaskInitializer::new(pool.clone(), config.backoff.clone())
+                .with_limits(&config.orchestration)
+                .with_local_claims(),
+            waiter: TaskWaiter::new(
+                pool.clone(),
+                config.orchestration.wait_fallback_poll_interval(),
+                config.database.reconnect_backoff(),
+            ),
+            pool,
+            initiator,
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Creates the task: `task_uuid`, `created` (false when the idempotency key was
+    /// taken), `state`, and `task`, as [`Self::get`] returns it. The statement that
+    /// creates the task also reads it back: one round trip per creation.
+    pub async fn create(&self, mut request: TaskRequest) -> Result<Value, ClientError> {
+        if request.initiator.is_none() {
+            request.initiator = Some(self.initiator.into());
+        }
+        for (field, value) in [
+            ("namespace", &request.namespace),
+            ("name", &request.name),
+            ("version", &request.version),
+        ] {
+            if value.trim().is_empty() {
+                return Err(ClientError::InvalidRequest {
+                    field,
+                    reason: "must not be empty".into(),
+                });
+            }
+        }
+        if !request.context.is_object() {
+            return Err(ClientError::InvalidRequest {
+                field: "context",
+                reason: "must be a JSON object (a Hash, a dict)".into(),
+            });
+        }
+        let (created, task, steps) = self.initializer.create_and_read_task(&request).await?;
+        let mut value =
+            serde_json::to_value(&created).map_err(|source| ClientError::Serialize {
+                what: "the created task",
+                source,
+            })?;
+        value["task"] = task_json(&task, Some(&steps))?;
+        Ok(value)
+    }
+
+    /// The task row, `terminal`, and its steps.
+    pub async fn get(&self, id: Uuid) -> Result<Value, ClientError> {
+        let (task, steps) = self.read(id).await?;
+        task_json(&task, Some(&steps))
+    }
+
+    /// Waits until the task is terminal or `timeout` passes (woken by the database, not
+    /// by polling; cut to the waiter's maximum), then returns it as [`Self::get`] does.
+    pub async fn wait(&self, id: Uuid, timeout: Duration) -> Result<Value, ClientError> {
+        let timeout = timeout.min(tasker_shared::task_waiter::MAX_WAIT);
+        // A read that finds the task finished brings its steps along, and is what this
+        // returns; one that does not reads only the task.
+        let read = || async {
+            let found = TaskRow::find_with_steps_if_terminal(&self.pool, id).await?;
+            let state = found.as_ref().and_then(|(t, _)| t.task_state().ok());
+            Ok::<_, ClientError>((found, state))
+        };
+        let (task, steps) = match self.waiter.wait_with(id, timeout, read).await? {
+            Some((task, Some(steps))) => (task, steps),
+            // Still running at the deadline: the caller reports its steps' states.
+            Some((_, None)) => self.read(id).await?,
+            None => return Err(self.not_found(id).await),
+        };
+        task_json(&task, Some(&steps))
+    }
+
+    /// Cancels the task; the task row as it now stands (without steps).
+    pub async fn cancel(&self, id: Uuid, by: &str) -> Result<Value, ClientError> {
+        let task = task_operations::cancel_task(&self.pool, id, by).await?;
+        task_json(&task, None)
+    }
+
+    /// A task's row and steps, in one round trip.
+    async fn read(&self, id: Uuid) -> Result<(TaskRow, Vec<StepRow>), ClientError> {
+        match TaskRow::find_with_steps(&self.pool, id).await? {
+            Some(found) => Ok(found),
+            None => Err(self.not_found(id).await),
+        }
+    }
+
+    /// Not found, or removed by retention (the message says which).
+    async fn not_found(&self, id: Uuid) -> ClientError {
+        tasker_shared::models::missing_task(&self.pool, id)
+            .await
+            .into()
+    }
+}
+
+fn task_json(task: &TaskRow, steps: Option<&[StepRow]>) -> Result<Value, ClientError> {
+    let mut value = serde_json::to_value(task).map_err(|source| ClientError::Serialize {
+        what: "the task",
+        source,
+    })?;
+    let terminal = task
+        .task_state()
+        .map(TaskState::is_terminal)
+        .unwrap_or(false);
+    value["terminal"] = json!(terminal);
+    if let Some(steps) = steps {
+        value["steps"] = serde_json::to_value(steps).map_err(|source| ClientError::Serialize {
+            what: "the task's steps",
+            source,
+        })?;
+    }
+    Ok(value)
+}

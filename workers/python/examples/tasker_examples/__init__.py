@@ -1,0 +1,2 @@
+"""Example Python handlers: the order-fulfillment workflow (templates/), and the handlers
+the benchmark's templates name."""
