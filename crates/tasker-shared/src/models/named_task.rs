@@ -40,11 +40,11 @@ impl TemplateRegistry {
         }
     }
 
-    /// Registers a validated template and creates its namespace's worker and domain-event
-    /// queues. Re-registering a version with a different body is refused: running tasks
-    /// refer to the body they were created from.
+    /// Creates a validated template's namespace worker and domain-event queues, then
+    /// registers the template: queues first, so a task created the moment its template is
+    /// visible finds them. Re-registering a version with a different body is refused:
+    /// running tasks refer to the body they were created from.
     pub async fn register(&self, template: &TaskTemplate) -> Result<RegisterOutcome, StoreError> {
-        let outcome = self.register_body(template).await?;
         let queues = QueueClient::new(self.pool.clone()).await;
         for queue in [
             worker_queue(&template.namespace),
@@ -53,7 +53,7 @@ impl TemplateRegistry {
             let queue = queue.map_err(StoreError::InvalidName)?;
             queues.ensure_queue(&queue).await?;
         }
-        Ok(outcome)
+        self.register_body(template).await
     }
 
     async fn register_body(&self, template: &TaskTemplate) -> Result<RegisterOutcome, StoreError> {
