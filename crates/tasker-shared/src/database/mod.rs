@@ -109,9 +109,14 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, DatabaseError> {
         // No JIT: every statement here is short, and a function scan's default estimate
         // of 1,000 rows can cost one high enough to be compiled first (the stale-task
         // sweep spent 0.6 s of CPU compiling a query that ran in 50 ms).
+        // No sequential scans where an index serves: a queue table's statistics are a
+        // snapshot of a table that empties and refills in seconds, and a claim planned
+        // while it looked empty (after a vacuum) read every page, dead rows included, for
+        // each claim until the next analyze: a worker ran 4x slower for a whole bench run.
         .connect_with(options(&config.url)?.options([
             ("synchronous_commit", config.synchronous_commit.as_str()),
             ("jit", "off"),
+            ("enable_seqscan", "off"),
         ]))
         .await
         .map_err(|source| DatabaseError::Connect {
