@@ -339,11 +339,11 @@ CREATE TABLE tasker.workers (
     last_seen_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
--- A claimed step, as a worker reads it: the queue message that named it (if any), the claim
--- outcome, and what the handler needs (claim_messages returns these).
-CREATE TYPE tasker.message_claim AS (
-	msg_id bigint,
-	message jsonb,
+-- The claim of a step, the one shape every claiming function returns: the outcome
+-- (claimed, busy, scheduled, finished, missing), lease_expires_at (a claimed or busy step's
+-- lease, a scheduled task's run_at) and, when claimed, what the handler needs. Built for
+-- claimed steps by tasker.claimed_steps alone.
+CREATE TYPE tasker.step_claim AS (
 	step_uuid uuid,
 	outcome text,
 	lease_expires_at timestamp with time zone,
@@ -361,6 +361,15 @@ CREATE TYPE tasker.message_claim AS (
 	inputs jsonb,
 	task_context jsonb,
 	dependency_results jsonb
+);
+
+-- A message read from a worker queue and the claim of the step it names (NULL when it
+-- names none: a malformed message). claim_messages returns these.
+CREATE TYPE tasker.message_claim AS (
+	msg_id bigint,
+	message jsonb,
+	step_uuid uuid,
+	claim tasker.step_claim
 );
 
 -- Retention (crates/tasker-orchestration/src/retention.rs) takes finished tasks per state,

@@ -21,10 +21,7 @@ BEGIN
     FROM unnest(p_msgs) WITH ORDINALITY AS u(m, i);
   SELECT array_agg(DISTINCT x) INTO v_steps FROM unnest(v_named) AS x WHERE x IS NOT NULL;
   RETURN QUERY
-    SELECT u.id, u.m, u.step, c.outcome, c.lease_expires_at, c.task_uuid, c.step_name,
-           c.namespace, c.task_name, c.task_version, c.attempt, c.max_attempts,
-           c.handler_callable, c.handler_initialization, c.timeout_seconds,
-           c.publishes_events, c.inputs, c.task_context, c.dependency_results
+    SELECT u.id, u.m, u.step, CASE WHEN c.step_uuid IS NOT NULL THEN c END
       FROM unnest(p_ids, p_msgs, v_named) WITH ORDINALITY AS u(id, m, step, i)
       LEFT JOIN tasker.claim_steps(coalesce(v_steps, ARRAY[]::uuid[]), p_worker, p_lease_seconds) AS c
         ON c.step_uuid = u.step

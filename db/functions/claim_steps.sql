@@ -1,12 +1,12 @@
 -- Claims steps for a worker: each enqueued step (or in_progress one whose lease expired: its
 -- worker died) moves to in_progress with this worker as owner, a new attempt and a lease.
--- One row per requested step with its outcome and, when claimed, everything the handler
--- needs (task context, parents' results). Outcomes: claimed; busy (another worker's live
--- lease, lease_expires_at says until when); scheduled (its task's run_at is later: that
--- time is in lease_expires_at); finished (nothing to run); missing. Commits without
+-- One tasker.step_claim per requested step, in step order: claimed (with everything the
+-- handler needs, from claimed_steps); busy (another worker's live lease, lease_expires_at
+-- says until when); scheduled (its task's run_at is later: that time is in
+-- lease_expires_at); finished (nothing to run); missing. Commits without
 -- waiting for the flush: a claim lost in a crash is only a step claimed again.
 CREATE OR REPLACE FUNCTION tasker.claim_steps(p_steps uuid[], p_worker text, p_lease_seconds integer)
- RETURNS TABLE(step_uuid uuid, outcome text, lease_expires_at timestamp with time zone, task_uuid uuid, step_name text, namespace text, task_name text, task_version text, attempt integer, max_attempts integer, handler_callable text, handler_initialization jsonb, timeout_seconds integer, publishes_events jsonb, inputs jsonb, task_context jsonb, dependency_results jsonb)
+ RETURNS SETOF tasker.step_claim
  LANGUAGE plpgsql
  SET enable_seqscan TO 'off'
  SET plan_cache_mode TO 'force_generic_plan'
@@ -86,36 +86,21 @@ BEGIN
     PERFORM tasker.record_step_transitions(v_claimed, v_tasks, v_from, v_to, p_worker, v_meta);
   END IF;
   RETURN QUERY
+    SELECT c.* FROM tasker.claimed_steps(coalesce(v_claimed, ARRAY[]::uuid[])) AS c
+    UNION ALL
     SELECT u.id,
            CASE WHEN s.step_uuid IS NULL THEN 'missing'
-                WHEN c.step_uuid IS NOT NULL THEN 'claimed'
                 WHEN s.state = 'in_progress' THEN 'busy'
                 WHEN s.state = 'enqueued' THEN 'scheduled'
                 ELSE 'finished' END,
            CASE WHEN s.state = 'in_progress' THEN s.lease_expires_at
-                WHEN s.state = 'enqueued' AND c.step_uuid IS NULL
+                WHEN s.state = 'enqueued'
                   THEN (SELECT t.run_at FROM tasker.tasks t WHERE t.task_uuid = s.task_uuid)
            END,
-           c.task_uuid, c.name, c.namespace, c.task_name, c.version, c.attempts, c.max_attempts,
-           c.handler_callable, c.handler_initialization, c.timeout_seconds,
-           c.publishes_events, c.inputs, c.context, c.dependency_results
+           NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
       FROM (SELECT DISTINCT x AS id FROM unnest(p_steps) AS x) u
       LEFT JOIN tasker.workflow_steps s ON s.step_uuid = u.id AND s.step_uuid = ANY (p_steps)
-      LEFT JOIN LATERAL (
-        SELECT s.step_uuid, s.task_uuid, s.name, n.name AS namespace, nt.name AS task_name,
-               nt.version, s.attempts, s.max_attempts, s.handler_callable,
-               s.handler_initialization, s.timeout_seconds, s.publishes_events, s.inputs,
-               t.context,
-               coalesce((SELECT jsonb_object_agg(ps.name, ps.results)
-                           FROM tasker.workflow_step_edges e
-                           JOIN tasker.workflow_steps ps ON ps.step_uuid = e.from_step_uuid
-                          WHERE e.to_step_uuid = s.step_uuid AND NOT e.gate), '{}'::jsonb)
-                 AS dependency_results
-          FROM tasker.tasks t
-          JOIN tasker.named_tasks nt ON nt.named_task_uuid = t.named_task_uuid
-          JOIN tasker.namespaces n ON n.namespace_uuid = nt.namespace_uuid
-         WHERE s.step_uuid = ANY (v_claimed) AND t.task_uuid = s.task_uuid
-      ) c ON true
-     ORDER BY u.id;
+     WHERE NOT (u.id = ANY (coalesce(v_claimed, ARRAY[]::uuid[])))
+     ORDER BY 1;
 END;
 $function$;

@@ -7,7 +7,7 @@
 -- other goes through store_step_results. One row per result: its outcome, whether
 -- messages were sent, and the claim of a child taken for the caller.
 CREATE OR REPLACE FUNCTION tasker.complete_steps(p_worker text, p_results jsonb, p_jitter_ratio double precision, p_max_retry_after_ms bigint, p_send_namespaces text[] DEFAULT NULL::text[], p_claim_max integer DEFAULT 0, p_lease_seconds integer DEFAULT 0)
- RETURNS TABLE(step_uuid uuid, task_uuid uuid, namespace text, outcome text, enqueued boolean, message jsonb, claim jsonb)
+ RETURNS TABLE(step_uuid uuid, task_uuid uuid, namespace text, outcome text, enqueued boolean, message jsonb, claim tasker.step_claim)
  LANGUAGE plpgsql
  SET enable_seqscan TO 'off'
  SET plan_cache_mode TO 'force_generic_plan'
@@ -32,7 +32,7 @@ DECLARE
   v_ready_ns    text[];
   v_ready_msgs  jsonb[];
   v_claim       uuid[];
-  v_claims      jsonb;
+  v_claims      tasker.step_claim[];
   v_plain       boolean;
   v_events      boolean;
   q             record;
@@ -130,8 +130,7 @@ BEGIN
     -- through their key array, as everywhere on this path: joined to the counts alone, the
     -- generic plan may merge-join the step table's whole primary key.
     WITH locked AS (
-      SELECT c.step_uuid, k.n, ns.name AS ns, nt.name AS task_name, nt.version,
-             t.context, c.attempts,
+      SELECT c.step_uuid, k.n, ns.name AS ns, c.attempts,
              c.state = 'pending' AND c.pending_parents = k.n AND t.state = 'steps_in_process'
                AND c.attempts < c.max_attempts AND (c.retryable OR c.attempts = 0)
                AND (c.next_retry_at IS NULL OR c.next_retry_at <= clock_timestamp()) AS ready
@@ -166,9 +165,7 @@ BEGIN
         FROM picked l
        WHERE c.step_uuid = ANY (v_children) AND c.step_uuid = l.step_uuid
       RETURNING c.step_uuid, c.task_uuid, c.name, l.attempts + 1 AS attempt, l.ns, l.ready,
-                l.claimed, l.task_name, l.version, l.context, c.max_attempts,
-                c.handler_callable, c.handler_initialization, c.timeout_seconds,
-                c.publishes_events, c.inputs, c.lease_expires_at
+                l.claimed
     )
     SELECT array_agg(m.step_uuid ORDER BY m.step_uuid),
            array_agg(m.task_uuid ORDER BY m.step_uuid),
@@ -177,25 +174,12 @@ BEGIN
            array_agg(jsonb_build_object('task_uuid', m.task_uuid, 'step_uuid', m.step_uuid,
                                         'step_name', m.name, 'namespace', m.ns,
                                         'attempt', m.attempt) ORDER BY m.step_uuid),
-           array_agg(m.step_uuid ORDER BY m.step_uuid) FILTER (WHERE m.claimed),
-           -- What claim_steps returns for a claimed step, as the worker hands it over.
-           jsonb_object_agg(m.step_uuid, jsonb_build_object(
-             'step_uuid', m.step_uuid, 'outcome', 'claimed',
-             'lease_expires_at', m.lease_expires_at, 'task_uuid', m.task_uuid,
-             'step_name', m.name, 'namespace', m.ns, 'task_name', m.task_name,
-             'task_version', m.version, 'attempt', m.attempt,
-             'max_attempts', m.max_attempts, 'handler_callable', m.handler_callable,
-             'handler_initialization', m.handler_initialization,
-             'timeout_seconds', m.timeout_seconds, 'publishes_events', m.publishes_events,
-             'inputs', m.inputs, 'task_context', m.context,
-             'dependency_results',
-             coalesce((SELECT jsonb_object_agg(ps.name, ps.results)
-                         FROM tasker.workflow_step_edges e
-                         JOIN tasker.workflow_steps ps ON ps.step_uuid = e.from_step_uuid
-                        WHERE e.to_step_uuid = m.step_uuid AND NOT e.gate), '{}'::jsonb)))
-             FILTER (WHERE m.claimed)
-      INTO v_ready, v_ready_tasks, v_ready_meta, v_ready_ns, v_ready_msgs, v_claim, v_claims
+           array_agg(m.step_uuid ORDER BY m.step_uuid) FILTER (WHERE m.claimed)
+      INTO v_ready, v_ready_tasks, v_ready_meta, v_ready_ns, v_ready_msgs, v_claim
       FROM moved m WHERE m.ready;
+    IF v_claim IS NOT NULL THEN
+      SELECT array_agg(c) INTO v_claims FROM tasker.claimed_steps(v_claim) AS c;
+    END IF;
     IF v_ready IS NOT NULL THEN
       -- pending -> enqueued for each, and enqueued -> in_progress after it for a claimed
       -- one: allowed transitions both, appended after the step's last row (the UPDATE
@@ -304,11 +288,11 @@ BEGIN
   v_enqueued := current_setting('tasker.steps_enqueued') = 'on';
   RETURN QUERY
     SELECT (a->>'step')::uuid, (a->>'task')::uuid, a->>'ns', a->>'outcome', v_enqueued,
-           NULL::jsonb, NULL::jsonb
+           NULL::jsonb, NULL::tasker.step_claim
       FROM jsonb_array_elements(coalesce(v_applied, '[]'::jsonb)) AS a;
   IF v_done IS NOT NULL THEN
     RETURN QUERY
-      SELECT d.s, d.t, n.ns, 'completed'::text, v_enqueued, NULL::jsonb, NULL::jsonb
+      SELECT d.s, d.t, n.ns, 'completed'::text, v_enqueued, NULL::jsonb, NULL::tasker.step_claim
         FROM unnest(v_done, v_done_tasks) AS d(s, t)
         JOIN (SELECT u.t, ns.name AS ns
                 FROM (SELECT DISTINCT x AS t FROM unnest(v_done_tasks) AS x) AS u
@@ -318,11 +302,12 @@ BEGIN
           ON n.t = d.t;
   END IF;
   RETURN QUERY
-    SELECT id, NULL::uuid, NULL::text, 'refused'::text, v_enqueued, NULL::jsonb, NULL::jsonb
+    SELECT id, NULL::uuid, NULL::text, 'refused'::text, v_enqueued, NULL::jsonb, NULL::tasker.step_claim
       FROM unnest(v_ids) AS id
      WHERE NOT (id = ANY (coalesce(v_steps, ARRAY[]::uuid[]) || coalesce(v_done, ARRAY[]::uuid[])));
   RETURN QUERY
-    SELECT u.step, u.task, u.ns, 'enqueued'::text, v_enqueued, u.msg, v_claims -> u.step::text
+    SELECT u.step, u.task, u.ns, 'enqueued'::text, v_enqueued, u.msg,
+           (SELECT c FROM unnest(v_claims) AS c WHERE c.step_uuid = u.step)
       FROM unnest(v_ready, v_ready_tasks, v_ready_ns, v_ready_msgs) AS u(step, task, ns, msg)
      WHERE u.ns = ANY (p_send_namespaces);
 END;

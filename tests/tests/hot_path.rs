@@ -6,6 +6,7 @@
 use serde_json::{json, Value};
 use sqlx::Row;
 use std::time::Duration;
+use tasker_shared::claim::StepClaim;
 use tasker_shared::queue::{worker_queue, QueueName};
 use tasker_tests::Harness;
 use tasker_worker::worker::actors::step_executor_actor::claim_statement;
@@ -920,7 +921,14 @@ async fn the_claim_statement_reads_and_claims_in_one_call() {
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get("step_uuid"), r.get("outcome"), r.get("attempt")))
+        .map(|r| {
+            let claim: Option<StepClaim> = r.get("claim");
+            (
+                r.get("step_uuid"),
+                claim.as_ref().map(|c| c.outcome().to_string()),
+                claim.and_then(StepClaim::into_claimed).map(|c| c.attempt),
+            )
+        })
         .collect();
     let claimed = (Some(first), Some("claimed".to_string()), Some(1));
     assert_eq!(
@@ -940,10 +948,12 @@ async fn the_claim_statement_reads_and_claims_in_one_call() {
 
     queues.send(&queue, &again, &h.db.pool).await.unwrap();
     let busy = call("w2").await.unwrap();
-    let outcome: Option<String> = busy[0].get("outcome");
-    let lease: Option<chrono::DateTime<chrono::Utc>> = busy[0].get("lease_expires_at");
-    assert_eq!(outcome.as_deref(), Some("busy"));
-    assert!(lease.is_some_and(|l| l > chrono::Utc::now()));
+    match busy[0].get::<Option<StepClaim>, _>("claim") {
+        Some(StepClaim::Busy { lease_expires_at }) => {
+            assert!(lease_expires_at > chrono::Utc::now())
+        }
+        other => panic!("expected busy, got {other:?}"),
+    }
     h.shutdown().await;
 }
 
@@ -1069,7 +1079,8 @@ async fn a_recording_claims_children_it_readies_for_its_worker() {
     let start = step_id(&h, task, "start").await;
     assert_eq!(claim(&h, &[start], "w1").await, ["claimed"]);
     let recording = sqlx::query(
-        "SELECT * FROM tasker.complete_steps('w1', $1, 0, 60000, ARRAY['diamond_workflow'], 1, 45)",
+        "SELECT step_uuid, outcome, to_jsonb(claim) AS claim
+           FROM tasker.complete_steps('w1', $1, 0, 60000, ARRAY['diamond_workflow'], 1, 45)",
     )
     .bind(Value::Array(vec![success(start, 1, json!(9))]));
     let mut tx = h.db.pool.begin().await.unwrap();
@@ -1179,7 +1190,7 @@ async fn a_recording_claims_children_it_readies_for_its_worker() {
     assert_eq!(keys(taken_claim), keys(&read_claim));
     // Without leave to claim, nothing is claimed (w2 claimed `other` above).
     let rows: Vec<(String, Option<Value>)> = sqlx::query_as(
-        "SELECT outcome, claim FROM tasker.complete_steps('w2', $1, 0, 60000, ARRAY['diamond_workflow'])",
+        "SELECT outcome, to_jsonb(claim) FROM tasker.complete_steps('w2', $1, 0, 60000, ARRAY['diamond_workflow'])",
     )
     .bind(Value::Array(vec![success(other, 1, json!(81))]))
     .fetch_all(&h.db.pool)

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::postgres::PgArguments;
 use sqlx::query::QueryAs;
 use sqlx::Postgres;
+use tasker_shared::claim::ClaimedStep;
 use tasker_shared::config::BackoffConfig;
 use tasker_shared::local_worker::ClaimedRoot;
 use tasker_shared::template::TaskTemplate;
@@ -107,20 +108,26 @@ impl FixedSteps {
             .filter_map(|(step_uuid, name, msg_id)| {
                 let i = self.names.iter().position(|n| *n == name)?;
                 Some(ClaimedRoot {
-                    task_uuid: task,
-                    step_uuid,
                     msg_id,
-                    step_name: name,
-                    namespace: request.namespace.clone(),
-                    task_name: request.name.clone(),
-                    task_version: request.version.clone(),
-                    max_attempts: self.max_attempts[i],
-                    handler_callable: self.callables[i].clone(),
-                    handler_initialization: self.inits[i].clone(),
-                    timeout_seconds: self.timeouts[i],
-                    publishes_events: self.events[i].clone(),
-                    task_context: request.context.clone(),
-                    lease_expires_at,
+                    claim: ClaimedStep {
+                        step_uuid,
+                        task_uuid: task,
+                        step_name: name,
+                        namespace: request.namespace.clone(),
+                        task_name: request.name.clone(),
+                        task_version: request.version.clone(),
+                        attempt: 1,
+                        max_attempts: self.max_attempts[i],
+                        handler_callable: self.callables[i].clone(),
+                        handler_initialization: self.inits[i].clone(),
+                        timeout_seconds: self.timeouts[i],
+                        publishes_events: self.events[i].clone(),
+                        // The column's default: a fixed DAG's steps have no inputs.
+                        inputs: serde_json::Value::Object(Default::default()),
+                        task_context: request.context.clone(),
+                        dependency_results: serde_json::Value::Object(Default::default()),
+                        lease_expires_at,
+                    },
                 })
             })
             .collect()

@@ -9,39 +9,16 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 use tasker_shared::config::BackoffConfig;
 use tasker_shared::messages::StepResultMessage;
+use tasker_shared::outcome::RecordingOutcome;
 use tasker_shared::queue::{worker_queue, QueueClient, QueueName, QueuedMessage};
 
 /// What became of one result message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResultOutcome {
-    Completed,
-    RetryScheduled,
-    Failed,
-    /// A duplicate, or a result for an attempt that is no longer current.
-    Ignored,
+    /// Recorded: what the recording did with its step.
+    Recorded(RecordingOutcome),
     /// The body could not be decoded; archived.
     Malformed,
-}
-
-impl ResultOutcome {
-    fn parse(s: &str) -> Self {
-        match s {
-            "completed" => Self::Completed,
-            "retry_scheduled" => Self::RetryScheduled,
-            "failed" => Self::Failed,
-            _ => Self::Ignored,
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Self::Completed => "completed",
-            Self::RetryScheduled => "retry_scheduled",
-            Self::Failed => "failed",
-            Self::Ignored => "ignored",
-            Self::Malformed => "malformed",
-        }
-    }
 }
 
 #[derive(Clone)]
@@ -59,7 +36,7 @@ struct Applied {
     msg_id: i64,
     task_uuid: uuid::Uuid,
     namespace: Option<String>,
-    outcome: String,
+    outcome: RecordingOutcome,
 }
 
 impl ResultProcessor {
@@ -94,7 +71,7 @@ impl ResultProcessor {
         Ok(outcomes
             .get(&message.msg_id)
             .copied()
-            .unwrap_or(ResultOutcome::Ignored))
+            .unwrap_or(ResultOutcome::Recorded(RecordingOutcome::Ignored)))
     }
 
     /// Applies a batch. Messages are split by task into up to `concurrency` groups that run
@@ -137,13 +114,13 @@ impl ResultProcessor {
             match applied {
                 Ok(rows) => {
                     for row in rows {
-                        let outcome = ResultOutcome::parse(&row.outcome);
-                        metrics::counter!("tasker_results_total", "outcome" => outcome.label())
+                        let outcome = row.outcome;
+                        metrics::counter!("tasker_results_total", "outcome" => outcome.as_str())
                             .increment(1);
-                        if matches!(outcome, ResultOutcome::Completed | ResultOutcome::Failed) {
+                        if outcome.settles_step() {
                             settled.insert(row.task_uuid);
                         }
-                        if outcome != ResultOutcome::Ignored {
+                        if outcome != RecordingOutcome::Ignored {
                             namespaces.extend(row.namespace);
                         } else {
                             tracing::debug!(
@@ -151,7 +128,7 @@ impl ResultProcessor {
                                 "ignored duplicate or stale result"
                             );
                         }
-                        outcomes.insert(row.msg_id, outcome);
+                        outcomes.insert(row.msg_id, ResultOutcome::Recorded(outcome));
                     }
                 }
                 Err(e) => {

@@ -17,9 +17,12 @@
 //! - `queue`: PGMQ queues, their names, the after-commit `Notifier`, queue maintenance.
 //! - `messages`, `result`, `payload`: what travels between processes (step messages, domain
 //!   events, step results) and the limits a stored payload must keep.
+//! - `outcome`: what recording a result did with its step (`RecordingOutcome`).
+//! - `claim`: a step's claim (`StepClaim`, `ClaimedStep`), as SQL's `tasker.step_claim` holds it.
 //! - `local_worker`, `task_waiter`, `host`, `observability`: claiming at creation for an
 //!   in-process worker, waiting for tasks, the host name, metrics and logs.
 
+pub mod claim;
 pub mod config;
 pub mod database;
 pub mod host;
@@ -27,6 +30,7 @@ pub mod local_worker;
 pub mod messages;
 pub mod models;
 pub mod observability;
+pub mod outcome;
 pub mod payload;
 pub mod queue;
 pub mod result;
@@ -35,7 +39,9 @@ pub mod task_waiter;
 pub mod template;
 pub mod testing;
 
+pub use claim::{ClaimedStep, StepClaim};
 pub use config::TaskerConfig;
+pub use outcome::RecordingOutcome;
 pub use result::{ErrorType, StepError, StepExecutionResult};
 pub use state::{StepState, TaskState};
 pub use task_waiter::TaskWaiter;

@@ -4,32 +4,19 @@
 //! claim transaction of their own. What the creation does not claim goes through the queue
 //! as before, for whichever worker is free.
 
-use chrono::{DateTime, Utc};
+use crate::claim::ClaimedStep;
 use parking_lot::Mutex;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Weak};
-use uuid::Uuid;
 
-/// A root step claimed at its task's creation: what its handler needs, all known to the
-/// creator (a root has no parent results).
+/// A root step claimed at its task's creation, and its worker message, inserted as read
+/// (hidden for the visibility timeout). The claim is built by the creator, which knows all
+/// of it (a root has no parent results).
 #[derive(Debug, Clone)]
 pub struct ClaimedRoot {
-    pub task_uuid: Uuid,
-    pub step_uuid: Uuid,
-    /// Its worker message, inserted as read (hidden for the visibility timeout).
     pub msg_id: i64,
-    pub step_name: String,
-    pub namespace: String,
-    pub task_name: String,
-    pub task_version: String,
-    pub max_attempts: i32,
-    pub handler_callable: String,
-    pub handler_initialization: serde_json::Value,
-    pub timeout_seconds: Option<i32>,
-    pub publishes_events: serde_json::Value,
-    pub task_context: serde_json::Value,
-    pub lease_expires_at: DateTime<Utc>,
+    pub claim: ClaimedStep,
 }
 
 /// A worker of this process that takes roots claimed for it at creation.

@@ -5,7 +5,7 @@
 //! (A recording's claims of children stop at the handlers free, to keep a chain from
 //! holding back other work; a creation's roots are new work, as a read's messages are.)
 
-use super::actors::step_executor_actor::StepClaim;
+use super::actors::step_executor_actor::dispatched;
 use super::handlers::completion_processor::ChildClaims;
 use super::in_flight::InFlight;
 use super::worker_metrics as m;
@@ -81,18 +81,14 @@ impl RootReservation for Reserved {
 
     fn hand_over(mut self: Box<Self>, roots: Vec<ClaimedRoot>) {
         for root in roots {
-            let (step, msg_id) = (root.step_uuid, root.msg_id);
-            let (Some(permit), Ok(queue)) = (self.permits.pop(), worker_queue(&root.namespace))
+            let step = root.claim.step_uuid;
+            let (Some(permit), Ok(queue)) =
+                (self.permits.pop(), worker_queue(&root.claim.namespace))
             else {
                 tracing::error!(step = %step, "root claimed at creation without room or queue; its lease will expire and it will run again");
                 continue;
             };
-            permit.send(StepClaim::from(root).into_dispatched(
-                &queue,
-                msg_id,
-                step,
-                &self.in_flight,
-            ));
+            permit.send(dispatched(root.claim, &queue, root.msg_id, &self.in_flight));
             metrics::counter!(m::ROOTS_CLAIMED_AT_CREATION).increment(1);
         }
     }

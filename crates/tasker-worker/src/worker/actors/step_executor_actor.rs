@@ -6,12 +6,12 @@
 use crate::step::{DispatchedStep, StepContext};
 use crate::worker::in_flight::{InFlight, InFlightStep};
 use crate::worker::worker_metrics as m;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sqlx::PgPool;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
-use tasker_shared::local_worker::ClaimedRoot;
+use tasker_shared::claim::{ClaimedStep, StepClaim};
 use tasker_shared::messages::StepMessage;
 use tasker_shared::queue::{QueueClient, QueueName};
 use tasker_shared::template::EventDeclaration;
@@ -79,122 +79,64 @@ pub(crate) fn may_be_one_steps_fault(e: &sqlx::Error) -> bool {
     }
 }
 
-/// One `tasker.message_claim`: a message read, and the claim of the step it names.
+/// One `tasker.message_claim`: a message read, the step it names (None: malformed), and
+/// that step's claim.
 #[derive(sqlx::FromRow)]
 struct ClaimRow {
     msg_id: i64,
     message: serde_json::Value,
     step_uuid: Option<Uuid>,
-    #[sqlx(flatten)]
-    claim: StepClaim,
+    claim: Option<StepClaim>,
 }
 
-/// What `tasker.claim_steps` says of one step: whether this worker claimed it and, if it
-/// did, what its handler needs. Read from the claim statement's columns, or from the row
-/// as JSON where a recording claimed the step (`tasker.complete_steps`).
-#[derive(Debug, sqlx::FromRow, serde::Deserialize)]
-pub(crate) struct StepClaim {
-    outcome: Option<String>,
-    lease_expires_at: Option<DateTime<Utc>>,
-    task_uuid: Option<Uuid>,
-    step_name: Option<String>,
-    namespace: Option<String>,
-    task_name: Option<String>,
-    task_version: Option<String>,
-    attempt: Option<i32>,
-    max_attempts: Option<i32>,
-    handler_callable: Option<String>,
-    handler_initialization: Option<serde_json::Value>,
-    timeout_seconds: Option<i32>,
-    publishes_events: Option<serde_json::Value>,
-    inputs: Option<serde_json::Value>,
-    task_context: Option<serde_json::Value>,
-    dependency_results: Option<serde_json::Value>,
-}
-
-impl From<ClaimedRoot> for StepClaim {
-    /// A root claimed at its task's creation, for this worker: claimed, attempt 1, no
-    /// parent results.
-    fn from(r: ClaimedRoot) -> Self {
-        Self {
-            outcome: Some("claimed".into()),
-            lease_expires_at: Some(r.lease_expires_at),
-            task_uuid: Some(r.task_uuid),
-            step_name: Some(r.step_name),
-            namespace: Some(r.namespace),
-            task_name: Some(r.task_name),
-            task_version: Some(r.task_version),
-            attempt: Some(1),
-            max_attempts: Some(r.max_attempts),
-            handler_callable: Some(r.handler_callable),
-            handler_initialization: Some(r.handler_initialization),
-            timeout_seconds: r.timeout_seconds,
-            publishes_events: Some(r.publishes_events),
-            // The column's default: a fixed DAG's steps have no inputs.
-            inputs: Some(serde_json::Value::Object(Default::default())),
-            task_context: Some(r.task_context),
-            dependency_results: None,
-        }
-    }
-}
-
-impl StepClaim {
-    /// The step as it goes to the dispatch channel, entered first among the steps this
-    /// worker holds (with its message, which a recording deletes and a handback re-shows).
-    pub(crate) fn into_dispatched(
-        self,
-        queue: &QueueName,
-        msg_id: i64,
-        step_uuid: Uuid,
-        in_flight: &InFlight,
-    ) -> DispatchedStep {
-        let events: Vec<EventDeclaration> = self
-            .publishes_events
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default();
-        let dependency_results = match self.dependency_results {
-            Some(serde_json::Value::Object(m)) => m,
-            _ => serde_json::Map::new(),
-        };
-        let context = StepContext {
-            task_uuid: self.task_uuid.unwrap_or_default(),
-            step_uuid,
-            step_name: self.step_name.unwrap_or_default(),
-            namespace: self.namespace.unwrap_or_default(),
-            task_name: self.task_name.unwrap_or_default(),
-            task_version: self.task_version.unwrap_or_default(),
-            attempt: self.attempt.unwrap_or(1),
-            max_attempts: self.max_attempts.unwrap_or(1),
-            handler_callable: self.handler_callable.unwrap_or_default(),
-            initialization: self.handler_initialization.unwrap_or_default(),
-            inputs: self.inputs.unwrap_or_default(),
-            task_context: self.task_context.unwrap_or_default(),
-            dependency_results,
-            timeout_seconds: self.timeout_seconds.map(|t| t as u64),
-        };
-        in_flight.insert(
-            step_uuid,
-            InFlightStep {
-                queue: queue.clone(),
-                msg_id,
-                attempt: context.attempt,
-                executed: false,
-            },
-        );
-        metrics::counter!(m::STEPS_CLAIMED).increment(1);
-        DispatchedStep {
-            event_id: Uuid::now_v7(),
-            context: Arc::new(context),
-            publishes_events: events,
+/// A claimed step as it goes to the dispatch channel, entered first among the steps this
+/// worker holds (with its message, which a recording deletes and a handback re-shows).
+pub(crate) fn dispatched(
+    claim: ClaimedStep,
+    queue: &QueueName,
+    msg_id: i64,
+    in_flight: &InFlight,
+) -> DispatchedStep {
+    let events: Vec<EventDeclaration> =
+        serde_json::from_value(claim.publishes_events).unwrap_or_default();
+    let dependency_results = match claim.dependency_results {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
+    let context = StepContext {
+        task_uuid: claim.task_uuid,
+        step_uuid: claim.step_uuid,
+        step_name: claim.step_name,
+        namespace: claim.namespace,
+        task_name: claim.task_name,
+        task_version: claim.task_version,
+        attempt: claim.attempt,
+        max_attempts: claim.max_attempts,
+        handler_callable: claim.handler_callable,
+        initialization: claim.handler_initialization,
+        inputs: claim.inputs,
+        task_context: claim.task_context,
+        dependency_results,
+        timeout_seconds: claim.timeout_seconds.map(|t| t as u64),
+    };
+    in_flight.insert(
+        claim.step_uuid,
+        InFlightStep {
             queue: queue.clone(),
             msg_id,
-            dispatched_at: Instant::now(),
-            lease_expires_at: self.lease_expires_at.unwrap_or_else(Utc::now),
-        }
-    }
-
-    pub(crate) fn claimed(&self) -> bool {
-        self.outcome.as_deref() == Some("claimed")
+            attempt: context.attempt,
+            executed: false,
+        },
+    );
+    metrics::counter!(m::STEPS_CLAIMED).increment(1);
+    DispatchedStep {
+        event_id: Uuid::now_v7(),
+        context: Arc::new(context),
+        publishes_events: events,
+        queue: queue.clone(),
+        msg_id,
+        dispatched_at: Instant::now(),
+        lease_expires_at: claim.lease_expires_at,
     }
 }
 
@@ -357,33 +299,34 @@ impl StepExecutorActor {
                 finished.push(row.msg_id);
                 continue;
             }
-            match row.claim.outcome.as_deref() {
-                Some("claimed") => self.dispatch_claimed(queue, step, row).await,
-                Some(outcome @ ("busy" | "scheduled")) => {
-                    // Busy: another worker holds a live lease; look again when it would
-                    // expire, in case that worker died. Scheduled: its task's run_at is
-                    // later; the message stays hidden until then.
-                    if outcome == "busy" {
-                        metrics::counter!(m::CLAIM_CONFLICTS).increment(1);
-                    }
-                    let wait = row
-                        .claim
-                        .lease_expires_at
-                        .map(|t| {
-                            (t - Utc::now()).num_seconds().clamp(0, i32::MAX as i64 - 1) as i32 + 1
-                        })
-                        .unwrap_or(self.lease_seconds);
-                    let _ = self
-                        .queues
-                        .extend_visibility(queue, &[row.msg_id], wait)
-                        .await;
-                    tracing::debug!(step = %step, outcome, wait_seconds = wait, "step not claimable yet; deferring message");
+            let wait_until = match row.claim {
+                Some(StepClaim::Claimed(claim)) => {
+                    self.dispatch_claimed(queue, row.msg_id, *claim).await;
+                    continue;
                 }
+                Some(StepClaim::Busy { lease_expires_at }) => {
+                    metrics::counter!(m::CLAIM_CONFLICTS).increment(1);
+                    Some(lease_expires_at)
+                }
+                Some(StepClaim::Scheduled { run_at }) => run_at,
                 other => {
-                    tracing::debug!(step = %step, outcome = ?other, "step needs no work; dropping message");
+                    let outcome = other.as_ref().map(StepClaim::outcome);
+                    tracing::debug!(step = %step, outcome = ?outcome, "step needs no work; dropping message");
                     finished.push(row.msg_id);
+                    continue;
                 }
-            }
+            };
+            // Busy: another worker holds a live lease; look again when it would expire, in
+            // case that worker died. Scheduled: its task's run_at is later; the message
+            // stays hidden until then.
+            let wait = wait_until
+                .map(|t| (t - Utc::now()).num_seconds().clamp(0, i32::MAX as i64 - 1) as i32 + 1)
+                .unwrap_or(self.lease_seconds);
+            let _ = self
+                .queues
+                .extend_visibility(queue, &[row.msg_id], wait)
+                .await;
+            tracing::debug!(step = %step, wait_seconds = wait, "step not claimable yet; deferring message");
         }
         if !finished.is_empty() {
             let _ = self.queues.delete_batch(queue, &finished, &self.pool).await;
@@ -391,10 +334,8 @@ impl StepExecutorActor {
         read
     }
 
-    async fn dispatch_claimed(&self, queue: &QueueName, step_uuid: Uuid, row: ClaimRow) {
-        let step = row
-            .claim
-            .into_dispatched(queue, row.msg_id, step_uuid, &self.in_flight);
+    async fn dispatch_claimed(&self, queue: &QueueName, msg_id: i64, claim: ClaimedStep) {
+        let step = dispatched(claim, queue, msg_id, &self.in_flight);
         if self.dispatch.send(step).await.is_err() {
             tracing::warn!("dispatch channel closed; claimed step will be handed back");
         }

@@ -13,7 +13,7 @@
 
 use super::dispatch_service::{CompletedStep, PostHandlerCallback};
 use crate::step::DispatchedStep;
-use crate::worker::actors::step_executor_actor::{may_be_one_steps_fault, StepClaim};
+use crate::worker::actors::step_executor_actor::{dispatched, may_be_one_steps_fault};
 use crate::worker::domain_event_callback::durable_events;
 use crate::worker::in_flight::InFlight;
 use crate::worker::worker_metrics as m;
@@ -23,7 +23,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tasker_shared::claim::{ClaimedStep, StepClaim};
 use tasker_shared::config::BackoffConfig;
+use tasker_shared::outcome::RecordingOutcome;
 use tasker_shared::queue::{worker_queue, Notifier, QueueName};
 use tasker_shared::result::{ErrorType, StepError, StepExecutionResult};
 use tokio::sync::mpsc::Permit;
@@ -93,10 +95,6 @@ struct QueueWork<'a> {
     namespace: Option<&'a str>,
 }
 
-/// The outcome of a `tasker.complete_steps` row that stands for a child the recording
-/// enqueued rather than for a result.
-const ENQUEUED: &str = "enqueued";
-
 /// One row of `tasker.complete_steps`: what became of one step's result, or a child it
 /// enqueued.
 #[derive(sqlx::FromRow)]
@@ -104,11 +102,11 @@ struct Completion {
     step_uuid: uuid::Uuid,
     task_uuid: Option<uuid::Uuid>,
     namespace: Option<String>,
-    outcome: String,
+    outcome: RecordingOutcome,
     /// The transaction sent worker messages (children enqueued, or an outcome's new steps).
     enqueued: bool,
     /// An enqueued child this worker claimed in the same transaction, and its message.
-    claim: Option<sqlx::types::Json<StepClaim>>,
+    claim: Option<StepClaim>,
     msg_id: Option<i64>,
 }
 
@@ -269,7 +267,7 @@ impl CompletionProcessorService {
         let completions = self.complete(rows, &steps, true).await?;
         Ok(completions
             .into_iter()
-            .filter(|c| c.outcome == "refused")
+            .filter(|c| c.outcome == RecordingOutcome::Refused)
             .map(|c| c.step_uuid)
             .collect())
     }
@@ -347,21 +345,21 @@ impl CompletionProcessorService {
         let mut namespaces = BTreeSet::new();
         let mut settled = BTreeSet::new();
         for c in &mut completions {
-            if c.outcome == ENQUEUED {
+            if c.outcome == RecordingOutcome::Enqueued {
                 // A child this recording enqueued, its message sent by the statement above:
                 // this worker's to run if it claimed it, the queue's consumers' otherwise.
-                let claim = c.claim.take().filter(|claim| claim.claimed());
+                let claim = c.claim.take().and_then(StepClaim::into_claimed);
                 match (claim, permits.as_mut().and_then(Iterator::next)) {
-                    (Some(claim), Some(permit)) => self.hand_over(claim.0, c, permit),
+                    (Some(claim), Some(permit)) => self.hand_over(claim, c, permit),
                     _ => namespaces.extend(c.namespace.as_deref()),
                 }
                 continue;
             }
-            metrics::counter!("tasker_results_total", "outcome" => c.outcome.clone()).increment(1);
-            if matches!(c.outcome.as_str(), "completed" | "failed") {
+            metrics::counter!("tasker_results_total", "outcome" => c.outcome.as_str()).increment(1);
+            if c.outcome.settles_step() {
                 settled.extend(c.task_uuid);
             }
-            if c.enqueued && c.outcome != "refused" {
+            if c.enqueued && c.outcome != RecordingOutcome::Refused {
                 namespaces.extend(c.namespace.as_deref());
             }
         }
@@ -376,7 +374,7 @@ impl CompletionProcessorService {
 
     /// Puts a child this recording claimed on the dispatch channel, in a slot reserved
     /// before the recording.
-    fn hand_over(&self, claim: StepClaim, c: &Completion, permit: Permit<'_, DispatchedStep>) {
+    fn hand_over(&self, claim: ClaimedStep, c: &Completion, permit: Permit<'_, DispatchedStep>) {
         let Some(queue) = c.namespace.as_deref().and_then(|ns| worker_queue(ns).ok()) else {
             tracing::error!(step = %c.step_uuid, "claimed child without a namespace; its lease will expire and it will run again");
             return;
@@ -385,7 +383,7 @@ impl CompletionProcessorService {
             tracing::error!(step = %c.step_uuid, "claimed child without its message; its lease will expire and it will run again");
             return;
         };
-        permit.send(claim.into_dispatched(&queue, msg_id, c.step_uuid, &self.in_flight));
+        permit.send(dispatched(claim, &queue, msg_id, &self.in_flight));
         metrics::counter!(m::CHILDREN_CLAIMED).increment(1);
     }
 
@@ -455,7 +453,9 @@ impl CompletionProcessorService {
         let completions = self
             .complete(vec![result_row(done, result)], &[done], claim_children)
             .await?;
-        Ok(completions.iter().all(|c| c.outcome != "refused"))
+        Ok(completions
+            .iter()
+            .all(|c| c.outcome != RecordingOutcome::Refused))
     }
 
     /// The result is already recorded: a callback that fails, panics or overruns its
@@ -499,14 +499,16 @@ fn recording_statement<'a>(queues: impl Iterator<Item = &'a QueueName>) -> Strin
             ", gone_{i} AS (DELETE FROM {table} q
                  USING unnest(${step}::uuid[], ${msg}::bigint[]) AS m(step_uuid, msg_id), done d
                  WHERE q.msg_id = m.msg_id AND d.step_uuid = m.step_uuid
-                   AND d.outcome <> 'refused'),
+                   AND d.outcome <> '{refused}'),
                sent_{i} AS (INSERT INTO {table} (vt, read_ct, message)
-                 SELECT CASE WHEN d.claim IS NULL THEN clock_timestamp()
+                 SELECT CASE WHEN (d.claim).step_uuid IS NULL THEN clock_timestamp()
                              ELSE clock_timestamp() + make_interval(secs => $8) END,
-                        CASE WHEN d.claim IS NULL THEN 0 ELSE 1 END, d.message
+                        CASE WHEN (d.claim).step_uuid IS NULL THEN 0 ELSE 1 END, d.message
                    FROM done d
-                  WHERE d.outcome = '{ENQUEUED}' AND d.namespace = ${ns}::text
-                 RETURNING msg_id, message)"
+                  WHERE d.outcome = '{enqueued}' AND d.namespace = ${ns}::text
+                 RETURNING msg_id, message)",
+            refused = RecordingOutcome::Refused,
+            enqueued = RecordingOutcome::Enqueued,
         ));
         sent.push(format!("SELECT msg_id, message FROM sent_{i}"));
     }
@@ -514,7 +516,7 @@ fn recording_statement<'a>(queues: impl Iterator<Item = &'a QueueName>) -> Strin
         " SELECT d.step_uuid, d.task_uuid, d.namespace, d.outcome, d.enqueued, d.claim, s.msg_id
             FROM done d
             LEFT JOIN ({}) s
-              ON d.claim IS NOT NULL AND (s.message->>'step_uuid')::uuid = d.step_uuid",
+              ON (d.claim).step_uuid IS NOT NULL AND (s.message->>'step_uuid')::uuid = d.step_uuid",
         sent.join(" UNION ALL ")
     ));
     sql
