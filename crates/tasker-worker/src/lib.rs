@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //!
+//! - `ffi`: the façade a language binding (Ruby, Python) uses, and the only one it uses.
 //! - `step`: what a handler gets and returns (`StepContext`, `HandlerOutput`, `HandlerError`).
 //! - `worker::core`: `WorkerCore::start` wires everything below; `WorkerHandle` stops it.
 //! - `worker::event_system`, `worker::actor_command_processor`, `worker::actors`: waking,
@@ -19,6 +20,7 @@
 //! - `worker::domain_event_callback`, `worker::http`, `worker::worker_metrics`: events, the
 //!   worker's `/health` and `/metrics`, metric names.
 
+pub mod ffi;
 pub mod step;
 pub mod worker;
 

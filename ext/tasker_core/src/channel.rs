@@ -7,9 +7,7 @@ use magnus::{RHash, Ruby, Value};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
-use tasker_worker::worker::handlers::ffi_dispatch_channel::{
-    FfiDispatchChannel, FfiError, FfiStepResult, PolledStep,
-};
+use tasker_worker::ffi::{FfiDispatchChannel, FfiError, FfiStepResult, PolledStep};
 
 /// Never set: the GVL-holding attempt in `poll_channel` does not wait, so it needs no
 /// interrupt.

@@ -13,7 +13,7 @@ use tasker_shared::config::ConfigError;
 use tasker_shared::database::DatabaseError;
 use tasker_shared::models::StoreError;
 use tasker_shared::template::TemplateError;
-use tasker_worker::worker::ffi_worker::FfiWorkerError;
+use tasker_worker::ffi::FfiWorkerError;
 
 /// One Ruby class each, under TaskerCore::Native.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

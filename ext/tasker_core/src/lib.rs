@@ -31,7 +31,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[magnus::init]
 fn init(ruby: &Ruby) -> Result<(), Error> {
-    tasker_worker::worker::ffi_logging::init();
+    tasker_worker::ffi::init_logging();
     runtime::install_fork_hook()?;
     let tasker = ruby.define_module("TaskerCore")?;
     let native = tasker.define_module("Native")?;

@@ -10,9 +10,7 @@ use crate::nogvl::{wait, Waited};
 use crate::runtime::{runtime, ProcessBound};
 use magnus::{function, method, prelude::*, RArray, RHash, RModule, Ruby, Value};
 use std::sync::Arc;
-use tasker_worker::worker::handlers::ffi_loopback::{
-    step_context, Loopback, LoopbackError, MAX_FEED,
-};
+use tasker_worker::ffi::{step_context, Loopback, LoopbackError, MAX_FEED};
 use tokio::runtime::Runtime;
 
 pub fn define(ruby: &Ruby, native: RModule) -> Result<(), magnus::Error> {

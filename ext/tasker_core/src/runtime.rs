@@ -3,17 +3,17 @@
 
 use crate::error::{native_error, NativeError};
 use std::sync::Arc;
-use tasker_worker::worker::ffi_runtime::{self, ForkedError};
+use tasker_worker::ffi::{self, ForkedError};
 use tokio::runtime::Runtime;
 
-pub use tasker_worker::worker::ffi_runtime::ProcessBound;
+pub use tasker_worker::ffi::ProcessBound;
 
 pub fn install_fork_hook() -> Result<(), magnus::Error> {
-    ffi_runtime::install_fork_hook().map_err(|e| native_error(e.to_string()))
+    ffi::install_fork_hook().map_err(|e| native_error(e.to_string()))
 }
 
 pub fn runtime() -> Result<Arc<Runtime>, magnus::Error> {
-    ffi_runtime::runtime().map_err(|e| native_error(e.to_string()))
+    ffi::runtime().map_err(|e| native_error(e.to_string()))
 }
 
 impl From<ForkedError> for NativeError {

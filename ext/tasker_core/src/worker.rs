@@ -16,8 +16,7 @@ use tasker_orchestration::{OrchestrationCore, OrchestrationHandle};
 use tasker_shared::config::ConfigOptions;
 use tasker_shared::template::load_template_dirs;
 use tasker_shared::TaskerConfig;
-use tasker_worker::worker::commands::WorkerStatus;
-use tasker_worker::worker::ffi_worker::{FfiWorker, FfiWorkerOptions};
+use tasker_worker::ffi::{FfiWorker, FfiWorkerOptions, WorkerStatus};
 use tokio::runtime::Runtime;
 
 /// Starting connects, registers templates and creates queues; this bounds all of it.

@@ -15,7 +15,7 @@ use tasker_orchestration::TaskRequest;
 use tasker_shared::config::ConfigOptions;
 use tasker_shared::database;
 use tasker_shared::template::load_template_dirs;
-use tasker_worker::worker::ffi_runtime::{runtime, ProcessBound};
+use tasker_worker::ffi::{runtime, ProcessBound};
 
 /// Upper bound on one client call; the pool's acquire timeout usually fires long before.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);

@@ -13,9 +13,7 @@ use tasker_shared::config::ConfigError as SharedConfigError;
 use tasker_shared::database::DatabaseError as SharedDatabaseError;
 use tasker_shared::models::StoreError;
 use tasker_shared::template::TemplateError as SharedTemplateError;
-use tasker_worker::worker::ffi_runtime::ForkedError;
-use tasker_worker::worker::ffi_worker::FfiWorkerError;
-use tasker_worker::worker::handlers::ffi_loopback::LoopbackError;
+use tasker_worker::ffi::{FfiWorkerError, ForkedError, LoopbackError};
 
 pyo3::create_exception!(
     tasker_core,
