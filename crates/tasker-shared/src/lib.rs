@@ -19,9 +19,12 @@
 //!   events, step results) and the limits a stored payload must keep.
 //! - `local_worker`, `task_waiter`, `host`, `observability`: claiming at creation for an
 //!   in-process worker, waiting for tasks, the host name, metrics and logs.
+//! - `ErrorKind` (`error_kind`): what kind of failure each error is, for the language
+//!   bindings' exception classes.
 
 pub mod config;
 pub mod database;
+mod error_kind;
 pub mod host;
 pub mod local_worker;
 pub mod messages;
@@ -36,6 +39,7 @@ pub mod template;
 pub mod testing;
 
 pub use config::TaskerConfig;
+pub use error_kind::{Classify, ErrorKind};
 pub use result::{ErrorType, StepError, StepExecutionResult};
 pub use state::{StepState, TaskState};
 pub use task_waiter::TaskWaiter;

@@ -11,7 +11,10 @@
 //!   [`install_fork_hook`];
 //! - log output: [`init_logging`];
 //! - a channel with no database behind it, for the bindings' tests and benchmarks:
-//!   [`Loopback`].
+//!   [`Loopback`];
+//! - what kind of failure an error is, for the binding to pick its exception class:
+//!   [`ErrorKind`] through [`Classify`] (implemented here for the errors above, in
+//!   tasker-shared and tasker-orchestration for theirs).
 
 pub use crate::worker::commands::WorkerStatus;
 pub use crate::worker::ffi_logging::init as init_logging;
@@ -24,3 +27,39 @@ pub use crate::worker::handlers::ffi_dispatch_channel::{
 };
 pub use crate::worker::handlers::ffi_loopback::{step_context, Loopback, LoopbackError, MAX_FEED};
 pub use crate::WorkerHandle;
+pub use tasker_shared::{Classify, ErrorKind};
+
+impl Classify for FfiWorkerError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            FfiWorkerError::Database(e) => e.kind(),
+            FfiWorkerError::Template { source, .. } => source.kind(),
+            FfiWorkerError::Start(_) | FfiWorkerError::NoChannel => ErrorKind::Worker,
+        }
+    }
+}
+
+impl Classify for LoopbackError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            LoopbackError::InvalidSetting { .. } | LoopbackError::TooMany(_) => {
+                ErrorKind::InvalidArgument
+            }
+            LoopbackError::Config(e) => e.kind(),
+            LoopbackError::UnknownField(_) | LoopbackError::InvalidStep(_) => ErrorKind::Conversion,
+            LoopbackError::Closed => ErrorKind::Worker,
+        }
+    }
+}
+
+impl Classify for ForkedError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Fork
+    }
+}
+
+impl Classify for RuntimeError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::Internal
+    }
+}

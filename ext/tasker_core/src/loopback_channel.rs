@@ -10,7 +10,7 @@ use crate::nogvl::{wait, Waited};
 use crate::runtime::{runtime, ProcessBound};
 use magnus::{function, method, prelude::*, RArray, RHash, RModule, Ruby, Value};
 use std::sync::Arc;
-use tasker_worker::ffi::{step_context, Loopback, LoopbackError, MAX_FEED};
+use tasker_worker::ffi::{step_context, Loopback, MAX_FEED};
 use tokio::runtime::Runtime;
 
 pub fn define(ruby: &Ruby, native: RModule) -> Result<(), magnus::Error> {
@@ -40,21 +40,6 @@ pub fn define(ruby: &Ruby, native: RModule) -> Result<(), magnus::Error> {
 struct Inner {
     runtime: Arc<Runtime>,
     loopback: Loopback,
-}
-
-impl From<LoopbackError> for NativeError {
-    fn from(e: LoopbackError) -> Self {
-        match e {
-            LoopbackError::InvalidSetting { .. } | LoopbackError::TooMany(_) => {
-                Self::argument(e.to_string())
-            }
-            LoopbackError::Config(c) => c.into(),
-            LoopbackError::UnknownField(_) | LoopbackError::InvalidStep(_) => {
-                Self::conversion(e.to_string())
-            }
-            LoopbackError::Closed => Self::worker(e.to_string()),
-        }
-    }
 }
 
 #[magnus::wrap(class = "TaskerCore::Native::LoopbackChannel", free_immediately, size)]

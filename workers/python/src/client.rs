@@ -37,7 +37,7 @@ pub fn define(m: &Bound<'_, PyModule>) -> PyResult<()> {
 static CLIENTS: Mutex<Option<ProcessBound<HashMap<String, TaskClient>>>> = Mutex::new(None);
 
 fn rt() -> PyResult<std::sync::Arc<tokio::runtime::Runtime>> {
-    Ok(runtime().map_err(|e| NativeError::native(e.to_string()))?)
+    Ok(runtime().map_err(NativeError::from)?)
 }
 
 fn options(value: Option<&Bound<'_, PyAny>>) -> PyResult<ConfigOptions> {

@@ -43,7 +43,7 @@ impl LoopbackChannel {
             Some(c) if !c.is_none() => from_py(c, "LoopbackChannel config")?,
             _ => serde_json::Map::new(),
         };
-        let rt = runtime().map_err(|e| NativeError::native(e.to_string()))?;
+        let rt = runtime().map_err(NativeError::from)?;
         let loopback = Loopback::new(rt.handle().clone(), overrides).map_err(NativeError::from)?;
         Ok(Self {
             inner: ProcessBound::new(Inner {

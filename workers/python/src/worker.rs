@@ -108,7 +108,7 @@ fn start_worker(py: Python<'_>, options: &Bound<'_, PyAny>) -> PyResult<Worker> 
     } else {
         load_template_dirs(&opts.template_paths).map_err(NativeError::from)?
     };
-    let rt = runtime().map_err(|e| NativeError::native(e.to_string()))?;
+    let rt = runtime().map_err(NativeError::from)?;
     let worker_config = config.clone();
     let options = FfiWorkerOptions {
         namespaces: opts.namespaces,
