@@ -8,7 +8,7 @@ use sqlx::Row;
 use std::time::Duration;
 use tasker_shared::queue::{worker_queue, QueueName};
 use tasker_tests::Harness;
-use tasker_worker::worker::actors::step_executor_actor::claim_statement;
+use tasker_worker::claim_statement;
 use uuid::Uuid;
 
 /// A harness whose orchestrator is stopped: the test plays the worker by hand.
@@ -1236,7 +1236,7 @@ async fn message_of(h: &Harness, queue: &QueueName, step: Uuid) -> (i32, bool) {
 async fn a_creation_claims_the_roots_its_local_worker_has_room_for() {
     use tasker_orchestration::{TaskInitializer, TaskRequest};
     use tasker_tests::toml_value::Value as Toml;
-    use tasker_worker::worker::handlers::ffi_dispatch_channel::FfiStepResult;
+    use tasker_worker::ffi::FfiStepResult;
     use tasker_worker::Dispatch;
 
     // Woken only by notifications, so that no fallback read holds room of its own when the
