@@ -766,7 +766,7 @@ async fn the_sweep_enqueues_ready_steps_left_behind_and_leaves_busy_tasks_alone(
         .execute(&h.db.pool)
         .await
         .unwrap();
-    let enqueuer = tasker_orchestration::step_enqueuer::StepEnqueuer::new(
+    let enqueuer = tasker_orchestration::StepEnqueuer::new(
         h.db.pool.clone(),
         tasker_shared::queue::Notifier::spawn(h.db.pool.clone()),
         Duration::from_secs(1),
