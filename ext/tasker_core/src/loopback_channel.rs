@@ -3,11 +3,11 @@
 //! sink. Specs use it to test poll/complete, timeouts and starvation; the benchmark uses it
 //! to time the FFI round trip.
 
-use crate::channel::{complete_on, poll_channel};
-use crate::convert::{count as count_arg, from_json, seconds, to_json, to_ruby_via_json};
 use crate::error::NativeError;
-use crate::nogvl::{wait, Waited};
-use crate::runtime::{runtime, ProcessBound};
+use crate::helpers::channel::{complete_on, poll_channel};
+use crate::helpers::convert::{count as count_arg, from_json, seconds, to_json, to_ruby_via_json};
+use crate::helpers::nogvl::{wait, Waited};
+use crate::helpers::runtime::{runtime, ProcessBound};
 use magnus::{function, method, prelude::*, RArray, RHash, RModule, Ruby, Value};
 use std::sync::Arc;
 use tasker_worker::ffi::{step_context, Loopback, MAX_FEED};
