@@ -175,7 +175,7 @@ async fn every_metric_the_alerts_and_the_board_use_is_exported() {
         assert!(Instant::now() < deadline, "no FFI completion timeout");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tasker_orchestration::state_gauges::refresh(&h.db.pool)
+    tasker_orchestration::refresh_state_gauges(&h.db.pool)
         .await
         .unwrap();
 

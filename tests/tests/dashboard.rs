@@ -485,7 +485,7 @@ async fn the_workers_page_reads_the_registry_and_the_claims() {
     assert!(gone.contains(r#"data-worker-live="false""#));
     assert!(gone.contains(">down<"));
 
-    tasker_orchestration::state_gauges::refresh(&h.db.pool)
+    tasker_orchestration::refresh_state_gauges(&h.db.pool)
         .await
         .unwrap();
     let metrics = tasker_shared::observability::render();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tasker_shared::claim::StepClaim;
 use tasker_shared::queue::{worker_queue, QueueName};
 use tasker_tests::Harness;
-use tasker_worker::worker::actors::step_executor_actor::claim_statement;
+use tasker_worker::claim_statement;
 use uuid::Uuid;
 
 /// A harness whose orchestrator is stopped: the test plays the worker by hand.
@@ -767,7 +767,7 @@ async fn the_sweep_enqueues_ready_steps_left_behind_and_leaves_busy_tasks_alone(
         .execute(&h.db.pool)
         .await
         .unwrap();
-    let enqueuer = tasker_orchestration::step_enqueuer::StepEnqueuer::new(
+    let enqueuer = tasker_orchestration::StepEnqueuer::new(
         h.db.pool.clone(),
         tasker_shared::queue::Notifier::spawn(h.db.pool.clone()),
         Duration::from_secs(1),
@@ -1247,7 +1247,7 @@ async fn message_of(h: &Harness, queue: &QueueName, step: Uuid) -> (i32, bool) {
 async fn a_creation_claims_the_roots_its_local_worker_has_room_for() {
     use tasker_orchestration::{TaskInitializer, TaskRequest};
     use tasker_tests::toml_value::Value as Toml;
-    use tasker_worker::worker::handlers::ffi_dispatch_channel::FfiStepResult;
+    use tasker_worker::ffi::FfiStepResult;
     use tasker_worker::Dispatch;
 
     // Woken only by notifications, so that no fallback read holds room of its own when the

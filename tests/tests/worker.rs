@@ -9,12 +9,10 @@ use tasker_shared::queue::{worker_queue, QueueClient};
 use tasker_shared::StepExecutionResult;
 use tasker_tests::toml_value::Value as Toml;
 use tasker_tests::Harness;
-use tasker_worker::worker::handlers::completion_processor::{
-    CompletionProcessorService, CompletionSettings, RecordOutcome,
+use tasker_worker::{
+    CompletedStep, CompletionProcessorService, CompletionSettings, Dispatch, DispatchedStep,
+    InFlight, PostHandlerCallback, RecordOutcome, WorkerCore, WorkerOptions,
 };
-use tasker_worker::worker::handlers::dispatch_service::{CompletedStep, PostHandlerCallback};
-use tasker_worker::worker::in_flight::InFlight;
-use tasker_worker::{Dispatch, DispatchedStep, WorkerCore, WorkerOptions};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -184,12 +182,7 @@ async fn late_result_after_lease_loss_is_refused() {
     let result = StepExecutionResult::success(
         step.step_uuid,
         json!(3),
-        tasker_worker::worker::handlers::dispatch_service::metadata(
-            chrono::Utc::now(),
-            Instant::now(),
-            "w1",
-            json!(null),
-        ),
+        tasker_worker::metadata(chrono::Utc::now(), Instant::now(), "w1", json!(null)),
     );
     assert_eq!(
         processor

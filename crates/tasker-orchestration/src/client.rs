@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use std::time::Duration;
 use tasker_shared::database::{self, DatabaseError};
 use tasker_shared::models::{StepRow, StoreError, TaskRow};
-use tasker_shared::{TaskState, TaskWaiter, TaskerConfig};
+use tasker_shared::{Classify, ErrorKind, TaskState, TaskWaiter, TaskerConfig};
 use uuid::Uuid;
 
 /// Client pools are for occasional calls beside a worker, not for throughput.
@@ -33,6 +33,19 @@ pub enum ClientError {
         what: &'static str,
         source: serde_json::Error,
     },
+}
+
+impl Classify for ClientError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::InvalidRequest { .. } => ErrorKind::InvalidRequest,
+            ClientError::Database(e) => e.kind(),
+            ClientError::Orchestration(e) => e.kind(),
+            ClientError::Store(e) => e.kind(),
+            ClientError::Sql(_) => ErrorKind::Database,
+            ClientError::Serialize { .. } => ErrorKind::Internal,
+        }
+    }
 }
 
 #[derive(Clone)]

@@ -1,5 +1,6 @@
 use tasker_shared::models::StoreError;
 use tasker_shared::queue::QueueError;
+use tasker_shared::{Classify, ErrorKind};
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,27 @@ impl OrchestrationError {
         match tasker_shared::models::missing_task(pool, task).await {
             StoreError::NotFound { .. } => OrchestrationError::TaskNotFound(task),
             other => OrchestrationError::Store(other),
+        }
+    }
+}
+
+impl Classify for OrchestrationError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            OrchestrationError::TemplateNotFound { .. } => ErrorKind::TemplateNotFound,
+            OrchestrationError::InvalidContext { .. }
+            | OrchestrationError::UnstorableContext { .. } => ErrorKind::InvalidContext,
+            OrchestrationError::TaskNotFound(_) | OrchestrationError::StepNotFound { .. } => {
+                ErrorKind::NotFound
+            }
+            OrchestrationError::TaskFinished { .. }
+            | OrchestrationError::StepActionRefused { .. } => ErrorKind::InvalidState,
+            OrchestrationError::Store(s) => s.kind(),
+            // A template over max_steps_per_task is no database failure, but the bindings'
+            // exception contract raises it as one.
+            OrchestrationError::TooManySteps { .. }
+            | OrchestrationError::Queue(_)
+            | OrchestrationError::Database(_) => ErrorKind::Database,
         }
     }
 }

@@ -3,32 +3,39 @@
 //!
 //! # Layout
 //!
+//! Public modules: `api`, `client`, `retention`, `task_operations`, whose names say what
+//! their functions act on (`retention::run_once`, `task_operations::cancel_task`). The rest
+//! is private, with what other crates use re-exported at the root.
+//!
 //! - `task_initializer` (with `task_request`, `fixed_steps`, `creation_batcher`): creating tasks.
 //! - `orchestrator`: `OrchestrationCore` and the loops it starts: `step_enqueuer`,
 //!   `result_processor`, `dead_worker_reaper`, `queue_maintenance`, `retention`,
 //!   `state_gauges`, all on `periodic`'s timer.
 //! - `task_operations`: what an operator does to a task (cancel, reset or resolve a step).
+//! - `client`: the client calls a language binding offers (create, read, wait, cancel).
 //! - `api`: the REST API (`/v1`), `/health`, `/metrics`; `dashboard`: the HTML pages at `/ui`.
 
 pub mod api;
 pub mod client;
-pub mod creation_batcher;
-pub mod dashboard;
-pub mod dead_worker_reaper;
+mod creation_batcher;
+mod dashboard;
+mod dead_worker_reaper;
 mod error;
 mod fixed_steps;
-pub mod orchestrator;
+mod orchestrator;
 mod periodic;
-pub mod queue_maintenance;
-pub mod result_processor;
+mod queue_maintenance;
+mod result_processor;
 pub mod retention;
-pub mod state_gauges;
-pub mod step_enqueuer;
-pub mod task_initializer;
+mod state_gauges;
+mod step_enqueuer;
+mod task_initializer;
 pub mod task_operations;
 mod task_request;
 
 pub use error::OrchestrationError;
 pub use orchestrator::{OrchestrationCore, OrchestrationHandle};
+pub use state_gauges::refresh as refresh_state_gauges;
+pub use step_enqueuer::StepEnqueuer;
 pub use task_initializer::TaskInitializer;
 pub use task_request::{CreatedTask, TaskRequest, TASKS_CREATED};

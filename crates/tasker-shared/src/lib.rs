@@ -21,10 +21,13 @@
 //! - `claim`: a step's claim (`StepClaim`, `ClaimedStep`), as SQL's `tasker.step_claim` holds it.
 //! - `local_worker`, `task_waiter`, `host`, `observability`: claiming at creation for an
 //!   in-process worker, waiting for tasks, the host name, metrics and logs.
+//! - `ErrorKind` (`error_kind`): what kind of failure each error is, for the language
+//!   bindings' exception classes.
 
 pub mod claim;
 pub mod config;
 pub mod database;
+mod error_kind;
 pub mod host;
 pub mod local_worker;
 pub mod messages;
@@ -41,6 +44,7 @@ pub mod testing;
 
 pub use claim::{ClaimedStep, StepClaim};
 pub use config::TaskerConfig;
+pub use error_kind::{Classify, ErrorKind};
 pub use outcome::RecordingOutcome;
 pub use result::{ErrorType, StepError, StepExecutionResult};
 pub use state::{StepState, TaskState};

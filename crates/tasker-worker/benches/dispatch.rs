@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tasker_shared::queue::QueueName;
-use tasker_worker::worker::handlers::dispatch_service::{execute, HandlerDispatchService};
 use tasker_worker::{
-    DispatchedStep, HandlerError, HandlerOutput, HandlerRegistry, StepContext, StepHandler,
+    execute, DispatchedStep, HandlerDispatchService, HandlerError, HandlerOutput, HandlerRegistry,
+    StepContext, StepHandler,
 };
 use tokio::sync::{mpsc, Semaphore};
 use uuid::Uuid;

@@ -6,11 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tasker_shared::queue::QueueName;
 use tasker_shared::result::ErrorType;
-use tasker_worker::worker::handlers::dispatch_service::{
-    execute, CompletedStep, HandlerDispatchService,
-};
 use tasker_worker::{
-    DispatchedStep, HandlerError, HandlerOutput, HandlerRegistry, StepContext, StepHandler,
+    execute, CompletedStep, DispatchedStep, HandlerDispatchService, HandlerError, HandlerOutput,
+    HandlerRegistry, StepContext, StepHandler,
 };
 use tokio::sync::{mpsc, Semaphore};
 use uuid::Uuid;

@@ -7,11 +7,8 @@ use std::time::{Duration, Instant};
 use tasker_shared::config::FfiDispatchConfig;
 use tasker_shared::queue::QueueName;
 use tasker_shared::result::ErrorType;
-use tasker_worker::worker::handlers::dispatch_service::CompletedStep;
-use tasker_worker::worker::handlers::ffi_dispatch_channel::{
-    FfiDispatchChannel, FfiError, FfiStepResult,
-};
-use tasker_worker::{DispatchedStep, StepContext};
+use tasker_worker::ffi::{FfiDispatchChannel, FfiError, FfiStepResult, PolledStep};
+use tasker_worker::{CompletedStep, DispatchedStep, StepContext};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -88,10 +85,7 @@ fn ok() -> FfiStepResult {
     }
 }
 
-async fn poll(
-    channel: &Arc<FfiDispatchChannel>,
-    timeout: Duration,
-) -> Option<tasker_worker::worker::handlers::ffi_dispatch_channel::PolledStep> {
+async fn poll(channel: &Arc<FfiDispatchChannel>, timeout: Duration) -> Option<PolledStep> {
     let c = channel.clone();
     tokio::task::spawn_blocking(move || c.poll(timeout, &AtomicBool::new(false)))
         .await

@@ -1,4 +1,5 @@
-//! The TaskerCore::Native::Error hierarchy, and how Rust errors map onto it.
+//! The TaskerCore::Native::Error hierarchy, and how Rust errors map onto it: each core
+//! error knows its [`ErrorKind`]; this file says which Ruby class each kind raises.
 //!
 //! Errors are built as plain [`NativeError`] values anywhere (including without the GVL)
 //! and become Ruby exceptions only on a Ruby thread. The Rust message is kept as-is: it
@@ -7,13 +8,7 @@
 use magnus::value::{InnerValue, Opaque};
 use magnus::{prelude::*, ExceptionClass, RModule, Ruby};
 use std::sync::OnceLock;
-use tasker_orchestration::client::ClientError;
-use tasker_orchestration::OrchestrationError;
-use tasker_shared::config::ConfigError;
-use tasker_shared::database::DatabaseError;
-use tasker_shared::models::StoreError;
-use tasker_shared::template::TemplateError;
-use tasker_worker::worker::ffi_worker::FfiWorkerError;
+use tasker_worker::ffi::{Classify, ErrorKind};
 
 /// One Ruby class each, under TaskerCore::Native.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,87 +138,29 @@ impl From<NativeError> for magnus::Error {
     }
 }
 
-pub fn native_error(message: impl Into<String>) -> magnus::Error {
-    NativeError::native(message).into()
-}
-
-impl From<ConfigError> for NativeError {
-    fn from(e: ConfigError) -> Self {
-        Self::new(Kind::Config, e.to_string())
-    }
-}
-
-impl From<DatabaseError> for NativeError {
-    fn from(e: DatabaseError) -> Self {
-        Self::new(Kind::Database, e.to_string())
-    }
-}
-
-impl From<sqlx::Error> for NativeError {
-    fn from(e: sqlx::Error) -> Self {
-        Self::new(Kind::Database, format!("database: {e}"))
-    }
-}
-
-impl From<TemplateError> for NativeError {
-    fn from(e: TemplateError) -> Self {
-        Self::new(Kind::Template, e.to_string())
-    }
-}
-
-fn store_kind(e: &StoreError) -> Kind {
-    match e {
-        StoreError::NotFound { .. } | StoreError::Removed(_) => Kind::NotFound,
-        StoreError::TemplateVersionConflict { .. } => Kind::Template,
-        StoreError::IllegalTransition(_) => Kind::InvalidState,
-        _ => Kind::Database,
-    }
-}
-
-impl From<StoreError> for NativeError {
-    fn from(e: StoreError) -> Self {
-        Self::new(store_kind(&e), e.to_string())
-    }
-}
-
-impl From<OrchestrationError> for NativeError {
-    fn from(e: OrchestrationError) -> Self {
-        let kind = match &e {
-            OrchestrationError::TemplateNotFound { .. } => Kind::TemplateNotFound,
-            OrchestrationError::InvalidContext { .. }
-            | OrchestrationError::UnstorableContext { .. } => Kind::InvalidContext,
-            OrchestrationError::TaskNotFound(_) | OrchestrationError::StepNotFound { .. } => {
-                Kind::NotFound
-            }
-            OrchestrationError::TaskFinished { .. }
-            | OrchestrationError::StepActionRefused { .. } => Kind::InvalidState,
-            OrchestrationError::Store(s) => store_kind(s),
-            _ => Kind::Database,
-        };
-        Self::new(kind, e.to_string())
-    }
-}
-
-impl From<FfiWorkerError> for NativeError {
-    fn from(e: FfiWorkerError) -> Self {
-        let kind = match &e {
-            FfiWorkerError::Database(_) => Kind::Database,
-            FfiWorkerError::Template { source, .. } => store_kind(source),
-            FfiWorkerError::Start(_) | FfiWorkerError::NoChannel => Kind::Worker,
-        };
-        Self::new(kind, e.to_string())
-    }
-}
-
-impl From<ClientError> for NativeError {
-    fn from(e: ClientError) -> Self {
-        match e {
-            ClientError::InvalidRequest { .. } => Self::conversion(e.to_string()),
-            ClientError::Database(e) => e.into(),
-            ClientError::Orchestration(e) => e.into(),
-            ClientError::Store(e) => e.into(),
-            ClientError::Sql(e) => e.into(),
-            ClientError::Serialize { .. } => Self::native(e.to_string()),
+/// The Ruby class for each kind of core error.
+impl From<ErrorKind> for Kind {
+    fn from(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::Config => Kind::Config,
+            ErrorKind::Database => Kind::Database,
+            ErrorKind::Template => Kind::Template,
+            ErrorKind::TemplateNotFound => Kind::TemplateNotFound,
+            ErrorKind::InvalidContext => Kind::InvalidContext,
+            ErrorKind::NotFound => Kind::NotFound,
+            ErrorKind::InvalidState => Kind::InvalidState,
+            // A request Hash with a field of the wrong sort, as `from_ruby` reports one.
+            ErrorKind::InvalidRequest | ErrorKind::Conversion => Kind::Conversion,
+            ErrorKind::InvalidArgument => Kind::Argument,
+            ErrorKind::Worker => Kind::Worker,
+            ErrorKind::Fork => Kind::Fork,
+            ErrorKind::Internal => Kind::Native,
         }
+    }
+}
+
+impl<E: Classify + std::fmt::Display> From<E> for NativeError {
+    fn from(e: E) -> Self {
+        Self::new(e.kind().into(), e.to_string())
     }
 }

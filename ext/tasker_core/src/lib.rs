@@ -6,19 +6,22 @@
 //!
 //! # Layout
 //!
-//! One file per Ruby class: `worker` (`Native::Worker`), `client` (the module functions of
-//! `Native`: tasks, templates, the database), `loopback_channel` (`Native::LoopbackChannel`),
-//! `error` (the exception classes). Plumbing: `channel` (poll/complete shared by both
-//! channels), `convert` (Ruby <-> JSON with bounded depth), `nogvl` (waiting with the GVL
-//! released), `runtime` (the tokio runtime, per process), `config`, `logging`.
+//! One file per Ruby class: `worker` (`Native::Worker`, and `Native.start_worker`),
+//! `loopback_channel` (`Native::LoopbackChannel`), `error` (the exception classes). The
+//! module functions of `Native`, one file per subject: `tasks` (create, get, wait, cancel),
+//! `templates` (register, validate, load), `database` (migrate, drop), `config` (load).
+//! Plumbing under `helpers/`: `args` (arguments of the module functions), `client` (the
+//! TaskClient per configuration), `channel` (poll/complete shared by both channels),
+//! `convert` (Ruby <-> JSON with bounded depth), `nogvl` (waiting with the GVL released),
+//! `runtime` (the tokio runtime, per process).
 
-mod channel;
-mod client;
-mod convert;
+mod config;
+mod database;
 mod error;
+mod helpers;
 mod loopback_channel;
-mod nogvl;
-mod runtime;
+mod tasks;
+mod templates;
 mod worker;
 
 use magnus::{prelude::*, Error, Ruby};
@@ -31,18 +34,21 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[magnus::init]
 fn init(ruby: &Ruby) -> Result<(), Error> {
-    tasker_worker::worker::ffi_logging::init();
-    runtime::install_fork_hook()?;
+    tasker_worker::ffi::init_logging();
+    helpers::runtime::install_fork_hook()?;
     let tasker = ruby.define_module("TaskerCore")?;
     let native = tasker.define_module("Native")?;
     error::define(ruby, tasker, native)?;
-    convert::init_keys(ruby);
+    helpers::convert::init_keys(ruby);
     worker::define(ruby, native)?;
     loopback_channel::define(ruby, native)?;
-    client::define(native)?;
+    tasks::define(native)?;
+    templates::define(native)?;
+    database::define(native)?;
+    config::define(native)?;
     native.const_set("VERSION", env!("CARGO_PKG_VERSION"))?;
     // The limits the Ruby library checks its own arguments against.
-    native.const_set("MAX_TIMEOUT_SECONDS", convert::MAX_TIMEOUT_SECONDS)?;
+    native.const_set("MAX_TIMEOUT_SECONDS", helpers::convert::MAX_TIMEOUT_SECONDS)?;
     native.const_set(
         "MAX_CONCURRENCY",
         tasker_shared::config::MAX_CONCURRENT_HANDLERS,

@@ -3,16 +3,14 @@
 //! sink. Specs use it to test poll/complete, timeouts and starvation; the benchmark uses it
 //! to time the FFI round trip.
 
-use crate::channel::{complete_on, poll_channel};
-use crate::convert::{count as count_arg, from_json, seconds, to_json, to_ruby_via_json};
 use crate::error::NativeError;
-use crate::nogvl::{wait, Waited};
-use crate::runtime::{runtime, ProcessBound};
+use crate::helpers::channel::{complete_on, poll_channel};
+use crate::helpers::convert::{count as count_arg, from_json, seconds, to_json, to_ruby_via_json};
+use crate::helpers::nogvl::{wait, Waited};
+use crate::helpers::runtime::{runtime, ProcessBound};
 use magnus::{function, method, prelude::*, RArray, RHash, RModule, Ruby, Value};
 use std::sync::Arc;
-use tasker_worker::worker::handlers::ffi_loopback::{
-    step_context, Loopback, LoopbackError, MAX_FEED,
-};
+use tasker_worker::ffi::{step_context, Loopback, MAX_FEED};
 use tokio::runtime::Runtime;
 
 pub fn define(ruby: &Ruby, native: RModule) -> Result<(), magnus::Error> {
@@ -42,21 +40,6 @@ pub fn define(ruby: &Ruby, native: RModule) -> Result<(), magnus::Error> {
 struct Inner {
     runtime: Arc<Runtime>,
     loopback: Loopback,
-}
-
-impl From<LoopbackError> for NativeError {
-    fn from(e: LoopbackError) -> Self {
-        match e {
-            LoopbackError::InvalidSetting { .. } | LoopbackError::TooMany(_) => {
-                Self::argument(e.to_string())
-            }
-            LoopbackError::Config(c) => c.into(),
-            LoopbackError::UnknownField(_) | LoopbackError::InvalidStep(_) => {
-                Self::conversion(e.to_string())
-            }
-            LoopbackError::Closed => Self::worker(e.to_string()),
-        }
-    }
 }
 
 #[magnus::wrap(class = "TaskerCore::Native::LoopbackChannel", free_immediately, size)]

@@ -1,11 +1,11 @@
 //! TaskerCore::Native::Worker: a WorkerCore dispatching to Ruby through the
 //! FfiDispatchChannel, optionally with orchestration embedded in the same process.
 
-use crate::channel::{complete_on, poll_channel};
-use crate::convert::{from_ruby, seconds, to_ruby, to_ruby_via_json};
 use crate::error::NativeError;
-use crate::nogvl::{block_on, wait, Waited};
-use crate::runtime::{runtime, ProcessBound};
+use crate::helpers::channel::{complete_on, poll_channel};
+use crate::helpers::convert::{from_ruby, seconds, to_ruby, to_ruby_via_json};
+use crate::helpers::nogvl::{block_on, wait, Waited};
+use crate::helpers::runtime::{runtime, ProcessBound};
 use magnus::{function, method, prelude::*, RHash, RModule, Ruby, Value};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -16,8 +16,7 @@ use tasker_orchestration::{OrchestrationCore, OrchestrationHandle};
 use tasker_shared::config::ConfigOptions;
 use tasker_shared::template::load_template_dirs;
 use tasker_shared::TaskerConfig;
-use tasker_worker::worker::commands::WorkerStatus;
-use tasker_worker::worker::ffi_worker::{FfiWorker, FfiWorkerOptions};
+use tasker_worker::ffi::{FfiWorker, FfiWorkerOptions, WorkerStatus};
 use tokio::runtime::Runtime;
 
 /// Starting connects, registers templates and creates queues; this bounds all of it.

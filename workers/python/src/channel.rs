@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
-use tasker_worker::worker::handlers::ffi_dispatch_channel::{FfiDispatchChannel, FfiStepResult};
+use tasker_worker::ffi::{FfiDispatchChannel, FfiStepResult};
 
 /// Never set: a poll ends at its timeout (at most [`SLICE`] here) instead, and signals are
 /// checked between slices with the GIL held.

@@ -15,7 +15,7 @@ use tasker_orchestration::TaskRequest;
 use tasker_shared::config::ConfigOptions;
 use tasker_shared::database;
 use tasker_shared::template::load_template_dirs;
-use tasker_worker::worker::ffi_runtime::{runtime, ProcessBound};
+use tasker_worker::ffi::{runtime, ProcessBound};
 
 /// Upper bound on one client call; the pool's acquire timeout usually fires long before.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -37,7 +37,7 @@ pub fn define(m: &Bound<'_, PyModule>) -> PyResult<()> {
 static CLIENTS: Mutex<Option<ProcessBound<HashMap<String, TaskClient>>>> = Mutex::new(None);
 
 fn rt() -> PyResult<std::sync::Arc<tokio::runtime::Runtime>> {
-    Ok(runtime().map_err(|e| NativeError::native(e.to_string()))?)
+    Ok(runtime().map_err(NativeError::from)?)
 }
 
 fn options(value: Option<&Bound<'_, PyAny>>) -> PyResult<ConfigOptions> {

@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
-use tasker_worker::worker::handlers::ffi_dispatch_channel::PolledStep;
+use tasker_worker::ffi::PolledStep;
 
 /// The longest timeout a call takes from Python: a day. Longer ones would overflow the
 /// deadline arithmetic they feed, and nothing here should wait longer.

@@ -1,4 +1,5 @@
-//! The exception hierarchy of `tasker_core._native`, and how Rust errors map onto it.
+//! The exception hierarchy of `tasker_core._native`, and how Rust errors map onto it: each
+//! core error knows its [`ErrorKind`]; this file says which Python class each kind raises.
 //!
 //! Errors are built as plain [`NativeError`] values anywhere (including with the GIL
 //! released) and become Python exceptions only when returned to Python. The Rust message is
@@ -7,15 +8,7 @@
 use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::PyErr;
-use tasker_orchestration::client::ClientError;
-use tasker_orchestration::OrchestrationError;
-use tasker_shared::config::ConfigError as SharedConfigError;
-use tasker_shared::database::DatabaseError as SharedDatabaseError;
-use tasker_shared::models::StoreError;
-use tasker_shared::template::TemplateError as SharedTemplateError;
-use tasker_worker::worker::ffi_runtime::ForkedError;
-use tasker_worker::worker::ffi_worker::FfiWorkerError;
-use tasker_worker::worker::handlers::ffi_loopback::LoopbackError;
+use tasker_worker::ffi::{Classify, ErrorKind};
 
 pyo3::create_exception!(
     tasker_core,
@@ -140,87 +133,28 @@ impl From<NativeError> for PyErr {
     }
 }
 
-impl From<SharedConfigError> for NativeError {
-    fn from(e: SharedConfigError) -> Self {
-        Self::new(Kind::Config, e.to_string())
-    }
-}
-
-impl From<SharedDatabaseError> for NativeError {
-    fn from(e: SharedDatabaseError) -> Self {
-        Self::new(Kind::Database, e.to_string())
-    }
-}
-
-impl From<SharedTemplateError> for NativeError {
-    fn from(e: SharedTemplateError) -> Self {
-        Self::new(Kind::Template, e.to_string())
-    }
-}
-
-impl From<ForkedError> for NativeError {
-    fn from(e: ForkedError) -> Self {
-        Self::new(Kind::Fork, e.to_string())
-    }
-}
-
-fn store_kind(e: &StoreError) -> Kind {
-    match e {
-        StoreError::NotFound { .. } | StoreError::Removed(_) => Kind::NotFound,
-        StoreError::TemplateVersionConflict { .. } => Kind::Template,
-        StoreError::IllegalTransition(_) => Kind::InvalidState,
-        _ => Kind::Database,
-    }
-}
-
-fn orchestration_kind(e: &OrchestrationError) -> Kind {
-    match e {
-        OrchestrationError::TemplateNotFound { .. } => Kind::TemplateNotFound,
-        OrchestrationError::InvalidContext { .. }
-        | OrchestrationError::UnstorableContext { .. } => Kind::InvalidContext,
-        OrchestrationError::TaskNotFound(_) | OrchestrationError::StepNotFound { .. } => {
-            Kind::NotFound
+/// The Python class for each kind of core error.
+impl From<ErrorKind> for Kind {
+    fn from(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::Config => Kind::Config,
+            ErrorKind::Database => Kind::Database,
+            ErrorKind::Template => Kind::Template,
+            ErrorKind::TemplateNotFound => Kind::TemplateNotFound,
+            ErrorKind::InvalidContext => Kind::InvalidContext,
+            ErrorKind::NotFound => Kind::NotFound,
+            ErrorKind::InvalidState => Kind::InvalidState,
+            ErrorKind::InvalidRequest | ErrorKind::InvalidArgument => Kind::Value,
+            ErrorKind::Conversion => Kind::Conversion,
+            ErrorKind::Worker => Kind::Worker,
+            ErrorKind::Fork => Kind::Fork,
+            ErrorKind::Internal => Kind::Native,
         }
-        OrchestrationError::TaskFinished { .. } | OrchestrationError::StepActionRefused { .. } => {
-            Kind::InvalidState
-        }
-        OrchestrationError::Store(s) => store_kind(s),
-        _ => Kind::Database,
     }
 }
 
-impl From<ClientError> for NativeError {
-    fn from(e: ClientError) -> Self {
-        let kind = match &e {
-            ClientError::InvalidRequest { .. } => Kind::Value,
-            ClientError::Orchestration(o) => orchestration_kind(o),
-            ClientError::Store(s) => store_kind(s),
-            ClientError::Database(_) | ClientError::Sql(_) => Kind::Database,
-            ClientError::Serialize { .. } => Kind::Native,
-        };
-        Self::new(kind, e.to_string())
-    }
-}
-
-impl From<FfiWorkerError> for NativeError {
-    fn from(e: FfiWorkerError) -> Self {
-        let kind = match &e {
-            FfiWorkerError::Database(_) => Kind::Database,
-            FfiWorkerError::Template { source, .. } => store_kind(source),
-            FfiWorkerError::Start(_) | FfiWorkerError::NoChannel => Kind::Worker,
-        };
-        Self::new(kind, e.to_string())
-    }
-}
-
-impl From<LoopbackError> for NativeError {
-    fn from(e: LoopbackError) -> Self {
-        let kind = match &e {
-            LoopbackError::InvalidSetting { .. } | LoopbackError::TooMany(_) => Kind::Value,
-            LoopbackError::Config(_) => Kind::Config,
-            LoopbackError::UnknownField(_) | LoopbackError::InvalidStep(_) => Kind::Conversion,
-            LoopbackError::Closed => Kind::Worker,
-        };
-        Self::new(kind, e.to_string())
+impl<E: Classify + std::fmt::Display> From<E> for NativeError {
+    fn from(e: E) -> Self {
+        Self::new(e.kind().into(), e.to_string())
     }
 }

@@ -22,9 +22,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    tasker_worker::worker::ffi_logging::init();
-    tasker_worker::worker::ffi_runtime::install_fork_hook()
-        .map_err(|e| error::NativeError::native(e.to_string()))?;
+    tasker_worker::ffi::init_logging();
+    tasker_worker::ffi::install_fork_hook().map_err(error::NativeError::from)?;
     error::define(m)?;
     m.add_class::<worker::Worker>()?;
     m.add_class::<loopback_channel::LoopbackChannel>()?;

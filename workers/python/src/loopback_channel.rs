@@ -9,8 +9,7 @@ use crate::wait::{wait, Waited};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use std::sync::Arc;
-use tasker_worker::worker::ffi_runtime::{runtime, ProcessBound};
-use tasker_worker::worker::handlers::ffi_loopback::{step_context, Loopback, MAX_FEED};
+use tasker_worker::ffi::{runtime, step_context, Loopback, ProcessBound, MAX_FEED};
 use tokio::runtime::Runtime;
 
 struct Inner {
@@ -44,7 +43,7 @@ impl LoopbackChannel {
             Some(c) if !c.is_none() => from_py(c, "LoopbackChannel config")?,
             _ => serde_json::Map::new(),
         };
-        let rt = runtime().map_err(|e| NativeError::native(e.to_string()))?;
+        let rt = runtime().map_err(NativeError::from)?;
         let loopback = Loopback::new(rt.handle().clone(), overrides).map_err(NativeError::from)?;
         Ok(Self {
             inner: ProcessBound::new(Inner {

@@ -16,8 +16,7 @@ use tasker_orchestration::{OrchestrationCore, OrchestrationHandle};
 use tasker_shared::config::ConfigOptions;
 use tasker_shared::template::load_template_dirs;
 use tasker_shared::TaskerConfig;
-use tasker_worker::worker::ffi_runtime::{runtime, ProcessBound};
-use tasker_worker::worker::ffi_worker::{FfiWorker, FfiWorkerOptions};
+use tasker_worker::ffi::{runtime, FfiWorker, FfiWorkerOptions, ProcessBound};
 use tokio::runtime::Runtime;
 
 /// Starting connects, registers templates and creates queues; this bounds all of it.
@@ -109,7 +108,7 @@ fn start_worker(py: Python<'_>, options: &Bound<'_, PyAny>) -> PyResult<Worker> 
     } else {
         load_template_dirs(&opts.template_paths).map_err(NativeError::from)?
     };
-    let rt = runtime().map_err(|e| NativeError::native(e.to_string()))?;
+    let rt = runtime().map_err(NativeError::from)?;
     let worker_config = config.clone();
     let options = FfiWorkerOptions {
         namespaces: opts.namespaces,

@@ -81,7 +81,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding {}", config.worker.bind_address))?;
         tracing::info!(address = %listener.local_addr()?, "worker health and metrics listening");
-        let app = tasker_worker::worker::http::router(worker.command_sender());
+        let app = tasker_worker::http_router(worker.command_sender());
         let stop = stop.clone();
         Some(tokio::spawn(async move {
             axum::serve(listener, app)

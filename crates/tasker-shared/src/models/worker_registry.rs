@@ -1,6 +1,6 @@
 //! The worker registry: the worker processes alive now, and the reaping of dead ones.
 //!
-//! A worker registers at start (see `tasker_worker::worker::registration`) and renews its
+//! A worker registers at start (see tasker-worker's `registration` module) and renews its
 //! row while it lives; [`reap_dead_workers`] (run by orchestration and by every live
 //! worker) releases the steps of workers that died and removes them from the list.
 

@@ -29,10 +29,6 @@ impl DomainEventCallback {
     pub fn subscribe(&self) -> broadcast::Receiver<DomainEvent> {
         self.fast.subscribe()
     }
-
-    pub fn sender(&self) -> broadcast::Sender<DomainEvent> {
-        self.fast.clone()
-    }
 }
 
 /// The events of `mode` a step's result publishes, as its template declares them.

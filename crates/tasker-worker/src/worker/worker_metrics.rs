@@ -21,7 +21,6 @@ pub const CLAIMS_TAKEN_APART: &str = "tasker_worker_claims_taken_apart_total";
 /// Steps failed with claim_failed: their own claim failed.
 pub const UNCLAIMABLE_STEPS: &str = "tasker_worker_unclaimable_steps_total";
 pub const EVENTS_PUBLISHED: &str = "tasker_worker_domain_events_published_total";
-pub const EVENTS_DROPPED: &str = "tasker_worker_domain_events_dropped_total";
 pub const RECORD_RETRIES: &str = "tasker_worker_result_record_retries_total";
 pub const FFI_PENDING: &str = "tasker_ffi_pending_steps";
 pub const FFI_STARVING: &str = "tasker_ffi_starving_steps";

@@ -1,1 +1,1 @@
-pub mod step_executor_actor;
+pub(crate) mod step_executor_actor;

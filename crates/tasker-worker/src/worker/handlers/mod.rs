@@ -1,5 +1,5 @@
-pub mod completion_processor;
-pub mod dispatch_service;
-pub mod ffi_dispatch_channel;
-pub mod ffi_loopback;
-pub mod registry;
+pub(crate) mod completion_processor;
+pub(crate) mod dispatch_service;
+pub(crate) mod ffi_dispatch_channel;
+pub(crate) mod ffi_loopback;
+pub(crate) mod registry;

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use tasker_worker::worker::handlers::ffi_dispatch_channel::PolledStep;
+use tasker_worker::ffi::PolledStep;
 
 /// A Ruby value as JSON: nil, true, false, Integer (64-bit), finite Float, String (UTF-8,
 /// no NUL), Symbol (as its name), Array and Hash (String or Symbol keys). Anything else (a

@@ -1,15 +1,13 @@
 //! The poll/complete protocol over an FfiDispatchChannel, shared by
 //! TaskerCore::Native::Worker and TaskerCore::Native::LoopbackChannel.
 
-use crate::convert::{polled_step, seconds, to_json, uuid};
-use crate::nogvl;
+use super::convert::{polled_step, seconds, to_json, uuid};
+use super::nogvl;
 use magnus::{RHash, Ruby, Value};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
-use tasker_worker::worker::handlers::ffi_dispatch_channel::{
-    FfiDispatchChannel, FfiError, FfiStepResult, PolledStep,
-};
+use tasker_worker::ffi::{FfiDispatchChannel, FfiError, FfiStepResult, PolledStep};
 
 /// Never set: the GVL-holding attempt in `poll_channel` does not wait, so it needs no
 /// interrupt.
@@ -70,6 +68,6 @@ pub fn complete_on(
 ) -> Result<bool, magnus::Error> {
     let id = uuid(&event_id, "event_id")?;
     let parsed: FfiStepResult =
-        crate::convert::from_json(to_json(ruby, result, "result")?, "result")?;
+        super::convert::from_json(to_json(ruby, result, "result")?, "result")?;
     Ok(ffi.complete(id, parsed))
 }
