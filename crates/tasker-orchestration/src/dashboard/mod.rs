@@ -12,6 +12,7 @@ mod csrf;
 mod dag;
 mod error;
 mod failures;
+mod login;
 mod overview;
 mod session;
 mod step;
@@ -49,14 +50,14 @@ pub fn routes(core: OrchestrationCore) -> Router<OrchestrationCore> {
         .route("/ui/failures", get(failures::page))
         .route("/ui/workers", get(workers::page))
         .route("/ui/templates", get(templates::page))
-        .route("/ui/logout", post(session::logout))
+        .route("/ui/logout", post(login::logout))
         .route_layer(axum::middleware::from_fn_with_state(
             core.clone(),
             session::require_api_key,
         ));
     Router::new()
         .merge(pages)
-        .route("/ui/login", get(session::login_form).post(session::login))
+        .route("/ui/login", get(login::login_form).post(login::login))
         .layer(axum::middleware::from_fn_with_state(
             core,
             session::identify,

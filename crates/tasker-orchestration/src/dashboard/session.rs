@@ -9,18 +9,15 @@
 //! Without a key there are no sessions: everyone who can connect (loopback, or a name
 //! in `allowed_hosts`) may act, and the CSRF token and Host check keep other sites out.
 
-use super::{csrf, percent_encode, render, Layout, UiError};
+use super::{percent_encode, UiError};
 use crate::OrchestrationCore;
-use askama::Template;
 use axum::extract::{Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use hmac::{Hmac, Mac};
 use parking_lot::Mutex;
 use rand::RngCore;
-use serde::Deserialize;
 use sha2::Sha256;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -178,14 +175,14 @@ impl Sessions {
     }
 
     /// Ends a session for good (in this process; see the README on load balancers).
-    fn revoke(&self, id: &str, expires: i64, now: i64) {
+    pub(super) fn revoke(&self, id: &str, expires: i64, now: i64) {
         let mut revoked = self.inner.revoked.lock();
         revoked.retain(|_, until| *until > now);
         revoked.insert(id.to_string(), expires);
     }
 }
 
-fn key_matches(given: &str, expected: &str) -> bool {
+pub(super) fn key_matches(given: &str, expected: &str) -> bool {
     crate::api::auth::constant_time_eq(given.as_bytes(), expected.as_bytes())
 }
 
@@ -214,7 +211,7 @@ fn principal(core: &OrchestrationCore, headers: &HeaderMap, now: i64) -> Princip
         .unwrap_or(Principal::Visitor)
 }
 
-fn set_cookie(value: &str, max_age: i64) -> HeaderValue {
+pub(super) fn set_cookie(value: &str, max_age: i64) -> HeaderValue {
     // Lax, not Strict: a link to a task from a chat message must open it; the forms that
     // change anything carry a CSRF token as well.
     HeaderValue::from_str(&format!(
@@ -223,7 +220,7 @@ fn set_cookie(value: &str, max_age: i64) -> HeaderValue {
     .expect("cookie value is hex, digits and dots")
 }
 
-fn new_session_cookie(core: &OrchestrationCore) -> HeaderValue {
+pub(super) fn new_session_cookie(core: &OrchestrationCore) -> HeaderValue {
     let now = chrono::Utc::now().timestamp();
     let value = core.sessions.open(&core.config.orchestration.api_key, now);
     set_cookie(&value, core.sessions.lifetime_secs())
@@ -231,7 +228,7 @@ fn new_session_cookie(core: &OrchestrationCore) -> HeaderValue {
 
 /// Only a dashboard path may follow a login, so the form cannot be used to send someone
 /// elsewhere.
-fn safe_next(next: Option<&str>) -> String {
+pub(super) fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n) if n.starts_with("/ui") && !n.contains("//") && !n.contains('\\') => n.into(),
         _ => "/ui".into(),
@@ -292,90 +289,6 @@ pub async fn require_api_key(
         return Ok(Redirect::to(&login).into_response());
     }
     Err(UiError::Unauthorized)
-}
-
-#[derive(Template)]
-#[template(path = "dashboard/login.html")]
-struct LoginPage {
-    layout: Layout,
-    next: String,
-    error: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct LoginQuery {
-    next: Option<String>,
-}
-
-pub async fn login_form(
-    State(core): State<OrchestrationCore>,
-    Query(q): Query<LoginQuery>,
-) -> Result<Response, UiError> {
-    render(&LoginPage {
-        layout: Layout::new(&core, "Log in", "login").still(),
-        next: safe_next(q.next.as_deref()),
-        error: None,
-    })
-}
-
-#[derive(Debug, Deserialize)]
-pub struct LoginForm {
-    api_key: String,
-    csrf: String,
-    next: Option<String>,
-}
-
-pub async fn login(
-    State(core): State<OrchestrationCore>,
-    headers: HeaderMap,
-    Form(form): Form<LoginForm>,
-) -> Result<Response, UiError> {
-    csrf::check_origin(&headers)?;
-    csrf::verify(&core.sessions, &Principal::current(), &form.csrf)?;
-    let api_key = core.config.orchestration.api_key.as_str();
-    let next = safe_next(form.next.as_deref());
-    if api_key.is_empty() {
-        return Ok(Redirect::to(&next).into_response());
-    }
-    if !key_matches(&form.api_key, api_key) {
-        let mut response = render(&LoginPage {
-            layout: Layout::new(&core, "Log in", "login").still(),
-            next,
-            error: Some("That is not the configured API key.".into()),
-        })?;
-        *response.status_mut() = StatusCode::UNAUTHORIZED;
-        return Ok(response);
-    }
-    // Always a new session id, so one planted before the login is never the one logged in.
-    let mut response = Redirect::to(&next).into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, new_session_cookie(&core));
-    Ok(response)
-}
-
-#[derive(Debug, Deserialize)]
-pub struct LogoutForm {
-    csrf: String,
-}
-
-pub async fn logout(
-    State(core): State<OrchestrationCore>,
-    headers: HeaderMap,
-    Form(form): Form<LogoutForm>,
-) -> Result<Response, UiError> {
-    csrf::check_origin(&headers)?;
-    let who = Principal::current();
-    csrf::verify(&core.sessions, &who, &form.csrf)?;
-    if let Principal::Session { id, expires } = &who {
-        core.sessions
-            .revoke(id, *expires, chrono::Utc::now().timestamp());
-    }
-    let mut response = Redirect::to("/ui/login").into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, set_cookie("", 0));
-    Ok(response)
 }
 
 #[cfg(test)]
