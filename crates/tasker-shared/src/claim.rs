@@ -16,8 +16,10 @@ pub enum StepClaim {
     /// Claimed for the caller, with everything its handler needs.
     Claimed(Box<ClaimedStep>),
     /// Another worker holds a live lease on it, until then (look again then, in case that
-    /// worker died).
-    Busy { lease_expires_at: DateTime<Utc> },
+    /// worker died; None: in progress without a lease, looked at again after one).
+    Busy {
+        lease_expires_at: Option<DateTime<Utc>>,
+    },
     /// Its task's `run_at` is later.
     Scheduled { run_at: Option<DateTime<Utc>> },
     /// Nothing to run: complete, failed, cancelled, or not ready.
@@ -115,9 +117,7 @@ impl TryFrom<Row> for StepClaim {
                     .ok_or_else(|| missing("lease_expires_at"))?,
             }))),
             Some("busy") => Ok(Self::Busy {
-                lease_expires_at: r
-                    .lease_expires_at
-                    .ok_or_else(|| missing("lease_expires_at"))?,
+                lease_expires_at: r.lease_expires_at,
             }),
             Some("scheduled") => Ok(Self::Scheduled {
                 run_at: r.lease_expires_at,
@@ -170,5 +170,60 @@ impl StepClaim {
             Self::Finished => "finished",
             Self::Missing => "missing",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(outcome: Option<&str>) -> Row {
+        Row {
+            step_uuid: Some(Uuid::nil()),
+            outcome: outcome.map(str::to_string),
+            lease_expires_at: None,
+            task_uuid: None,
+            step_name: None,
+            namespace: None,
+            task_name: None,
+            task_version: None,
+            attempt: None,
+            max_attempts: None,
+            handler_callable: None,
+            handler_initialization: None,
+            timeout_seconds: None,
+            publishes_events: None,
+            inputs: None,
+            task_context: None,
+            dependency_results: None,
+        }
+    }
+
+    #[test]
+    fn a_claim_row_that_breaks_the_types_rules_is_an_error_naming_what() {
+        let unknown = StepClaim::try_from(row(Some("stolen"))).unwrap_err();
+        assert!(unknown.to_string().contains("unknown outcome"), "{unknown}");
+        let no_outcome = StepClaim::try_from(row(None)).unwrap_err();
+        assert!(no_outcome.to_string().contains("None"), "{no_outcome}");
+        let bare = StepClaim::try_from(row(Some("claimed"))).unwrap_err();
+        assert!(bare.to_string().contains("task_uuid is NULL"), "{bare}");
+    }
+
+    #[test]
+    fn outcomes_without_work_need_no_fields() {
+        assert_eq!(
+            StepClaim::try_from(row(Some("busy"))).unwrap(),
+            StepClaim::Busy {
+                lease_expires_at: None
+            }
+        );
+        assert_eq!(
+            StepClaim::try_from(row(Some("scheduled"))).unwrap(),
+            StepClaim::Scheduled { run_at: None }
+        );
+        assert_eq!(
+            StepClaim::try_from(row(Some("missing"))).unwrap(),
+            StepClaim::Missing
+        );
     }
 }

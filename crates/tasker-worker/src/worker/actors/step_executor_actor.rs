@@ -306,7 +306,7 @@ impl StepExecutorActor {
                 }
                 Some(StepClaim::Busy { lease_expires_at }) => {
                     metrics::counter!(m::CLAIM_CONFLICTS).increment(1);
-                    Some(lease_expires_at)
+                    lease_expires_at
                 }
                 Some(StepClaim::Scheduled { run_at }) => run_at,
                 other => {
