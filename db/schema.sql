@@ -372,6 +372,33 @@ CREATE TYPE tasker.message_claim AS (
 	claim tasker.step_claim
 );
 
+-- A step of a fixed DAG as the creating functions (create_task, create_tasks) take it: the
+-- template's step with its retry settings resolved and its parents by name. Its position is
+-- its place in the task's array.
+CREATE TYPE tasker.step_spec AS (
+	name text,
+	handler_callable text,
+	handler_initialization jsonb,
+	max_attempts integer,
+	retryable boolean,
+	backoff text,
+	backoff_base_ms bigint,
+	max_backoff_ms bigint,
+	timeout_seconds integer,
+	publishes_events jsonb,
+	dependencies text[]
+);
+
+-- A task to create: what it runs (its named task and fixed steps; none for a dynamic
+-- template) and with what (context, idempotency key, initiator).
+CREATE TYPE tasker.task_spec AS (
+	named_task_uuid uuid,
+	context jsonb,
+	idempotency_key text,
+	initiator text,
+	steps tasker.step_spec[]
+);
+
 -- Retention (crates/tasker-orchestration/src/retention.rs) takes finished tasks per state,
 -- oldest first, by a range of this index: a run reads what it removes, not what is kept.
 CREATE INDEX tasks_finished_idx ON tasker.tasks USING btree (state, completed_at)

@@ -1,13 +1,13 @@
 -- Creates one task with its steps, edges, parent counters and first transitions, and starts
 -- it: roots enqueued (their messages inserted into the namespace queue unless p_hold_roots,
 -- when the caller sends them), or, for a dynamic task, its blueprints stored and the
--- certain steps created. p_claim_worker with p_claims: the roots marked there are claimed
--- for that worker (a worker in the creating process) in this transaction instead of being
--- queued. p_run_at in the future schedules the task: nothing is claimed at creation, the
--- roots are enqueued with their messages hidden until then, and claim_steps refuses its
--- steps until then. An idempotency key already taken returns the existing task (created
--- false).
-CREATE OR REPLACE FUNCTION tasker.create_task(p_named_task uuid, p_context jsonb, p_idempotency_key text, p_initiator text, p_actor text, p_names text[], p_positions integer[], p_callables text[], p_inits jsonb[], p_max_attempts integer[], p_retryable boolean[], p_backoff text[], p_base_ms bigint[], p_max_ms bigint[], p_timeouts integer[], p_events jsonb[], p_parents integer[], p_edge_from text[], p_edge_to text[], p_blueprints jsonb, p_max_steps integer, p_hold_roots boolean DEFAULT false, p_claim_worker text DEFAULT NULL::text, p_claims boolean[] DEFAULT NULL::boolean[], p_lease_seconds integer DEFAULT 0, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone)
+-- certain steps created. p_claim_worker with p_claim_roots: that many roots, first in
+-- template order, are claimed for that worker (a worker in the creating process) in this
+-- transaction instead of being queued. p_run_at in the future schedules the task: nothing
+-- is claimed at creation, the roots are enqueued with their messages hidden until then,
+-- and claim_steps refuses its steps until then. An idempotency key already taken returns
+-- the existing task (created false).
+CREATE OR REPLACE FUNCTION tasker.create_task(p_actor text, p_task tasker.task_spec, p_blueprints jsonb, p_max_steps integer, p_hold_roots boolean DEFAULT false, p_claim_worker text DEFAULT NULL::text, p_claim_roots integer DEFAULT 0, p_lease_seconds integer DEFAULT 0, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone)
  RETURNS TABLE(task_uuid uuid, created boolean, state text, messages jsonb, claimed uuid[], lease_expires_at timestamp with time zone)
  LANGUAGE plpgsql
  ROWS 1
@@ -16,7 +16,9 @@ CREATE OR REPLACE FUNCTION tasker.create_task(p_named_task uuid, p_context jsonb
 AS $function$
 DECLARE
   v_task    uuid;
-  v_started boolean := p_blueprints IS NULL AND 0 = ANY (p_parents);
+  v_started boolean := p_blueprints IS NULL
+                        AND EXISTS (SELECT 1 FROM unnest((p_task).steps) AS s
+                                     WHERE coalesce(cardinality(s.dependencies), 0) = 0);
   v_ns      text;
   v_roots   uuid[];
   v_names   text[];
@@ -25,7 +27,8 @@ DECLARE
   v_later   boolean := p_run_at > clock_timestamp();
 BEGIN
   INSERT INTO tasker.tasks (named_task_uuid, context, idempotency_key, initiator, state, run_at)
-  VALUES (p_named_task, p_context, p_idempotency_key, p_initiator,
+  VALUES ((p_task).named_task_uuid, (p_task).context, (p_task).idempotency_key,
+          (p_task).initiator,
           CASE WHEN v_started THEN 'steps_in_process' ELSE 'pending' END, p_run_at)
   ON CONFLICT (named_task_uuid, idempotency_key) DO NOTHING
   RETURNING tasks.task_uuid INTO v_task;
@@ -35,7 +38,8 @@ BEGIN
     RETURN QUERY
       SELECT t.task_uuid, false, t.state, NULL::jsonb, NULL::uuid[], NULL::timestamptz
         FROM tasker.tasks t
-       WHERE t.named_task_uuid = p_named_task AND t.idempotency_key = p_idempotency_key;
+       WHERE t.named_task_uuid = (p_task).named_task_uuid
+         AND t.idempotency_key = (p_task).idempotency_key;
     RETURN;
   END IF;
   IF p_blueprints IS NOT NULL THEN
@@ -45,7 +49,13 @@ BEGIN
                         NULL::uuid[], NULL::timestamptz;
     RETURN;
   END IF;
-  WITH made AS (
+  WITH spec AS (
+    SELECT u.*, (u.n - 1)::integer AS position,
+           coalesce(cardinality(u.dependencies), 0) AS parents
+      FROM unnest((p_task).steps) WITH ORDINALITY
+           AS u(name, callable, init, max_attempts, retryable, backoff, base_ms, max_ms,
+                timeout, events, dependencies, n)
+  ), made AS (
     INSERT INTO tasker.workflow_steps (task_uuid, name, position, handler_callable,
       handler_initialization, max_attempts, retryable, backoff, backoff_base_ms,
       max_backoff_ms, timeout_seconds, publishes_events, parent_count, pending_parents,
@@ -59,13 +69,10 @@ BEGIN
            CASE WHEN u.claimed THEN p_claim_worker END,
            CASE WHEN u.claimed THEN v_lease END,
            CASE WHEN u.claimed THEN clock_timestamp() END
-      FROM (SELECT x.*, x.parents = 0 AND coalesce(x.claim, false)
-                        AND p_claim_worker IS NOT NULL AND v_later IS NOT TRUE AS claimed
-              FROM unnest(p_names, p_positions, p_callables, p_inits, p_max_attempts,
-                          p_retryable, p_backoff, p_base_ms, p_max_ms, p_timeouts, p_events,
-                          p_parents, p_claims)
-                   AS x(name, position, callable, init, max_attempts, retryable, backoff,
-                        base_ms, max_ms, timeout, events, parents, claim)) AS u
+      FROM (SELECT s.*, s.parents = 0 AND p_claim_worker IS NOT NULL AND v_later IS NOT TRUE
+                        AND row_number() OVER (PARTITION BY s.parents = 0 ORDER BY s.position)
+                            <= p_claim_roots AS claimed
+              FROM spec s) AS u
     RETURNING workflow_steps.step_uuid, workflow_steps.name, workflow_steps.state
   ), logged AS (
     INSERT INTO tasker.workflow_step_transition_log
@@ -80,9 +87,10 @@ BEGIN
   ), linked AS (
     INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
     SELECT v_task, f.step_uuid, t.step_uuid
-      FROM unnest(p_edge_from, p_edge_to) AS e(from_name, to_name)
-      JOIN made f ON f.name = e.from_name
-      JOIN made t ON t.name = e.to_name
+      FROM spec s
+     CROSS JOIN LATERAL unnest(s.dependencies) AS d(parent)
+      JOIN made f ON f.name = d.parent
+      JOIN made t ON t.name = s.name
   )
   SELECT array_agg(m.step_uuid), array_agg(m.name),
          array_agg(m.step_uuid) FILTER (WHERE m.state = 'in_progress')
@@ -95,7 +103,7 @@ BEGIN
   END IF;
   SELECT n.name INTO v_ns
     FROM tasker.named_tasks nt JOIN tasker.namespaces n ON n.namespace_uuid = nt.namespace_uuid
-   WHERE nt.named_task_uuid = p_named_task;
+   WHERE nt.named_task_uuid = (p_task).named_task_uuid;
   -- Claimed roots are only claimed by a caller that sends their messages (as read).
   IF v_claimed IS NOT NULL AND NOT p_hold_roots THEN
     RAISE EXCEPTION 'task %: roots claimed at creation need p_hold_roots', v_task

@@ -1,6 +1,6 @@
 -- create_task, then the task and its steps read back as JSON in the same call (one round
 -- trip for a creating client).
-CREATE OR REPLACE FUNCTION tasker.create_task_read(p_named_task uuid, p_context jsonb, p_idempotency_key text, p_initiator text, p_actor text, p_names text[], p_positions integer[], p_callables text[], p_inits jsonb[], p_max_attempts integer[], p_retryable boolean[], p_backoff text[], p_base_ms bigint[], p_max_ms bigint[], p_timeouts integer[], p_events jsonb[], p_parents integer[], p_edge_from text[], p_edge_to text[], p_blueprints jsonb, p_max_steps integer, p_hold_roots boolean DEFAULT false, p_claim_worker text DEFAULT NULL::text, p_claims boolean[] DEFAULT NULL::boolean[], p_lease_seconds integer DEFAULT 0, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone)
+CREATE OR REPLACE FUNCTION tasker.create_task_read(p_actor text, p_task tasker.task_spec, p_blueprints jsonb, p_max_steps integer, p_hold_roots boolean DEFAULT false, p_claim_worker text DEFAULT NULL::text, p_claim_roots integer DEFAULT 0, p_lease_seconds integer DEFAULT 0, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone)
  RETURNS TABLE(task_uuid uuid, created boolean, state text, task json, steps json, messages jsonb, claimed uuid[], lease_expires_at timestamp with time zone)
  LANGUAGE plpgsql
  ROWS 1
@@ -15,11 +15,8 @@ DECLARE
 BEGIN
   SELECT c.task_uuid, c.created, c.state, c.messages, c.claimed, c.lease_expires_at
     INTO v_task, v_created, v_state, v_messages, v_claimed, v_lease
-    FROM tasker.create_task(p_named_task, p_context, p_idempotency_key, p_initiator, p_actor,
-           p_names, p_positions, p_callables, p_inits, p_max_attempts, p_retryable, p_backoff,
-           p_base_ms, p_max_ms, p_timeouts, p_events, p_parents, p_edge_from, p_edge_to,
-           p_blueprints, p_max_steps, p_hold_roots, p_claim_worker, p_claims,
-           p_lease_seconds, p_run_at) AS c;
+    FROM tasker.create_task(p_actor, p_task, p_blueprints, p_max_steps, p_hold_roots,
+           p_claim_worker, p_claim_roots, p_lease_seconds, p_run_at) AS c;
   RETURN QUERY SELECT v_task, v_created, v_state,
     (SELECT to_json(r) FROM tasker.task_rows r WHERE r.task_uuid = v_task),
     (SELECT coalesce(json_agg(to_json(s) ORDER BY s.position, s.name), '[]'::json)

@@ -1,9 +1,8 @@
 -- Creates a batch of fixed-DAG tasks of one namespace in one statement per table (the
 -- creation batcher's path): tasks, steps, edges, transitions and root messages. Requests are
--- numbered 1..n; p_step_task and p_edge_task say which request each step and edge belongs
--- to. One row per request: its task, whether it was created (an idempotency key already
--- taken returns the existing task) and its state.
-CREATE OR REPLACE FUNCTION tasker.create_tasks(p_ns text, p_actor text, p_named_tasks uuid[], p_contexts jsonb[], p_keys text[], p_initiators text[], p_step_task integer[], p_names text[], p_positions integer[], p_callables text[], p_inits jsonb[], p_max_attempts integer[], p_retryable boolean[], p_backoff text[], p_base_ms bigint[], p_max_ms bigint[], p_timeouts integer[], p_events jsonb[], p_parents integer[], p_edge_task integer[], p_edge_from text[], p_edge_to text[])
+-- numbered 1..n in p_tasks' order. One row per request: its task, whether it was created (an
+-- idempotency key already taken returns the existing task) and its state.
+CREATE OR REPLACE FUNCTION tasker.create_tasks(p_ns text, p_actor text, p_tasks tasker.task_spec[])
  RETURNS TABLE(idx integer, task_uuid uuid, created boolean, state text)
  LANGUAGE plpgsql
  SET enable_seqscan TO 'off'
@@ -17,8 +16,7 @@ BEGIN
   -- Materialized (it is read twice), so each task's generated key is drawn once.
   WITH req AS (
     SELECT u.i::integer AS i, tasker.uuid_v7() AS id, u.nt, u.ctx, u.k, u.ini
-      FROM unnest(p_named_tasks, p_contexts, p_keys, p_initiators)
-           WITH ORDINALITY AS u(nt, ctx, k, ini, i)
+      FROM unnest(p_tasks) WITH ORDINALITY AS u(nt, ctx, k, ini, steps, i)
   ), made AS (
     INSERT INTO tasker.tasks AS t (task_uuid, named_task_uuid, context, idempotency_key,
                                    initiator, state)
@@ -29,21 +27,25 @@ BEGIN
   SELECT array_agg(r.i ORDER BY r.i), array_agg(r.id ORDER BY r.i) INTO v_idx, v_tasks
     FROM req r JOIN made m ON m.task_uuid = r.id;
   IF v_tasks IS NOT NULL THEN
-    WITH made AS (
+    WITH spec AS (
+      SELECT c.id, u.name, (u.n - 1)::integer AS position, u.callable, u.init,
+             u.max_attempts, u.retryable, u.backoff, u.base_ms, u.max_ms, u.timeout,
+             u.events, u.dependencies, coalesce(cardinality(u.dependencies), 0) AS parents
+        FROM unnest(p_tasks) WITH ORDINALITY AS r(nt, ctx, k, ini, steps, i)
+        JOIN unnest(v_idx, v_tasks) AS c(i, id) ON c.i = r.i
+       CROSS JOIN LATERAL unnest(r.steps) WITH ORDINALITY
+             AS u(name, callable, init, max_attempts, retryable, backoff, base_ms, max_ms,
+                  timeout, events, dependencies, n)
+    ), made AS (
       INSERT INTO tasker.workflow_steps AS s (task_uuid, name, position, handler_callable,
         handler_initialization, max_attempts, retryable, backoff, backoff_base_ms,
         max_backoff_ms, timeout_seconds, publishes_events, parent_count, pending_parents,
         state, enqueued_at)
-      SELECT c.id, u.name, u.position, u.callable, u.init, u.max_attempts, u.retryable,
+      SELECT u.id, u.name, u.position, u.callable, u.init, u.max_attempts, u.retryable,
              u.backoff, u.base_ms, u.max_ms, u.timeout, u.events, u.parents, u.parents,
              CASE WHEN u.parents = 0 THEN 'enqueued' ELSE 'pending' END,
              CASE WHEN u.parents = 0 THEN clock_timestamp() END
-        FROM unnest(p_step_task, p_names, p_positions, p_callables, p_inits, p_max_attempts,
-                    p_retryable, p_backoff, p_base_ms, p_max_ms, p_timeouts, p_events,
-                    p_parents)
-             AS u(ti, name, position, callable, init, max_attempts, retryable, backoff,
-                  base_ms, max_ms, timeout, events, parents)
-        JOIN unnest(v_idx, v_tasks) AS c(i, id) ON c.i = u.ti
+        FROM spec u
       RETURNING s.step_uuid, s.task_uuid, s.name, s.state
     ), logged AS (
       INSERT INTO tasker.workflow_step_transition_log
@@ -55,11 +57,11 @@ BEGIN
         FROM made m WHERE m.state = 'enqueued'
     ), linked AS (
       INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
-      SELECT c.id, f.step_uuid, t.step_uuid
-        FROM unnest(p_edge_task, p_edge_from, p_edge_to) AS e(ti, from_name, to_name)
-        JOIN unnest(v_idx, v_tasks) AS c(i, id) ON c.i = e.ti
-        JOIN made f ON f.task_uuid = c.id AND f.name = e.from_name
-        JOIN made t ON t.task_uuid = c.id AND t.name = e.to_name
+      SELECT u.id, f.step_uuid, t.step_uuid
+        FROM spec u
+       CROSS JOIN LATERAL unnest(u.dependencies) AS d(parent)
+        JOIN made f ON f.task_uuid = u.id AND f.name = d.parent
+        JOIN made t ON t.task_uuid = u.id AND t.name = u.name
     )
     SELECT array_agg(jsonb_build_object('task_uuid', m.task_uuid, 'step_uuid', m.step_uuid,
                                         'step_name', m.name, 'namespace', p_ns,
@@ -87,7 +89,7 @@ BEGIN
     -- The key was taken (by an earlier request of this batch, or a concurrent one whose
     -- insert this one waited for): that task.
     SELECT r.i::integer, t.task_uuid, false, t.state
-      FROM unnest(p_named_tasks, p_keys) WITH ORDINALITY AS r(nt, k, i)
+      FROM unnest(p_tasks) WITH ORDINALITY AS r(nt, ctx, k, ini, steps, i)
       JOIN tasker.tasks t ON t.named_task_uuid = r.nt AND t.idempotency_key = r.k
      WHERE NOT (r.i::integer = ANY (coalesce(v_idx, ARRAY[]::integer[])));
 END;

@@ -642,12 +642,12 @@ async fn a_creation_holding_its_roots_returns_their_messages_instead_of_sending_
     .unwrap();
     let create = |hold: bool| {
         sqlx::query_as::<_, (Uuid, bool, String, Option<Value>)>(
-            "SELECT * FROM tasker.create_task($1, '{\"value\": 1}', NULL, 'spec', 'spec',
-               ARRAY['first', 'second'], ARRAY[0, 1], ARRAY['Noop', 'Noop'],
-               ARRAY['{}', '{}']::jsonb[], ARRAY[3, 3], ARRAY[true, true],
-               ARRAY['exponential', 'exponential'], ARRAY[100, 100]::bigint[],
-               ARRAY[1000, 1000]::bigint[], ARRAY[NULL, NULL]::integer[],
-               ARRAY['[]', '[]']::jsonb[], ARRAY[0, 1], ARRAY['first'], ARRAY['second'],
+            "SELECT * FROM tasker.create_task('spec',
+               ROW($1, '{\"value\": 1}', NULL, 'spec', ARRAY[
+                 ROW('first', 'Noop', '{}', 3, true, 'exponential', 100, 1000, NULL, '[]',
+                     '{}')::tasker.step_spec,
+                 ROW('second', 'Noop', '{}', 3, true, 'exponential', 100, 1000, NULL, '[]',
+                     '{first}')::tasker.step_spec])::tasker.task_spec,
                NULL, 100, $2)",
         )
         .bind(named)

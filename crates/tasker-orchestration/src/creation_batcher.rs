@@ -3,8 +3,8 @@
 //! Nothing waits to fill a batch: a request goes as soon as a batch slot is free, with
 //! whatever else arrived meanwhile, so a lone request costs one hop more, not a delay.
 
-use crate::fixed_steps::FixedSteps;
 use crate::task_request::{CreatedTask, TASKS_CREATED};
+use crate::task_spec::TaskSpec;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tasker_shared::queue::{worker_queue, Notifier};
@@ -27,11 +27,7 @@ pub const OVERFLOW: &str = "tasker_task_creation_overflow_total";
 /// One fixed-DAG task to create, with at least one root step.
 pub(crate) struct BatchItem {
     pub namespace: String,
-    pub named_task: Uuid,
-    pub context: serde_json::Value,
-    pub idempotency_key: Option<String>,
-    pub initiator: Option<String>,
-    pub steps: FixedSteps,
+    pub task: TaskSpec,
 }
 
 struct Waiting {
@@ -85,11 +81,11 @@ async fn run(creator: Creator, mut rx: mpsc::Receiver<Waiting>) {
             break;
         };
         // Whatever arrived while a slot was taken joins this batch.
-        let mut steps = first.item.steps.names.len();
+        let mut steps = first.item.task.steps.len();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH_TASKS && steps < MAX_BATCH_STEPS {
             let Ok(next) = rx.try_recv() else { break };
-            steps += next.item.steps.names.len();
+            steps += next.item.task.steps.len();
             batch.push(next);
         }
         metrics::gauge!(WAITING).set(rx.len() as f64);
@@ -169,48 +165,13 @@ impl Creator {
         namespace: &str,
         group: &[Waiting],
     ) -> Result<Vec<(i32, Uuid, bool, String)>, sqlx::Error> {
-        let mut tasks = TaskColumns::default();
-        let mut steps = FixedSteps::default();
-        let mut step_task = Vec::new();
-        let mut edge_task = Vec::new();
-        for (i, w) in group.iter().enumerate() {
-            let item = &w.item;
-            let idx = i as i32 + 1;
-            tasks.named_tasks.push(item.named_task);
-            tasks.contexts.push(item.context.clone());
-            tasks.keys.push(item.idempotency_key.clone());
-            tasks.initiators.push(item.initiator.clone());
-            step_task.extend(std::iter::repeat_n(idx, item.steps.names.len()));
-            edge_task.extend(std::iter::repeat_n(idx, item.steps.edge_from.len()));
-            steps.append(&item.steps);
-        }
-        let query = sqlx::query_as(
-            "SELECT idx, task_uuid, created, state FROM tasker.create_tasks($1, $2, $3, $4, $5,
-                    $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-                    $21, $22)",
-        )
-        .bind(namespace)
-        .bind(&self.actor)
-        .bind(&tasks.named_tasks)
-        .bind(&tasks.contexts)
-        .bind(&tasks.keys)
-        .bind(&tasks.initiators)
-        .bind(&step_task);
-        steps
-            .bind_columns(query)
-            .bind(&edge_task)
-            .bind(&steps.edge_from)
-            .bind(&steps.edge_to)
+        // Cloned: a request whose batch fails goes back to its caller whole.
+        let tasks: Vec<TaskSpec> = group.iter().map(|w| w.item.task.clone()).collect();
+        sqlx::query_as("SELECT idx, task_uuid, created, state FROM tasker.create_tasks($1, $2, $3)")
+            .bind(namespace)
+            .bind(&self.actor)
+            .bind(tasks)
             .fetch_all(&self.pool)
             .await
     }
-}
-
-/// The per-task arguments of `tasker.create_tasks`.
-#[derive(Default)]
-struct TaskColumns {
-    named_tasks: Vec<Uuid>,
-    contexts: Vec<serde_json::Value>,
-    keys: Vec<Option<String>>,
-    initiators: Vec<Option<String>>,
 }

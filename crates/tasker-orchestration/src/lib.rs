@@ -7,7 +7,7 @@
 //! their functions act on (`retention::run_once`, `task_operations::cancel_task`). The rest
 //! is private, with what other crates use re-exported at the root.
 //!
-//! - `task_initializer` (with `task_request`, `fixed_steps`, `creation_batcher`): creating tasks.
+//! - `task_initializer` (with `task_request`, `task_spec`, `creation_batcher`): creating tasks.
 //! - `orchestrator`: `OrchestrationCore` and the loops it starts: `step_enqueuer`,
 //!   `result_processor`, `dead_worker_reaper`, `queue_maintenance`, `retention`,
 //!   `state_gauges`, all on `periodic`'s timer.
@@ -21,7 +21,6 @@ mod creation_batcher;
 mod dashboard;
 mod dead_worker_reaper;
 mod error;
-mod fixed_steps;
 mod orchestrator;
 mod periodic;
 mod queue_maintenance;
@@ -32,6 +31,7 @@ mod step_enqueuer;
 mod task_initializer;
 pub mod task_operations;
 mod task_request;
+mod task_spec;
 
 pub use error::OrchestrationError;
 pub use orchestrator::{OrchestrationCore, OrchestrationHandle};

@@ -2,8 +2,8 @@
 //! its root steps in that same transaction.
 
 use crate::creation_batcher::{BatchItem, CreationBatcher};
-use crate::fixed_steps::FixedSteps;
 use crate::task_request::{CreatedTask, TaskRequest, TASKS_CREATED};
+use crate::task_spec::TaskSpec;
 use crate::OrchestrationError;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
@@ -122,61 +122,48 @@ impl TaskInitializer {
             });
         }
 
-        let steps = FixedSteps::of(template, &self.backoff);
+        let spec = TaskSpec::new(registered.named_task_uuid, request, template, &self.backoff);
         let queue = worker_queue(&request.namespace).ok();
         let local = match &queue {
-            Some(_) if self.local_claims && steps.starts_at_once() && !request.is_scheduled() => {
-                self.reserve_local(&request.namespace, &steps)
+            Some(_) if self.local_claims && spec.starts_at_once() && !request.is_scheduled() => {
+                self.reserve_local(&request.namespace, &spec)
             }
             _ => None,
         };
         // A fixed DAG that only needs creating goes with whatever other requests are being
         // created meanwhile (see CreationBatcher), unless a local worker takes its roots.
-        let steps = if local.is_none()
+        let spec = if local.is_none()
             && matches!(statement, Statement::Create)
-            && steps.starts_at_once()
+            && spec.starts_at_once()
             && request.run_at.is_none()
         {
             let item = BatchItem {
                 namespace: request.namespace.clone(),
-                named_task: registered.named_task_uuid,
-                context: request.context.clone(),
-                idempotency_key: request.idempotency_key.clone(),
-                initiator: request.initiator.clone(),
-                steps,
+                task: spec,
             };
             match self.batcher.create(item).await {
                 Some(Ok(created)) => return Ok((created, None)),
-                Some(Err(item)) => item.steps,
-                None => FixedSteps::of(template, &self.backoff),
+                Some(Err(item)) => item.task,
+                None => TaskSpec::new(registered.named_task_uuid, request, template, &self.backoff),
             }
         } else {
-            steps
+            spec
         };
         // One round trip: the task (or the one holding its idempotency key), its steps,
         // edges and first transitions, and its start (tasker.create_task).
         let blueprints = template.is_dynamic().then(|| self.blueprints(template));
-        let claims = local
-            .as_ref()
-            .map(|l| steps.claim_roots(l.reservation.room()));
         let sql = statement.sql(queue.as_ref());
-        let query = sqlx::query_as(&sql)
-            .bind(registered.named_task_uuid)
-            .bind(&request.context)
-            .bind(&request.idempotency_key)
-            .bind(&request.initiator)
-            .bind(&self.actor);
-        let mut query = steps
-            .bind_columns(query)
-            .bind(&steps.edge_from)
-            .bind(&steps.edge_to)
+        // Cloned: the claimed roots are read back from the spec.
+        let mut query = sqlx::query_as(&sql)
+            .bind(&self.actor)
+            .bind(spec.clone())
             .bind(blueprints)
             .bind(self.max_steps_per_task as i32);
         if queue.is_some() {
             let worker = local.as_ref().map(|l| l.worker.clone());
             query = query
                 .bind(worker.as_ref().map(|w| w.worker_id().to_string()))
-                .bind(claims)
+                .bind(local.as_ref().map_or(0, |l| l.reservation.room() as i32))
                 .bind(worker.as_ref().map_or(0, |w| w.lease_seconds()))
                 .bind(f64::from(
                     worker
@@ -188,10 +175,10 @@ impl TaskInitializer {
         let row: CreatedRow = query.fetch_one(&self.pool).await?;
         let (task, created, state, task_row, step_rows, lease, claimed) = row;
         let claimed = match (lease, claimed) {
-            (Some(lease), Some(claimed)) => steps.claimed_roots(request, task, lease, claimed),
+            (Some(lease), Some(claimed)) => spec.claimed_roots(request, task, lease, claimed),
             _ => Vec::new(),
         };
-        let all_claimed = !claimed.is_empty() && claimed.len() == steps.roots();
+        let all_claimed = !claimed.is_empty() && claimed.len() == spec.roots();
         if let Some(local) = local {
             local.reservation.hand_over(claimed);
         }
@@ -225,9 +212,9 @@ impl TaskInitializer {
 
     /// Room with the local worker serving `namespace`, for as many of these roots as it
     /// has room for.
-    fn reserve_local(&self, namespace: &str, steps: &FixedSteps) -> Option<LocalClaim> {
+    fn reserve_local(&self, namespace: &str, spec: &TaskSpec) -> Option<LocalClaim> {
         let worker = local_worker::find(&self.pool, namespace)?;
-        let reservation = worker.reserve(steps.roots())?;
+        let reservation = worker.reserve(spec.roots())?;
         Some(LocalClaim {
             worker,
             reservation,
@@ -347,25 +334,23 @@ impl Statement {
     /// With `queue`, the namespace's worker queue, the statement inserts the new task's
     /// root messages itself, with a static INSERT prepared once per connection, rather than
     /// by `send_step_messages`' dynamic SQL (planned on every call) in `tasker.create_task`.
-    /// It then also takes the claim of roots for a local worker ($22 worker, $23 one flag
-    /// per step, $24 lease seconds; NULL, NULL, 0 for none): their messages go in as read,
-    /// hidden for $25 seconds, and come back with the roots' ids and names. The last
-    /// parameter is the task's run_at: the other roots' messages stay hidden until then.
+    /// It then also takes the claim of roots for a local worker ($5 worker, $6 how many
+    /// roots, $7 lease seconds; NULL, 0, 0 for none): their messages go in as read, hidden
+    /// for $8 seconds, and come back with the roots' ids and names. The last parameter is
+    /// the task's run_at: the other roots' messages stay hidden until then.
     fn sql(self, queue: Option<&QueueName>) -> String {
         let (function, read) = match self {
             Statement::Create => ("create_task", "NULL::text, NULL::text"),
             Statement::CreateRead => ("create_task_read", "c.task::text, c.steps::text"),
         };
-        let args = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-                    $18, $19, $20, $21";
         match queue {
             Some(queue) => format!(
                 "WITH c AS MATERIALIZED (
-                   SELECT * FROM tasker.{function}({args}, true, $22, $23, $24, $26)),
+                   SELECT * FROM tasker.{function}($1, $2, $3, $4, true, $5, $6, $7, $9)),
                  sent AS (
                    INSERT INTO {table} (vt, read_ct, message)
-                   SELECT CASE WHEN h.claimed THEN clock_timestamp() + make_interval(secs => $25)
-                               ELSE greatest(clock_timestamp(), $26) END,
+                   SELECT CASE WHEN h.claimed THEN clock_timestamp() + make_interval(secs => $8)
+                               ELSE greatest(clock_timestamp(), $9) END,
                           CASE WHEN h.claimed THEN 1 ELSE 0 END, m
                      FROM c, jsonb_array_elements(c.messages) AS m,
                           LATERAL (SELECT (m->>'step_uuid')::uuid = ANY (c.claimed) AS claimed) h
@@ -379,7 +364,7 @@ impl Statement {
             ),
             None => format!(
                 "SELECT c.task_uuid, c.created, c.state, {read}, NULL::timestamptz, NULL::json
-                   FROM tasker.{function}({args}, p_run_at => $22) AS c"
+                   FROM tasker.{function}($1, $2, $3, $4, p_run_at => $5) AS c"
             ),
         }
     }

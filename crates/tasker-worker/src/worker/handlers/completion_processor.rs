@@ -86,15 +86,6 @@ pub struct ChildClaims {
     pub stop: CancellationToken,
 }
 
-/// What a recording does in one worker queue: delete the messages of these steps, and
-/// insert those of the children it enqueues when the queue's namespace is known.
-#[derive(Default)]
-struct QueueWork<'a> {
-    steps: Vec<uuid::Uuid>,
-    msgs: Vec<i64>,
-    namespace: Option<&'a str>,
-}
-
 /// One row of `tasker.complete_steps`: what became of one step's result, or a child it
 /// enqueued.
 #[derive(sqlx::FromRow)]
@@ -288,17 +279,21 @@ impl CompletionProcessorService {
         // messages of the children the recording enqueues go into those same queues (a
         // task's steps share its namespace's queue), one static INSERT per queue, rather
         // than by send_step_messages' dynamic SQL.
-        let mut by_queue: BTreeMap<&QueueName, QueueWork<'_>> = BTreeMap::new();
+        let mut by_queue: BTreeMap<&QueueName, Option<&str>> = BTreeMap::new();
+        let mut queues = Vec::with_capacity(steps.len());
+        let mut step_uuids = Vec::with_capacity(steps.len());
+        let mut msg_ids = Vec::with_capacity(steps.len());
         for done in steps {
             let ctx = &done.step.context;
-            let work = by_queue.entry(&done.step.queue).or_default();
-            work.steps.push(ctx.step_uuid);
-            work.msgs.push(done.step.msg_id);
+            let namespace = by_queue.entry(&done.step.queue).or_default();
             if worker_queue(&ctx.namespace).is_ok_and(|q| q == done.step.queue) {
-                work.namespace = Some(&ctx.namespace);
+                *namespace = Some(&ctx.namespace);
             }
+            queues.push(done.step.queue.as_str());
+            step_uuids.push(ctx.step_uuid);
+            msg_ids.push(done.step.msg_id);
         }
-        let send_namespaces: Vec<&str> = by_queue.values().filter_map(|w| w.namespace).collect();
+        let send_namespaces: Vec<&str> = by_queue.values().copied().flatten().collect();
         let claims = self
             .child_claims
             .as_ref()
@@ -318,10 +313,10 @@ impl CompletionProcessorService {
             _ => None,
         };
         let claim_max = permits.as_ref().map_or(0, |p| p.len());
-        let sql = recording_statement(by_queue.keys().copied());
+        let sql = recording_statement(by_queue.into_iter());
         let lease_seconds = claims.map_or(0, |c| c.lease_seconds);
         let visibility = claims.map_or(0, |c| c.visibility_timeout_seconds);
-        let mut query = sqlx::query_as::<_, Completion>(&sql)
+        let query = sqlx::query_as::<_, Completion>(&sql)
             .bind(&self.worker_id)
             .bind(serde_json::Value::Array(rows))
             .bind(self.backoff.jitter_ratio)
@@ -329,13 +324,10 @@ impl CompletionProcessorService {
             .bind(&send_namespaces)
             .bind(claim_max as i32)
             .bind(lease_seconds)
-            .bind(f64::from(visibility));
-        for work in by_queue.values() {
-            query = query
-                .bind(&work.steps)
-                .bind(&work.msgs)
-                .bind(work.namespace);
-        }
+            .bind(f64::from(visibility))
+            .bind(&queues)
+            .bind(&step_uuids)
+            .bind(&msg_ids);
         // Room held for the children the statement may claim counts against the limit
         // until they are entries of their own.
         self.in_flight.reserve(claim_max);
@@ -478,39 +470,48 @@ impl CompletionProcessorService {
 }
 
 /// The recording statement for results from these queues: `tasker.complete_steps` ($1-$7),
-/// then per queue (its steps, message ids and namespace, from $9 on) a static DELETE of the
-/// recorded results' messages and a static INSERT of the messages of the children it
-/// enqueued in that namespace: visible at once, or for a child this worker claimed, as
-/// read (hidden for $8 seconds, read once). Returns complete_steps' rows, a claimed child's
-/// with its message id.
-fn recording_statement<'a>(queues: impl Iterator<Item = &'a QueueName>) -> String {
+/// then per queue a static DELETE of the recorded results' messages (every result's queue,
+/// step and message id in $9, $10, $11) and, for a queue whose namespace the caller knows, a
+/// static INSERT of the messages of the children the recording enqueued in that namespace:
+/// visible at once, or for a child this worker claimed, as read (hidden for $8 seconds, read
+/// once). Returns complete_steps' rows, a claimed child's with its message id.
+fn recording_statement<'a>(
+    queues: impl Iterator<Item = (&'a QueueName, Option<&'a str>)>,
+) -> String {
     let mut sql = String::from(
         "WITH done AS MATERIALIZED (
            SELECT * FROM tasker.complete_steps($1, $2, $3, $4, $5, $6, $7))",
     );
     let mut sent = Vec::new();
-    for (i, queue) in queues.enumerate() {
-        let (step, msg, ns) = (9 + 3 * i, 10 + 3 * i, 11 + 3 * i);
+    for (i, (queue, namespace)) in queues.enumerate() {
         let table = queue.table();
-        // Refused results' messages belong to whoever holds the step now. A queue whose
-        // namespace the caller does not know gets NULL and sends nothing: complete_steps
-        // sent that namespace's messages itself.
+        // Refused results' messages belong to whoever holds the step now. Queue names are
+        // identifiers (QueueName), safe as literals.
         sql.push_str(&format!(
             ", gone_{i} AS (DELETE FROM {table} q
-                 USING unnest(${step}::uuid[], ${msg}::bigint[]) AS m(step_uuid, msg_id), done d
-                 WHERE q.msg_id = m.msg_id AND d.step_uuid = m.step_uuid
-                   AND d.outcome <> '{refused}'),
-               sent_{i} AS (INSERT INTO {table} (vt, read_ct, message)
+                 USING unnest($9::text[], $10::uuid[], $11::bigint[]) AS m(queue, step_uuid, msg_id),
+                       done d
+                 WHERE m.queue = '{queue}' AND q.msg_id = m.msg_id AND d.step_uuid = m.step_uuid
+                   AND d.outcome <> '{refused}')",
+            refused = RecordingOutcome::Refused,
+        ));
+        // A namespace the caller does not know had its messages sent by complete_steps.
+        // One it knows is its worker queue's, so an identifier too.
+        let Some(namespace) = namespace else { continue };
+        sql.push_str(&format!(
+            ", sent_{i} AS (INSERT INTO {table} (vt, read_ct, message)
                  SELECT CASE WHEN (d.claim).step_uuid IS NULL THEN clock_timestamp()
                              ELSE clock_timestamp() + make_interval(secs => $8) END,
                         CASE WHEN (d.claim).step_uuid IS NULL THEN 0 ELSE 1 END, d.message
                    FROM done d
-                  WHERE d.outcome = '{enqueued}' AND d.namespace = ${ns}::text
+                  WHERE d.outcome = '{enqueued}' AND d.namespace = '{namespace}'
                  RETURNING msg_id, message)",
-            refused = RecordingOutcome::Refused,
             enqueued = RecordingOutcome::Enqueued,
         ));
         sent.push(format!("SELECT msg_id, message FROM sent_{i}"));
+    }
+    if sent.is_empty() {
+        sent.push("SELECT NULL::bigint AS msg_id, NULL::jsonb AS message WHERE false".into());
     }
     sql.push_str(&format!(
         " SELECT d.step_uuid, d.task_uuid, d.namespace, d.outcome, d.enqueued, d.claim, s.msg_id
