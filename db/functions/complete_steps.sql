@@ -268,22 +268,8 @@ BEGIN
       ORDER BY d.t;
   END IF;
   IF v_events THEN
-    -- The durable domain events of the results recorded (not refused), written to their
-    -- namespace's events queue in this transaction: they commit with the result or not at
-    -- all. The queue is the outbox; its consumers read it as any PGMQ queue.
-    FOR q IN
-      SELECT x->>'events_namespace' AS ns, array_agg(ev ORDER BY x->>'step_uuid', i) AS msgs
-        FROM jsonb_array_elements(p_results) AS x,
-             jsonb_array_elements(x->'events') WITH ORDINALITY AS e(ev, i)
-       WHERE jsonb_typeof(x->'events') = 'array'
-         AND (x->>'step_uuid')::uuid = ANY (coalesce(v_done, ARRAY[]::uuid[])
-                                            || coalesce(v_steps, ARRAY[]::uuid[]))
-       GROUP BY 1
-    LOOP
-      EXECUTE format('INSERT INTO pgmq.%I (vt, message) SELECT clock_timestamp(), m FROM unnest($1) AS m',
-                     'q_' || q.ns || '_domain_events')
-        USING q.msgs;
-    END LOOP;
+    PERFORM tasker.send_domain_events(
+      p_results, coalesce(v_done, ARRAY[]::uuid[]) || coalesce(v_steps, ARRAY[]::uuid[]));
   END IF;
   v_enqueued := current_setting('tasker.steps_enqueued') = 'on';
   RETURN QUERY

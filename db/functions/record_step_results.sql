@@ -1,5 +1,8 @@
--- The results-queue path: stores the results and sends each to the orchestration results
--- queue. Returns the results refused (the claim had moved on).
+-- The results-queue path (`[worker] results_via = "orchestration"`): stores the results,
+-- deletes their worker messages (a result's `queue` and `msg_id`), writes their durable
+-- domain events, and sends each to the orchestration results queue, where the
+-- orchestrator's ResultProcessor applies them (tasker.process_step_results). Returns the
+-- results refused (the claim had moved on).
 CREATE OR REPLACE FUNCTION tasker.record_step_results(p_worker text, p_results jsonb)
  RETURNS SETOF uuid
  LANGUAGE plpgsql
@@ -14,6 +17,7 @@ BEGIN
     FROM jsonb_array_elements(p_results) AS x;
   SELECT array_agg(r.step_uuid) INTO v_stored
     FROM tasker.store_step_results(p_worker, p_results, true) r;
+  PERFORM tasker.send_domain_events(p_results, v_stored);
   RETURN QUERY
     SELECT id FROM unnest(v_ids) AS id WHERE NOT (id = ANY (coalesce(v_stored, ARRAY[]::uuid[])));
 END;

@@ -4,6 +4,7 @@
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tasker_shared::config::ResultsVia;
 use tasker_shared::models::StepRow;
 use tasker_shared::queue::{worker_queue, QueueClient};
 use tasker_shared::StepExecutionResult;
@@ -106,6 +107,15 @@ async fn domain_events_only_follow_recorded_results() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_result_after_lease_loss_is_refused() {
+    late_result_is_refused(ResultsVia::Direct).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_result_for_the_orchestrator_after_lease_loss_is_refused() {
+    late_result_is_refused(ResultsVia::Orchestration).await;
+}
+
+async fn late_result_is_refused(via: ResultsVia) {
     let h = Harness::orchestration_only(&[]).await;
     let task = h
         .create("linear_workflow", "linear_math", json!({"value": 1}))
@@ -153,6 +163,7 @@ async fn late_result_after_lease_loss_is_refused() {
             backoff: h.core.config.backoff.clone(),
             child_claims: None,
             max_payload_bytes: h.core.config.worker.max_payload_bytes,
+            results_via: via,
         },
     );
     let dispatched = DispatchedStep {

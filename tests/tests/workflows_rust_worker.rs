@@ -11,6 +11,39 @@ const T: Duration = Duration::from_secs(30);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn example_dags_compute_known_results() {
     let h = Harness::with_rust_worker(&[]).await;
+    example_dags(&h).await;
+    h.shutdown().await;
+}
+
+/// `[worker] results_via = "orchestration"`: the worker stores each result and sends it to
+/// the orchestration results queue; the orchestrator's ResultProcessor applies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_dags_compute_known_results_with_results_applied_by_the_orchestrator() {
+    let h = Harness::with_rust_worker(&via_orchestrator()).await;
+    let tasks = example_dags(&h).await;
+    let handed_over: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT s.name, EXISTS (SELECT 1 FROM tasker.workflow_step_transition_log l
+                                 WHERE l.step_uuid = s.step_uuid
+                                   AND l.to_state = 'enqueued_for_orchestration')
+           FROM tasker.workflow_steps s WHERE s.task_uuid = ANY ($1)",
+    )
+    .bind(&tasks)
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap();
+    assert!(!handed_over.is_empty());
+    for (step, sent) in handed_over {
+        assert!(sent, "{step} went through the orchestration results queue");
+    }
+    h.shutdown().await;
+}
+
+fn via_orchestrator() -> [(&'static str, Toml); 1] {
+    [("worker.results_via", Toml::String("orchestration".into()))]
+}
+
+/// The four fixed example DAGs, their results checked; returns the tasks.
+async fn example_dags(h: &Harness) -> Vec<uuid::Uuid> {
     let linear = h
         .create("linear_workflow", "linear_math", json!({"value": 6}))
         .await;
@@ -36,7 +69,7 @@ async fn example_dags_compute_known_results() {
     assert_eq!(h.result_of(tree, "merge").await, json!(115));
     assert_eq!(h.result_of(mixed, "transform").await, json!(255));
     assert_eq!(h.result_of(mixed, "finalize").await, json!(266));
-    h.shutdown().await;
+    vec![linear, diamond, tree, mixed]
 }
 
 /// Each step of a chain after the first is claimed by the recording of its parent, in the
@@ -129,11 +162,22 @@ async fn order_fulfillment_runs_end_to_end() {
 /// and lost when the process died in between) every one is there when the task completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durable_events_are_committed_with_their_result() {
-    let h = Harness::with_rust_worker(&[(
+    durable_events_committed(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_events_are_committed_with_a_result_sent_to_the_orchestrator() {
+    let [via] = via_orchestrator();
+    durable_events_committed(Some(via)).await;
+}
+
+async fn durable_events_committed(extra: Option<(&str, Toml)>) {
+    let mut overrides = vec![(
         "worker.mpsc_channels.ffi_dispatch.callback_timeout_ms",
         Toml::Integer(0),
-    )])
-    .await;
+    )];
+    overrides.extend(extra);
+    let h = Harness::with_rust_worker(&overrides).await;
     let mut tasks = Vec::new();
     for order_id in 0..5 {
         tasks.push(
@@ -167,7 +211,16 @@ async fn durable_events_are_committed_with_their_result() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_scenarios_end_as_designed() {
-    let h = Harness::with_rust_worker(&[]).await;
+    error_scenarios(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_scenarios_end_as_designed_with_results_applied_by_the_orchestrator() {
+    error_scenarios(&via_orchestrator()).await;
+}
+
+async fn error_scenarios(overrides: &[(&str, Toml)]) {
+    let h = Harness::with_rust_worker(overrides).await;
     let flaky = h
         .create("error_scenarios", "retry_then_succeed", json!({"value": 4}))
         .await;
@@ -216,7 +269,16 @@ async fn error_scenarios_end_as_designed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamic_examples_run_end_to_end() {
-    let h = Harness::with_rust_worker(&[]).await;
+    dynamic_examples(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_examples_run_end_to_end_with_results_applied_by_the_orchestrator() {
+    dynamic_examples(&via_orchestrator()).await;
+}
+
+async fn dynamic_examples(overrides: &[(&str, Toml)]) {
+    let h = Harness::with_rust_worker(overrides).await;
     let routes = [
         (0, json!([]), "rejected"),
         (500, json!(["auto"]), "auto"),

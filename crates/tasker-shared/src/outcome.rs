@@ -1,5 +1,6 @@
 //! What recording a result did with its step, as the recording functions name it in their
-//! `outcome` column (`tasker.complete_steps`, `tasker.process_step_results`).
+//! `outcome` column (`tasker.complete_steps`, `tasker.process_step_results`), and the
+//! worker's name for a result it sent to the orchestrator.
 
 use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgTypeInfo, PgValueRef};
@@ -20,16 +21,20 @@ pub enum RecordingOutcome {
     Refused,
     /// Not a result: a child the recording made ready and enqueued.
     Enqueued,
+    /// Stored and sent to the orchestration results queue, for the orchestrator to apply
+    /// (`[worker] results_via = "orchestration"`; `tasker.record_step_results`).
+    Sent,
 }
 
 impl RecordingOutcome {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Completed,
         Self::RetryScheduled,
         Self::Failed,
         Self::Ignored,
         Self::Refused,
         Self::Enqueued,
+        Self::Sent,
     ];
 
     /// The name SQL gives it (and metrics' `outcome` label).
@@ -41,6 +46,7 @@ impl RecordingOutcome {
             Self::Ignored => "ignored",
             Self::Refused => "refused",
             Self::Enqueued => "enqueued",
+            Self::Sent => "sent",
         }
     }
 

@@ -147,7 +147,27 @@ pub struct WorkerConfig {
     /// The largest step result (result, metadata, outcome) stored, in bytes of JSON; a larger
     /// one fails its step with `invalid_result`.
     pub max_payload_bytes: usize,
+    /// Who applies a recorded result to its step and task.
+    #[serde(default)]
+    pub results_via: ResultsVia,
     pub mpsc_channels: MpscChannelsConfig,
+}
+
+/// `[worker] results_via`: who applies a result (moves its step on, enqueues what it made
+/// ready, finalizes its task).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultsVia {
+    /// The worker, in the transaction that records the result: one transaction per batch of
+    /// results, and a child it made ready can be claimed in it.
+    #[default]
+    Direct,
+    /// The orchestrator: the worker stores the result and sends it to the orchestration
+    /// results queue, and the orchestrator's ResultProcessor applies it. A worker's
+    /// transaction then locks a task row only for a decision or batchable step's outcome,
+    /// at the cost of a queue message, a second transaction and a step state more per
+    /// result.
+    Orchestration,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -19,6 +19,7 @@ use crate::step::DispatchedStep;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tasker_shared::config::ResultsVia;
 use tasker_shared::local_worker::{self, LocalWorker};
 use tasker_shared::messages::DomainEvent;
 use tasker_shared::queue::{domain_events_queue, worker_queue, QueueClient};
@@ -148,8 +149,10 @@ impl WorkerCore {
                 retry_deadline: wc.completion_retry_deadline(),
                 concurrency: wc.max_concurrent_completions,
                 backoff: config.backoff.clone(),
-                child_claims: Some(child_claims),
+                // The orchestrator applies the results, and enqueues their children itself.
+                child_claims: (wc.results_via == ResultsVia::Direct).then_some(child_claims),
                 max_payload_bytes: wc.max_payload_bytes,
+                results_via: wc.results_via,
             },
         );
         let completion = tokio::spawn(completion.run(completion_rx));

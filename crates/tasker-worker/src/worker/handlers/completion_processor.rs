@@ -5,7 +5,9 @@
 //! as the orchestrator would (step complete, retry scheduled or error, children that became
 //! ready enqueued, the task finalized), so a result needs no second hop through the
 //! orchestration results queue. It only succeeds while this worker still holds the step's
-//! claim. A result past the payload limits (`max_payload_bytes`, nesting, NUL characters) is
+//! claim. With `[worker] results_via = "orchestration"` the worker only stores the result
+//! (SQL `record_step_results`) and sends it to the orchestration results queue, and the
+//! orchestrator's ResultProcessor applies it. A result past the payload limits (`max_payload_bytes`, nesting, NUL characters) is
 //! replaced by a visible `invalid_result` failure before recording; database errors are
 //! retried with backoff until `completion_retry_deadline_ms`, and a result the database
 //! refuses outright is replaced the same way.
@@ -24,9 +26,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tasker_shared::claim::{ClaimedStep, StepClaim};
-use tasker_shared::config::BackoffConfig;
+use tasker_shared::config::{BackoffConfig, ResultsVia};
 use tasker_shared::outcome::RecordingOutcome;
-use tasker_shared::queue::{worker_queue, Notifier, QueueName};
+use tasker_shared::queue::{worker_queue, Notifier, QueueName, ORCHESTRATION_RESULTS_QUEUE};
 use tasker_shared::result::{ErrorType, StepError, StepExecutionResult};
 use tokio::sync::mpsc::Permit;
 use tokio::sync::{mpsc, Semaphore};
@@ -65,6 +67,8 @@ pub struct CompletionSettings {
     pub child_claims: Option<ChildClaims>,
     /// `[worker] max_payload_bytes`: a larger result fails its step with `invalid_result`.
     pub max_payload_bytes: usize,
+    /// `[worker] results_via`: whether this worker applies its results or the orchestrator.
+    pub results_via: ResultsVia,
 }
 
 /// How a recording claims the children it leaves ready, in its namespaces, for this worker:
@@ -114,6 +118,7 @@ pub struct CompletionProcessorService {
     backoff: BackoffConfig,
     child_claims: Option<ChildClaims>,
     max_payload_bytes: usize,
+    results_via: ResultsVia,
 }
 
 impl CompletionProcessorService {
@@ -137,6 +142,7 @@ impl CompletionProcessorService {
             backoff: settings.backoff,
             child_claims: settings.child_claims,
             max_payload_bytes: settings.max_payload_bytes,
+            results_via: settings.results_via,
         }
     }
 
@@ -273,6 +279,9 @@ impl CompletionProcessorService {
         steps: &[&CompletedStep],
         claim_children: bool,
     ) -> Result<Vec<Completion>, sqlx::Error> {
+        if self.results_via == ResultsVia::Orchestration {
+            return self.send_to_orchestration(rows, steps).await;
+        }
         // The worker messages of the recorded results (not of refused ones: those belong to
         // whoever holds the step now) are deleted in the same statement, one static DELETE
         // per queue, rather than by pgmq.delete's dynamic SQL inside complete_steps. The
@@ -360,6 +369,54 @@ impl CompletionProcessorService {
             if let Ok(queue) = worker_queue(ns) {
                 self.notifier.notify(&queue);
             }
+        }
+        Ok(completions)
+    }
+
+    /// Stores the results and deletes their worker messages (`tasker.record_step_results`,
+    /// which also writes their durable events and sends each to the orchestration results
+    /// queue), then wakes the orchestrator: its ResultProcessor applies them.
+    async fn send_to_orchestration(
+        &self,
+        mut rows: Vec<serde_json::Value>,
+        steps: &[&CompletedStep],
+    ) -> Result<Vec<Completion>, sqlx::Error> {
+        for (row, done) in rows.iter_mut().zip(steps) {
+            row["queue"] = serde_json::json!(done.step.queue.as_str());
+            row["msg_id"] = serde_json::json!(done.step.msg_id);
+        }
+        let refused: Vec<uuid::Uuid> =
+            sqlx::query_scalar("SELECT tasker.record_step_results($1, $2)")
+                .bind(&self.worker_id)
+                .bind(serde_json::Value::Array(rows))
+                .fetch_all(&self.pool)
+                .await?;
+        let completions: Vec<Completion> = steps
+            .iter()
+            .map(|done| {
+                let ctx = &done.step.context;
+                let outcome = if refused.contains(&ctx.step_uuid) {
+                    RecordingOutcome::Refused
+                } else {
+                    RecordingOutcome::Sent
+                };
+                metrics::counter!("tasker_results_total", "outcome" => outcome.as_str())
+                    .increment(1);
+                Completion {
+                    step_uuid: ctx.step_uuid,
+                    task_uuid: Some(ctx.task_uuid),
+                    namespace: Some(ctx.namespace.clone()),
+                    outcome,
+                    enqueued: false,
+                    claim: None,
+                    msg_id: None,
+                }
+            })
+            .collect();
+        if completions.len() > refused.len() {
+            let queue =
+                QueueName::new(ORCHESTRATION_RESULTS_QUEUE).expect("constant queue name is valid");
+            self.notifier.notify(&queue);
         }
         Ok(completions)
     }
