@@ -114,3 +114,28 @@ RSpec.describe TaskerCore::Worker, "stopping" do
     expect(statuses & %w[complete enqueued_for_orchestration]).not_to be_empty
   end
 end
+
+RSpec.describe TaskerCore::Worker, "starting" do
+  it "calls the around_handler once before it claims a step, then once around each handler" do
+    calls = Queue.new
+    configuration = TaskerCore.configuration.dup.tap do |c|
+      c.around_handler = lambda do |&handler|
+        calls << :around
+        handler.call
+      end
+    end
+    use_database
+    worker = described_class.new(namespaces: ["linear_workflow"], concurrency: 2, orchestration: :embedded,
+                                 trap_signals: false, configuration: configuration)
+    worker.start
+    begin
+      expect(calls.size).to eq(1)
+      task = TaskerCore::Client.create_task(namespace: "linear_workflow", name: "linear_math", version: "1.0.0",
+                                            context: { "value" => 1 })
+      expect(TaskerCore::Client.wait(task, timeout: 20).status).to eq("complete")
+      expect(calls.size).to eq(1 + TaskerCore::Client.get_task(task).steps.size)
+    ensure
+      worker.stop(timeout: 5)
+    end
+  end
+end
