@@ -5,9 +5,10 @@
 #     plain one-step Ruby task (create_task -> handler start) taken in the same run;
 #   - throughput of JOBS no-op jobs through one `tasker:worker` process of a Rails app: the
 #     jobs are enqueued (by 4 threads) before the worker starts, and timed from the moment it
-#     says it is serving until the last task is complete; as jobs/s and as a ratio to
+#     says it is serving until the last task's completed_at; as jobs/s and as a ratio to
 #     `pgbench -N -c 4 -T 10` TPS taken right after on a scratch database. The enqueue rate
-#     is reported too.
+#     is reported too, and where the CPU went while the worker drained the jobs: the worker
+#     process's and every local postgres process's (from /proc), per job.
 #
 #   ruby workers/ruby/bench/active_job.rb        (rake compile first; JOBS=2000 LATENCY_RUNS=200)
 # Needs Rails (Debian's ruby-rails), ruby-pg and pgbench; uses BENCH_DATABASE_SERVER
@@ -100,11 +101,39 @@ end
 
 def now = Process.clock_gettime(Process::CLOCK_MONOTONIC)
 
+CLOCK_TICKS = Integer(`getconf CLK_TCK`.strip, exception: false) || 100
+
+# CPU seconds a process has used (its own and its waited-for children's), from /proc.
+def cpu_seconds(stat)
+  fields = stat.rpartition(")").last.split
+  fields[11, 4].sum(&:to_i).fdiv(CLOCK_TICKS)
+end
+
+def worker_cpu(pid) = cpu_seconds(File.read("/proc/#{pid}/stat"))
+
+# Every local postgres process, exited backends included (in the postmaster's children's times).
+def postgres_cpu
+  Dir.glob("/proc/[0-9]*/stat").sum do |path|
+    stat = File.read(path)
+    stat.include?("(postgres)") ? cpu_seconds(stat) : 0.0
+  rescue SystemCallError
+    0.0
+  end
+end
+
+# The bench's probe while the worker drains: cheap (the finished-tasks index alone) and
+# every 50 ms, so it takes little of the Postgres time being measured. Only active_job tasks
+# exist by then.
 def tasks_complete
-  ActiveRecord::Base.connection.select_value(
-    "SELECT count(*) FROM tasker.tasks t JOIN tasker.named_tasks n USING (named_task_uuid) " \
-    "WHERE n.name = 'active_job' AND t.state = 'complete'"
-  ).to_i
+  ActiveRecord::Base.connection.select_value("SELECT count(*) FROM tasker.tasks WHERE state = 'complete'").to_i
+end
+
+# When the first and the last task completed, by the database's clock (the same host's).
+def completed_between
+  ActiveRecord::Base.connection.select_rows(
+    "SELECT extract(epoch FROM min(completed_at)), extract(epoch FROM max(completed_at)) " \
+    "FROM tasker.tasks WHERE state = 'complete'"
+  ).first.map(&:to_f)
 end
 
 worker = nil
@@ -122,9 +151,13 @@ begin
   worker = Process.spawn({ "RUBYLIB" => LIB, "RAILS_ENV" => "production", "CONCURRENCY" => "10" },
                          RbConfig.ruby, "-S", "rake", "tasker:worker", out: log, err: %i[child out], pgroup: true)
   sleep 0.005 until File.exist?(log) && File.read(log).include?("serving")
-  serving = now
-  sleep 0.01 until tasks_complete >= JOBS
-  drained = now - serving
+  serving = Time.now.to_f
+  cpu_before = [worker_cpu(worker), postgres_cpu]
+  sleep 0.05 until tasks_complete >= JOBS
+  first_done, last_done = completed_between
+  drained = last_done - serving
+  first_ms = (first_done - serving) * 1000
+  worker_ms, postgres_ms = [worker_cpu(worker), postgres_cpu].zip(cpu_before).map { |a, b| (a - b) * 1000 / JOBS }
 
   LATENCY_RUNS.times do
     job = LatencyJob.perform_later("kind" => "job", "at" => Time.now.to_f)
@@ -164,4 +197,7 @@ puts format("perform_later -> perform p50: %.2f ms (plain one-step task create -
             "%d runs each", job_p50, task_p50, job_p50 / task_p50, LATENCY_RUNS)
 puts format("%d no-op jobs through one tasker:worker: %.0f jobs/s (%.2f s from serving to the last one done); " \
             "enqueued at %.0f jobs/s by 4 threads", JOBS, rate, drained, JOBS / enqueued)
+puts format("first job done %.0f ms after the worker said it was serving", first_ms)
+puts format("CPU per job while draining: worker process %.3f ms, Postgres %.3f ms (every local postgres process)",
+            worker_ms, postgres_ms)
 puts format("pgbench -N -c 4 -T 10: %.0f TPS; jobs/s over pgbench TPS: %.2f", tps, rate / tps)
