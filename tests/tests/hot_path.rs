@@ -1406,3 +1406,51 @@ async fn a_creation_claims_the_roots_its_local_worker_has_room_for() {
     worker.shutdown_within(Duration::from_secs(5)).await;
     h.shutdown().await;
 }
+
+/// A queue emptied and vacuumed has statistics that say it holds nothing, and a plan made
+/// from them (a connection's generic plan) must still find the messages a read picked by
+/// index when a burst arrives: the read updates them by `msg_id = ANY`, where a join was
+/// planned the other way round and walked the whole queue for every read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_planned_from_an_emptied_queue_finds_its_messages_by_index() {
+    let h = quiet().await;
+    let queue = worker_queue("linear_workflow").unwrap();
+    let table = queue.table();
+    let fill = format!(
+        "INSERT INTO {table} (vt, message)
+         SELECT clock_timestamp(), jsonb_build_object('n', n) FROM generate_series(1, 2000) AS n"
+    );
+    sqlx::raw_sql(&fill).execute(&h.db.pool).await.unwrap();
+    sqlx::raw_sql(&format!("DELETE FROM {table}"))
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    // As the orchestrator's queue vacuum does it: the emptied pages stay.
+    sqlx::raw_sql(&format!("VACUUM (TRUNCATE false) {table}"))
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&fill).execute(&h.db.pool).await.unwrap();
+
+    let mut conn = h.db.pool.acquire().await.unwrap();
+    sqlx::raw_sql(&format!(
+        "SET plan_cache_mode = force_generic_plan; PREPARE read_and_claim AS {}",
+        claim_statement(&queue)
+    ))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN EXECUTE read_and_claim(100, 30, 'w1', 60)")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("Index Cond: (msg_id = ANY"), "{plan}");
+    assert!(!plan.contains("Join Filter"), "{plan}");
+    sqlx::raw_sql("DEALLOCATE read_and_claim; RESET plan_cache_mode")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    h.shutdown().await;
+}

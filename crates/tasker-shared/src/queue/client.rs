@@ -200,7 +200,8 @@ impl QueueClient {
 
     /// Hides messages for another `seconds` from now (long-running handlers). Messages
     /// another transaction holds right now (being read or deleted) are skipped, never
-    /// waited for, so this cannot deadlock with a worker recording results.
+    /// waited for, so this cannot deadlock with a worker recording results. By `msg_id =
+    /// ANY`, not a semi-join, so no plan walks the whole queue (see the worker's claim).
     pub async fn extend_visibility(
         &self,
         queue: &QueueName,
@@ -212,7 +213,8 @@ impl QueueClient {
         }
         sqlx::query(&format!(
             "UPDATE {q} SET vt = clock_timestamp() + make_interval(secs => $2)
-              WHERE msg_id IN (SELECT msg_id FROM {q} WHERE msg_id = ANY($1) FOR UPDATE SKIP LOCKED)",
+              WHERE msg_id = ANY (ARRAY(SELECT msg_id FROM {q} WHERE msg_id = ANY($1)
+                                         FOR UPDATE SKIP LOCKED))",
             q = queue.table()
         ))
         .bind(ids)

@@ -21,7 +21,10 @@ use uuid::Uuid;
 /// Reads up to `$1` messages of `queue`, hiding them for `$2` seconds, and claims the steps
 /// they name for worker `$3` with a lease of `$4` seconds: one `tasker.message_claim` row per
 /// message. It does what pgmq.read does, as a static statement a connection prepares once
-/// (pgmq.read builds and plans its SQL on every call).
+/// (pgmq.read builds and plans its SQL on every call). The picked messages are updated by
+/// `msg_id = ANY (ARRAY(...))`, an index condition whatever the planner believes of the
+/// table's size, not by a join: a plan made while the statistics said the queue was empty
+/// (after a vacuum) joined the other way, walking the whole queue for each read.
 pub fn claim_statement(queue: &QueueName) -> String {
     format!(
         "WITH picked AS (
@@ -30,7 +33,7 @@ pub fn claim_statement(queue: &QueueName) -> String {
          ), read AS (
            UPDATE {q} m SET vt = clock_timestamp() + make_interval(secs => $2),
                   read_ct = m.read_ct + 1
-             FROM picked WHERE m.msg_id = picked.msg_id
+            WHERE m.msg_id = ANY (ARRAY(SELECT msg_id FROM picked))
            RETURNING m.msg_id, m.message
          )
          SELECT * FROM tasker.claim_messages(
@@ -51,7 +54,7 @@ fn read_statement(queue: &QueueName) -> String {
          )
          UPDATE {q} m SET vt = clock_timestamp() + make_interval(secs => $2),
                 read_ct = m.read_ct + 1
-           FROM picked WHERE m.msg_id = picked.msg_id
+          WHERE m.msg_id = ANY (ARRAY(SELECT msg_id FROM picked))
          RETURNING m.msg_id, m.message",
         q = queue.table()
     )

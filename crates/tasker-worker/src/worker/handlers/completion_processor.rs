@@ -543,13 +543,16 @@ fn recording_statement<'a>(
     for (i, (queue, namespace)) in queues.enumerate() {
         let table = queue.table();
         // Refused results' messages belong to whoever holds the step now. Queue names are
-        // identifiers (QueueName), safe as literals.
+        // identifiers (QueueName), safe as literals. The messages go by `msg_id = ANY`, an
+        // index condition however small the statistics say the queue is (a join planned
+        // from an empty queue's statistics scanned all of it, holding the task locks).
         sql.push_str(&format!(
             ", gone_{i} AS (DELETE FROM {table} q
-                 USING unnest($9::text[], $10::uuid[], $11::bigint[]) AS m(queue, step_uuid, msg_id),
-                       done d
-                 WHERE m.queue = '{queue}' AND q.msg_id = m.msg_id AND d.step_uuid = m.step_uuid
-                   AND d.outcome <> '{refused}')",
+                 WHERE q.msg_id = ANY (ARRAY(
+                   SELECT m.msg_id
+                     FROM unnest($9::text[], $10::uuid[], $11::bigint[]) AS m(queue, step_uuid, msg_id)
+                     JOIN done d ON d.step_uuid = m.step_uuid
+                    WHERE m.queue = '{queue}' AND d.outcome <> '{refused}')))",
             refused = RecordingOutcome::Refused,
         ));
         // A namespace the caller does not know had its messages sent by complete_steps.
