@@ -192,9 +192,15 @@ module TaskerCore
     # loads what its executor hooks use (Active Record's base class in an app whose eager
     # load never touched it: 124 ms in the Active Job bench). Paid here, before a step is
     # claimed, not by the first handler while its lease runs; a wrapper that raises stops
-    # the start instead of failing every step.
+    # the start instead of failing every step. On a thread of its own, as handlers run: the
+    # wrapper's hooks act on the current thread (Rails gives back its Active Record
+    # connection), and the caller's must stay as it was.
     def warm_up_around_handler
-      @configuration.around_handler&.call { nil }
+      around = @configuration.around_handler or return
+
+      warm_up = Thread.new { around.call { nil } }
+      warm_up.report_on_exception = false
+      warm_up.join
     end
 
     def load_templates
