@@ -7,10 +7,11 @@
 //! orchestration results queue. It only succeeds while this worker still holds the step's
 //! claim. With `[worker] results_via = "orchestration"` the worker only stores the result
 //! (SQL `record_step_results`) and sends it to the orchestration results queue, and the
-//! orchestrator's ResultProcessor applies it. A result past the payload limits (`max_payload_bytes`, nesting, NUL characters) is
-//! replaced by a visible `invalid_result` failure before recording; database errors are
-//! retried with backoff until `completion_retry_deadline_ms`, and a result the database
-//! refuses outright is replaced the same way.
+//! orchestrator's ResultProcessor applies it. A result past the payload limits
+//! (`max_payload_bytes`, nesting, NUL characters) is replaced by a visible `invalid_result`
+//! failure before recording; database errors are retried with backoff until
+//! `completion_retry_deadline_ms`, and a result the database refuses outright is replaced
+//! the same way.
 //! Post-handler callbacks run after the result is recorded.
 
 use super::dispatch_service::{CompletedStep, PostHandlerCallback};
