@@ -165,8 +165,7 @@ impl Creator {
         namespace: &str,
         group: &[Waiting],
     ) -> Result<Vec<(i32, Uuid, bool, String)>, sqlx::Error> {
-        // Cloned: a request whose batch fails goes back to its caller whole.
-        let tasks: Vec<TaskSpec> = group.iter().map(|w| w.item.task.clone()).collect();
+        let tasks: Vec<&TaskSpec> = group.iter().map(|w| &w.item.task).collect();
         sqlx::query_as("SELECT idx, task_uuid, created, state FROM tasker.create_tasks($1, $2, $3)")
             .bind(namespace)
             .bind(&self.actor)

@@ -153,10 +153,9 @@ impl TaskInitializer {
         // edges and first transitions, and its start (tasker.create_task).
         let blueprints = template.is_dynamic().then(|| self.blueprints(template));
         let sql = statement.sql(queue.as_ref());
-        // Cloned: the claimed roots are read back from the spec.
         let mut query = sqlx::query_as(&sql)
             .bind(&self.actor)
-            .bind(spec.clone())
+            .bind(&spec)
             .bind(blueprints)
             .bind(self.max_steps_per_task as i32);
         if queue.is_some() {

@@ -138,4 +138,37 @@ RSpec.describe TaskerCore::Worker, "starting" do
       worker.stop(timeout: 5)
     end
   end
+
+  def worker_around(&around)
+    use_database
+    described_class.new(namespaces: ["linear_workflow"], concurrency: 2, orchestration: :embedded,
+                        trap_signals: false,
+                        configuration: TaskerCore.configuration.dup.tap { |c| c.around_handler = around })
+  end
+
+  it "refuses to start, running nothing, when the wrapper raises" do
+    worker = worker_around { |&_handler| raise ArgumentError, "wrapper is broken" }
+    expect { worker.start }.to raise_error(ArgumentError, "wrapper is broken")
+    expect(worker.running?).to be(false)
+  end
+
+  it "starts without waiting past its timeout for a wrapper whose first call hangs" do
+    stub_const("TaskerCore::Worker::WARM_UP_TIMEOUT", 0.2)
+    release = Queue.new
+    first = true
+    worker = worker_around do |&handler|
+      if first
+        first = false
+        release.pop
+      end
+      handler.call
+    end
+    worker.start
+    begin
+      expect(worker.running?).to be(true)
+    ensure
+      release << :go
+      worker.stop(timeout: 5)
+    end
+  end
 end

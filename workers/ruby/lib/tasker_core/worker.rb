@@ -13,6 +13,8 @@ module TaskerCore
     CONCURRENCY_KEY = "worker.mpsc_channels.handler_dispatch.max_concurrent_handlers"
     # After the native stop returns, how long handler threads get to notice and exit.
     THREAD_JOIN_TIMEOUT = 5
+    # How long a start waits for the handler wrapper's first call before going on without it.
+    WARM_UP_TIMEOUT = 30
     SIGNALS = %w[TERM INT].freeze
 
     @lock = Mutex.new
@@ -200,7 +202,10 @@ module TaskerCore
 
       warm_up = Thread.new { around.call { nil } }
       warm_up.report_on_exception = false
-      warm_up.join
+      return if warm_up.join(WARM_UP_TIMEOUT)
+
+      TaskerCore.logger.warn("the handler wrapper's first call is still running after #{WARM_UP_TIMEOUT} s; " \
+                             "starting without waiting for it")
     end
 
     def load_templates
