@@ -155,6 +155,19 @@ CREATE TABLE tasker.workflow_steps (
     -- created before the counters existed) means readiness counts the edges.
     parent_count integer,
     pending_parents integer,
+    -- Every transition of the step, oldest first ({from_state, to_state, actor, metadata,
+    -- created_at}; tasker.step_transition builds one), appended by the same UPDATE that
+    -- moves the step: keeping them here rather than a row each in a log table saves a
+    -- step's four log rows and their index entries. Read as rows through the view
+    -- tasker.workflow_step_transitions.
+    transitions jsonb DEFAULT '[]'::jsonb NOT NULL,
+    -- The audit of the attempt that completed the step (worker, execution time, the
+    -- result's metadata; its result is `results`, its time `completed_at`), set by the
+    -- recording that completes it. Every other recorded attempt has a row in
+    -- step_result_audit_log; the view tasker.step_result_audits shows both.
+    recorded_by text,
+    execution_time_ms bigint,
+    result_metadata jsonb,
     UNIQUE (task_uuid, name)
 );
 
@@ -268,41 +281,26 @@ CREATE TABLE tasker.task_transitions (
 CREATE UNIQUE INDEX task_transitions_most_recent ON tasker.task_transitions USING btree (task_uuid)
   WHERE most_recent;
 
--- Every step transition, append-only, keyed (step_uuid, sort_key): the current one is the
--- highest sort_key, so no earlier row is updated to clear a flag. No foreign keys: the
--- step's own row is written in the same statements, and each check cost every claim and
--- recording an index probe; rows of a deleted task go with it (workflow_steps_deleted).
-CREATE TABLE tasker.workflow_step_transition_log (
-    step_uuid uuid NOT NULL,
-    task_uuid uuid NOT NULL,
-    from_state text,
-    to_state text NOT NULL,
-    sort_key integer NOT NULL,
-    actor text NOT NULL,
-    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
-    created_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
-    PRIMARY KEY (step_uuid, sort_key)
-);
-
--- The log with most_recent derived, as readers saw the table before it became a log.
--- Inserts through it land in the log (trigger workflow_step_transitions_insert).
+-- A step's transitions as rows: sort_key is the place in its list, the last is most_recent.
 CREATE VIEW tasker.workflow_step_transitions AS
- SELECT l.step_uuid,
-    l.task_uuid,
-    l.from_state,
-    l.to_state,
-    l.sort_key,
-    (l.sort_key = ( SELECT max(m.sort_key) AS max
-           FROM tasker.workflow_step_transition_log m
-          WHERE (m.step_uuid = l.step_uuid))) AS most_recent,
-    l.actor,
-    l.metadata,
-    l.created_at
-   FROM tasker.workflow_step_transition_log l;
+ SELECT s.step_uuid,
+    s.task_uuid,
+    (j.t ->> 'from_state'::text) AS from_state,
+    (j.t ->> 'to_state'::text) AS to_state,
+    ((j.n - 1))::integer AS sort_key,
+    (j.n = jsonb_array_length(s.transitions)) AS most_recent,
+    (j.t ->> 'actor'::text) AS actor,
+    COALESCE((j.t -> 'metadata'::text), '{}'::jsonb) AS metadata,
+    ((j.t ->> 'created_at'::text))::timestamp with time zone AS created_at
+   FROM (tasker.workflow_steps s
+     CROSS JOIN LATERAL jsonb_array_elements(s.transitions) WITH ORDINALITY j(t, n));
 
--- One row per recorded handler result; (step, attempt) is the key: a result is recorded
--- once. No foreign keys, for the reason the transition log has none.
-CREATE TABLE tasker.step_result_audits (
+-- One row per recorded handler result that did not complete its step (failures, and
+-- successes passed to the orchestrator); (step, attempt) is the key: a result is recorded
+-- once. The attempt that completes a step is audited in the step's own row. No foreign
+-- keys: the step's row is written in the same statements, and each check cost every
+-- recording an index probe; rows of a deleted task go with it (workflow_steps_deleted).
+CREATE TABLE tasker.step_result_audit_log (
     step_uuid uuid NOT NULL,
     task_uuid uuid NOT NULL,
     attempt integer NOT NULL,
@@ -316,8 +314,38 @@ CREATE TABLE tasker.step_result_audits (
     PRIMARY KEY (step_uuid, attempt)
 );
 
-CREATE INDEX step_result_audits_task_idx ON tasker.step_result_audits USING btree (task_uuid);
-CREATE INDEX step_result_audits_recorded_idx ON tasker.step_result_audits USING btree (recorded_at);
+CREATE INDEX step_result_audit_log_task_idx ON tasker.step_result_audit_log USING btree (task_uuid);
+CREATE INDEX step_result_audit_log_recorded_idx ON tasker.step_result_audit_log USING btree (recorded_at);
+-- The completing attempts' audits, by time (the dashboard's recent counts).
+CREATE INDEX workflow_steps_recorded_idx ON tasker.workflow_steps USING btree (completed_at)
+  WHERE (recorded_by IS NOT NULL);
+
+-- Every recorded attempt: the log's rows and each completed step's last attempt.
+CREATE VIEW tasker.step_result_audits AS
+ SELECT l.step_uuid,
+    l.task_uuid,
+    l.attempt,
+    l.worker_id,
+    l.success,
+    l.result,
+    l.error,
+    l.execution_time_ms,
+    l.metadata,
+    l.recorded_at
+   FROM tasker.step_result_audit_log l
+UNION ALL
+ SELECT s.step_uuid,
+    s.task_uuid,
+    s.attempts AS attempt,
+    s.recorded_by AS worker_id,
+    true AS success,
+    s.results AS result,
+    NULL::jsonb AS error,
+    s.execution_time_ms,
+    COALESCE(s.result_metadata, '{}'::jsonb) AS metadata,
+    s.completed_at AS recorded_at
+   FROM tasker.workflow_steps s
+  WHERE (s.recorded_by IS NOT NULL);
 
 -- Worker registry: every worker process lists itself here while it runs. A worker holds a
 -- session-level advisory lock on its lock_key on a dedicated connection for as long as it
@@ -435,10 +463,8 @@ CREATE TABLE tasker_archive.step_blueprints (LIKE tasker.step_blueprints);
 CREATE INDEX step_blueprints_task_idx ON tasker_archive.step_blueprints USING btree (task_uuid);
 CREATE TABLE tasker_archive.task_transitions (LIKE tasker.task_transitions);
 CREATE INDEX task_transitions_task_idx ON tasker_archive.task_transitions USING btree (task_uuid);
-CREATE TABLE tasker_archive.workflow_step_transition_log (LIKE tasker.workflow_step_transition_log);
-CREATE INDEX workflow_step_transition_log_task_idx ON tasker_archive.workflow_step_transition_log USING btree (task_uuid);
-CREATE TABLE tasker_archive.step_result_audits (LIKE tasker.step_result_audits);
-CREATE INDEX step_result_audits_task_idx ON tasker_archive.step_result_audits USING btree (task_uuid);
+CREATE TABLE tasker_archive.step_result_audit_log (LIKE tasker.step_result_audit_log);
+CREATE INDEX step_result_audit_log_task_idx ON tasker_archive.step_result_audit_log USING btree (task_uuid);
 
 -- An archived task with its template's namespace, name and version, as tasker.task_rows.
 CREATE VIEW tasker_archive.task_rows AS

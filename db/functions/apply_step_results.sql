@@ -52,7 +52,7 @@ BEGIN
     INTO v_msgs, v_steps, v_tasks, v_from, v_to, v_meta
     FROM completed c;
   IF v_steps IS NOT NULL THEN
-    PERFORM tasker.record_step_transitions(v_steps, v_tasks, v_from, v_to, p_actor, v_meta);
+    PERFORM tasker.record_step_transitions(v_steps, v_from, v_to, p_actor, v_meta);
     PERFORM tasker.parents_done(v_steps);
     SELECT jsonb_object_agg(id::text, 'completed') INTO v_outcomes FROM unnest(v_msgs) AS id;
   END IF;

@@ -16,10 +16,6 @@ DECLARE
   v_lost    uuid[];
   v_poisoned uuid[];
   v_claimed uuid[];
-  v_tasks   uuid[];
-  v_from    text[];
-  v_to      text[];
-  v_meta    jsonb[];
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
   -- A step whose lease expired on its last attempt fails (its task finalized), so its task
@@ -73,18 +69,13 @@ BEGIN
        SET state = 'in_progress', updated_at = now(), attempts = s.attempts + 1,
            claim_owner = p_worker,
            lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds),
-           started_at = clock_timestamp()
+           started_at = clock_timestamp(),
+           transitions = s.transitions || tasker.step_transition('enqueued', 'in_progress', p_worker)
       FROM due d
      WHERE s.step_uuid = ANY (p_steps) AND s.step_uuid = d.step_uuid
-    RETURNING s.step_uuid, s.task_uuid
+    RETURNING s.step_uuid
   )
-  SELECT array_agg(c.step_uuid), array_agg(c.task_uuid), array_agg('enqueued'::text),
-         array_agg('in_progress'::text), array_agg('{}'::jsonb)
-    INTO v_claimed, v_tasks, v_from, v_to, v_meta
-    FROM claimed c;
-  IF v_claimed IS NOT NULL THEN
-    PERFORM tasker.record_step_transitions(v_claimed, v_tasks, v_from, v_to, p_worker, v_meta);
-  END IF;
+  SELECT array_agg(c.step_uuid) INTO v_claimed FROM claimed c;
   RETURN QUERY
     SELECT c.* FROM tasker.claimed_steps(coalesce(v_claimed, ARRAY[]::uuid[])) AS c
     UNION ALL

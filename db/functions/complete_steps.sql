@@ -28,7 +28,6 @@ DECLARE
   v_parents_done integer[];
   v_ready       uuid[];
   v_ready_tasks uuid[];
-  v_ready_meta  jsonb[];
   v_ready_ns    text[];
   v_ready_msgs  jsonb[];
   v_claim       uuid[];
@@ -52,9 +51,9 @@ BEGIN
    ORDER BY t.task_uuid FOR NO KEY UPDATE;
   -- The common case, every result a success without an outcome for a step that takes
   -- none, is recorded by one statement here: what store_step_results does for such a
-  -- result (the step complete with its result and its claim cleared, an audit row, a log
-  -- row), without its general path's function calls and the queries it needs for failures
-  -- and outcomes. Anything else goes through store_step_results, as before.
+  -- result (the step complete with its result, its audit and its transition, its claim
+  -- cleared), without its general path's function calls and the queries it needs for
+  -- failures and outcomes. Anything else goes through store_step_results, as before.
   IF v_plain THEN
     SELECT NOT coalesce(bool_or(s.step_type IN ('decision', 'batchable')), false) INTO v_plain
       FROM tasker.workflow_steps s WHERE s.step_uuid = ANY (v_ids);
@@ -76,28 +75,16 @@ BEGIN
       UPDATE tasker.workflow_steps s
          SET state = 'complete', completed_at = clock_timestamp(), updated_at = now(),
              results = r.result, last_error = NULL, claim_owner = NULL,
-             lease_expires_at = NULL
+             lease_expires_at = NULL, recorded_by = p_worker,
+             execution_time_ms = r.execution_ms, result_metadata = r.metadata,
+             transitions = s.transitions
+                           || tasker.step_transition('in_progress', 'complete', p_worker,
+                                                     jsonb_build_object('attempt', r.attempt,
+                                                                        'execution_time_ms', r.execution_ms))
         FROM r
        WHERE s.step_uuid = ANY (v_ids) AND s.step_uuid = r.step_uuid
          AND s.state = 'in_progress' AND s.claim_owner = p_worker AND s.attempts = r.attempt
-      RETURNING s.step_uuid, s.task_uuid, r.attempt, r.result, r.execution_ms, r.metadata
-    ), audited AS (
-      INSERT INTO tasker.step_result_audits
-        (step_uuid, task_uuid, attempt, worker_id, success, result, error, execution_time_ms,
-         metadata)
-      SELECT a.step_uuid, a.task_uuid, a.attempt, p_worker, true, a.result, NULL,
-             a.execution_ms, a.metadata
-        FROM applied a
-    ), logged AS (
-      -- After each step's last row: the steps are locked above.
-      INSERT INTO tasker.workflow_step_transition_log
-        (step_uuid, task_uuid, from_state, to_state, sort_key, actor, metadata)
-      SELECT a.step_uuid, a.task_uuid, 'in_progress', 'complete',
-             coalesce((SELECT max(l.sort_key) + 1 FROM tasker.workflow_step_transition_log l
-                        WHERE l.step_uuid = a.step_uuid), 0),
-             p_worker,
-             jsonb_build_object('attempt', a.attempt, 'execution_time_ms', a.execution_ms)
-        FROM applied a
+      RETURNING s.step_uuid, s.task_uuid
     )
     SELECT array_agg(a.step_uuid ORDER BY a.step_uuid),
            array_agg(a.task_uuid ORDER BY a.step_uuid)
@@ -161,7 +148,20 @@ BEGIN
              lease_expires_at = CASE WHEN l.claimed
                                      THEN clock_timestamp() + make_interval(secs => p_lease_seconds)
                                      ELSE c.lease_expires_at END,
-             started_at = CASE WHEN l.claimed THEN clock_timestamp() ELSE c.started_at END
+             started_at = CASE WHEN l.claimed THEN clock_timestamp() ELSE c.started_at END,
+             -- pending -> enqueued for each ready one, and enqueued -> in_progress after it
+             -- for a claimed one (marked as claimed by this recording): allowed both.
+             transitions = CASE WHEN l.claimed
+                                  THEN c.transitions
+                                       || tasker.step_transition('pending', 'enqueued', p_worker,
+                                                                 jsonb_build_object('attempt', l.attempts + 1))
+                                       || tasker.step_transition('enqueued', 'in_progress', p_worker,
+                                                                 '{"claimed_by_recording": true}')
+                                WHEN l.ready
+                                  THEN c.transitions
+                                       || tasker.step_transition('pending', 'enqueued', p_worker,
+                                                                 jsonb_build_object('attempt', l.attempts + 1))
+                                ELSE c.transitions END
         FROM picked l
        WHERE c.step_uuid = ANY (v_children) AND c.step_uuid = l.step_uuid
       RETURNING c.step_uuid, c.task_uuid, c.name, l.attempts + 1 AS attempt, l.ns, l.ready,
@@ -169,31 +169,17 @@ BEGIN
     )
     SELECT array_agg(m.step_uuid ORDER BY m.step_uuid),
            array_agg(m.task_uuid ORDER BY m.step_uuid),
-           array_agg(jsonb_build_object('attempt', m.attempt) ORDER BY m.step_uuid),
            array_agg(m.ns ORDER BY m.step_uuid),
            array_agg(jsonb_build_object('task_uuid', m.task_uuid, 'step_uuid', m.step_uuid,
                                         'step_name', m.name, 'namespace', m.ns,
                                         'attempt', m.attempt) ORDER BY m.step_uuid),
            array_agg(m.step_uuid ORDER BY m.step_uuid) FILTER (WHERE m.claimed)
-      INTO v_ready, v_ready_tasks, v_ready_meta, v_ready_ns, v_ready_msgs, v_claim
+      INTO v_ready, v_ready_tasks, v_ready_ns, v_ready_msgs, v_claim
       FROM moved m WHERE m.ready;
     IF v_claim IS NOT NULL THEN
       SELECT array_agg(c) INTO v_claims FROM tasker.claimed_steps(v_claim) AS c;
     END IF;
     IF v_ready IS NOT NULL THEN
-      -- pending -> enqueued for each, and enqueued -> in_progress after it for a claimed
-      -- one: allowed transitions both, appended after the step's last row (the UPDATE
-      -- above holds the rows locked).
-      INSERT INTO tasker.workflow_step_transition_log
-        (step_uuid, task_uuid, from_state, to_state, sort_key, actor, metadata)
-      SELECT u.step, u.task, x.f, x.t, k.next + x.i, p_worker,
-             CASE WHEN x.i = 0 THEN u.meta ELSE '{}'::jsonb END
-        FROM unnest(v_ready, v_ready_tasks, v_ready_meta) AS u(step, task, meta)
-        CROSS JOIN LATERAL (SELECT coalesce(max(l.sort_key) + 1, 0) AS next
-                              FROM tasker.workflow_step_transition_log l
-                             WHERE l.step_uuid = u.step) AS k
-        JOIN (VALUES (0, 'pending', 'enqueued'), (1, 'enqueued', 'in_progress')) AS x(i, f, t)
-          ON x.i = 0 OR u.step = ANY (coalesce(v_claim, ARRAY[]::uuid[]));
       FOR q IN SELECT u.ns, array_agg(u.msg) AS msgs
                  FROM unnest(v_ready_ns, v_ready_msgs) AS u(ns, msg)
                 WHERE NOT (u.ns = ANY (coalesce(p_send_namespaces, ARRAY[]::text[])))

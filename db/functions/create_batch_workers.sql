@@ -15,14 +15,16 @@ BEGIN
     INSERT INTO tasker.workflow_steps
       (task_uuid, name, position, step_type, template_step, handler_callable,
        handler_initialization, max_attempts, retryable, backoff, backoff_base_ms, max_backoff_ms,
-       timeout_seconds, publishes_events, inputs, parent_count, pending_parents)
+       timeout_seconds, publishes_events, inputs, parent_count, pending_parents, transitions)
     SELECT s.task_uuid,
            w.name || '_' || lpad((o.i - 1)::text, greatest(3, length((o.i - 1)::text)), '0'),
            w.position, 'batch_worker', w.name, w.handler_callable, w.handler_initialization,
            w.max_attempts, w.retryable, w.backoff, w.backoff_base_ms, w.max_backoff_ms,
            w.timeout_seconds, w.publishes_events, jsonb_build_object('batch', o.batch),
            -- The batchable step, being recorded now, is the one parent.
-           1, 1
+           1, 1,
+           jsonb_build_array(tasker.step_transition(NULL, 'pending', p_actor,
+                                                    '{"created_by": "batch"}'))
       FROM tasker.workflow_steps s
       JOIN tasker.step_blueprints pb ON pb.task_uuid = s.task_uuid AND pb.name = s.name
       JOIN tasker.step_blueprints w ON w.task_uuid = s.task_uuid AND w.name = pb.batch_worker
@@ -38,12 +40,6 @@ BEGIN
       JOIN tasker.step_blueprints pb ON pb.task_uuid = c.task_uuid AND pb.batch_worker = c.template_step
       JOIN tasker.workflow_steps s ON s.task_uuid = c.task_uuid AND s.name = pb.name
      WHERE s.step_uuid = ANY (p_steps)
-  ), logged AS (
-    INSERT INTO tasker.workflow_step_transitions
-      (step_uuid, task_uuid, from_state, to_state, sort_key, most_recent, actor, metadata)
-    SELECT c.step_uuid, c.task_uuid, NULL, 'pending', 0, true, p_actor,
-           '{"created_by": "batch"}'::jsonb
-      FROM copies c
   )
   SELECT count(*) INTO v_n FROM copies;
   RETURN v_n;

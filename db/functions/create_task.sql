@@ -59,7 +59,7 @@ BEGIN
     INSERT INTO tasker.workflow_steps (task_uuid, name, position, handler_callable,
       handler_initialization, max_attempts, retryable, backoff, backoff_base_ms,
       max_backoff_ms, timeout_seconds, publishes_events, parent_count, pending_parents,
-      state, enqueued_at, attempts, claim_owner, lease_expires_at, started_at)
+      state, enqueued_at, attempts, claim_owner, lease_expires_at, started_at, transitions)
     SELECT v_task, u.name, u.position, u.callable, u.init, u.max_attempts, u.retryable,
            u.backoff, u.base_ms, u.max_ms, u.timeout, u.events, u.parents, u.parents,
            CASE WHEN u.parents > 0 THEN 'pending'
@@ -68,22 +68,21 @@ BEGIN
            CASE WHEN u.claimed THEN 1 ELSE 0 END,
            CASE WHEN u.claimed THEN p_claim_worker END,
            CASE WHEN u.claimed THEN v_lease END,
-           CASE WHEN u.claimed THEN clock_timestamp() END
+           CASE WHEN u.claimed THEN clock_timestamp() END,
+           jsonb_build_array(tasker.step_transition(NULL, 'pending', p_actor))
+           || CASE WHEN u.parents = 0
+                   THEN jsonb_build_array(tasker.step_transition('pending', 'enqueued', p_actor,
+                                                                 '{"attempt": 1}'))
+                   ELSE '[]'::jsonb END
+           || CASE WHEN u.claimed
+                   THEN jsonb_build_array(tasker.step_transition('enqueued', 'in_progress',
+                                                                 p_claim_worker))
+                   ELSE '[]'::jsonb END
       FROM (SELECT s.*, s.parents = 0 AND p_claim_worker IS NOT NULL AND v_later IS NOT TRUE
                         AND row_number() OVER (PARTITION BY s.parents = 0 ORDER BY s.position)
                             <= p_claim_roots AS claimed
               FROM spec s) AS u
     RETURNING workflow_steps.step_uuid, workflow_steps.name, workflow_steps.state
-  ), logged AS (
-    INSERT INTO tasker.workflow_step_transition_log
-      (step_uuid, task_uuid, from_state, to_state, sort_key, actor, metadata)
-    SELECT m.step_uuid, v_task, NULL, 'pending', 0, p_actor, '{}'::jsonb FROM made m
-    UNION ALL
-    SELECT m.step_uuid, v_task, 'pending', 'enqueued', 1, p_actor, '{"attempt": 1}'::jsonb
-      FROM made m WHERE m.state IN ('enqueued', 'in_progress')
-    UNION ALL
-    SELECT m.step_uuid, v_task, 'enqueued', 'in_progress', 2, p_claim_worker, '{}'::jsonb
-      FROM made m WHERE m.state = 'in_progress'
   ), linked AS (
     INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
     SELECT v_task, f.step_uuid, t.step_uuid

@@ -40,21 +40,18 @@ BEGIN
       INSERT INTO tasker.workflow_steps AS s (task_uuid, name, position, handler_callable,
         handler_initialization, max_attempts, retryable, backoff, backoff_base_ms,
         max_backoff_ms, timeout_seconds, publishes_events, parent_count, pending_parents,
-        state, enqueued_at)
+        state, enqueued_at, transitions)
       SELECT u.id, u.name, u.position, u.callable, u.init, u.max_attempts, u.retryable,
              u.backoff, u.base_ms, u.max_ms, u.timeout, u.events, u.parents, u.parents,
              CASE WHEN u.parents = 0 THEN 'enqueued' ELSE 'pending' END,
-             CASE WHEN u.parents = 0 THEN clock_timestamp() END
+             CASE WHEN u.parents = 0 THEN clock_timestamp() END,
+             jsonb_build_array(tasker.step_transition(NULL, 'pending', p_actor))
+             || CASE WHEN u.parents = 0
+                     THEN jsonb_build_array(tasker.step_transition('pending', 'enqueued', p_actor,
+                                                                   '{"attempt": 1}'))
+                     ELSE '[]'::jsonb END
         FROM spec u
       RETURNING s.step_uuid, s.task_uuid, s.name, s.state
-    ), logged AS (
-      INSERT INTO tasker.workflow_step_transition_log
-        (step_uuid, task_uuid, from_state, to_state, sort_key, actor, metadata)
-      SELECT m.step_uuid, m.task_uuid, NULL, 'pending', 0, p_actor, '{}'::jsonb FROM made m
-      UNION ALL
-      SELECT m.step_uuid, m.task_uuid, 'pending', 'enqueued', 1, p_actor,
-             '{"attempt": 1}'::jsonb
-        FROM made m WHERE m.state = 'enqueued'
     ), linked AS (
       INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
       SELECT u.id, f.step_uuid, t.step_uuid

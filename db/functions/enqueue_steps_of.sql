@@ -1,5 +1,5 @@
 -- Enqueues a task's ready steps (get_step_readiness_status): state enqueued, transition
--- logged, one message each in the namespace's queue. Returns how many.
+-- appended, one message each in the namespace's queue. Returns how many.
 CREATE OR REPLACE FUNCTION tasker.enqueue_steps_of(p_task uuid, p_actor text)
  RETURNS integer
  LANGUAGE plpgsql
@@ -7,10 +7,6 @@ AS $function$
 DECLARE
   v_ns    text;
   v_steps uuid[];
-  v_tasks uuid[];
-  v_from  text[];
-  v_to    text[];
-  v_meta  jsonb[];
   v_msgs  jsonb[];
 BEGIN
   v_ns := tasker.task_namespace(p_task);
@@ -21,23 +17,24 @@ BEGIN
   ), moved AS (
     UPDATE tasker.workflow_steps s
        SET state = 'enqueued', updated_at = now(), enqueued_at = clock_timestamp(),
-           next_retry_at = NULL
+           next_retry_at = NULL,
+           transitions = s.transitions
+                         || tasker.step_transition(ready.current_state, 'enqueued', p_actor,
+                                                   jsonb_build_object('attempt', s.attempts + 1))
       FROM ready
      WHERE s.task_uuid = p_task AND s.step_uuid = ready.step_uuid
        AND s.state = ready.current_state
-    RETURNING s.step_uuid, ready.current_state AS from_state, s.attempts, ready.name
+    RETURNING s.step_uuid, s.attempts, ready.name
   )
-  SELECT array_agg(step_uuid), array_agg(p_task), array_agg(from_state),
-         array_agg('enqueued'::text), array_agg(jsonb_build_object('attempt', attempts + 1)),
+  SELECT array_agg(step_uuid),
          array_agg(jsonb_build_object('task_uuid', p_task, 'step_uuid', step_uuid,
                                       'step_name', name, 'namespace', v_ns,
                                       'attempt', attempts + 1))
-    INTO v_steps, v_tasks, v_from, v_to, v_meta, v_msgs
+    INTO v_steps, v_msgs
     FROM moved;
   IF v_steps IS NULL THEN
     RETURN 0;
   END IF;
-  PERFORM tasker.record_step_transitions(v_steps, v_tasks, v_from, v_to, p_actor, v_meta);
   PERFORM tasker.send_step_messages(v_ns, v_msgs);
   RETURN cardinality(v_steps);
 END;

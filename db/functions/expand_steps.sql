@@ -23,6 +23,8 @@ DECLARE
   d       text;
   g       text;
   gs      record;
+  v_created jsonb := jsonb_build_array(
+    tasker.step_transition(NULL, 'pending', p_actor, '{"created_by": "expand_steps"}'));
 BEGIN
   -- The task row first, as result processing and operator actions take it: parents cannot
   -- finish (and be counted down) between reading their states and counting the edges added.
@@ -34,10 +36,11 @@ BEGIN
         INSERT INTO tasker.workflow_steps
           (task_uuid, name, position, step_type, handler_callable, handler_initialization,
            max_attempts, retryable, backoff, backoff_base_ms, max_backoff_ms, timeout_seconds,
-           publishes_events, parent_count, pending_parents)
+           publishes_events, parent_count, pending_parents, transitions)
         SELECT p_task, b.name, b.position, b.step_type, b.handler_callable,
                b.handler_initialization, b.max_attempts, b.retryable, b.backoff,
-               b.backoff_base_ms, b.max_backoff_ms, b.timeout_seconds, b.publishes_events, 0, 0
+               b.backoff_base_ms, b.max_backoff_ms, b.timeout_seconds, b.publishes_events, 0, 0,
+               v_created
           FROM tasker.step_blueprints b
          WHERE b.task_uuid = p_task
            AND b.step_type NOT IN ('batch_worker', 'deferred_convergence')
@@ -110,10 +113,11 @@ BEGIN
         INSERT INTO tasker.workflow_steps
           (task_uuid, name, position, step_type, handler_callable, handler_initialization,
            max_attempts, retryable, backoff, backoff_base_ms, max_backoff_ms, timeout_seconds,
-           publishes_events, parent_count, pending_parents)
+           publishes_events, parent_count, pending_parents, transitions)
         VALUES (p_task, c.name, c.position, c.step_type, c.handler_callable,
                 c.handler_initialization, c.max_attempts, c.retryable, c.backoff,
-                c.backoff_base_ms, c.max_backoff_ms, c.timeout_seconds, c.publishes_events, 0, 0)
+                c.backoff_base_ms, c.max_backoff_ms, c.timeout_seconds, c.publishes_events, 0, 0,
+                v_created)
         ON CONFLICT (task_uuid, name) DO NOTHING
         RETURNING step_uuid INTO v_conv;
         CONTINUE WHEN v_conv IS NULL;
@@ -136,12 +140,6 @@ BEGIN
     v_all := v_all || v_round;
   END LOOP;
 
-  IF cardinality(v_all) > 0 THEN
-    INSERT INTO tasker.workflow_step_transitions
-      (step_uuid, task_uuid, from_state, to_state, sort_key, most_recent, actor, metadata)
-    SELECT id, p_task, NULL, 'pending', 0, true, p_actor, '{"created_by": "expand_steps"}'::jsonb
-      FROM unnest(v_all) AS id;
-  END IF;
   RETURN cardinality(v_all);
 END;
 $function$;

@@ -26,7 +26,7 @@ BEGIN
      WHERE s.step_uuid = ANY (p_steps) AND s.state = 'in_progress'
     RETURNING s.step_uuid, s.task_uuid, s.attempts, s.last_error
   ), audited AS (
-    INSERT INTO tasker.step_result_audits
+    INSERT INTO tasker.step_result_audit_log
       (step_uuid, task_uuid, attempt, worker_id, success, error, execution_time_ms, metadata)
     SELECT f.step_uuid, f.task_uuid, f.attempts, coalesce(f.last_error->>'worker_id', 'unknown'), false,
            f.last_error, 0, jsonb_build_object('reason', p_reason)
@@ -41,7 +41,7 @@ BEGIN
     RETURN;
   END IF;
   PERFORM tasker.record_step_transitions(
-    v_steps, v_tasks, array_fill('in_progress'::text, ARRAY[v_n]),
+    v_steps, array_fill('in_progress'::text, ARRAY[v_n]),
     array_fill('error'::text, ARRAY[v_n]), p_actor,
     array_fill(jsonb_build_object('reason', p_reason, 'worker_id', p_worker), ARRAY[v_n]));
   RETURN QUERY SELECT DISTINCT t FROM unnest(v_tasks) AS t;

@@ -33,7 +33,7 @@ BEGIN
            'error_type', 'claim_failed', 'retryable', false)
    WHERE s.step_uuid = p_step;
   PERFORM tasker.record_step_transitions(
-    ARRAY[p_step], ARRAY[v_task], ARRAY[v_from], ARRAY['error'], p_actor,
+    ARRAY[p_step], ARRAY[v_from], ARRAY['error'], p_actor,
     ARRAY[jsonb_build_object('reason', 'claim_failed')]);
   PERFORM tasker.finalize_task(v_task, p_actor);
   RETURN v_task;

@@ -21,7 +21,6 @@ AS $function$
 DECLARE
   w       record;
   v_steps uuid[];
-  v_tasks uuid[];
   v_n     integer;
   v_queues text[];
   v_ns    text;
@@ -61,22 +60,18 @@ BEGIN
     WITH freed AS (
       UPDATE tasker.workflow_steps s
          SET state = 'enqueued', updated_at = now(), claim_owner = NULL,
-             lease_expires_at = NULL, enqueued_at = clock_timestamp()
+             lease_expires_at = NULL, enqueued_at = clock_timestamp(),
+             transitions = s.transitions
+                           || tasker.step_transition('in_progress', 'enqueued', p_actor,
+                                                     jsonb_build_object('reason', 'worker_lost',
+                                                                        'worker_id', w.worker_id))
        WHERE s.state = 'in_progress' AND s.lease_expires_at IS NOT NULL
          AND s.claim_owner = w.worker_id
-      RETURNING s.step_uuid, s.task_uuid
+      RETURNING s.step_uuid
     )
-    SELECT array_agg(r.step_uuid ORDER BY r.step_uuid), array_agg(r.task_uuid ORDER BY r.step_uuid)
-      INTO v_steps, v_tasks
-      FROM freed r;
+    SELECT array_agg(r.step_uuid ORDER BY r.step_uuid) INTO v_steps FROM freed r;
     v_n := coalesce(cardinality(v_steps), 0);
     v_queues := '{}';
-    IF v_n > 0 THEN
-      PERFORM tasker.record_step_transitions(
-        v_steps, v_tasks, array_fill('in_progress'::text, ARRAY[v_n]),
-        array_fill('enqueued'::text, ARRAY[v_n]), p_actor,
-        array_fill(jsonb_build_object('reason', 'worker_lost', 'worker_id', w.worker_id), ARRAY[v_n]));
-    END IF;
     -- Messages of enqueued steps that are hidden now: the released steps' own messages, and
     -- any the dead worker had read but not yet claimed. Visible again at once (a live
     -- worker that read one of those too finds the step claimed and defers it). Steps do not

@@ -1,7 +1,7 @@
--- Appends one transition per step. The callers hold the steps' rows locked (their UPDATE of
--- the state), so each step's next sort_key cannot be taken concurrently; the primary key
--- would refuse it if it were.
-CREATE OR REPLACE FUNCTION tasker.record_step_transitions(p_steps uuid[], p_tasks uuid[], p_from text[], p_to text[], p_actor text, p_metadata jsonb[])
+-- Appends one transition to each step's list, for callers that moved the steps in a
+-- statement of their own (the rarer paths: failures, releases, reaping). The hot paths
+-- append in the UPDATE that moves the step instead, which writes no second row version.
+CREATE OR REPLACE FUNCTION tasker.record_step_transitions(p_steps uuid[], p_from text[], p_to text[], p_actor text, p_metadata jsonb[])
  RETURNS void
  LANGUAGE plpgsql
  SET enable_seqscan TO 'off'
@@ -19,12 +19,9 @@ BEGIN
     RAISE EXCEPTION 'step %: transition % -> % is not allowed', v_bad.step, v_bad.f, v_bad.t
       USING ERRCODE = 'check_violation';
   END IF;
-  INSERT INTO tasker.workflow_step_transition_log
-    (step_uuid, task_uuid, from_state, to_state, sort_key, actor, metadata)
-  SELECT u.step, u.task, u.f, u.t,
-         coalesce((SELECT max(l.sort_key) + 1 FROM tasker.workflow_step_transition_log l
-                    WHERE l.step_uuid = u.step), 0),
-         p_actor, coalesce(u.meta, '{}'::jsonb)
-    FROM unnest(p_steps, p_tasks, p_from, p_to, p_metadata) AS u(step, task, f, t, meta);
+  UPDATE tasker.workflow_steps s
+     SET transitions = s.transitions || tasker.step_transition(u.f, u.t, p_actor, u.meta)
+    FROM unnest(p_steps, p_from, p_to, p_metadata) AS u(step, f, t, meta)
+   WHERE s.step_uuid = ANY (p_steps) AND s.step_uuid = u.step;
 END;
 $function$;

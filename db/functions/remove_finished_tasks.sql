@@ -44,12 +44,9 @@ BEGIN
       SELECT b.* FROM tasker.step_blueprints b WHERE b.task_uuid = ANY (v_tasks);
     INSERT INTO tasker_archive.task_transitions
       SELECT x.* FROM tasker.task_transitions x WHERE x.task_uuid = ANY (v_tasks);
-    -- By step: the log's key; it has no index on task_uuid.
-    INSERT INTO tasker_archive.workflow_step_transition_log
-      SELECT l.* FROM tasker.workflow_step_transition_log l
-       WHERE l.step_uuid = ANY (coalesce(v_steps, ARRAY[]::uuid[]));
-    INSERT INTO tasker_archive.step_result_audits
-      SELECT a.* FROM tasker.step_result_audits a
+    -- By step: the log's key.
+    INSERT INTO tasker_archive.step_result_audit_log
+      SELECT a.* FROM tasker.step_result_audit_log a
        WHERE a.step_uuid = ANY (coalesce(v_steps, ARRAY[]::uuid[]));
   END IF;
   WITH gone AS (

@@ -38,7 +38,7 @@ BEGIN
   END IF;
   v_n := cardinality(v_steps);
   PERFORM tasker.record_step_transitions(
-    v_steps, array_fill(p_task, ARRAY[v_n]), array_fill('pending'::text, ARRAY[v_n]),
+    v_steps, array_fill('pending'::text, ARRAY[v_n]),
     array_fill('enqueued'::text, ARRAY[v_n]), p_actor,
     array_fill('{"attempt": 1}'::jsonb, ARRAY[v_n]));
   UPDATE tasker.tasks SET state = 'steps_in_process', updated_at = now()

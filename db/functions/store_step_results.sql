@@ -1,5 +1,5 @@
 -- Stores a batch of results: checks each against the step's claim (state in_progress, this
--- worker, this attempt), stores it (step state, result or error, audit row, transition, a
+-- worker, this attempt), stores it (step state, result or error, audit, transition, a
 -- decision's or batch's outcome applied) and deletes the worker messages of the recorded
 -- results. p_send: send each recorded result to the orchestration results queue (steps
 -- wait in enqueued_for_orchestration / enqueued_as_error_for_orchestration). Without it the
@@ -19,9 +19,7 @@ DECLARE
   v_steps     uuid[];
   v_tasks     uuid[];
   v_attempts  integer[];
-  v_from      text[];
   v_to        text[];
-  v_meta      jsonb[];
   v_decided   uuid[];
   v_dyn_tasks uuid[];
   t           uuid;
@@ -50,22 +48,25 @@ BEGIN
       FROM jsonb_array_elements(p_results) AS x
      ORDER BY (x->>'step_uuid')::uuid
   ), checked AS (
-    SELECT r.*,
-           CASE WHEN r.success AND (r.outcome IS NOT NULL
-                                    OR s.step_type IN ('decision', 'batchable'))
-                THEN tasker.outcome_error(s.task_uuid, s.name, s.step_type, r.outcome) END AS bad
-      FROM r JOIN tasker.workflow_steps s ON s.step_uuid = r.step_uuid
-     WHERE s.step_uuid = ANY (v_ids)
+    SELECT c.*,
+           CASE WHEN NOT (c.success AND c.bad IS NULL) THEN 'enqueued_as_error_for_orchestration'
+                WHEN p_send OR c.step_type IN ('decision', 'batchable')
+                  THEN 'enqueued_for_orchestration'
+                ELSE 'complete' END AS to_state
+      FROM (SELECT r.*, s.step_type,
+                   CASE WHEN r.success AND (r.outcome IS NOT NULL
+                                            OR s.step_type IN ('decision', 'batchable'))
+                        THEN tasker.outcome_error(s.task_uuid, s.name, s.step_type, r.outcome)
+                   END AS bad
+              FROM r JOIN tasker.workflow_steps s ON s.step_uuid = r.step_uuid
+             WHERE s.step_uuid = ANY (v_ids)) AS c
   ), applied AS (
+    -- A result that completes its step is audited in the step's row; any other gets a row
+    -- in the audit log below.
     UPDATE tasker.workflow_steps s
-       SET state = CASE WHEN NOT (r.success AND r.bad IS NULL)
-                          THEN 'enqueued_as_error_for_orchestration'
-                        WHEN p_send OR s.step_type IN ('decision', 'batchable')
-                          THEN 'enqueued_for_orchestration'
-                        ELSE 'complete' END,
-           completed_at = CASE WHEN r.success AND r.bad IS NULL AND NOT p_send
-                                AND s.step_type NOT IN ('decision', 'batchable')
-                               THEN clock_timestamp() ELSE s.completed_at END,
+       SET state = r.to_state,
+           completed_at = CASE WHEN r.to_state = 'complete' THEN clock_timestamp()
+                               ELSE s.completed_at END,
            updated_at = now(),
            results = CASE WHEN r.success AND r.bad IS NULL THEN r.result ELSE s.results END,
            last_error = CASE WHEN r.success AND r.bad IS NULL THEN NULL
@@ -73,7 +74,14 @@ BEGIN
            outcome = CASE WHEN r.success AND r.bad IS NULL
                            AND s.step_type IN ('decision', 'batchable')
                           THEN r.outcome ELSE s.outcome END,
-           claim_owner = NULL, lease_expires_at = NULL
+           claim_owner = NULL, lease_expires_at = NULL,
+           recorded_by = CASE WHEN r.to_state = 'complete' THEN p_worker END,
+           execution_time_ms = CASE WHEN r.to_state = 'complete' THEN r.execution_ms END,
+           result_metadata = CASE WHEN r.to_state = 'complete' THEN r.metadata END,
+           transitions = s.transitions
+                         || tasker.step_transition('in_progress', r.to_state, p_worker,
+                                                   jsonb_build_object('attempt', r.attempt,
+                                                                      'execution_time_ms', r.execution_ms))
       FROM checked r
      WHERE s.step_uuid = ANY (v_ids) AND s.step_uuid = r.step_uuid AND s.state = 'in_progress'
        AND s.claim_owner = p_worker AND s.attempts = r.attempt
@@ -81,12 +89,13 @@ BEGIN
               r.result, coalesce(r.bad, r.error) AS error, r.execution_ms, r.metadata,
               r.success AND r.bad IS NULL AND s.step_type IN ('decision', 'batchable') AS decided
   ), audited AS (
-    INSERT INTO tasker.step_result_audits
+    INSERT INTO tasker.step_result_audit_log
       (step_uuid, task_uuid, attempt, worker_id, success, result, error, execution_time_ms, metadata)
     SELECT a.step_uuid, a.task_uuid, a.attempt, p_worker, a.ok,
            CASE WHEN a.ok THEN a.result END, CASE WHEN NOT a.ok THEN a.error END,
            a.execution_ms, a.metadata
       FROM applied a
+     WHERE a.state <> 'complete'
   ), sent AS (
     INSERT INTO pgmq.q_orchestration_step_results (vt, message)
     SELECT clock_timestamp(), jsonb_build_object(
@@ -96,16 +105,14 @@ BEGIN
      WHERE p_send
   )
   SELECT array_agg(a.step_uuid), array_agg(a.task_uuid), array_agg(a.attempt),
-         array_agg('in_progress'::text), array_agg(a.state),
-         array_agg(jsonb_build_object('attempt', a.attempt, 'execution_time_ms', a.execution_ms)),
+         array_agg(a.state),
          array_agg(a.step_uuid) FILTER (WHERE a.decided),
          array_agg(DISTINCT a.task_uuid) FILTER (WHERE a.decided)
-    INTO v_steps, v_tasks, v_attempts, v_from, v_to, v_meta, v_decided, v_dyn_tasks
+    INTO v_steps, v_tasks, v_attempts, v_to, v_decided, v_dyn_tasks
     FROM applied a;
   IF v_steps IS NULL THEN
     RETURN;
   END IF;
-  PERFORM tasker.record_step_transitions(v_steps, v_tasks, v_from, v_to, p_worker, v_meta);
   -- A cancelled task gets no new steps: its in-flight results still land, nothing more.
   IF v_decided IS NOT NULL THEN
     SELECT array_agg(s.step_uuid ORDER BY s.step_uuid), array_agg(DISTINCT s.task_uuid)

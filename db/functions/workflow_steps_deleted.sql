@@ -1,13 +1,11 @@
--- Steps deleted (their task removed): their log rows and audit rows go with them, as a
--- foreign key's cascade would (the tables have none: see db/schema.sql).
+-- Steps deleted (their task removed): their audit log rows go with them, as a foreign
+-- key's cascade would (the table has none: see db/schema.sql).
 CREATE OR REPLACE FUNCTION tasker.workflow_steps_deleted()
  RETURNS trigger
  LANGUAGE plpgsql
 AS $function$
 BEGIN
-  DELETE FROM tasker.workflow_step_transition_log l
-   WHERE l.step_uuid IN (SELECT g.step_uuid FROM gone g);
-  DELETE FROM tasker.step_result_audits a
+  DELETE FROM tasker.step_result_audit_log a
    WHERE a.step_uuid IN (SELECT g.step_uuid FROM gone g);
   RETURN NULL;
 END;

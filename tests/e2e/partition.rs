@@ -221,7 +221,7 @@ async fn a_worker_cut_off_past_its_liveness_timeout_loses_its_steps_and_its_late
     .unwrap();
     assert_eq!(twice, 0, "a step's success was recorded more than once");
     let released: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM tasker.workflow_step_transition_log
+        "SELECT count(*) FROM tasker.workflow_step_transitions
           WHERE to_state = 'enqueued' AND metadata->>'reason' = 'worker_lost'
             AND metadata->>'worker_id' = $1",
     )
@@ -236,7 +236,7 @@ async fn a_worker_cut_off_past_its_liveness_timeout_loses_its_steps_and_its_late
     let recorded_by_b: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM tasker.step_result_audits a
           WHERE a.worker_id = $1
-            AND EXISTS (SELECT 1 FROM tasker.workflow_step_transition_log l
+            AND EXISTS (SELECT 1 FROM tasker.workflow_step_transitions l
                          WHERE l.step_uuid = a.step_uuid AND l.to_state = 'enqueued'
                            AND l.metadata->>'reason' = 'worker_lost')",
     )

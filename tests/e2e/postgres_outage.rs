@@ -73,7 +73,7 @@ async fn workers_that_come_back_after_an_outage_keep_their_steps() {
         }
     }
     let released: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM tasker.workflow_step_transition_log
+        "SELECT count(*) FROM tasker.workflow_step_transitions
           WHERE to_state = 'enqueued' AND metadata->>'reason' = 'worker_lost'",
     )
     .fetch_one(&db.pool)

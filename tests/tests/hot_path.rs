@@ -298,7 +298,7 @@ async fn recorded(h: &Harness, task: Uuid) -> Recorded {
     .unwrap();
     let log = sqlx::query_as(
         "SELECT from_state, to_state, sort_key, actor, metadata
-           FROM tasker.workflow_step_transition_log WHERE step_uuid = $1
+           FROM tasker.workflow_step_transitions WHERE step_uuid = $1
           ORDER BY sort_key DESC LIMIT 1",
     )
     .bind(step)
@@ -558,7 +558,7 @@ async fn deleting_a_task_deletes_its_steps_history_and_audits() {
         let pool = h.db.pool.clone();
         async move {
             sqlx::query_as::<_, (i64, i64)>(
-                "SELECT (SELECT count(*) FROM tasker.workflow_step_transition_log WHERE task_uuid = $1),
+                "SELECT (SELECT count(*) FROM tasker.workflow_step_transitions WHERE task_uuid = $1),
                         (SELECT count(*) FROM tasker.step_result_audits WHERE task_uuid = $1)",
             )
             .bind(task)
@@ -969,7 +969,7 @@ async fn after_the_start(h: &Harness, task: Uuid) -> Value {
                   (SELECT coalesce(jsonb_agg(jsonb_build_array(l.from_state, l.to_state,
                                                                l.sort_key, l.actor, l.metadata)
                                              ORDER BY l.sort_key), '[]')
-                     FROM tasker.workflow_step_transition_log l
+                     FROM tasker.workflow_step_transitions l
                     WHERE l.step_uuid = s.step_uuid),
                   (SELECT count(*) FROM {table} q
                     WHERE q.message = jsonb_build_object(
@@ -1146,8 +1146,9 @@ async fn a_recording_claims_children_it_readies_for_its_worker() {
     assert_eq!(state_of(&h, other).await.0, "enqueued");
     // Both of the claimed child's transitions come from the recording's transaction.
     let log: Vec<(Option<String>, String, Value, String)> = sqlx::query_as(
-        "SELECT from_state, to_state, metadata, xmin::text
-           FROM tasker.workflow_step_transition_log WHERE step_uuid = $1 ORDER BY sort_key",
+        "SELECT l.from_state, l.to_state, l.metadata, s.xmin::text
+           FROM tasker.workflow_step_transitions l JOIN tasker.workflow_steps s USING (step_uuid)
+          WHERE l.step_uuid = $1 ORDER BY l.sort_key",
     )
     .bind(taken)
     .fetch_all(&h.db.pool)
@@ -1164,7 +1165,7 @@ async fn a_recording_claims_children_it_readies_for_its_worker() {
         (
             Some("enqueued".into()),
             "in_progress".into(),
-            json!({}),
+            json!({"claimed_by_recording": true}),
             recorded_by,
         ),
     ];
@@ -1299,8 +1300,10 @@ async fn a_creation_claims_the_roots_its_local_worker_has_room_for() {
         step_id(&h, task, "sleep_c").await,
     );
     let log: Vec<CreatedTransition> = sqlx::query_as(
-        "SELECT l.from_state, l.to_state, l.metadata, l.actor, l.xmin = t.xmin
-           FROM tasker.workflow_step_transition_log l JOIN tasker.tasks t USING (task_uuid)
+        "SELECT l.from_state, l.to_state, l.metadata, l.actor, s.xmin = t.xmin
+           FROM tasker.workflow_step_transitions l
+           JOIN tasker.workflow_steps s USING (step_uuid)
+           JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
           WHERE l.step_uuid = $1 ORDER BY l.sort_key",
     )
     .bind(a)

@@ -404,7 +404,7 @@ async fn creation_fingerprint(pool: &sqlx::PgPool, task: Uuid) -> serde_json::Va
            'step_log', (SELECT jsonb_agg(jsonb_build_object('step', s.name, 'from', l.from_state,
                           'to', l.to_state, 'sort_key', l.sort_key, 'actor', l.actor,
                           'metadata', l.metadata) ORDER BY s.name, l.sort_key)
-                          FROM tasker.workflow_step_transition_log l
+                          FROM tasker.workflow_step_transitions l
                           JOIN tasker.workflow_steps s ON s.step_uuid = l.step_uuid
                          WHERE l.task_uuid = $1),
            'task_log', (SELECT jsonb_agg(jsonb_build_object('from', x.from_state,

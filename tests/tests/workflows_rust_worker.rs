@@ -22,7 +22,7 @@ async fn example_dags_compute_known_results_with_results_applied_by_the_orchestr
     let h = Harness::with_rust_worker(&via_orchestrator()).await;
     let tasks = example_dags(&h).await;
     let handed_over: Vec<(String, bool)> = sqlx::query_as(
-        "SELECT s.name, EXISTS (SELECT 1 FROM tasker.workflow_step_transition_log l
+        "SELECT s.name, EXISTS (SELECT 1 FROM tasker.workflow_step_transitions l
                                  WHERE l.step_uuid = s.step_uuid
                                    AND l.to_state = 'enqueued_for_orchestration')
            FROM tasker.workflow_steps s WHERE s.task_uuid = ANY ($1)",
@@ -87,9 +87,9 @@ async fn a_chain_continues_on_the_worker_that_recorded_each_link() {
     assert_eq!(h.result_of(task, "minus_one").await, json!(575));
     let claimed_with_enqueue: Vec<(String, bool)> = sqlx::query_as(
         "SELECT s.name,
-                (SELECT count(DISTINCT l.xmin::text) = 1
-                   FROM tasker.workflow_step_transition_log l
-                  WHERE l.step_uuid = s.step_uuid AND l.to_state IN ('enqueued', 'in_progress'))
+                EXISTS (SELECT 1 FROM tasker.workflow_step_transitions l
+                         WHERE l.step_uuid = s.step_uuid AND l.to_state = 'in_progress'
+                           AND l.metadata @> '{\"claimed_by_recording\": true}')
            FROM tasker.workflow_steps s WHERE s.task_uuid = $1 ORDER BY s.position",
     )
     .bind(task)
