@@ -7,9 +7,10 @@
 -- counted from the start: live workers reconnect and keep their claims, only those that do
 -- not come back are reaped. A dead worker's in-progress steps go back to enqueued (the
 -- attempt counts: the handler may be what killed it), or to error (worker_lost) when that
--- was their last attempt, their tasks finalized; the hidden messages of enqueued steps in
--- its queues become visible at once (not those of scheduled tasks, still ahead of their
--- run_at); its row is deleted. Rows another reaper is handling are skipped. Returns one row
+-- was their last attempt, their tasks finalized; the released steps get new messages (their
+-- claims deleted theirs), and hidden messages of enqueued steps in its queues become
+-- visible at once (not those of scheduled tasks, still ahead of their run_at); its row is
+-- deleted. Rows another reaper is handling are skipped. Returns one row
 -- per dead worker: how many steps it held, the queues to wake, and the tasks its lost last
 -- attempts failed (their waiters are woken by the caller).
 CREATE OR REPLACE FUNCTION tasker.reap_dead_workers(p_grace_ms bigint, p_timeout_ms bigint, p_actor text)
@@ -71,12 +72,12 @@ BEGIN
     )
     SELECT array_agg(r.step_uuid ORDER BY r.step_uuid) INTO v_steps FROM freed r;
     v_n := coalesce(cardinality(v_steps), 0);
-    v_queues := '{}';
-    -- Messages of enqueued steps that are hidden now: the released steps' own messages, and
-    -- any the dead worker had read but not yet claimed. Visible again at once (a live
-    -- worker that read one of those too finds the step claimed and defers it). Steps do not
-    -- keep their message id; the message names its step, and queue tables hold only
-    -- unfinished messages, so these scans are short.
+    -- The released steps' messages were deleted by their claims: each gets a new one.
+    v_queues := tasker.send_enqueued_step_messages(coalesce(v_steps, ARRAY[]::uuid[]));
+    -- Messages of enqueued steps hidden now: any the dead worker had read but not claimed
+    -- (a claim taken apart reads first). Visible again at once (a live worker that read
+    -- one of those too finds the step claimed and drops it). The message names its step,
+    -- and queue tables hold only unfinished messages, so these scans are short.
     FOREACH v_ns IN ARRAY w.namespaces LOOP
       v_queue := 'worker_' || v_ns || '_queue';
       CONTINUE WHEN to_regclass(format('pgmq.%I', 'q_' || v_queue)) IS NULL;
@@ -93,7 +94,7 @@ BEGIN
                                                  AND t.run_at > clock_timestamp()))
                FOR UPDATE SKIP LOCKED)', 'q_' || v_queue);
       GET DIAGNOSTICS v_shown = ROW_COUNT;
-      IF v_shown > 0 THEN
+      IF v_shown > 0 AND NOT (v_queue = ANY (v_queues)) THEN
         v_queues := v_queues || v_queue;
       END IF;
     END LOOP;

@@ -1,8 +1,7 @@
 -- The results-queue path (`[worker] results_via = "orchestration"`): stores the results,
--- deletes their worker messages (a result's `queue` and `msg_id`), writes their durable
--- domain events, and sends each to the orchestration results queue, where the
--- orchestrator's ResultProcessor applies them (tasker.process_step_results). Returns the
--- results refused (the claim had moved on).
+-- writes their durable domain events, and sends each to the orchestration results queue,
+-- where the orchestrator's ResultProcessor applies them (tasker.process_step_results).
+-- Returns the results refused (the claim had moved on).
 CREATE OR REPLACE FUNCTION tasker.record_step_results(p_worker text, p_results jsonb)
  RETURNS SETOF uuid
  LANGUAGE plpgsql

@@ -1,8 +1,8 @@
 -- Stores a batch of results: checks each against the step's claim (state in_progress, this
 -- worker, this attempt), stores it (step state, result or error, audit, transition, a
--- decision's or batch's outcome applied) and deletes the worker messages of the recorded
--- results. p_send: send each recorded result to the orchestration results queue (steps
--- wait in enqueued_for_orchestration / enqueued_as_error_for_orchestration). Without it the
+-- decision's or batch's outcome applied). p_send: send each recorded result to the
+-- orchestration results queue (steps wait in enqueued_for_orchestration /
+-- enqueued_as_error_for_orchestration). Without it the
 -- caller applies the results in the same transaction, and a success of a step without an
 -- outcome goes straight to complete; decision and batchable steps still pass through
 -- enqueued_for_orchestration, because their outcome's new steps count the step as a
@@ -23,7 +23,6 @@ DECLARE
   v_decided   uuid[];
   v_dyn_tasks uuid[];
   t           uuid;
-  q           record;
 BEGIN
   SELECT array_agg(DISTINCT (x->>'step_uuid')::uuid) INTO v_ids
     FROM jsonb_array_elements(p_results) AS x;
@@ -127,15 +126,6 @@ BEGIN
       PERFORM tasker.expand_steps(t, p_worker);
     END LOOP;
   END IF;
-  -- Worker messages of recorded results only: a refused result's message belongs to
-  -- whoever holds the step now.
-  FOR q IN SELECT x->>'queue' AS queue, array_agg((x->>'msg_id')::bigint) AS ids
-             FROM jsonb_array_elements(p_results) AS x
-            WHERE x->>'queue' IS NOT NULL AND x->>'msg_id' IS NOT NULL
-              AND (x->>'step_uuid')::uuid = ANY (v_steps)
-            GROUP BY 1 LOOP
-    PERFORM pgmq.delete(q.queue, q.ids);
-  END LOOP;
   RETURN QUERY SELECT * FROM unnest(v_steps, v_tasks, v_attempts, v_to);
 END;
 $function$;

@@ -941,9 +941,14 @@ async fn the_claim_statement_reads_and_claims_in_one_call() {
         ]
     );
     assert_eq!(state_of(&h, first).await.0, "in_progress");
+    assert_eq!(
+        messages_for(&h, &queue, first).await,
+        0,
+        "a claimed step's messages are deleted with the claim"
+    );
     assert!(
         call("w2").await.unwrap().is_empty(),
-        "what was read stays hidden"
+        "what was read and not claimed stays hidden"
     );
 
     queues.send(&queue, &again, &h.db.pool).await.unwrap();
@@ -1241,8 +1246,8 @@ async fn message_of(h: &Harness, queue: &QueueName, step: Uuid) -> (i32, bool) {
 
 /// A process that runs a worker and creates tasks for it (the Ruby client beside
 /// `Worker.start`) hands that worker the roots it has room for, claimed in the creating
-/// transaction with the history a claim writes, their messages inserted as read; the worker
-/// runs them without reading its queue. Roots beyond its room, and every root of a task
+/// transaction with the history a claim writes and no queue message (a claimed step has
+/// none); the worker runs them without reading its queue. Roots beyond its room, and every root of a task
 /// created while it has none, are enqueued for whichever worker reads them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_creation_claims_the_roots_its_local_worker_has_room_for() {
@@ -1338,7 +1343,11 @@ async fn a_creation_claims_the_roots_its_local_worker_has_room_for() {
         ]
     );
     let queue = worker_queue("sleep_workflow").unwrap();
-    assert_eq!(message_of(&h, &queue, a).await, (1, true), "as read");
+    assert_eq!(
+        messages_for(&h, &queue, a).await,
+        0,
+        "a claimed root has no message"
+    );
     assert_eq!(message_of(&h, &queue, c).await, (0, false), "for the queue");
 
     // While the worker holds as many as it may, a new task's roots all go to the queue.

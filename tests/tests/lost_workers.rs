@@ -1,7 +1,9 @@
 //! A lost claim counts as an attempt. On a step's last attempt, losing its worker (the
 //! reaper finds the worker dead, or a claim finds the lease expired) fails the step for good
 //! (`worker_lost`) and blocks its task; the step is then a dead letter, listed by the REST
-//! API and the dashboard, and a reset runs it again. Earlier attempts go back to the queue.
+//! API and the dashboard, and a reset runs it again. Earlier attempts go back to the queue,
+//! with a new message: a claim deletes its step's message. A lease that runs out while its
+//! worker still lives is released the same way (`release_expired_claims`).
 
 use serde_json::{json, Value};
 use tasker_shared::models::StepRow;
@@ -9,7 +11,7 @@ use tasker_tests::{http, Harness};
 use uuid::Uuid;
 
 /// A linear task whose first step is held by `worker` on attempt `attempt`, its lease ending
-/// `lease_ms` from now (negative: expired).
+/// `lease_ms` from now (negative: expired), its message deleted as a claim deletes it.
 async fn held_step(h: &Harness, worker: &str, attempt: i32, lease_ms: i64) -> (Uuid, Uuid) {
     let task = h
         .create("linear_workflow", "linear_math", json!({"value": 3}))
@@ -29,7 +31,24 @@ async fn held_step(h: &Harness, worker: &str, attempt: i32, lease_ms: i64) -> (U
     .fetch_one(&h.db.pool)
     .await
     .unwrap();
+    sqlx::query("DELETE FROM pgmq.q_worker_linear_workflow_queue WHERE message->>'step_uuid' = $1")
+        .bind(step.to_string())
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
     (task, step)
+}
+
+/// The step's messages in its queue, with the attempt each announces.
+async fn messages(h: &Harness, step: Uuid) -> Vec<i64> {
+    sqlx::query_scalar(
+        "SELECT (message->>'attempt')::bigint FROM pgmq.q_worker_linear_workflow_queue
+          WHERE message->>'step_uuid' = $1",
+    )
+    .bind(step.to_string())
+    .fetch_all(&h.db.pool)
+    .await
+    .unwrap()
 }
 
 async fn task_state(h: &Harness, task: Uuid) -> String {
@@ -121,6 +140,59 @@ async fn the_reaper_fails_a_step_lost_on_its_last_attempt_and_requeues_earlier_o
         ("enqueued", 1)
     );
     assert_eq!(task_state(&h, early_task).await, "steps_in_process");
+    assert_eq!(
+        messages(&h, early).await,
+        [2],
+        "a new message for the next attempt"
+    );
+    assert!(messages(&h, last).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_lease_that_runs_out_under_a_live_worker_is_released_with_a_new_message() {
+    let h = Harness::orchestration_only(&[]).await;
+    let (last_task, last) = held_step(&h, "w-alive", 3, -1000).await;
+    let (early_task, early) = held_step(&h, "w-alive", 1, -1000).await;
+    let (_, held) = held_step(&h, "w-alive", 1, 60_000).await;
+    // The orchestrator's reaper runs this too; whichever comes first, each step is
+    // released once.
+    sqlx::query("SELECT * FROM tasker.release_expired_claims('test', 100)")
+        .execute(&h.db.pool)
+        .await
+        .unwrap();
+
+    let failed = step(&h, last).await;
+    assert_eq!(failed.state, "error");
+    assert_eq!(failed.last_error.unwrap()["error_type"], "worker_lost");
+    assert_eq!(task_state(&h, last_task).await, "error");
+    assert!(messages(&h, last).await.is_empty());
+
+    let requeued = step(&h, early).await;
+    assert_eq!(
+        (requeued.state.as_str(), requeued.claim_owner.as_deref()),
+        ("enqueued", None)
+    );
+    assert_eq!(task_state(&h, early_task).await, "steps_in_process");
+    assert_eq!(messages(&h, early).await, [2]);
+    let reason: Value = sqlx::query_scalar(
+        "SELECT metadata FROM tasker.workflow_step_transitions
+          WHERE step_uuid = $1 AND most_recent",
+    )
+    .bind(early)
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        reason,
+        json!({"reason": "lease_expired", "worker_id": "w-alive"})
+    );
+
+    assert_eq!(
+        step(&h, held).await.state,
+        "in_progress",
+        "a live lease stays"
+    );
+    assert!(messages(&h, held).await.is_empty());
 }
 
 #[tokio::test]

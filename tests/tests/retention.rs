@@ -300,7 +300,10 @@ async fn archive_mode_moves_every_row_to_the_archive_where_it_stays_readable() {
         .unwrap();
     assert_eq!(report.tasks(), 1);
     assert_eq!(rows(pool, "tasker_archive", old).await, live, "moved whole");
-    assert_eq!(counts(&rows(pool, "tasker", old).await), vec![0; TABLES.len()]);
+    assert_eq!(
+        counts(&rows(pool, "tasker", old).await),
+        vec![0; TABLES.len()]
+    );
     assert_eq!(rows(pool, "tasker", fresh).await, fresh_rows);
     assert_eq!(
         counts(&rows(pool, "tasker_archive", fresh).await),
@@ -479,7 +482,10 @@ async fn retention_beside_task_creation_and_completion_blocks_nothing_and_loses_
         .unwrap();
     assert_eq!(tombstones, old.len() as i64, "no new task was removed");
     for task in &old {
-        assert_eq!(counts(&rows(&pool, "tasker", *task).await), vec![0; TABLES.len()]);
+        assert_eq!(
+            counts(&rows(&pool, "tasker", *task).await),
+            vec![0; TABLES.len()]
+        );
     }
     for task in made {
         let row = TaskRow::get(&pool, task).await.unwrap();
@@ -560,7 +566,11 @@ async fn a_failed_task_held_or_reset_meanwhile_is_skipped_or_removed_whole_never
                 assert_ne!(TaskRow::get(pool, task).await.unwrap().state, "error");
             }
             Err(tasker_orchestration::OrchestrationError::Store(StoreError::Removed(_))) => {
-                assert_eq!(left, vec![0; TABLES.len()], "removed task {task} is gone whole");
+                assert_eq!(
+                    left,
+                    vec![0; TABLES.len()],
+                    "removed task {task} is gone whole"
+                );
                 removed += 1;
             }
             Err(e) => panic!("reset of {task}: {e}"),

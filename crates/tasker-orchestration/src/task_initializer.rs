@@ -163,12 +163,7 @@ impl TaskInitializer {
             query = query
                 .bind(worker.as_ref().map(|w| w.worker_id().to_string()))
                 .bind(local.as_ref().map_or(0, |l| l.reservation.room() as i32))
-                .bind(worker.as_ref().map_or(0, |w| w.lease_seconds()))
-                .bind(f64::from(
-                    worker
-                        .as_ref()
-                        .map_or(0, |w| w.visibility_timeout_seconds()),
-                ));
+                .bind(worker.as_ref().map_or(0, |w| w.lease_seconds()));
         }
         let query = query.bind(request.run_at);
         let row: CreatedRow = query.fetch_one(&self.pool).await?;
@@ -305,7 +300,7 @@ impl TaskInitializer {
 
 /// What the creating statement returns: the task, whether this call created it, its state,
 /// (from `tasker.create_task_read` only) the task row and steps as JSON text, and the roots
-/// it claimed for a local worker: their lease's expiry, and their ids, names and message ids.
+/// it claimed for a local worker: their lease's expiry, and their ids and names.
 type CreatedRow = (
     Uuid,
     bool,
@@ -313,7 +308,7 @@ type CreatedRow = (
     Option<String>,
     Option<String>,
     Option<DateTime<Utc>>,
-    Option<sqlx::types::Json<Vec<(Uuid, String, i64)>>>,
+    Option<sqlx::types::Json<Vec<(Uuid, String)>>>,
 );
 
 /// A local worker, and the room it holds for the roots the creation is about to claim.
@@ -334,9 +329,9 @@ impl Statement {
     /// root messages itself, with a static INSERT prepared once per connection, rather than
     /// by `send_step_messages`' dynamic SQL (planned on every call) in `tasker.create_task`.
     /// It then also takes the claim of roots for a local worker ($5 worker, $6 how many
-    /// roots, $7 lease seconds; NULL, 0, 0 for none): their messages go in as read, hidden
-    /// for $8 seconds, and come back with the roots' ids and names. The last parameter is
-    /// the task's run_at: the other roots' messages stay hidden until then.
+    /// roots, $7 lease seconds; NULL, 0, 0 for none): those get no message (a claimed step
+    /// has none) and come back with their ids and names. The last parameter is the task's
+    /// run_at: the other roots' messages stay hidden until then.
     fn sql(self, queue: Option<&QueueName>) -> String {
         let (function, read) = match self {
             Statement::Create => ("create_task", "NULL::text, NULL::text"),
@@ -345,19 +340,16 @@ impl Statement {
         match queue {
             Some(queue) => format!(
                 "WITH c AS MATERIALIZED (
-                   SELECT * FROM tasker.{function}($1, $2, $3, $4, true, $5, $6, $7, $9)),
+                   SELECT * FROM tasker.{function}($1, $2, $3, $4, true, $5, $6, $7, $8)),
+                 roots AS (
+                   SELECT m, coalesce((m->>'step_uuid')::uuid = ANY (c.claimed), false) AS claimed
+                     FROM c, jsonb_array_elements(c.messages) AS m),
                  sent AS (
-                   INSERT INTO {table} (vt, read_ct, message)
-                   SELECT CASE WHEN h.claimed THEN clock_timestamp() + make_interval(secs => $8)
-                               ELSE greatest(clock_timestamp(), $9) END,
-                          CASE WHEN h.claimed THEN 1 ELSE 0 END, m
-                     FROM c, jsonb_array_elements(c.messages) AS m,
-                          LATERAL (SELECT (m->>'step_uuid')::uuid = ANY (c.claimed) AS claimed) h
-                   RETURNING msg_id, read_ct, message)
+                   INSERT INTO {table} (vt, message)
+                   SELECT greatest(clock_timestamp(), $8), r.m FROM roots r WHERE NOT r.claimed)
                  SELECT c.task_uuid, c.created, c.state, {read}, c.lease_expires_at,
-                        (SELECT json_agg(json_build_array(s.message->'step_uuid',
-                                                          s.message->'step_name', s.msg_id))
-                           FROM sent s WHERE s.read_ct = 1)
+                        (SELECT json_agg(json_build_array(r.m->'step_uuid', r.m->'step_name'))
+                           FROM roots r WHERE r.claimed)
                    FROM c",
                 table = queue.table()
             ),

@@ -5,7 +5,6 @@ use crate::task_request::TaskRequest;
 use chrono::{DateTime, Utc};
 use tasker_shared::claim::ClaimedStep;
 use tasker_shared::config::BackoffConfig;
-use tasker_shared::local_worker::ClaimedRoot;
 use tasker_shared::template::TaskTemplate;
 use uuid::Uuid;
 
@@ -98,41 +97,38 @@ impl TaskSpec {
         self.roots() > 0
     }
 
-    /// The roots the creation of `task` claimed (id, name and message id of each), as the
-    /// local worker runs them: what they need is the request's and the template's.
+    /// The roots the creation of `task` claimed (id and name of each), as the local worker
+    /// runs them: what they need is the request's and the template's.
     pub(crate) fn claimed_roots(
         &self,
         request: &TaskRequest,
         task: Uuid,
         lease_expires_at: DateTime<Utc>,
-        claimed: sqlx::types::Json<Vec<(Uuid, String, i64)>>,
-    ) -> Vec<ClaimedRoot> {
+        claimed: sqlx::types::Json<Vec<(Uuid, String)>>,
+    ) -> Vec<ClaimedStep> {
         claimed
             .0
             .into_iter()
-            .filter_map(|(step_uuid, name, msg_id)| {
+            .filter_map(|(step_uuid, name)| {
                 let step = self.steps.iter().find(|s| s.name == name)?;
-                Some(ClaimedRoot {
-                    msg_id,
-                    claim: ClaimedStep {
-                        step_uuid,
-                        task_uuid: task,
-                        step_name: name,
-                        namespace: request.namespace.clone(),
-                        task_name: request.name.clone(),
-                        task_version: request.version.clone(),
-                        attempt: 1,
-                        max_attempts: step.max_attempts,
-                        handler_callable: step.handler_callable.clone(),
-                        handler_initialization: step.handler_initialization.clone(),
-                        timeout_seconds: step.timeout_seconds,
-                        publishes_events: step.publishes_events.clone(),
-                        // The column's default: a fixed DAG's steps have no inputs.
-                        inputs: serde_json::Value::Object(Default::default()),
-                        task_context: request.context.clone(),
-                        dependency_results: serde_json::Value::Object(Default::default()),
-                        lease_expires_at,
-                    },
+                Some(ClaimedStep {
+                    step_uuid,
+                    task_uuid: task,
+                    step_name: name,
+                    namespace: request.namespace.clone(),
+                    task_name: request.name.clone(),
+                    task_version: request.version.clone(),
+                    attempt: 1,
+                    max_attempts: step.max_attempts,
+                    handler_callable: step.handler_callable.clone(),
+                    handler_initialization: step.handler_initialization.clone(),
+                    timeout_seconds: step.timeout_seconds,
+                    publishes_events: step.publishes_events.clone(),
+                    // The column's default: a fixed DAG's steps have no inputs.
+                    inputs: serde_json::Value::Object(Default::default()),
+                    task_context: request.context.clone(),
+                    dependency_results: serde_json::Value::Object(Default::default()),
+                    lease_expires_at,
                 })
             })
             .collect()

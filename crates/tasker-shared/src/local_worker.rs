@@ -10,22 +10,11 @@ use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Weak};
 
-/// A root step claimed at its task's creation, and its worker message, inserted as read
-/// (hidden for the visibility timeout). The claim is built by the creator, which knows all
-/// of it (a root has no parent results).
-#[derive(Debug, Clone)]
-pub struct ClaimedRoot {
-    pub msg_id: i64,
-    pub claim: ClaimedStep,
-}
-
 /// A worker of this process that takes roots claimed for it at creation.
 pub trait LocalWorker: Send + Sync {
     /// The id its claims record.
     fn worker_id(&self) -> &str;
     fn lease_seconds(&self) -> i32;
-    /// How long a claimed root's message stays hidden, as for a message read.
-    fn visibility_timeout_seconds(&self) -> i32;
     /// Room for at most `max` steps, as much as a read of its queue could take now, held
     /// (and counted against its limits) until handed over or dropped. None when it has
     /// none, or is stopping.
@@ -36,9 +25,10 @@ pub trait LocalWorker: Send + Sync {
 pub trait RootReservation: Send {
     /// How many roots the worker holds room for.
     fn room(&self) -> usize;
-    /// Gives the worker the roots the creation claimed (never more than `room`); the room
-    /// left over is released.
-    fn hand_over(self: Box<Self>, roots: Vec<ClaimedRoot>);
+    /// Gives the worker the roots the creation claimed (never more than `room`), each with
+    /// the claim the creator built, knowing all of it (a root has no parent results), and
+    /// no queue message (a claimed step has none); the room left over is released.
+    fn hand_over(self: Box<Self>, roots: Vec<ClaimedStep>);
 }
 
 /// Which database a pool reaches: a worker takes roots only of tasks in its own.

@@ -235,9 +235,11 @@ async fn each_step_and_task_has_exactly_one_most_recent_transition() {
         (StepState::Pending, StepState::Enqueued),
         (StepState::Enqueued, StepState::InProgress),
     ] {
-        assert!(transition_step(&db.pool, step, from, to, "test", serde_json::json!({}))
-            .await
-            .unwrap());
+        assert!(
+            transition_step(&db.pool, step, from, to, "test", serde_json::json!({}))
+                .await
+                .unwrap()
+        );
     }
     let rows: Vec<(i32, bool, String)> = sqlx::query_as(
         "SELECT sort_key, most_recent, to_state FROM tasker.workflow_step_transitions

@@ -59,7 +59,6 @@ fn step(callable: &str) -> DispatchedStep {
         }),
         publishes_events: Vec::new(),
         queue: QueueName::new("worker_bench_queue").unwrap(),
-        msg_id: 1,
         dispatched_at: Instant::now(),
         lease_expires_at: chrono::Utc::now(),
     }

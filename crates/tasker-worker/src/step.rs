@@ -72,7 +72,6 @@ pub struct DispatchedStep {
     pub context: Arc<StepContext>,
     pub publishes_events: Vec<EventDeclaration>,
     pub queue: QueueName,
-    pub msg_id: i64,
     pub dispatched_at: Instant,
     pub lease_expires_at: DateTime<Utc>,
 }

@@ -37,7 +37,6 @@ fn step_with_timeout(timeout_seconds: Option<u64>) -> DispatchedStep {
         }),
         publishes_events: Vec::new(),
         queue: QueueName::new("worker_ns_queue").unwrap(),
-        msg_id: 1,
         dispatched_at: Instant::now(),
         lease_expires_at: chrono::Utc::now(),
     }

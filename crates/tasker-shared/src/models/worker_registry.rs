@@ -2,7 +2,8 @@
 //!
 //! A worker registers at start (see tasker-worker's `registration` module) and renews its
 //! row while it lives; [`reap_dead_workers`] (run by orchestration and by every live
-//! worker) releases the steps of workers that died and removes them from the list.
+//! worker) releases the steps of workers that died and removes them from the list, and the
+//! claims whose lease ran out.
 
 use super::StoreError;
 use crate::config::WorkerConfig;
@@ -51,9 +52,14 @@ pub struct ReapedWorker {
     pub failed_tasks: Vec<uuid::Uuid>,
 }
 
+/// Claims whose lease expired that one run of [`reap_dead_workers`] releases at most.
+const EXPIRED_CLAIMS_PER_RUN: i32 = 1000;
+
 /// Releases the steps of every dead worker (see the `[worker] liveness_*` keys) and removes
-/// it from the registry, in one transaction, then wakes the consumers of the queues whose
-/// messages became visible and the waiters of the tasks it failed.
+/// it from the registry, in one transaction, then the claims whose lease ran out although
+/// their worker lives (`tasker.release_expired_claims`: a claimed step has no queue message,
+/// so nothing else would run it again), and wakes the consumers of the queues that got
+/// messages and the waiters of the tasks that failed.
 pub async fn reap_dead_workers(
     pool: &PgPool,
     queues: &QueueClient,
@@ -87,6 +93,29 @@ pub async fn reap_dead_workers(
         if !w.failed_tasks.is_empty() {
             queues.notifier().task_finished(w.failed_tasks.clone());
         }
+    }
+    let (released, woken, failed): (i32, Vec<String>, Vec<uuid::Uuid>) = sqlx::query_as(
+        "SELECT released, queues, failed_tasks FROM tasker.release_expired_claims($1, $2)",
+    )
+    .bind(actor)
+    .bind(EXPIRED_CLAIMS_PER_RUN)
+    .fetch_one(pool)
+    .await?;
+    if released > 0 || !failed.is_empty() {
+        tracing::warn!(
+            released,
+            failed = failed.len(),
+            "claims whose lease expired were released to run elsewhere"
+        );
+        metrics::counter!("tasker_expired_claims_released_total").increment(released as u64);
+    }
+    for queue in woken {
+        if let Ok(q) = QueueName::new(queue) {
+            queues.notify(&q);
+        }
+    }
+    if !failed.is_empty() {
+        queues.notifier().task_finished(failed);
     }
     Ok(reaped)
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tasker_shared::config::ResultsVia;
 use tasker_shared::local_worker::{self, LocalWorker};
 use tasker_shared::messages::DomainEvent;
-use tasker_shared::queue::{domain_events_queue, worker_queue, QueueClient};
+use tasker_shared::queue::{domain_events_queue, worker_queue, QueueClient, QueueName};
 use tasker_shared::TaskerConfig;
 use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use tokio::task::JoinHandle;
@@ -125,7 +125,6 @@ impl WorkerCore {
             handlers: hd.max_concurrent_handlers,
             max_in_flight: wc.max_steps_in_flight,
             lease_seconds: wc.claim_lease_seconds as i32,
-            visibility_timeout_seconds: config.queues.visibility_timeout_seconds as i32,
             stop: shutdown.clone(),
         };
         // Roots of tasks created in this process go straight to this worker where it has
@@ -237,12 +236,10 @@ impl WorkerCore {
 
         let heartbeat = Heartbeat {
             pool: pool.clone(),
-            queues,
             in_flight: in_flight.clone(),
             worker_id: worker_id.clone(),
             interval: wc.heartbeat_interval(),
             lease_seconds: wc.claim_lease_seconds as i32,
-            visibility_timeout_seconds: config.queues.visibility_timeout_seconds as i32,
         };
         background.push(tokio::spawn(heartbeat.run(shutdown.clone())));
         tracing::info!(worker_id = %worker_id, namespaces = ?options.namespaces, "worker started");
@@ -364,25 +361,23 @@ impl WorkerHandle {
             .map(|(id, _)| id)
             .collect();
         if !unfinished.is_empty() {
-            match sqlx::query_scalar::<_, i32>("SELECT tasker.release_steps($1, $2)")
+            // Released steps get new messages (a claim deleted theirs); their queues'
+            // consumers are woken.
+            match sqlx::query_scalar::<_, String>("SELECT unnest(tasker.release_steps($1, $2))")
                 .bind(&unfinished)
                 .bind(&self.worker_id)
-                .fetch_one(&self.pool)
+                .fetch_all(&self.pool)
                 .await
             {
-                Ok(n) => tracing::info!(released = n, "handed unfinished steps back"),
+                Ok(queues) => {
+                    tracing::info!(steps = unfinished.len(), "handed unfinished steps back");
+                    let client = QueueClient::new(self.pool.clone()).await;
+                    for queue in queues.into_iter().filter_map(|q| QueueName::new(q).ok()) {
+                        client.notify(&queue);
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not hand steps back; their leases will expire")
-                }
-            }
-            let queues = QueueClient::new(self.pool.clone()).await;
-            for (_, s) in self.in_flight.snapshot() {
-                if queues
-                    .extend_visibility(&s.queue, &[s.msg_id], 0)
-                    .await
-                    .is_ok()
-                {
-                    queues.notify(&s.queue);
                 }
             }
         }

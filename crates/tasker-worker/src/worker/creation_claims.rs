@@ -11,7 +11,8 @@ use super::in_flight::InFlight;
 use super::worker_metrics as m;
 use crate::step::DispatchedStep;
 use std::sync::Arc;
-use tasker_shared::local_worker::{ClaimedRoot, LocalWorker, RootReservation};
+use tasker_shared::claim::ClaimedStep;
+use tasker_shared::local_worker::{LocalWorker, RootReservation};
 use tasker_shared::queue::worker_queue;
 use tokio::sync::mpsc::OwnedPermit;
 
@@ -20,7 +21,7 @@ pub struct CreationClaims {
     pub in_flight: Arc<InFlight>,
     /// The settings a recording claims children with (dispatch channel, held weakly so
     /// that a creator holding this worker does not keep it open at shutdown; limits,
-    /// lease, visibility, stop); `handlers` does not apply here.
+    /// lease, stop); `handlers` does not apply here.
     pub claims: ChildClaims,
 }
 
@@ -31,10 +32,6 @@ impl LocalWorker for CreationClaims {
 
     fn lease_seconds(&self) -> i32 {
         self.claims.lease_seconds
-    }
-
-    fn visibility_timeout_seconds(&self) -> i32 {
-        self.claims.visibility_timeout_seconds
     }
 
     fn reserve(&self, max: usize) -> Option<Box<dyn RootReservation>> {
@@ -79,16 +76,15 @@ impl RootReservation for Reserved {
         self.permits.len()
     }
 
-    fn hand_over(mut self: Box<Self>, roots: Vec<ClaimedRoot>) {
+    fn hand_over(mut self: Box<Self>, roots: Vec<ClaimedStep>) {
         for root in roots {
-            let step = root.claim.step_uuid;
-            let (Some(permit), Ok(queue)) =
-                (self.permits.pop(), worker_queue(&root.claim.namespace))
+            let step = root.step_uuid;
+            let (Some(permit), Ok(queue)) = (self.permits.pop(), worker_queue(&root.namespace))
             else {
                 tracing::error!(step = %step, "root claimed at creation without room or queue; its lease will expire and it will run again");
                 continue;
             };
-            permit.send(dispatched(root.claim, &queue, root.msg_id, &self.in_flight));
+            permit.send(dispatched(root, &queue, &self.in_flight));
             metrics::counter!(m::ROOTS_CLAIMED_AT_CREATION).increment(1);
         }
     }

@@ -1,23 +1,19 @@
-//! Keeps in-flight steps ours: renews their leases and pushes their queue messages'
-//! visibility out, so a long handler is neither re-claimed nor redelivered.
+//! Keeps in-flight steps ours: renews their leases, so a long handler is not re-claimed.
+//! (A claimed step has no queue message to keep hidden: the claim deleted it.)
 
 use super::in_flight::InFlight;
 use sqlx::PgPool;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tasker_shared::queue::{QueueClient, QueueName};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub struct Heartbeat {
     pub pool: PgPool,
-    pub queues: QueueClient,
     pub in_flight: Arc<InFlight>,
     pub worker_id: String,
     pub interval: Duration,
     pub lease_seconds: i32,
-    pub visibility_timeout_seconds: i32,
 }
 
 impl Heartbeat {
@@ -33,19 +29,6 @@ impl Heartbeat {
             .bind(self.lease_seconds)
             .fetch_all(&self.pool)
             .await?;
-        let mut by_queue: HashMap<QueueName, Vec<i64>> = HashMap::new();
-        for (_, s) in &steps {
-            by_queue.entry(s.queue.clone()).or_default().push(s.msg_id);
-        }
-        for (queue, msgs) in by_queue {
-            if let Err(e) = self
-                .queues
-                .extend_visibility(&queue, &msgs, self.visibility_timeout_seconds)
-                .await
-            {
-                tracing::warn!(queue = %queue, error = %e, "extending message visibility failed");
-            }
-        }
         for id in &lost {
             tracing::warn!(step = %id, "lease lost; this worker's result for it will be refused");
         }

@@ -12,7 +12,6 @@ use uuid::Uuid;
 #[derive(Debug, Clone)]
 pub struct InFlightStep {
     pub queue: QueueName,
-    pub msg_id: i64,
     pub attempt: i32,
     /// Its handler has finished; only recording the result remains.
     pub executed: bool,
@@ -137,7 +136,6 @@ mod tests {
     fn entry() -> InFlightStep {
         InFlightStep {
             queue: tasker_shared::queue::worker_queue("ns").unwrap(),
-            msg_id: 1,
             attempt: 1,
             executed: false,
         }

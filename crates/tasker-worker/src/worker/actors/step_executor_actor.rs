@@ -1,7 +1,8 @@
 //! StepExecutorActor: reads a worker queue and claims the steps its messages name, in one
-//! statement (the queue table's read, then SQL `claim_messages`), and publishes them on the
-//! handler dispatch channel. It never waits for a handler; its only wait is for room on the bounded dispatch
-//! channel, which is the backpressure that slows reading.
+//! statement (the queue table's read, SQL `claim_messages`, the claimed steps' messages
+//! deleted), and publishes them on the handler dispatch channel. It never waits for a
+//! handler; its only wait is for room on the bounded dispatch channel, which is the
+//! backpressure that slows reading.
 
 use crate::step::{DispatchedStep, StepContext};
 use crate::worker::in_flight::{InFlight, InFlightStep};
@@ -18,34 +19,49 @@ use tasker_shared::template::EventDeclaration;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-/// Reads up to `$1` messages of `queue`, hiding them for `$2` seconds, and claims the steps
-/// they name for worker `$3` with a lease of `$4` seconds: one `tasker.message_claim` row per
-/// message. It does what pgmq.read does, as a static statement a connection prepares once
-/// (pgmq.read builds and plans its SQL on every call). The picked messages are updated by
-/// `msg_id = ANY (ARRAY(...))`, an index condition whatever the planner believes of the
-/// table's size, not by a join: a plan made while the statistics said the queue was empty
-/// (after a vacuum) joined the other way, walking the whole queue for each read.
+/// Takes up to `$1` messages of `queue` (locked, skipping those another reader holds) and
+/// claims the steps they name for worker `$3` with a lease of `$4` seconds: one
+/// `tasker.message_claim` row per message. A claimed step's message is deleted in the same
+/// statement: the step's row holds the claim from then on, and a step whose claim is lost
+/// (its worker died, its lease expired) gets a new message from whoever releases it
+/// (`reap_dead_workers`, `release_expired_claims`, `release_steps`). So a message is written
+/// twice (sent, deleted), not three times (sent, read, deleted). The messages of steps not
+/// claimed are hidden for `$2` seconds, as a read hides them, for [`StepExecutorActor`] to
+/// defer or drop. A static statement a connection
+/// prepares once, where pgmq.read builds and plans its SQL on every call. Messages are
+/// deleted by `msg_id = ANY (ARRAY(...))`, an index condition whatever the planner
+/// believes of the table's size, not by a join: a plan made while the statistics said the
+/// queue was empty (after a vacuum) joined the other way, walking the whole queue.
 pub fn claim_statement(queue: &QueueName) -> String {
     format!(
         "WITH picked AS (
-           SELECT msg_id FROM {q} WHERE vt <= clock_timestamp()
+           SELECT msg_id, message FROM {q} WHERE vt <= clock_timestamp()
             ORDER BY msg_id LIMIT $1 FOR UPDATE SKIP LOCKED
-         ), read AS (
+         ), claims AS (
+           SELECT * FROM tasker.claim_messages(
+             (SELECT array_agg(msg_id ORDER BY msg_id) FROM picked),
+             (SELECT array_agg(message ORDER BY msg_id) FROM picked), $3, $4)
+         ), taken AS (
+           DELETE FROM {q}
+            WHERE msg_id = ANY (ARRAY(SELECT c.msg_id FROM claims c
+                                       WHERE (c.claim).outcome = '{claimed}'))
+         ), hidden AS (
            UPDATE {q} m SET vt = clock_timestamp() + make_interval(secs => $2),
                   read_ct = m.read_ct + 1
-            WHERE m.msg_id = ANY (ARRAY(SELECT msg_id FROM picked))
-           RETURNING m.msg_id, m.message
+            WHERE m.msg_id = ANY (ARRAY(SELECT c.msg_id FROM claims c
+                                         WHERE (c.claim).outcome IS DISTINCT FROM '{claimed}'))
          )
-         SELECT * FROM tasker.claim_messages(
-           (SELECT array_agg(msg_id ORDER BY msg_id) FROM read),
-           (SELECT array_agg(message ORDER BY msg_id) FROM read), $3, $4)",
-        q = queue.table()
+         SELECT * FROM claims",
+        q = queue.table(),
+        claimed = CLAIMED,
     )
 }
 
-/// Reads up to `$1` messages of `queue` as [`claim_statement`] does, hiding them for `$2`
-/// seconds, without claiming their steps: the first half of a claim taken apart when the
-/// whole failed.
+/// The outcome of a claim that took the step (`tasker.step_claim`'s `outcome`).
+const CLAIMED: &str = "claimed";
+
+/// Reads up to `$1` messages of `queue`, hiding them for `$2` seconds, without claiming
+/// their steps: the first half of a claim taken apart when the whole failed.
 fn read_statement(queue: &QueueName) -> String {
     format!(
         "WITH picked AS (
@@ -61,9 +77,21 @@ fn read_statement(queue: &QueueName) -> String {
 }
 
 /// Claims the step of one message read by [`read_statement`] (`$1` message id, `$2` the
-/// message) for worker `$3` with a lease of `$4` seconds.
-const CLAIM_ONE: &str =
-    "SELECT * FROM tasker.claim_messages(ARRAY[$1::bigint], ARRAY[$2::jsonb], $3, $4)";
+/// message) for worker `$3` with a lease of `$4` seconds, deleting the message if it did.
+fn claim_one_statement(queue: &QueueName) -> String {
+    format!(
+        "WITH claims AS (
+           SELECT * FROM tasker.claim_messages(ARRAY[$1::bigint], ARRAY[$2::jsonb], $3, $4)
+         ), taken AS (
+           DELETE FROM {q}
+            WHERE msg_id = $1
+              AND EXISTS (SELECT 1 FROM claims c WHERE (c.claim).outcome = '{claimed}')
+         )
+         SELECT * FROM claims",
+        q = queue.table(),
+        claimed = CLAIMED,
+    )
+}
 
 /// Whether a failed statement may have failed for the data of one step it touched (a value
 /// too large to build, say) rather than for the connection or the database's state: worth
@@ -93,11 +121,10 @@ struct ClaimRow {
 }
 
 /// A claimed step as it goes to the dispatch channel, entered first among the steps this
-/// worker holds (with its message, which a recording deletes and a handback re-shows).
+/// worker holds.
 pub(crate) fn dispatched(
     claim: ClaimedStep,
     queue: &QueueName,
-    msg_id: i64,
     in_flight: &InFlight,
 ) -> DispatchedStep {
     let events: Vec<EventDeclaration> =
@@ -126,7 +153,6 @@ pub(crate) fn dispatched(
         claim.step_uuid,
         InFlightStep {
             queue: queue.clone(),
-            msg_id,
             attempt: context.attempt,
             executed: false,
         },
@@ -137,7 +163,6 @@ pub(crate) fn dispatched(
         context: Arc::new(context),
         publishes_events: events,
         queue: queue.clone(),
-        msg_id,
         dispatched_at: Instant::now(),
         lease_expires_at: claim.lease_expires_at,
     }
@@ -222,8 +247,9 @@ impl StepExecutorActor {
             .await?;
         let read = messages.len();
         let mut rows = Vec::with_capacity(read);
+        let claim_one = claim_one_statement(queue);
         for (msg_id, message) in messages {
-            let claimed: Result<Vec<ClaimRow>, _> = sqlx::query_as(CLAIM_ONE)
+            let claimed: Result<Vec<ClaimRow>, _> = sqlx::query_as(&claim_one)
                 .bind(msg_id)
                 .bind(&message)
                 .bind(&self.worker_id)
@@ -282,8 +308,10 @@ impl StepExecutorActor {
         }
     }
 
-    /// Dispatches the steps claimed, defers the busy and scheduled ones, drops the messages
-    /// of steps with nothing to do; returns how many messages there were.
+    /// Dispatches the steps claimed (their messages deleted by the claim), defers the
+    /// messages of scheduled ones, drops the rest; returns how many messages there were.
+    /// A busy step's message is a stale copy: its claim's holder runs it, and should that
+    /// claim be lost, whoever releases the step sends a new message.
     async fn take(&self, queue: &QueueName, rows: Vec<ClaimRow>) -> usize {
         let read = rows.len();
         let mut seen = HashSet::new();
@@ -304,12 +332,13 @@ impl StepExecutorActor {
             }
             let wait_until = match row.claim {
                 Some(StepClaim::Claimed(claim)) => {
-                    self.dispatch_claimed(queue, row.msg_id, *claim).await;
+                    self.dispatch_claimed(queue, *claim).await;
                     continue;
                 }
-                Some(StepClaim::Busy { lease_expires_at }) => {
+                Some(StepClaim::Busy { .. }) => {
                     metrics::counter!(m::CLAIM_CONFLICTS).increment(1);
-                    lease_expires_at
+                    finished.push(row.msg_id);
+                    continue;
                 }
                 Some(StepClaim::Scheduled { run_at }) => run_at,
                 other => {
@@ -319,9 +348,7 @@ impl StepExecutorActor {
                     continue;
                 }
             };
-            // Busy: another worker holds a live lease; look again when it would expire, in
-            // case that worker died. Scheduled: its task's run_at is later; the message
-            // stays hidden until then.
+            // Scheduled: its task's run_at is later; the message stays hidden until then.
             let wait = wait_until
                 .map(|t| (t - Utc::now()).num_seconds().clamp(0, i32::MAX as i64 - 1) as i32 + 1)
                 .unwrap_or(self.lease_seconds);
@@ -337,8 +364,8 @@ impl StepExecutorActor {
         read
     }
 
-    async fn dispatch_claimed(&self, queue: &QueueName, msg_id: i64, claim: ClaimedStep) {
-        let step = dispatched(claim, queue, msg_id, &self.in_flight);
+    async fn dispatch_claimed(&self, queue: &QueueName, claim: ClaimedStep) {
+        let step = dispatched(claim, queue, &self.in_flight);
         if self.dispatch.send(step).await.is_err() {
             tracing::warn!("dispatch channel closed; claimed step will be handed back");
         }

@@ -86,8 +86,6 @@ pub struct ChildClaims {
     pub handlers: usize,
     pub max_in_flight: usize,
     pub lease_seconds: i32,
-    /// How long a claimed child's message stays hidden, as for a message read.
-    pub visibility_timeout_seconds: i32,
     pub stop: CancellationToken,
 }
 
@@ -101,9 +99,8 @@ struct Completion {
     outcome: RecordingOutcome,
     /// The transaction sent worker messages (children enqueued, or an outcome's new steps).
     enqueued: bool,
-    /// An enqueued child this worker claimed in the same transaction, and its message.
+    /// An enqueued child this worker claimed in the same transaction.
     claim: Option<StepClaim>,
-    msg_id: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -283,25 +280,17 @@ impl CompletionProcessorService {
         if self.results_via == ResultsVia::Orchestration {
             return self.send_to_orchestration(rows, steps).await;
         }
-        // The worker messages of the recorded results (not of refused ones: those belong to
-        // whoever holds the step now) are deleted in the same statement, one static DELETE
-        // per queue, rather than by pgmq.delete's dynamic SQL inside complete_steps. The
-        // messages of the children the recording enqueues go into those same queues (a
-        // task's steps share its namespace's queue), one static INSERT per queue, rather
-        // than by send_step_messages' dynamic SQL.
+        // The recorded results have no worker messages left (their claims deleted them).
+        // The messages of the children the recording enqueues go into the queues the
+        // results came from (a task's steps share its namespace's queue), one static INSERT
+        // per queue, rather than by send_step_messages' dynamic SQL.
         let mut by_queue: BTreeMap<&QueueName, Option<&str>> = BTreeMap::new();
-        let mut queues = Vec::with_capacity(steps.len());
-        let mut step_uuids = Vec::with_capacity(steps.len());
-        let mut msg_ids = Vec::with_capacity(steps.len());
         for done in steps {
             let ctx = &done.step.context;
             let namespace = by_queue.entry(&done.step.queue).or_default();
             if worker_queue(&ctx.namespace).is_ok_and(|q| q == done.step.queue) {
                 *namespace = Some(&ctx.namespace);
             }
-            queues.push(done.step.queue.as_str());
-            step_uuids.push(ctx.step_uuid);
-            msg_ids.push(done.step.msg_id);
         }
         let send_namespaces: Vec<&str> = by_queue.values().copied().flatten().collect();
         let claims = self
@@ -325,7 +314,6 @@ impl CompletionProcessorService {
         let claim_max = permits.as_ref().map_or(0, |p| p.len());
         let sql = recording_statement(by_queue.into_iter());
         let lease_seconds = claims.map_or(0, |c| c.lease_seconds);
-        let visibility = claims.map_or(0, |c| c.visibility_timeout_seconds);
         let query = sqlx::query_as::<_, Completion>(&sql)
             .bind(&self.worker_id)
             .bind(serde_json::Value::Array(rows))
@@ -333,11 +321,7 @@ impl CompletionProcessorService {
             .bind(self.backoff.max_retry_after_ms as i64)
             .bind(&send_namespaces)
             .bind(claim_max as i32)
-            .bind(lease_seconds)
-            .bind(f64::from(visibility))
-            .bind(&queues)
-            .bind(&step_uuids)
-            .bind(&msg_ids);
+            .bind(lease_seconds);
         // Room held for the children the statement may claim counts against the limit
         // until they are entries of their own.
         self.in_flight.reserve(claim_max);
@@ -374,18 +358,14 @@ impl CompletionProcessorService {
         Ok(completions)
     }
 
-    /// Stores the results and deletes their worker messages (`tasker.record_step_results`,
-    /// which also writes their durable events and sends each to the orchestration results
-    /// queue), then wakes the orchestrator: its ResultProcessor applies them.
+    /// Stores the results (`tasker.record_step_results`, which also writes their durable
+    /// events and sends each to the orchestration results queue), then wakes the
+    /// orchestrator: its ResultProcessor applies them.
     async fn send_to_orchestration(
         &self,
-        mut rows: Vec<serde_json::Value>,
+        rows: Vec<serde_json::Value>,
         steps: &[&CompletedStep],
     ) -> Result<Vec<Completion>, sqlx::Error> {
-        for (row, done) in rows.iter_mut().zip(steps) {
-            row["queue"] = serde_json::json!(done.step.queue.as_str());
-            row["msg_id"] = serde_json::json!(done.step.msg_id);
-        }
         let refused: Vec<uuid::Uuid> =
             sqlx::query_scalar("SELECT tasker.record_step_results($1, $2)")
                 .bind(&self.worker_id)
@@ -410,7 +390,6 @@ impl CompletionProcessorService {
                     outcome,
                     enqueued: false,
                     claim: None,
-                    msg_id: None,
                 }
             })
             .collect();
@@ -429,11 +408,7 @@ impl CompletionProcessorService {
             tracing::error!(step = %c.step_uuid, "claimed child without a namespace; its lease will expire and it will run again");
             return;
         };
-        let Some(msg_id) = c.msg_id else {
-            tracing::error!(step = %c.step_uuid, "claimed child without its message; its lease will expire and it will run again");
-            return;
-        };
-        permit.send(dispatched(claim, &queue, msg_id, &self.in_flight));
+        permit.send(dispatched(claim, &queue, &self.in_flight));
         metrics::counter!(m::CHILDREN_CLAIMED).increment(1);
     }
 
@@ -528,11 +503,9 @@ impl CompletionProcessorService {
 }
 
 /// The recording statement for results from these queues: `tasker.complete_steps` ($1-$7),
-/// then per queue a static DELETE of the recorded results' messages (every result's queue,
-/// step and message id in $9, $10, $11) and, for a queue whose namespace the caller knows, a
-/// static INSERT of the messages of the children the recording enqueued in that namespace:
-/// visible at once, or for a child this worker claimed, as read (hidden for $8 seconds, read
-/// once). Returns complete_steps' rows, a claimed child's with its message id.
+/// then, for a queue whose namespace the caller knows, a static INSERT of the messages of
+/// the children the recording enqueued in that namespace and did not claim for this worker
+/// (a claimed step has no message). Returns complete_steps' rows.
 fn recording_statement<'a>(
     queues: impl Iterator<Item = (&'a QueueName, Option<&'a str>)>,
 ) -> String {
@@ -540,52 +513,27 @@ fn recording_statement<'a>(
         "WITH done AS MATERIALIZED (
            SELECT * FROM tasker.complete_steps($1, $2, $3, $4, $5, $6, $7))",
     );
-    let mut sent = Vec::new();
     for (i, (queue, namespace)) in queues.enumerate() {
-        let table = queue.table();
-        // Refused results' messages belong to whoever holds the step now. Queue names are
-        // identifiers (QueueName), safe as literals. The messages go by `msg_id = ANY`, an
-        // index condition however small the statistics say the queue is (a join planned
-        // from an empty queue's statistics scanned all of it, holding the task locks).
-        sql.push_str(&format!(
-            ", gone_{i} AS (DELETE FROM {table} q
-                 WHERE q.msg_id = ANY (ARRAY(
-                   SELECT m.msg_id
-                     FROM unnest($9::text[], $10::uuid[], $11::bigint[]) AS m(queue, step_uuid, msg_id)
-                     JOIN done d ON d.step_uuid = m.step_uuid
-                    WHERE m.queue = '{queue}' AND d.outcome <> '{refused}')))",
-            refused = RecordingOutcome::Refused,
-        ));
         // A namespace the caller does not know had its messages sent by complete_steps.
-        // One it knows is its worker queue's, so an identifier too.
+        // One it knows is its worker queue's, an identifier (QueueName), safe as a literal.
         let Some(namespace) = namespace else { continue };
         sql.push_str(&format!(
-            ", sent_{i} AS (INSERT INTO {table} (vt, read_ct, message)
-                 SELECT CASE WHEN (d.claim).step_uuid IS NULL THEN clock_timestamp()
-                             ELSE clock_timestamp() + make_interval(secs => $8) END,
-                        CASE WHEN (d.claim).step_uuid IS NULL THEN 0 ELSE 1 END, d.message
+            ", sent_{i} AS (INSERT INTO {table} (vt, message)
+                 SELECT clock_timestamp(), d.message
                    FROM done d
                   WHERE d.outcome = '{enqueued}' AND d.namespace = '{namespace}'
-                 RETURNING msg_id, message)",
+                    AND (d.claim).step_uuid IS NULL)",
+            table = queue.table(),
             enqueued = RecordingOutcome::Enqueued,
         ));
-        sent.push(format!("SELECT msg_id, message FROM sent_{i}"));
     }
-    if sent.is_empty() {
-        sent.push("SELECT NULL::bigint AS msg_id, NULL::jsonb AS message WHERE false".into());
-    }
-    sql.push_str(&format!(
-        " SELECT d.step_uuid, d.task_uuid, d.namespace, d.outcome, d.enqueued, d.claim, s.msg_id
-            FROM done d
-            LEFT JOIN ({}) s
-              ON (d.claim).step_uuid IS NOT NULL AND (s.message->>'step_uuid')::uuid = d.step_uuid",
-        sent.join(" UNION ALL ")
-    ));
+    sql.push_str(
+        " SELECT d.step_uuid, d.task_uuid, d.namespace, d.outcome, d.enqueued, d.claim FROM done d",
+    );
     sql
 }
 
-/// A result as `tasker.complete_steps` takes it (its worker message is deleted beside it),
-/// with the durable domain events it publishes, which the recording writes to the
+/// A result as `tasker.complete_steps` takes it, with the durable domain events it publishes, which the recording writes to the
 /// namespace's events queue.
 fn result_row(done: &CompletedStep, result: &StepExecutionResult) -> serde_json::Value {
     let ctx = &done.step.context;

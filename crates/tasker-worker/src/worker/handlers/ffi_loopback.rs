@@ -8,7 +8,7 @@ use crate::{DispatchedStep, StepContext};
 use chrono::Utc;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tasker_shared::config::{ConfigError, ConfigLoader, FfiDispatchConfig};
@@ -71,7 +71,6 @@ pub struct Loopback {
     sink: Arc<Sink>,
     shutdown: CancellationToken,
     queue: QueueName,
-    next_msg_id: AtomicI64,
 }
 
 impl Loopback {
@@ -104,7 +103,6 @@ impl Loopback {
             sink,
             shutdown,
             queue: QueueName::new("loopback").map_err(LoopbackError::InvalidStep)?,
-            next_msg_id: AtomicI64::new(1),
         })
     }
 
@@ -118,10 +116,8 @@ impl Loopback {
             return Err(LoopbackError::Closed);
         };
         let queue = self.queue.clone();
-        // MAX_FEED keeps these casts exact.
-        let first = self.next_msg_id.fetch_add(count as i64, Ordering::Relaxed);
         self.runtime.spawn(async move {
-            for i in 0..count {
+            for _ in 0..count {
                 let mut context = template.clone();
                 context.step_uuid = uuid::Uuid::new_v4();
                 let step = DispatchedStep {
@@ -129,7 +125,6 @@ impl Loopback {
                     context: Arc::new(context),
                     publishes_events: Vec::new(),
                     queue: queue.clone(),
-                    msg_id: first + i as i64,
                     dispatched_at: Instant::now(),
                     lease_expires_at: Utc::now() + chrono::Duration::hours(1),
                 };
