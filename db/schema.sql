@@ -105,6 +105,9 @@ CREATE TABLE tasker.tasks (
     -- A scheduled task: no step of it is claimed before this time (claim_steps), and its
     -- roots' messages stay hidden until then. NULL: as soon as possible.
     run_at timestamp with time zone,
+    -- Every transition of the task, oldest first, as workflow_steps.transitions: appended
+    -- by the statement that moves the task. Read as rows through tasker.task_transitions.
+    transitions jsonb DEFAULT '[]'::jsonb NOT NULL,
     UNIQUE (named_task_uuid, idempotency_key)
 );
 
@@ -156,7 +159,7 @@ CREATE TABLE tasker.workflow_steps (
     parent_count integer,
     pending_parents integer,
     -- Every transition of the step, oldest first ({from_state, to_state, actor, metadata,
-    -- created_at}; tasker.step_transition builds one), appended by the same UPDATE that
+    -- created_at}; tasker.transition_entry builds one), appended by the same UPDATE that
     -- moves the step: keeping them here rather than a row each in a log table saves a
     -- step's four log rows and their index entries. Read as rows through the view
     -- tasker.workflow_step_transitions.
@@ -264,22 +267,18 @@ CREATE TABLE tasker.step_blueprints (
     PRIMARY KEY (task_uuid, name)
 );
 
--- Every task transition is kept; exactly one row per task is flagged most_recent.
-CREATE TABLE tasker.task_transitions (
-    transition_uuid uuid DEFAULT tasker.uuid_v7() NOT NULL PRIMARY KEY,
-    task_uuid uuid NOT NULL REFERENCES tasker.tasks (task_uuid) ON DELETE CASCADE,
-    from_state text,
-    to_state text NOT NULL,
-    sort_key integer NOT NULL,
-    most_recent boolean NOT NULL,
-    actor text NOT NULL,
-    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
-    created_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
-    UNIQUE (task_uuid, sort_key)
-);
-
-CREATE UNIQUE INDEX task_transitions_most_recent ON tasker.task_transitions USING btree (task_uuid)
-  WHERE most_recent;
+-- A task's transitions as rows: sort_key is the place in its list, the last is most_recent.
+CREATE VIEW tasker.task_transitions AS
+ SELECT tk.task_uuid,
+    (j.e ->> 'from_state'::text) AS from_state,
+    (j.e ->> 'to_state'::text) AS to_state,
+    ((j.n - 1))::integer AS sort_key,
+    (j.n = jsonb_array_length(tk.transitions)) AS most_recent,
+    (j.e ->> 'actor'::text) AS actor,
+    COALESCE((j.e -> 'metadata'::text), '{}'::jsonb) AS metadata,
+    ((j.e ->> 'created_at'::text))::timestamp with time zone AS created_at
+   FROM (tasker.tasks tk
+     CROSS JOIN LATERAL jsonb_array_elements(tk.transitions) WITH ORDINALITY j(e, n));
 
 -- A step's transitions as rows: sort_key is the place in its list, the last is most_recent.
 CREATE VIEW tasker.workflow_step_transitions AS
@@ -461,8 +460,6 @@ CREATE TABLE tasker_archive.workflow_step_edges (LIKE tasker.workflow_step_edges
 CREATE INDEX workflow_step_edges_task_idx ON tasker_archive.workflow_step_edges USING btree (task_uuid);
 CREATE TABLE tasker_archive.step_blueprints (LIKE tasker.step_blueprints);
 CREATE INDEX step_blueprints_task_idx ON tasker_archive.step_blueprints USING btree (task_uuid);
-CREATE TABLE tasker_archive.task_transitions (LIKE tasker.task_transitions);
-CREATE INDEX task_transitions_task_idx ON tasker_archive.task_transitions USING btree (task_uuid);
 CREATE TABLE tasker_archive.step_result_audit_log (LIKE tasker.step_result_audit_log);
 CREATE INDEX step_result_audit_log_task_idx ON tasker_archive.step_result_audit_log USING btree (task_uuid);
 

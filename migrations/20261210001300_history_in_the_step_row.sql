@@ -272,7 +272,7 @@ BEGIN
            claim_owner = p_worker,
            lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds),
            started_at = clock_timestamp(),
-           transitions = s.transitions || tasker.step_transition('enqueued', 'in_progress', p_worker)
+           transitions = s.transitions || tasker.transition_entry('enqueued', 'in_progress', p_worker)
       FROM due d
      WHERE s.step_uuid = ANY (p_steps) AND s.step_uuid = d.step_uuid
     RETURNING s.step_uuid
@@ -378,7 +378,7 @@ BEGIN
              lease_expires_at = NULL, recorded_by = p_worker,
              execution_time_ms = r.execution_ms, result_metadata = r.metadata,
              transitions = s.transitions
-                           || tasker.step_transition('in_progress', 'complete', p_worker,
+                           || tasker.transition_entry('in_progress', 'complete', p_worker,
                                                      jsonb_build_object('attempt', r.attempt,
                                                                         'execution_time_ms', r.execution_ms))
         FROM r
@@ -453,13 +453,13 @@ BEGIN
              -- for a claimed one (marked as claimed by this recording): allowed both.
              transitions = CASE WHEN l.claimed
                                   THEN c.transitions
-                                       || tasker.step_transition('pending', 'enqueued', p_worker,
+                                       || tasker.transition_entry('pending', 'enqueued', p_worker,
                                                                  jsonb_build_object('attempt', l.attempts + 1))
-                                       || tasker.step_transition('enqueued', 'in_progress', p_worker,
+                                       || tasker.transition_entry('enqueued', 'in_progress', p_worker,
                                                                  '{"claimed_by_recording": true}')
                                 WHEN l.ready
                                   THEN c.transitions
-                                       || tasker.step_transition('pending', 'enqueued', p_worker,
+                                       || tasker.transition_entry('pending', 'enqueued', p_worker,
                                                                  jsonb_build_object('attempt', l.attempts + 1))
                                 ELSE c.transitions END
         FROM picked l
@@ -610,7 +610,7 @@ BEGIN
            w.timeout_seconds, w.publishes_events, jsonb_build_object('batch', o.batch),
            -- The batchable step, being recorded now, is the one parent.
            1, 1,
-           jsonb_build_array(tasker.step_transition(NULL, 'pending', p_actor,
+           jsonb_build_array(tasker.transition_entry(NULL, 'pending', p_actor,
                                                     '{"created_by": "batch"}'))
       FROM tasker.workflow_steps s
       JOIN tasker.step_blueprints pb ON pb.task_uuid = s.task_uuid AND pb.name = s.name
@@ -704,13 +704,13 @@ BEGIN
            CASE WHEN u.claimed THEN p_claim_worker END,
            CASE WHEN u.claimed THEN v_lease END,
            CASE WHEN u.claimed THEN clock_timestamp() END,
-           jsonb_build_array(tasker.step_transition(NULL, 'pending', p_actor))
+           jsonb_build_array(tasker.transition_entry(NULL, 'pending', p_actor))
            || CASE WHEN u.parents = 0
-                   THEN jsonb_build_array(tasker.step_transition('pending', 'enqueued', p_actor,
+                   THEN jsonb_build_array(tasker.transition_entry('pending', 'enqueued', p_actor,
                                                                  '{"attempt": 1}'))
                    ELSE '[]'::jsonb END
            || CASE WHEN u.claimed
-                   THEN jsonb_build_array(tasker.step_transition('enqueued', 'in_progress',
+                   THEN jsonb_build_array(tasker.transition_entry('enqueued', 'in_progress',
                                                                  p_claim_worker))
                    ELSE '[]'::jsonb END
       FROM (SELECT s.*, s.parents = 0 AND p_claim_worker IS NOT NULL AND v_later IS NOT TRUE
@@ -805,9 +805,9 @@ BEGIN
              u.backoff, u.base_ms, u.max_ms, u.timeout, u.events, u.parents, u.parents,
              CASE WHEN u.parents = 0 THEN 'enqueued' ELSE 'pending' END,
              CASE WHEN u.parents = 0 THEN clock_timestamp() END,
-             jsonb_build_array(tasker.step_transition(NULL, 'pending', p_actor))
+             jsonb_build_array(tasker.transition_entry(NULL, 'pending', p_actor))
              || CASE WHEN u.parents = 0
-                     THEN jsonb_build_array(tasker.step_transition('pending', 'enqueued', p_actor,
+                     THEN jsonb_build_array(tasker.transition_entry('pending', 'enqueued', p_actor,
                                                                    '{"attempt": 1}'))
                      ELSE '[]'::jsonb END
         FROM spec u
@@ -873,7 +873,7 @@ BEGIN
        SET state = 'enqueued', updated_at = now(), enqueued_at = clock_timestamp(),
            next_retry_at = NULL,
            transitions = s.transitions
-                         || tasker.step_transition(ready.current_state, 'enqueued', p_actor,
+                         || tasker.transition_entry(ready.current_state, 'enqueued', p_actor,
                                                    jsonb_build_object('attempt', s.attempts + 1))
       FROM ready
      WHERE s.task_uuid = p_task AND s.step_uuid = ready.step_uuid
@@ -920,7 +920,7 @@ DECLARE
   g       text;
   gs      record;
   v_created jsonb := jsonb_build_array(
-    tasker.step_transition(NULL, 'pending', p_actor, '{"created_by": "expand_steps"}'));
+    tasker.transition_entry(NULL, 'pending', p_actor, '{"created_by": "expand_steps"}'));
 BEGIN
   -- The task row first, as result processing and operator actions take it: parents cannot
   -- finish (and be counted down) between reading their states and counting the edges added.
@@ -1196,7 +1196,7 @@ BEGIN
          SET state = 'enqueued', updated_at = now(), claim_owner = NULL,
              lease_expires_at = NULL, enqueued_at = clock_timestamp(),
              transitions = s.transitions
-                           || tasker.step_transition('in_progress', 'enqueued', p_actor,
+                           || tasker.transition_entry('in_progress', 'enqueued', p_actor,
                                                      jsonb_build_object('reason', 'worker_lost',
                                                                         'worker_id', w.worker_id))
        WHERE s.state = 'in_progress' AND s.lease_expires_at IS NOT NULL
@@ -1263,7 +1263,7 @@ BEGIN
       USING ERRCODE = 'check_violation';
   END IF;
   UPDATE tasker.workflow_steps s
-     SET transitions = s.transitions || tasker.step_transition(u.f, u.t, p_actor, u.meta)
+     SET transitions = s.transitions || tasker.transition_entry(u.f, u.t, p_actor, u.meta)
     FROM unnest(p_steps, p_from, p_to, p_metadata) AS u(step, f, t, meta)
    WHERE s.step_uuid = ANY (p_steps) AND s.step_uuid = u.step;
 END;
@@ -1382,7 +1382,7 @@ $function$;
 
 -- One entry of a step's transitions list (workflow_steps.transitions), made now. Callers
 -- append it in the UPDATE that moves the step: `transitions = transitions || step_transition(...)`.
-CREATE OR REPLACE FUNCTION tasker.step_transition(p_from text, p_to text, p_actor text, p_metadata jsonb DEFAULT '{}'::jsonb)
+CREATE OR REPLACE FUNCTION tasker.transition_entry(p_from text, p_to text, p_actor text, p_metadata jsonb DEFAULT '{}'::jsonb)
  RETURNS jsonb
  LANGUAGE sql
 AS $function$
@@ -1472,7 +1472,7 @@ BEGIN
            execution_time_ms = CASE WHEN r.to_state = 'complete' THEN r.execution_ms END,
            result_metadata = CASE WHEN r.to_state = 'complete' THEN r.metadata END,
            transitions = s.transitions
-                         || tasker.step_transition('in_progress', r.to_state, p_worker,
+                         || tasker.transition_entry('in_progress', r.to_state, p_worker,
                                                    jsonb_build_object('attempt', r.attempt,
                                                                       'execution_time_ms', r.execution_ms))
       FROM checked r
@@ -1548,7 +1548,7 @@ BEGIN
   END IF;
   UPDATE tasker.workflow_steps
      SET state = p_to, updated_at = now(),
-         transitions = transitions || tasker.step_transition(p_from, p_to, p_actor, p_metadata)
+         transitions = transitions || tasker.transition_entry(p_from, p_to, p_actor, p_metadata)
    WHERE step_uuid = p_step AND state = p_from;
   RETURN FOUND;
 END;

@@ -73,7 +73,7 @@ BEGIN
          SET state = 'enqueued', updated_at = now(), claim_owner = NULL,
              lease_expires_at = NULL, enqueued_at = clock_timestamp(),
              transitions = s.transitions
-                           || tasker.step_transition('in_progress', 'enqueued', p_actor,
+                           || tasker.transition_entry('in_progress', 'enqueued', p_actor,
                                                      jsonb_build_object('reason', 'worker_lost',
                                                                         'worker_id', w.worker_id))
        WHERE s.state = 'in_progress' AND s.lease_expires_at IS NOT NULL
@@ -176,7 +176,7 @@ BEGIN
     UPDATE tasker.workflow_steps s
        SET state = 'enqueued', updated_at = now(), enqueued_at = clock_timestamp(),
            transitions = s.transitions
-                         || tasker.step_transition('in_progress', 'enqueued', p_actor,
+                         || tasker.transition_entry('in_progress', 'enqueued', p_actor,
                                                    jsonb_build_object('reason', 'lease_expired',
                                                                       'worker_id', s.claim_owner)),
            claim_owner = NULL, lease_expires_at = NULL
@@ -329,7 +329,7 @@ BEGIN
            execution_time_ms = CASE WHEN r.to_state = 'complete' THEN r.execution_ms END,
            result_metadata = CASE WHEN r.to_state = 'complete' THEN r.metadata END,
            transitions = s.transitions
-                         || tasker.step_transition('in_progress', r.to_state, p_worker,
+                         || tasker.transition_entry('in_progress', r.to_state, p_worker,
                                                    jsonb_build_object('attempt', r.attempt,
                                                                       'execution_time_ms', r.execution_ms))
       FROM checked r

@@ -70,7 +70,7 @@ BEGIN
            claim_owner = p_worker,
            lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds),
            started_at = clock_timestamp(),
-           transitions = s.transitions || tasker.step_transition('enqueued', 'in_progress', p_worker)
+           transitions = s.transitions || tasker.transition_entry('enqueued', 'in_progress', p_worker)
       FROM due d
      WHERE s.step_uuid = ANY (p_steps) AND s.step_uuid = d.step_uuid
     RETURNING s.step_uuid

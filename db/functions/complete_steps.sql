@@ -78,7 +78,7 @@ BEGIN
              lease_expires_at = NULL, recorded_by = p_worker,
              execution_time_ms = r.execution_ms, result_metadata = r.metadata,
              transitions = s.transitions
-                           || tasker.step_transition('in_progress', 'complete', p_worker,
+                           || tasker.transition_entry('in_progress', 'complete', p_worker,
                                                      jsonb_build_object('attempt', r.attempt,
                                                                         'execution_time_ms', r.execution_ms))
         FROM r
@@ -153,13 +153,13 @@ BEGIN
              -- for a claimed one (marked as claimed by this recording): allowed both.
              transitions = CASE WHEN l.claimed
                                   THEN c.transitions
-                                       || tasker.step_transition('pending', 'enqueued', p_worker,
+                                       || tasker.transition_entry('pending', 'enqueued', p_worker,
                                                                  jsonb_build_object('attempt', l.attempts + 1))
-                                       || tasker.step_transition('enqueued', 'in_progress', p_worker,
+                                       || tasker.transition_entry('enqueued', 'in_progress', p_worker,
                                                                  '{"claimed_by_recording": true}')
                                 WHEN l.ready
                                   THEN c.transitions
-                                       || tasker.step_transition('pending', 'enqueued', p_worker,
+                                       || tasker.transition_entry('pending', 'enqueued', p_worker,
                                                                  jsonb_build_object('attempt', l.attempts + 1))
                                 ELSE c.transitions END
         FROM picked l
@@ -210,7 +210,7 @@ BEGIN
   IF v_may_finish IS NOT NULL THEN
     -- Those whose every step is now complete (or resolved manually) complete together:
     -- what finalize_task would do for each (its execution context says all_complete), in
-    -- three statements for all of them.
+    -- one statement for all of them.
     -- The tasks are reached by key alone (OFFSET 0 keeps their state out of the scan):
     -- tasks_active_idx holds an entry for every version of a task that was ever
     -- steps_in_process until a vacuum, so a scan of it for the state visits them all.
@@ -224,24 +224,15 @@ BEGIN
                             AND s.state NOT IN ('complete', 'resolved_manually'))
     ), moved AS (
       UPDATE tasker.tasks t
-         SET state = 'complete', updated_at = now(), completed_at = clock_timestamp()
+         SET state = 'complete', updated_at = now(), completed_at = clock_timestamp(),
+             transitions = t.transitions
+                           || tasker.transition_entry('steps_in_process', 'complete', p_worker,
+                                                      '{"execution_status": "all_complete"}')
         FROM finished f
        WHERE t.task_uuid = f.task_uuid AND t.state = 'steps_in_process'
       RETURNING t.task_uuid
-    ), previous AS (
-      UPDATE tasker.task_transitions x SET most_recent = false
-        FROM moved m
-       WHERE x.task_uuid = m.task_uuid AND x.most_recent
-      RETURNING x.task_uuid, x.sort_key
-    ), logged AS (
-      INSERT INTO tasker.task_transitions AS n
-        (task_uuid, from_state, to_state, sort_key, most_recent, actor, metadata)
-      SELECT p.task_uuid, 'steps_in_process', 'complete', p.sort_key + 1, true, p_worker,
-             '{"execution_status": "all_complete"}'::jsonb
-        FROM previous p
-      RETURNING n.task_uuid
     )
-    SELECT array_agg(l.task_uuid) INTO v_finished FROM logged l;
+    SELECT array_agg(m.task_uuid) INTO v_finished FROM moved m;
   END IF;
   IF v_touched IS NOT NULL THEN
     -- The rest one by one, where finalizing could change something. Materialized, so each

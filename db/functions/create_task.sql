@@ -26,10 +26,12 @@ DECLARE
   v_lease   timestamptz := clock_timestamp() + make_interval(secs => p_lease_seconds);
   v_later   boolean := p_run_at > clock_timestamp();
 BEGIN
-  INSERT INTO tasker.tasks (named_task_uuid, context, idempotency_key, initiator, state, run_at)
+  INSERT INTO tasker.tasks (named_task_uuid, context, idempotency_key, initiator, state, run_at,
+                            transitions)
   VALUES ((p_task).named_task_uuid, (p_task).context, (p_task).idempotency_key,
           (p_task).initiator,
-          CASE WHEN v_started THEN 'steps_in_process' ELSE 'pending' END, p_run_at)
+          CASE WHEN v_started THEN 'steps_in_process' ELSE 'pending' END, p_run_at,
+          CASE WHEN v_started THEN tasker.task_start_transitions(p_actor) ELSE '[]'::jsonb END)
   ON CONFLICT (named_task_uuid, idempotency_key) DO NOTHING
   RETURNING tasks.task_uuid INTO v_task;
   IF v_task IS NULL THEN
@@ -69,13 +71,13 @@ BEGIN
            CASE WHEN u.claimed THEN p_claim_worker END,
            CASE WHEN u.claimed THEN v_lease END,
            CASE WHEN u.claimed THEN clock_timestamp() END,
-           jsonb_build_array(tasker.step_transition(NULL, 'pending', p_actor))
+           jsonb_build_array(tasker.transition_entry(NULL, 'pending', p_actor))
            || CASE WHEN u.parents = 0
-                   THEN jsonb_build_array(tasker.step_transition('pending', 'enqueued', p_actor,
+                   THEN jsonb_build_array(tasker.transition_entry('pending', 'enqueued', p_actor,
                                                                  '{"attempt": 1}'))
                    ELSE '[]'::jsonb END
            || CASE WHEN u.claimed
-                   THEN jsonb_build_array(tasker.step_transition('enqueued', 'in_progress',
+                   THEN jsonb_build_array(tasker.transition_entry('enqueued', 'in_progress',
                                                                  p_claim_worker))
                    ELSE '[]'::jsonb END
       FROM (SELECT s.*, s.parents = 0 AND p_claim_worker IS NOT NULL AND v_later IS NOT TRUE
@@ -103,13 +105,16 @@ BEGIN
   SELECT n.name INTO v_ns
     FROM tasker.named_tasks nt JOIN tasker.namespaces n ON n.namespace_uuid = nt.namespace_uuid
    WHERE nt.named_task_uuid = (p_task).named_task_uuid;
-  -- Claimed roots are only claimed by a caller that sends their messages (as read).
+  -- Roots are only claimed for a caller that sends the other roots' messages (a claimed
+  -- step has none).
   IF v_claimed IS NOT NULL AND NOT p_hold_roots THEN
     RAISE EXCEPTION 'task %: roots claimed at creation need p_hold_roots', v_task
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
-  PERFORM tasker.task_started(v_task, v_ns, v_roots, v_names, p_actor, NOT p_hold_roots,
-                              p_run_at);
+  IF NOT p_hold_roots THEN
+    PERFORM tasker.send_step_messages(v_ns, tasker.root_messages(v_task, v_ns, v_roots, v_names),
+                                      p_run_at);
+  END IF;
   -- The roots' messages built here rather than by tasker.root_messages: a SQL function's
   -- body is planned on every call, this statement once per connection.
   RETURN QUERY SELECT v_task, true, 'steps_in_process'::text,

@@ -19,8 +19,10 @@ BEGIN
       FROM unnest(p_tasks) WITH ORDINALITY AS u(nt, ctx, k, ini, steps, i)
   ), made AS (
     INSERT INTO tasker.tasks AS t (task_uuid, named_task_uuid, context, idempotency_key,
-                                   initiator, state)
-    SELECT r.id, r.nt, r.ctx, r.k, r.ini, 'steps_in_process' FROM req r ORDER BY r.i
+                                   initiator, state, transitions)
+    SELECT r.id, r.nt, r.ctx, r.k, r.ini, 'steps_in_process',
+           tasker.task_start_transitions(p_actor)
+      FROM req r ORDER BY r.i
     ON CONFLICT (named_task_uuid, idempotency_key) DO NOTHING
     RETURNING t.task_uuid
   )
@@ -45,9 +47,9 @@ BEGIN
              u.backoff, u.base_ms, u.max_ms, u.timeout, u.events, u.parents, u.parents,
              CASE WHEN u.parents = 0 THEN 'enqueued' ELSE 'pending' END,
              CASE WHEN u.parents = 0 THEN clock_timestamp() END,
-             jsonb_build_array(tasker.step_transition(NULL, 'pending', p_actor))
+             jsonb_build_array(tasker.transition_entry(NULL, 'pending', p_actor))
              || CASE WHEN u.parents = 0
-                     THEN jsonb_build_array(tasker.step_transition('pending', 'enqueued', p_actor,
+                     THEN jsonb_build_array(tasker.transition_entry('pending', 'enqueued', p_actor,
                                                                    '{"attempt": 1}'))
                      ELSE '[]'::jsonb END
         FROM spec u
@@ -68,16 +70,6 @@ BEGIN
     IF v_msgs IS NOT NULL THEN
       PERFORM tasker.send_step_messages(p_ns, v_msgs);
     END IF;
-    INSERT INTO tasker.task_transitions
-      (task_uuid, from_state, to_state, sort_key, most_recent, actor, metadata)
-    SELECT c.id, f.from_state, f.to_state, f.sort_key, f.most_recent, p_actor, f.metadata
-      FROM unnest(v_tasks) AS c(id)
-     CROSS JOIN (VALUES (NULL, 'pending', 0, false, '{}'::jsonb),
-                        ('pending', 'initializing', 1, false, '{}'::jsonb),
-                        ('initializing', 'enqueuing_steps', 2, false, '{}'::jsonb),
-                        ('enqueuing_steps', 'steps_in_process', 3, true,
-                         '{"execution_status": "processing"}'::jsonb))
-           AS f(from_state, to_state, sort_key, most_recent, metadata);
   END IF;
   RETURN QUERY
     SELECT c.i, c.id, true, 'steps_in_process'::text

@@ -19,7 +19,7 @@ BEGIN
        SET state = 'enqueued', updated_at = now(), enqueued_at = clock_timestamp(),
            next_retry_at = NULL,
            transitions = s.transitions
-                         || tasker.step_transition(ready.current_state, 'enqueued', p_actor,
+                         || tasker.transition_entry(ready.current_state, 'enqueued', p_actor,
                                                    jsonb_build_object('attempt', s.attempts + 1))
       FROM ready
      WHERE s.task_uuid = p_task AND s.step_uuid = ready.step_uuid

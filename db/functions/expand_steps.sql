@@ -24,7 +24,7 @@ DECLARE
   g       text;
   gs      record;
   v_created jsonb := jsonb_build_array(
-    tasker.step_transition(NULL, 'pending', p_actor, '{"created_by": "expand_steps"}'));
+    tasker.transition_entry(NULL, 'pending', p_actor, '{"created_by": "expand_steps"}'));
 BEGIN
   -- The task row first, as result processing and operator actions take it: parents cannot
   -- finish (and be counted down) between reading their states and counting the edges added.

@@ -63,7 +63,7 @@ BEGIN
          SET state = 'enqueued', updated_at = now(), claim_owner = NULL,
              lease_expires_at = NULL, enqueued_at = clock_timestamp(),
              transitions = s.transitions
-                           || tasker.step_transition('in_progress', 'enqueued', p_actor,
+                           || tasker.transition_entry('in_progress', 'enqueued', p_actor,
                                                      jsonb_build_object('reason', 'worker_lost',
                                                                         'worker_id', w.worker_id))
        WHERE s.state = 'in_progress' AND s.lease_expires_at IS NOT NULL

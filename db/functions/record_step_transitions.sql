@@ -20,7 +20,7 @@ BEGIN
       USING ERRCODE = 'check_violation';
   END IF;
   UPDATE tasker.workflow_steps s
-     SET transitions = s.transitions || tasker.step_transition(u.f, u.t, p_actor, u.meta)
+     SET transitions = s.transitions || tasker.transition_entry(u.f, u.t, p_actor, u.meta)
     FROM unnest(p_steps, p_from, p_to, p_metadata) AS u(step, f, t, meta)
    WHERE s.step_uuid = ANY (p_steps) AND s.step_uuid = u.step;
 END;

@@ -56,7 +56,7 @@ BEGIN
     UPDATE tasker.workflow_steps s
        SET state = 'enqueued', updated_at = now(), enqueued_at = clock_timestamp(),
            transitions = s.transitions
-                         || tasker.step_transition('in_progress', 'enqueued', p_actor,
+                         || tasker.transition_entry('in_progress', 'enqueued', p_actor,
                                                    jsonb_build_object('reason', 'lease_expired',
                                                                       'worker_id', s.claim_owner)),
            claim_owner = NULL, lease_expires_at = NULL

@@ -42,8 +42,6 @@ BEGIN
       SELECT e.* FROM tasker.workflow_step_edges e WHERE e.task_uuid = ANY (v_tasks);
     INSERT INTO tasker_archive.step_blueprints
       SELECT b.* FROM tasker.step_blueprints b WHERE b.task_uuid = ANY (v_tasks);
-    INSERT INTO tasker_archive.task_transitions
-      SELECT x.* FROM tasker.task_transitions x WHERE x.task_uuid = ANY (v_tasks);
     -- By step: the log's key.
     INSERT INTO tasker_archive.step_result_audit_log
       SELECT a.* FROM tasker.step_result_audit_log a

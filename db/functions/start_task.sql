@@ -14,6 +14,7 @@ DECLARE
   v_steps uuid[];
   v_names text[];
   v_n     integer;
+  v_ns    text;
 BEGIN
   SELECT t.state INTO v_state FROM tasker.tasks t WHERE t.task_uuid = p_task;
   IF v_state IS DISTINCT FROM 'pending' THEN
@@ -28,12 +29,14 @@ BEGIN
   )
   SELECT array_agg(m.step_uuid), array_agg(m.name) INTO v_steps, v_names FROM moved m;
   IF v_steps IS NULL THEN
-    UPDATE tasker.tasks SET state = 'enqueuing_steps', updated_at = now()
+    UPDATE tasker.tasks
+       SET state = 'enqueuing_steps', updated_at = now(),
+           transitions = transitions
+                         || jsonb_build_array(
+                              tasker.transition_entry(NULL, 'pending', p_actor),
+                              tasker.transition_entry('pending', 'initializing', p_actor),
+                              tasker.transition_entry('initializing', 'enqueuing_steps', p_actor))
      WHERE task_uuid = p_task;
-    INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, sort_key, most_recent, actor)
-    VALUES (p_task, NULL, 'pending', 0, false, p_actor),
-           (p_task, 'pending', 'initializing', 1, false, p_actor),
-           (p_task, 'initializing', 'enqueuing_steps', 2, true, p_actor);
     RETURN tasker.finalize_task(p_task, p_actor);
   END IF;
   v_n := cardinality(v_steps);
@@ -41,9 +44,12 @@ BEGIN
     v_steps, array_fill('pending'::text, ARRAY[v_n]),
     array_fill('enqueued'::text, ARRAY[v_n]), p_actor,
     array_fill('{"attempt": 1}'::jsonb, ARRAY[v_n]));
-  UPDATE tasker.tasks SET state = 'steps_in_process', updated_at = now()
+  UPDATE tasker.tasks
+     SET state = 'steps_in_process', updated_at = now(),
+         transitions = transitions || tasker.task_start_transitions(p_actor)
    WHERE task_uuid = p_task;
-  PERFORM tasker.task_started(p_task, tasker.task_namespace(p_task), v_steps, v_names, p_actor);
+  v_ns := tasker.task_namespace(p_task);
+  PERFORM tasker.send_step_messages(v_ns, tasker.root_messages(p_task, v_ns, v_steps, v_names));
   RETURN 'steps_in_process';
 END;
 $function$;

@@ -78,7 +78,7 @@ BEGIN
            execution_time_ms = CASE WHEN r.to_state = 'complete' THEN r.execution_ms END,
            result_metadata = CASE WHEN r.to_state = 'complete' THEN r.metadata END,
            transitions = s.transitions
-                         || tasker.step_transition('in_progress', r.to_state, p_worker,
+                         || tasker.transition_entry('in_progress', r.to_state, p_worker,
                                                    jsonb_build_object('attempt', r.attempt,
                                                                       'execution_time_ms', r.execution_ms))
       FROM checked r

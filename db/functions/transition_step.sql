@@ -13,7 +13,7 @@ BEGIN
   END IF;
   UPDATE tasker.workflow_steps
      SET state = p_to, updated_at = now(),
-         transitions = transitions || tasker.step_transition(p_from, p_to, p_actor, p_metadata)
+         transitions = transitions || tasker.transition_entry(p_from, p_to, p_actor, p_metadata)
    WHERE step_uuid = p_step AND state = p_from;
   RETURN FOUND;
 END;

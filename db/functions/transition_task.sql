@@ -1,5 +1,6 @@
--- Moves a task from p_from to p_to only if it is still in p_from. Returns false when the
--- state moved underneath (another process won); raises for a transition the table forbids.
+-- Moves a task from p_from to p_to only if it is still in p_from, appending the transition
+-- to its list. Returns false when the state moved underneath (another process won); raises
+-- for a transition the table forbids.
 CREATE OR REPLACE FUNCTION tasker.transition_task(p_task uuid, p_from text, p_to text, p_actor text, p_metadata jsonb DEFAULT '{}'::jsonb)
  RETURNS boolean
  LANGUAGE plpgsql
@@ -14,12 +15,9 @@ BEGIN
      SET state = p_to,
          updated_at = now(),
          completed_at = CASE WHEN p_to IN ('complete', 'error', 'cancelled', 'resolved_manually')
-                             THEN clock_timestamp() ELSE NULL END
+                             THEN clock_timestamp() ELSE NULL END,
+         transitions = transitions || tasker.transition_entry(p_from, p_to, p_actor, p_metadata)
    WHERE task_uuid = p_task AND state = p_from;
-  IF NOT FOUND THEN
-    RETURN false;
-  END IF;
-  PERFORM tasker.record_task_transition(p_task, p_from, p_to, p_actor, p_metadata);
-  RETURN true;
+  RETURN FOUND;
 END;
 $function$;

@@ -256,18 +256,30 @@ async fn each_step_and_task_has_exactly_one_most_recent_transition() {
             (1, true, "in_progress".to_string())
         ]
     );
-    let insert_task = "INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, sort_key, most_recent, actor)
-                       VALUES ($1, NULL, 'pending', $2, true, 'test')";
-    for (sort_key, accepted) in [(0, true), (1, false)] {
-        let inserted = sqlx::query(insert_task)
-            .bind(task)
-            .bind(sort_key)
-            .execute(&db.pool)
-            .await;
-        assert_eq!(
-            inserted.is_ok(),
-            accepted,
-            "task row {sort_key}: {inserted:?}"
+    // A task's transitions are a list in its row too.
+    for (from, to) in [
+        (TaskState::Pending, TaskState::Initializing),
+        (TaskState::Initializing, TaskState::EnqueuingSteps),
+    ] {
+        assert!(
+            transition_task(&db.pool, task, from, to, "test", serde_json::json!({}))
+                .await
+                .unwrap()
         );
     }
+    let rows: Vec<(i32, bool, String)> = sqlx::query_as(
+        "SELECT sort_key, most_recent, to_state FROM tasker.task_transitions
+          WHERE task_uuid = $1 ORDER BY sort_key",
+    )
+    .bind(task)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        rows,
+        [
+            (0, false, "initializing".to_string()),
+            (1, true, "enqueuing_steps".to_string())
+        ]
+    );
 }
