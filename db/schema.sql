@@ -70,6 +70,17 @@ INSERT INTO tasker.step_state_transitions (from_state, to_state) VALUES
   ('waiting_for_retry', 'error'),
   ('error', 'pending'), ('error', 'resolved_manually'), ('error', 'complete');
 
+-- One transition of a task or a step, as their rows keep them (tasks.transitions,
+-- workflow_steps.transitions): a typed array element is about half the size of the same
+-- entry as a JSON object. metadata NULL: none.
+CREATE TYPE tasker.transition AS (
+	from_state text,
+	to_state text,
+	actor text,
+	metadata jsonb,
+	created_at timestamp with time zone
+);
+
 CREATE TABLE tasker.namespaces (
     namespace_uuid uuid DEFAULT tasker.uuid_v7() NOT NULL PRIMARY KEY,
     name text NOT NULL UNIQUE,
@@ -107,7 +118,7 @@ CREATE TABLE tasker.tasks (
     run_at timestamp with time zone,
     -- Every transition of the task, oldest first, as workflow_steps.transitions: appended
     -- by the statement that moves the task. Read as rows through tasker.task_transitions.
-    transitions jsonb DEFAULT '[]'::jsonb NOT NULL,
+    transitions tasker.transition[] DEFAULT '{}'::tasker.transition[] NOT NULL,
     UNIQUE (named_task_uuid, idempotency_key)
 );
 
@@ -158,12 +169,11 @@ CREATE TABLE tasker.workflow_steps (
     -- created before the counters existed) means readiness counts the edges.
     parent_count integer,
     pending_parents integer,
-    -- Every transition of the step, oldest first ({from_state, to_state, actor, metadata,
-    -- created_at}; tasker.transition_entry builds one), appended by the same UPDATE that
-    -- moves the step: keeping them here rather than a row each in a log table saves a
-    -- step's four log rows and their index entries. Read as rows through the view
-    -- tasker.workflow_step_transitions.
-    transitions jsonb DEFAULT '[]'::jsonb NOT NULL,
+    -- Every transition of the step, oldest first (tasker.transition_entry builds one),
+    -- appended by the same UPDATE that moves the step: keeping them here rather than a row
+    -- each in a log table saves a step's four log rows and their index entries. Read as
+    -- rows through the view tasker.workflow_step_transitions.
+    transitions tasker.transition[] DEFAULT '{}'::tasker.transition[] NOT NULL,
     -- The audit of the attempt that completed the step (worker, execution time, the
     -- result's metadata; its result is `results`, its time `completed_at`), set by the
     -- recording that completes it. Every other recorded attempt has a row in
@@ -270,29 +280,29 @@ CREATE TABLE tasker.step_blueprints (
 -- A task's transitions as rows: sort_key is the place in its list, the last is most_recent.
 CREATE VIEW tasker.task_transitions AS
  SELECT tk.task_uuid,
-    (j.e ->> 'from_state'::text) AS from_state,
-    (j.e ->> 'to_state'::text) AS to_state,
+    j.from_state,
+    j.to_state,
     ((j.n - 1))::integer AS sort_key,
-    (j.n = jsonb_array_length(tk.transitions)) AS most_recent,
-    (j.e ->> 'actor'::text) AS actor,
-    COALESCE((j.e -> 'metadata'::text), '{}'::jsonb) AS metadata,
-    ((j.e ->> 'created_at'::text))::timestamp with time zone AS created_at
+    (j.n = cardinality(tk.transitions)) AS most_recent,
+    j.actor,
+    COALESCE(j.metadata, '{}'::jsonb) AS metadata,
+    j.created_at
    FROM (tasker.tasks tk
-     CROSS JOIN LATERAL jsonb_array_elements(tk.transitions) WITH ORDINALITY j(e, n));
+     CROSS JOIN LATERAL unnest(tk.transitions) WITH ORDINALITY j(from_state, to_state, actor, metadata, created_at, n));
 
 -- A step's transitions as rows: sort_key is the place in its list, the last is most_recent.
 CREATE VIEW tasker.workflow_step_transitions AS
  SELECT s.step_uuid,
     s.task_uuid,
-    (j.t ->> 'from_state'::text) AS from_state,
-    (j.t ->> 'to_state'::text) AS to_state,
+    j.from_state,
+    j.to_state,
     ((j.n - 1))::integer AS sort_key,
-    (j.n = jsonb_array_length(s.transitions)) AS most_recent,
-    (j.t ->> 'actor'::text) AS actor,
-    COALESCE((j.t -> 'metadata'::text), '{}'::jsonb) AS metadata,
-    ((j.t ->> 'created_at'::text))::timestamp with time zone AS created_at
+    (j.n = cardinality(s.transitions)) AS most_recent,
+    j.actor,
+    COALESCE(j.metadata, '{}'::jsonb) AS metadata,
+    j.created_at
    FROM (tasker.workflow_steps s
-     CROSS JOIN LATERAL jsonb_array_elements(s.transitions) WITH ORDINALITY j(t, n));
+     CROSS JOIN LATERAL unnest(s.transitions) WITH ORDINALITY j(from_state, to_state, actor, metadata, created_at, n));
 
 -- One row per recorded handler result that did not complete its step (failures, and
 -- successes passed to the orchestrator); (step, attempt) is the key: a result is recorded

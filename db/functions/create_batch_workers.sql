@@ -23,8 +23,7 @@ BEGIN
            w.timeout_seconds, w.publishes_events, jsonb_build_object('batch', o.batch),
            -- The batchable step, being recorded now, is the one parent.
            1, 1,
-           jsonb_build_array(tasker.transition_entry(NULL, 'pending', p_actor,
-                                                    '{"created_by": "batch"}'))
+           ARRAY[tasker.transition_entry(NULL, 'pending', p_actor, '{"created_by": "batch"}')]
       FROM tasker.workflow_steps s
       JOIN tasker.step_blueprints pb ON pb.task_uuid = s.task_uuid AND pb.name = s.name
       JOIN tasker.step_blueprints w ON w.task_uuid = s.task_uuid AND w.name = pb.batch_worker

@@ -31,7 +31,8 @@ BEGIN
   VALUES ((p_task).named_task_uuid, (p_task).context, (p_task).idempotency_key,
           (p_task).initiator,
           CASE WHEN v_started THEN 'steps_in_process' ELSE 'pending' END, p_run_at,
-          CASE WHEN v_started THEN tasker.task_start_transitions(p_actor) ELSE '[]'::jsonb END)
+          CASE WHEN v_started THEN tasker.task_start_transitions(p_actor)
+               ELSE '{}'::tasker.transition[] END)
   ON CONFLICT (named_task_uuid, idempotency_key) DO NOTHING
   RETURNING tasks.task_uuid INTO v_task;
   IF v_task IS NULL THEN
@@ -71,15 +72,14 @@ BEGIN
            CASE WHEN u.claimed THEN p_claim_worker END,
            CASE WHEN u.claimed THEN v_lease END,
            CASE WHEN u.claimed THEN clock_timestamp() END,
-           jsonb_build_array(tasker.transition_entry(NULL, 'pending', p_actor))
+           ARRAY[tasker.transition_entry(NULL, 'pending', p_actor)]
            || CASE WHEN u.parents = 0
-                   THEN jsonb_build_array(tasker.transition_entry('pending', 'enqueued', p_actor,
-                                                                 '{"attempt": 1}'))
-                   ELSE '[]'::jsonb END
+                   THEN ARRAY[tasker.transition_entry('pending', 'enqueued', p_actor,
+                                                      '{"attempt": 1}')]
+                   ELSE '{}'::tasker.transition[] END
            || CASE WHEN u.claimed
-                   THEN jsonb_build_array(tasker.transition_entry('enqueued', 'in_progress',
-                                                                 p_claim_worker))
-                   ELSE '[]'::jsonb END
+                   THEN ARRAY[tasker.transition_entry('enqueued', 'in_progress', p_claim_worker)]
+                   ELSE '{}'::tasker.transition[] END
       FROM (SELECT s.*, s.parents = 0 AND p_claim_worker IS NOT NULL AND v_later IS NOT TRUE
                         AND row_number() OVER (PARTITION BY s.parents = 0 ORDER BY s.position)
                             <= p_claim_roots AS claimed

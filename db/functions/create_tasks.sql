@@ -47,11 +47,11 @@ BEGIN
              u.backoff, u.base_ms, u.max_ms, u.timeout, u.events, u.parents, u.parents,
              CASE WHEN u.parents = 0 THEN 'enqueued' ELSE 'pending' END,
              CASE WHEN u.parents = 0 THEN clock_timestamp() END,
-             jsonb_build_array(tasker.transition_entry(NULL, 'pending', p_actor))
+             ARRAY[tasker.transition_entry(NULL, 'pending', p_actor)]
              || CASE WHEN u.parents = 0
-                     THEN jsonb_build_array(tasker.transition_entry('pending', 'enqueued', p_actor,
-                                                                   '{"attempt": 1}'))
-                     ELSE '[]'::jsonb END
+                     THEN ARRAY[tasker.transition_entry('pending', 'enqueued', p_actor,
+                                                        '{"attempt": 1}')]
+                     ELSE '{}'::tasker.transition[] END
         FROM spec u
       RETURNING s.step_uuid, s.task_uuid, s.name, s.state
     ), linked AS (

@@ -23,8 +23,8 @@ DECLARE
   d       text;
   g       text;
   gs      record;
-  v_created jsonb := jsonb_build_array(
-    tasker.transition_entry(NULL, 'pending', p_actor, '{"created_by": "expand_steps"}'));
+  v_created tasker.transition[] := ARRAY[
+    tasker.transition_entry(NULL, 'pending', p_actor, '{"created_by": "expand_steps"}')];
 BEGIN
   -- The task row first, as result processing and operator actions take it: parents cannot
   -- finish (and be counted down) between reading their states and counting the edges added.

@@ -32,10 +32,9 @@ BEGIN
     UPDATE tasker.tasks
        SET state = 'enqueuing_steps', updated_at = now(),
            transitions = transitions
-                         || jsonb_build_array(
-                              tasker.transition_entry(NULL, 'pending', p_actor),
-                              tasker.transition_entry('pending', 'initializing', p_actor),
-                              tasker.transition_entry('initializing', 'enqueuing_steps', p_actor))
+                         || ARRAY[tasker.transition_entry(NULL, 'pending', p_actor),
+                                  tasker.transition_entry('pending', 'initializing', p_actor),
+                                  tasker.transition_entry('initializing', 'enqueuing_steps', p_actor)]
      WHERE task_uuid = p_task;
     RETURN tasker.finalize_task(p_task, p_actor);
   END IF;

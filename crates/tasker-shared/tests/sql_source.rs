@@ -279,3 +279,104 @@ async fn a_database_part_way_through_the_squashed_migrations_is_refused_by_name(
         other => panic!("expected PartialLegacySchema, got {other:?}"),
     }
 }
+
+/// The migrations before `version`, as a migrator of their own.
+async fn migrations_before(version: i64, into: &Path) -> Migrator {
+    for entry in std::fs::read_dir(repo().join("migrations")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let v: i64 = name.split('_').next().unwrap().parse().unwrap();
+        if v < version {
+            std::fs::copy(&path, into.join(&name)).unwrap();
+        }
+    }
+    Migrator::new(into).await.unwrap()
+}
+
+/// A task's and its steps' transitions and audits, as their views read them.
+async fn history(pool: &PgPool, task: uuid::Uuid) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for query in [
+        // Task transition rows had a key of their own; the rows' lists have none.
+        "SELECT to_jsonb(x) - 'transition_uuid' FROM tasker.task_transitions x
+          WHERE x.task_uuid = $1 ORDER BY x.sort_key",
+        "SELECT to_jsonb(x) FROM tasker.workflow_step_transitions x WHERE x.task_uuid = $1
+          ORDER BY x.step_uuid, x.sort_key",
+        "SELECT to_jsonb(x) FROM tasker.step_result_audits x WHERE x.task_uuid = $1
+          ORDER BY x.step_uuid, x.attempt",
+    ] {
+        let rows: Vec<serde_json::Value> = sqlx::query_scalar(query)
+            .bind(task)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        out.push(serde_json::Value::Array(rows));
+    }
+    out
+}
+
+/// 20261210001300 moved transition and audit rows into their tasks' and steps' rows: a
+/// history written before it reads back the same through the views after it.
+#[tokio::test]
+async fn history_written_before_it_moved_into_the_rows_reads_back_the_same() {
+    let db = TestDatabase::empty().await;
+    let dir = tempfile::tempdir().unwrap();
+    migrations_before(20261210001300, dir.path())
+        .await
+        .run(&db.pool)
+        .await
+        .unwrap();
+    pgmq::install::install_sql_from_embedded(&db.pool)
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "SELECT pgmq.create('worker_old_queue'), pgmq.create('orchestration_step_results')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let task: uuid::Uuid = sqlx::query_scalar(
+        "WITH ns AS (INSERT INTO tasker.namespaces (name) VALUES ('old') RETURNING namespace_uuid),
+              nt AS (INSERT INTO tasker.named_tasks (namespace_uuid, name, version, template)
+                     SELECT namespace_uuid, 'two', '1.0.0', '{}' FROM ns
+                     RETURNING named_task_uuid)
+         SELECT c.task_uuid FROM nt, tasker.create_task('creator',
+           ROW(nt.named_task_uuid, '{}'::jsonb, NULL, NULL,
+               ARRAY[ROW('first', 'X', '{}', 3, true, 'none', 0, 0, NULL, '[]', '{}')::tasker.step_spec,
+                     ROW('second', 'X', '{}', 3, true, 'none', 0, 0, NULL, '[]', '{first}')::tasker.step_spec]
+              )::tasker.task_spec, NULL, NULL) AS c",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let first: uuid::Uuid = sqlx::query_scalar(
+        "SELECT step_uuid FROM tasker.workflow_steps WHERE task_uuid = $1 AND name = 'first'",
+    )
+    .bind(task)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("SELECT * FROM tasker.claim_steps(ARRAY[$1]::uuid[], 'w1', 60)")
+        .bind(first)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let results = serde_json::json!([{"step_uuid": first, "attempt": 1, "success": false,
+        "result": null, "error": {"message": "no", "error_type": "x", "retryable": true},
+        "execution_ms": 3, "metadata": {"worker_id": "w1"}}]);
+    sqlx::query("SELECT * FROM tasker.complete_steps('w1', $1, 0, 0)")
+        .bind(&results)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let before = history(&db.pool, task).await;
+    assert!(
+        before
+            .iter()
+            .all(|rows| !rows.as_array().unwrap().is_empty()),
+        "{before:?}"
+    );
+
+    database::migrate(&db.pool).await.unwrap();
+    assert_eq!(history(&db.pool, task).await, before);
+}

@@ -1,58 +1,94 @@
--- A no-op step wrote four transition-log rows and an audit row besides its own row versions
--- (issue 28: at most 6 rows written per step). A step's transitions move into its row
--- (workflow_steps.transitions, appended by the UPDATE that moves it; the view
--- workflow_step_transitions reads them as rows), and the attempt that completes a step is
--- audited in the step's row (recorded_by, execution_time_ms, result_metadata); every other
--- recorded attempt keeps a row in step_result_audit_log, and the view step_result_audits
--- shows both.
+-- A no-op step wrote about 12 rows (issue 28: at most 6): four transition-log rows, an audit
+-- row, its row three times, its queue message three times (sent, read, deleted), and its task
+-- six transition rows. Now: a task's and a step's transitions are a typed list in their own
+-- row (tasks.transitions, workflow_steps.transitions, tasker.transition[]), appended by the
+-- statement that moves the row and read as rows through the views task_transitions and
+-- workflow_step_transitions; the attempt that completes a step is audited in the step's row
+-- (recorded_by, execution_time_ms, result_metadata), other attempts in step_result_audit_log,
+-- both through the view step_result_audits; and a claim deletes its step's queue message:
+-- whoever releases a claim (reap_dead_workers, release_steps, the new release_expired_claims)
+-- sends a new one (send_enqueued_step_messages).
 -- Written by bin/sql-migration from db/ (docs/sql.md).
 
--- A step's transitions, from its log rows into its row, in order; then the log goes.
+CREATE TYPE tasker.transition AS (
+	from_state text,
+	to_state text,
+	actor text,
+	metadata jsonb,
+	created_at timestamp with time zone
+);
+
+-- Transitions, from their log rows into their rows, in order; then the log tables go.
+ALTER TABLE tasker.tasks
+  ADD COLUMN transitions tasker.transition[] DEFAULT '{}'::tasker.transition[] NOT NULL;
+ALTER TABLE tasker_archive.tasks ADD COLUMN transitions tasker.transition[];
 ALTER TABLE tasker.workflow_steps
-  ADD COLUMN transitions jsonb DEFAULT '[]'::jsonb NOT NULL,
+  ADD COLUMN transitions tasker.transition[] DEFAULT '{}'::tasker.transition[] NOT NULL,
   ADD COLUMN recorded_by text,
   ADD COLUMN execution_time_ms bigint,
   ADD COLUMN result_metadata jsonb;
 ALTER TABLE tasker_archive.workflow_steps
-  ADD COLUMN transitions jsonb,
+  ADD COLUMN transitions tasker.transition[],
   ADD COLUMN recorded_by text,
   ADD COLUMN execution_time_ms bigint,
   ADD COLUMN result_metadata jsonb;
 
-UPDATE tasker.workflow_steps s SET transitions = l.list
-  FROM (SELECT step_uuid,
-               jsonb_agg(jsonb_build_object('from_state', from_state, 'to_state', to_state,
-                                            'actor', actor, 'metadata', metadata,
-                                            'created_at', created_at) ORDER BY sort_key) AS list
-          FROM tasker.workflow_step_transition_log GROUP BY step_uuid) AS l
- WHERE s.step_uuid = l.step_uuid;
-UPDATE tasker_archive.workflow_steps s SET transitions = l.list
-  FROM (SELECT step_uuid,
-               jsonb_agg(jsonb_build_object('from_state', from_state, 'to_state', to_state,
-                                            'actor', actor, 'metadata', metadata,
-                                            'created_at', created_at) ORDER BY sort_key) AS list
-          FROM tasker_archive.workflow_step_transition_log GROUP BY step_uuid) AS l
- WHERE s.step_uuid = l.step_uuid;
-UPDATE tasker_archive.workflow_steps SET transitions = '[]'::jsonb WHERE transitions IS NULL;
+UPDATE tasker.tasks t SET transitions = x.list
+  FROM (SELECT task_uuid, array_agg(ROW(from_state, to_state, actor, nullif(metadata, '{}'::jsonb),
+                             created_at)::tasker.transition ORDER BY sort_key) AS list
+          FROM tasker.task_transitions GROUP BY task_uuid) AS x
+ WHERE t.task_uuid = x.task_uuid;
+UPDATE tasker_archive.tasks t SET transitions = x.list
+  FROM (SELECT task_uuid, array_agg(ROW(from_state, to_state, actor, nullif(metadata, '{}'::jsonb),
+                             created_at)::tasker.transition ORDER BY sort_key) AS list
+          FROM tasker_archive.task_transitions GROUP BY task_uuid) AS x
+ WHERE t.task_uuid = x.task_uuid;
+UPDATE tasker_archive.tasks SET transitions = '{}' WHERE transitions IS NULL;
+ALTER TABLE tasker_archive.tasks ALTER COLUMN transitions SET NOT NULL;
+UPDATE tasker.workflow_steps s SET transitions = x.list
+  FROM (SELECT step_uuid, array_agg(ROW(from_state, to_state, actor, nullif(metadata, '{}'::jsonb),
+                             created_at)::tasker.transition ORDER BY sort_key) AS list
+          FROM tasker.workflow_step_transition_log GROUP BY step_uuid) AS x
+ WHERE s.step_uuid = x.step_uuid;
+UPDATE tasker_archive.workflow_steps s SET transitions = x.list
+  FROM (SELECT step_uuid, array_agg(ROW(from_state, to_state, actor, nullif(metadata, '{}'::jsonb),
+                             created_at)::tasker.transition ORDER BY sort_key) AS list
+          FROM tasker_archive.workflow_step_transition_log GROUP BY step_uuid) AS x
+ WHERE s.step_uuid = x.step_uuid;
+UPDATE tasker_archive.workflow_steps SET transitions = '{}' WHERE transitions IS NULL;
 ALTER TABLE tasker_archive.workflow_steps ALTER COLUMN transitions SET NOT NULL;
 
--- The view's insert trigger goes with it.
+-- The step view's insert trigger goes with it.
 DROP VIEW tasker.workflow_step_transitions;
 DROP TABLE tasker.workflow_step_transition_log;
 DROP TABLE tasker_archive.workflow_step_transition_log;
+DROP TABLE tasker.task_transitions;
+DROP TABLE tasker_archive.task_transitions;
+
+CREATE VIEW tasker.task_transitions AS
+ SELECT tk.task_uuid,
+    j.from_state,
+    j.to_state,
+    ((j.n - 1))::integer AS sort_key,
+    (j.n = cardinality(tk.transitions)) AS most_recent,
+    j.actor,
+    COALESCE(j.metadata, '{}'::jsonb) AS metadata,
+    j.created_at
+   FROM (tasker.tasks tk
+     CROSS JOIN LATERAL unnest(tk.transitions) WITH ORDINALITY j(from_state, to_state, actor, metadata, created_at, n));
 
 CREATE VIEW tasker.workflow_step_transitions AS
  SELECT s.step_uuid,
     s.task_uuid,
-    (j.t ->> 'from_state'::text) AS from_state,
-    (j.t ->> 'to_state'::text) AS to_state,
+    j.from_state,
+    j.to_state,
     ((j.n - 1))::integer AS sort_key,
-    (j.n = jsonb_array_length(s.transitions)) AS most_recent,
-    (j.t ->> 'actor'::text) AS actor,
-    COALESCE((j.t -> 'metadata'::text), '{}'::jsonb) AS metadata,
-    ((j.t ->> 'created_at'::text))::timestamp with time zone AS created_at
+    (j.n = cardinality(s.transitions)) AS most_recent,
+    j.actor,
+    COALESCE(j.metadata, '{}'::jsonb) AS metadata,
+    j.created_at
    FROM (tasker.workflow_steps s
-     CROSS JOIN LATERAL jsonb_array_elements(s.transitions) WITH ORDINALITY j(t, n));
+     CROSS JOIN LATERAL unnest(s.transitions) WITH ORDINALITY j(from_state, to_state, actor, metadata, created_at, n));
 
 -- The audit table keeps the attempts that did not complete their step; its old rows stay.
 ALTER TABLE tasker.step_result_audits RENAME TO step_result_audit_log;
@@ -91,8 +127,12 @@ UNION ALL
    FROM tasker.workflow_steps s
   WHERE (s.recorded_by IS NOT NULL);
 
+SET LOCAL check_function_bodies = off;
 DROP FUNCTION IF EXISTS tasker.record_step_transition(p_step uuid, p_task uuid, p_from text, p_to text, p_actor text, p_metadata jsonb);
 DROP FUNCTION IF EXISTS tasker.record_step_transitions(p_steps uuid[], p_tasks uuid[], p_from text[], p_to text[], p_actor text, p_metadata jsonb[]);
+DROP FUNCTION IF EXISTS tasker.record_task_transition(p_task uuid, p_from text, p_to text, p_actor text, p_metadata jsonb);
+DROP FUNCTION IF EXISTS tasker.release_steps(p_steps uuid[], p_worker text);
+DROP FUNCTION IF EXISTS tasker.task_started(p_task uuid, p_ns text, p_steps uuid[], p_names text[], p_actor text, p_send boolean, p_visible_at timestamp with time zone);
 DROP FUNCTION IF EXISTS tasker.workflow_step_transitions_insert();
 
 -- Applies stored results (steps in enqueued_for_orchestration or
@@ -510,7 +550,7 @@ BEGIN
   IF v_may_finish IS NOT NULL THEN
     -- Those whose every step is now complete (or resolved manually) complete together:
     -- what finalize_task would do for each (its execution context says all_complete), in
-    -- three statements for all of them.
+    -- one statement for all of them.
     -- The tasks are reached by key alone (OFFSET 0 keeps their state out of the scan):
     -- tasks_active_idx holds an entry for every version of a task that was ever
     -- steps_in_process until a vacuum, so a scan of it for the state visits them all.
@@ -524,24 +564,15 @@ BEGIN
                             AND s.state NOT IN ('complete', 'resolved_manually'))
     ), moved AS (
       UPDATE tasker.tasks t
-         SET state = 'complete', updated_at = now(), completed_at = clock_timestamp()
+         SET state = 'complete', updated_at = now(), completed_at = clock_timestamp(),
+             transitions = t.transitions
+                           || tasker.transition_entry('steps_in_process', 'complete', p_worker,
+                                                      '{"execution_status": "all_complete"}')
         FROM finished f
        WHERE t.task_uuid = f.task_uuid AND t.state = 'steps_in_process'
       RETURNING t.task_uuid
-    ), previous AS (
-      UPDATE tasker.task_transitions x SET most_recent = false
-        FROM moved m
-       WHERE x.task_uuid = m.task_uuid AND x.most_recent
-      RETURNING x.task_uuid, x.sort_key
-    ), logged AS (
-      INSERT INTO tasker.task_transitions AS n
-        (task_uuid, from_state, to_state, sort_key, most_recent, actor, metadata)
-      SELECT p.task_uuid, 'steps_in_process', 'complete', p.sort_key + 1, true, p_worker,
-             '{"execution_status": "all_complete"}'::jsonb
-        FROM previous p
-      RETURNING n.task_uuid
     )
-    SELECT array_agg(l.task_uuid) INTO v_finished FROM logged l;
+    SELECT array_agg(m.task_uuid) INTO v_finished FROM moved m;
   END IF;
   IF v_touched IS NOT NULL THEN
     -- The rest one by one, where finalizing could change something. Materialized, so each
@@ -610,8 +641,7 @@ BEGIN
            w.timeout_seconds, w.publishes_events, jsonb_build_object('batch', o.batch),
            -- The batchable step, being recorded now, is the one parent.
            1, 1,
-           jsonb_build_array(tasker.transition_entry(NULL, 'pending', p_actor,
-                                                    '{"created_by": "batch"}'))
+           ARRAY[tasker.transition_entry(NULL, 'pending', p_actor, '{"created_by": "batch"}')]
       FROM tasker.workflow_steps s
       JOIN tasker.step_blueprints pb ON pb.task_uuid = s.task_uuid AND pb.name = s.name
       JOIN tasker.step_blueprints w ON w.task_uuid = s.task_uuid AND w.name = pb.batch_worker
@@ -661,10 +691,13 @@ DECLARE
   v_lease   timestamptz := clock_timestamp() + make_interval(secs => p_lease_seconds);
   v_later   boolean := p_run_at > clock_timestamp();
 BEGIN
-  INSERT INTO tasker.tasks (named_task_uuid, context, idempotency_key, initiator, state, run_at)
+  INSERT INTO tasker.tasks (named_task_uuid, context, idempotency_key, initiator, state, run_at,
+                            transitions)
   VALUES ((p_task).named_task_uuid, (p_task).context, (p_task).idempotency_key,
           (p_task).initiator,
-          CASE WHEN v_started THEN 'steps_in_process' ELSE 'pending' END, p_run_at)
+          CASE WHEN v_started THEN 'steps_in_process' ELSE 'pending' END, p_run_at,
+          CASE WHEN v_started THEN tasker.task_start_transitions(p_actor)
+               ELSE '{}'::tasker.transition[] END)
   ON CONFLICT (named_task_uuid, idempotency_key) DO NOTHING
   RETURNING tasks.task_uuid INTO v_task;
   IF v_task IS NULL THEN
@@ -704,15 +737,14 @@ BEGIN
            CASE WHEN u.claimed THEN p_claim_worker END,
            CASE WHEN u.claimed THEN v_lease END,
            CASE WHEN u.claimed THEN clock_timestamp() END,
-           jsonb_build_array(tasker.transition_entry(NULL, 'pending', p_actor))
+           ARRAY[tasker.transition_entry(NULL, 'pending', p_actor)]
            || CASE WHEN u.parents = 0
-                   THEN jsonb_build_array(tasker.transition_entry('pending', 'enqueued', p_actor,
-                                                                 '{"attempt": 1}'))
-                   ELSE '[]'::jsonb END
+                   THEN ARRAY[tasker.transition_entry('pending', 'enqueued', p_actor,
+                                                      '{"attempt": 1}')]
+                   ELSE '{}'::tasker.transition[] END
            || CASE WHEN u.claimed
-                   THEN jsonb_build_array(tasker.transition_entry('enqueued', 'in_progress',
-                                                                 p_claim_worker))
-                   ELSE '[]'::jsonb END
+                   THEN ARRAY[tasker.transition_entry('enqueued', 'in_progress', p_claim_worker)]
+                   ELSE '{}'::tasker.transition[] END
       FROM (SELECT s.*, s.parents = 0 AND p_claim_worker IS NOT NULL AND v_later IS NOT TRUE
                         AND row_number() OVER (PARTITION BY s.parents = 0 ORDER BY s.position)
                             <= p_claim_roots AS claimed
@@ -738,13 +770,16 @@ BEGIN
   SELECT n.name INTO v_ns
     FROM tasker.named_tasks nt JOIN tasker.namespaces n ON n.namespace_uuid = nt.namespace_uuid
    WHERE nt.named_task_uuid = (p_task).named_task_uuid;
-  -- Claimed roots are only claimed by a caller that sends their messages (as read).
+  -- Roots are only claimed for a caller that sends the other roots' messages (a claimed
+  -- step has none).
   IF v_claimed IS NOT NULL AND NOT p_hold_roots THEN
     RAISE EXCEPTION 'task %: roots claimed at creation need p_hold_roots', v_task
       USING ERRCODE = 'invalid_parameter_value';
   END IF;
-  PERFORM tasker.task_started(v_task, v_ns, v_roots, v_names, p_actor, NOT p_hold_roots,
-                              p_run_at);
+  IF NOT p_hold_roots THEN
+    PERFORM tasker.send_step_messages(v_ns, tasker.root_messages(v_task, v_ns, v_roots, v_names),
+                                      p_run_at);
+  END IF;
   -- The roots' messages built here rather than by tasker.root_messages: a SQL function's
   -- body is planned on every call, this statement once per connection.
   RETURN QUERY SELECT v_task, true, 'steps_in_process'::text,
@@ -779,8 +814,10 @@ BEGIN
       FROM unnest(p_tasks) WITH ORDINALITY AS u(nt, ctx, k, ini, steps, i)
   ), made AS (
     INSERT INTO tasker.tasks AS t (task_uuid, named_task_uuid, context, idempotency_key,
-                                   initiator, state)
-    SELECT r.id, r.nt, r.ctx, r.k, r.ini, 'steps_in_process' FROM req r ORDER BY r.i
+                                   initiator, state, transitions)
+    SELECT r.id, r.nt, r.ctx, r.k, r.ini, 'steps_in_process',
+           tasker.task_start_transitions(p_actor)
+      FROM req r ORDER BY r.i
     ON CONFLICT (named_task_uuid, idempotency_key) DO NOTHING
     RETURNING t.task_uuid
   )
@@ -805,11 +842,11 @@ BEGIN
              u.backoff, u.base_ms, u.max_ms, u.timeout, u.events, u.parents, u.parents,
              CASE WHEN u.parents = 0 THEN 'enqueued' ELSE 'pending' END,
              CASE WHEN u.parents = 0 THEN clock_timestamp() END,
-             jsonb_build_array(tasker.transition_entry(NULL, 'pending', p_actor))
+             ARRAY[tasker.transition_entry(NULL, 'pending', p_actor)]
              || CASE WHEN u.parents = 0
-                     THEN jsonb_build_array(tasker.transition_entry('pending', 'enqueued', p_actor,
-                                                                   '{"attempt": 1}'))
-                     ELSE '[]'::jsonb END
+                     THEN ARRAY[tasker.transition_entry('pending', 'enqueued', p_actor,
+                                                        '{"attempt": 1}')]
+                     ELSE '{}'::tasker.transition[] END
         FROM spec u
       RETURNING s.step_uuid, s.task_uuid, s.name, s.state
     ), linked AS (
@@ -828,16 +865,6 @@ BEGIN
     IF v_msgs IS NOT NULL THEN
       PERFORM tasker.send_step_messages(p_ns, v_msgs);
     END IF;
-    INSERT INTO tasker.task_transitions
-      (task_uuid, from_state, to_state, sort_key, most_recent, actor, metadata)
-    SELECT c.id, f.from_state, f.to_state, f.sort_key, f.most_recent, p_actor, f.metadata
-      FROM unnest(v_tasks) AS c(id)
-     CROSS JOIN (VALUES (NULL, 'pending', 0, false, '{}'::jsonb),
-                        ('pending', 'initializing', 1, false, '{}'::jsonb),
-                        ('initializing', 'enqueuing_steps', 2, false, '{}'::jsonb),
-                        ('enqueuing_steps', 'steps_in_process', 3, true,
-                         '{"execution_status": "processing"}'::jsonb))
-           AS f(from_state, to_state, sort_key, most_recent, metadata);
   END IF;
   RETURN QUERY
     SELECT c.i, c.id, true, 'steps_in_process'::text
@@ -919,8 +946,8 @@ DECLARE
   d       text;
   g       text;
   gs      record;
-  v_created jsonb := jsonb_build_array(
-    tasker.transition_entry(NULL, 'pending', p_actor, '{"created_by": "expand_steps"}'));
+  v_created tasker.transition[] := ARRAY[
+    tasker.transition_entry(NULL, 'pending', p_actor, '{"created_by": "expand_steps"}')];
 BEGIN
   -- The task row first, as result processing and operator actions take it: parents cannot
   -- finish (and be counted down) between reading their states and counting the edges added.
@@ -1141,9 +1168,10 @@ $function$;
 -- counted from the start: live workers reconnect and keep their claims, only those that do
 -- not come back are reaped. A dead worker's in-progress steps go back to enqueued (the
 -- attempt counts: the handler may be what killed it), or to error (worker_lost) when that
--- was their last attempt, their tasks finalized; the hidden messages of enqueued steps in
--- its queues become visible at once (not those of scheduled tasks, still ahead of their
--- run_at); its row is deleted. Rows another reaper is handling are skipped. Returns one row
+-- was their last attempt, their tasks finalized; the released steps get new messages (their
+-- claims deleted theirs), and hidden messages of enqueued steps in its queues become
+-- visible at once (not those of scheduled tasks, still ahead of their run_at); its row is
+-- deleted. Rows another reaper is handling are skipped. Returns one row
 -- per dead worker: how many steps it held, the queues to wake, and the tasks its lost last
 -- attempts failed (their waiters are woken by the caller).
 CREATE OR REPLACE FUNCTION tasker.reap_dead_workers(p_grace_ms bigint, p_timeout_ms bigint, p_actor text)
@@ -1205,12 +1233,12 @@ BEGIN
     )
     SELECT array_agg(r.step_uuid ORDER BY r.step_uuid) INTO v_steps FROM freed r;
     v_n := coalesce(cardinality(v_steps), 0);
-    v_queues := '{}';
-    -- Messages of enqueued steps that are hidden now: the released steps' own messages, and
-    -- any the dead worker had read but not yet claimed. Visible again at once (a live
-    -- worker that read one of those too finds the step claimed and defers it). Steps do not
-    -- keep their message id; the message names its step, and queue tables hold only
-    -- unfinished messages, so these scans are short.
+    -- The released steps' messages were deleted by their claims: each gets a new one.
+    v_queues := tasker.send_enqueued_step_messages(coalesce(v_steps, ARRAY[]::uuid[]));
+    -- Messages of enqueued steps hidden now: any the dead worker had read but not claimed
+    -- (a claim taken apart reads first). Visible again at once (a live worker that read
+    -- one of those too finds the step claimed and drops it). The message names its step,
+    -- and queue tables hold only unfinished messages, so these scans are short.
     FOREACH v_ns IN ARRAY w.namespaces LOOP
       v_queue := 'worker_' || v_ns || '_queue';
       CONTINUE WHEN to_regclass(format('pgmq.%I', 'q_' || v_queue)) IS NULL;
@@ -1227,7 +1255,7 @@ BEGIN
                                                  AND t.run_at > clock_timestamp()))
                FOR UPDATE SKIP LOCKED)', 'q_' || v_queue);
       GET DIAGNOSTICS v_shown = ROW_COUNT;
-      IF v_shown > 0 THEN
+      IF v_shown > 0 AND NOT (v_queue = ANY (v_queues)) THEN
         v_queues := v_queues || v_queue;
       END IF;
     END LOOP;
@@ -1266,6 +1294,106 @@ BEGIN
      SET transitions = s.transitions || tasker.transition_entry(u.f, u.t, p_actor, u.meta)
     FROM unnest(p_steps, p_from, p_to, p_metadata) AS u(step, f, t, meta)
    WHERE s.step_uuid = ANY (p_steps) AND s.step_uuid = u.step;
+END;
+$function$;
+
+-- Claims whose lease ran out although no worker was found dead: the worker lost track of
+-- the step, or never learnt it had claimed it (the claim's answer was lost with its
+-- connection). A claimed step has no queue message, so nothing else would run it again.
+-- Each goes back to enqueued with a new message, or, on its last attempt, fails
+-- (worker_lost, lease_expired) and its task is finalized. At most p_limit, oldest lease
+-- first; steps another transaction holds are skipped. Returns how many were released, the
+-- queues written to and the tasks whose steps failed.
+CREATE OR REPLACE FUNCTION tasker.release_expired_claims(p_actor text, p_limit integer)
+ RETURNS TABLE(released integer, queues text[], failed_tasks uuid[])
+ LANGUAGE plpgsql
+ SET enable_seqscan TO 'off'
+AS $function$
+DECLARE
+  v_expired uuid[];
+  v_lost    uuid[];
+  v_steps   uuid[];
+BEGIN
+  -- In-progress steps are the few entries of workflow_steps_claim_owner_idx; read unlocked.
+  SELECT array_agg(k.step_uuid) INTO v_expired
+    FROM (SELECT s.step_uuid FROM tasker.workflow_steps s
+           WHERE s.state = 'in_progress' AND s.claim_owner IS NOT NULL
+             AND s.lease_expires_at < clock_timestamp()
+           ORDER BY s.lease_expires_at
+           LIMIT p_limit) AS k;
+  released := 0;
+  queues := ARRAY[]::text[];
+  failed_tasks := ARRAY[]::uuid[];
+  IF v_expired IS NULL THEN
+    RETURN NEXT;
+    RETURN;
+  END IF;
+  -- Tasks, then steps, each in key order, as every other locker of both.
+  PERFORM 1 FROM tasker.tasks t
+   WHERE t.task_uuid IN (SELECT s.task_uuid FROM tasker.workflow_steps s
+                          WHERE s.step_uuid = ANY (v_expired) AND s.attempts >= s.max_attempts)
+   ORDER BY t.task_uuid FOR NO KEY UPDATE;
+  SELECT array_agg(s.step_uuid ORDER BY s.step_uuid) INTO v_expired
+    FROM (SELECT w.step_uuid FROM tasker.workflow_steps w
+           WHERE w.step_uuid = ANY (v_expired)
+           ORDER BY w.step_uuid
+           FOR NO KEY UPDATE SKIP LOCKED) AS s;
+  -- Still expired now that they are locked: a late renewal or recording may have won.
+  SELECT array_agg(s.step_uuid) FILTER (WHERE s.attempts >= s.max_attempts),
+         array_agg(s.step_uuid) FILTER (WHERE s.attempts < s.max_attempts)
+    INTO v_lost, v_steps
+    FROM tasker.workflow_steps s
+   WHERE s.step_uuid = ANY (coalesce(v_expired, ARRAY[]::uuid[]))
+     AND s.state = 'in_progress' AND s.lease_expires_at < clock_timestamp();
+  IF v_lost IS NOT NULL THEN
+    failed_tasks := ARRAY(SELECT f.t FROM tasker.fail_lost_steps(v_lost, NULL, p_actor,
+                                                                'lease_expired') AS f(t)
+                           ORDER BY f.t);
+    PERFORM tasker.finalize_task(t, p_actor) FROM unnest(failed_tasks) AS t;
+  END IF;
+  IF v_steps IS NOT NULL THEN
+    UPDATE tasker.workflow_steps s
+       SET state = 'enqueued', updated_at = now(), enqueued_at = clock_timestamp(),
+           transitions = s.transitions
+                         || tasker.transition_entry('in_progress', 'enqueued', p_actor,
+                                                   jsonb_build_object('reason', 'lease_expired',
+                                                                      'worker_id', s.claim_owner)),
+           claim_owner = NULL, lease_expires_at = NULL
+     WHERE s.step_uuid = ANY (v_steps);
+    released := cardinality(v_steps);
+    queues := tasker.send_enqueued_step_messages(v_steps);
+  END IF;
+  RETURN NEXT;
+END;
+$function$;
+
+-- Graceful shutdown: a worker hands back steps it claimed but will not finish. The attempt
+-- is not counted (no result was recorded), and each step gets a new queue message (its
+-- claim deleted the old one) so another worker picks it up. Returns the queues written to.
+CREATE OR REPLACE FUNCTION tasker.release_steps(p_steps uuid[], p_worker text)
+ RETURNS text[]
+ LANGUAGE plpgsql
+ SET enable_seqscan TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$
+DECLARE
+  v_id       uuid;
+  v_released uuid[] := ARRAY[]::uuid[];
+BEGIN
+  FOR v_id IN SELECT DISTINCT x FROM unnest(p_steps) AS x ORDER BY x LOOP
+    IF EXISTS (SELECT 1 FROM tasker.workflow_steps
+                WHERE step_uuid = v_id AND state = 'in_progress' AND claim_owner = p_worker
+                FOR NO KEY UPDATE) THEN
+      PERFORM tasker.transition_step(v_id, 'in_progress', 'enqueued', p_worker,
+                                     jsonb_build_object('reason', 'worker_shutdown'));
+      UPDATE tasker.workflow_steps
+         SET attempts = greatest(attempts - 1, 0), claim_owner = NULL, lease_expires_at = NULL,
+             enqueued_at = clock_timestamp()
+       WHERE step_uuid = v_id;
+      v_released := v_released || v_id;
+    END IF;
+  END LOOP;
+  RETURN tasker.send_enqueued_step_messages(v_released);
 END;
 $function$;
 
@@ -1313,8 +1441,6 @@ BEGIN
       SELECT e.* FROM tasker.workflow_step_edges e WHERE e.task_uuid = ANY (v_tasks);
     INSERT INTO tasker_archive.step_blueprints
       SELECT b.* FROM tasker.step_blueprints b WHERE b.task_uuid = ANY (v_tasks);
-    INSERT INTO tasker_archive.task_transitions
-      SELECT x.* FROM tasker.task_transitions x WHERE x.task_uuid = ANY (v_tasks);
     -- By step: the log's key.
     INSERT INTO tasker_archive.step_result_audit_log
       SELECT a.* FROM tasker.step_result_audit_log a
@@ -1327,6 +1453,37 @@ BEGIN
   INSERT INTO tasker.removed_tasks (task_uuid, state, completed_at, archived)
     SELECT g.task_uuid, g.state, g.completed_at, p_archive FROM gone g;
   RETURN cardinality(v_tasks);
+END;
+$function$;
+
+-- Sends a worker message for each of these steps that is enqueued, in its namespace's
+-- queue: for steps released from a claim, whose message the claim deleted (a claimed step
+-- has none). Returns the queues written to, for the caller to wake.
+CREATE OR REPLACE FUNCTION tasker.send_enqueued_step_messages(p_steps uuid[])
+ RETURNS text[]
+ LANGUAGE plpgsql
+ SET enable_seqscan TO 'off'
+AS $function$
+DECLARE
+  q        record;
+  v_queues text[] := ARRAY[]::text[];
+BEGIN
+  FOR q IN SELECT n.name AS ns,
+                  array_agg(jsonb_build_object('task_uuid', s.task_uuid, 'step_uuid', s.step_uuid,
+                                               'step_name', s.name, 'namespace', n.name,
+                                               'attempt', s.attempts + 1)
+                            ORDER BY s.step_uuid) AS msgs
+             FROM tasker.workflow_steps s
+             JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
+             JOIN tasker.named_tasks nt ON nt.named_task_uuid = t.named_task_uuid
+             JOIN tasker.namespaces n ON n.namespace_uuid = nt.namespace_uuid
+            WHERE s.step_uuid = ANY (p_steps) AND s.state = 'enqueued'
+            GROUP BY n.name
+            ORDER BY n.name LOOP
+    PERFORM tasker.send_step_messages(q.ns, q.msgs);
+    v_queues := v_queues || ('worker_' || q.ns || '_queue');
+  END LOOP;
+  RETURN v_queues;
 END;
 $function$;
 
@@ -1346,6 +1503,7 @@ DECLARE
   v_steps uuid[];
   v_names text[];
   v_n     integer;
+  v_ns    text;
 BEGIN
   SELECT t.state INTO v_state FROM tasker.tasks t WHERE t.task_uuid = p_task;
   IF v_state IS DISTINCT FROM 'pending' THEN
@@ -1360,12 +1518,13 @@ BEGIN
   )
   SELECT array_agg(m.step_uuid), array_agg(m.name) INTO v_steps, v_names FROM moved m;
   IF v_steps IS NULL THEN
-    UPDATE tasker.tasks SET state = 'enqueuing_steps', updated_at = now()
+    UPDATE tasker.tasks
+       SET state = 'enqueuing_steps', updated_at = now(),
+           transitions = transitions
+                         || ARRAY[tasker.transition_entry(NULL, 'pending', p_actor),
+                                  tasker.transition_entry('pending', 'initializing', p_actor),
+                                  tasker.transition_entry('initializing', 'enqueuing_steps', p_actor)]
      WHERE task_uuid = p_task;
-    INSERT INTO tasker.task_transitions (task_uuid, from_state, to_state, sort_key, most_recent, actor)
-    VALUES (p_task, NULL, 'pending', 0, false, p_actor),
-           (p_task, 'pending', 'initializing', 1, false, p_actor),
-           (p_task, 'initializing', 'enqueuing_steps', 2, true, p_actor);
     RETURN tasker.finalize_task(p_task, p_actor);
   END IF;
   v_n := cardinality(v_steps);
@@ -1373,29 +1532,21 @@ BEGIN
     v_steps, array_fill('pending'::text, ARRAY[v_n]),
     array_fill('enqueued'::text, ARRAY[v_n]), p_actor,
     array_fill('{"attempt": 1}'::jsonb, ARRAY[v_n]));
-  UPDATE tasker.tasks SET state = 'steps_in_process', updated_at = now()
+  UPDATE tasker.tasks
+     SET state = 'steps_in_process', updated_at = now(),
+         transitions = transitions || tasker.task_start_transitions(p_actor)
    WHERE task_uuid = p_task;
-  PERFORM tasker.task_started(p_task, tasker.task_namespace(p_task), v_steps, v_names, p_actor);
+  v_ns := tasker.task_namespace(p_task);
+  PERFORM tasker.send_step_messages(v_ns, tasker.root_messages(p_task, v_ns, v_steps, v_names));
   RETURN 'steps_in_process';
 END;
 $function$;
 
--- One entry of a step's transitions list (workflow_steps.transitions), made now. Callers
--- append it in the UPDATE that moves the step: `transitions = transitions || step_transition(...)`.
-CREATE OR REPLACE FUNCTION tasker.transition_entry(p_from text, p_to text, p_actor text, p_metadata jsonb DEFAULT '{}'::jsonb)
- RETURNS jsonb
- LANGUAGE sql
-AS $function$
-  SELECT jsonb_build_object('from_state', p_from, 'to_state', p_to, 'actor', p_actor,
-                            'metadata', coalesce(p_metadata, '{}'::jsonb),
-                            'created_at', clock_timestamp())
-$function$;
-
 -- Stores a batch of results: checks each against the step's claim (state in_progress, this
 -- worker, this attempt), stores it (step state, result or error, audit, transition, a
--- decision's or batch's outcome applied) and deletes the worker messages of the recorded
--- results. p_send: send each recorded result to the orchestration results queue (steps
--- wait in enqueued_for_orchestration / enqueued_as_error_for_orchestration). Without it the
+-- decision's or batch's outcome applied). p_send: send each recorded result to the
+-- orchestration results queue (steps wait in enqueued_for_orchestration /
+-- enqueued_as_error_for_orchestration). Without it the
 -- caller applies the results in the same transaction, and a success of a step without an
 -- outcome goes straight to complete; decision and batchable steps still pass through
 -- enqueued_for_orchestration, because their outcome's new steps count the step as a
@@ -1416,7 +1567,6 @@ DECLARE
   v_decided   uuid[];
   v_dyn_tasks uuid[];
   t           uuid;
-  q           record;
 BEGIN
   SELECT array_agg(DISTINCT (x->>'step_uuid')::uuid) INTO v_ids
     FROM jsonb_array_elements(p_results) AS x;
@@ -1520,17 +1670,31 @@ BEGIN
       PERFORM tasker.expand_steps(t, p_worker);
     END LOOP;
   END IF;
-  -- Worker messages of recorded results only: a refused result's message belongs to
-  -- whoever holds the step now.
-  FOR q IN SELECT x->>'queue' AS queue, array_agg((x->>'msg_id')::bigint) AS ids
-             FROM jsonb_array_elements(p_results) AS x
-            WHERE x->>'queue' IS NOT NULL AND x->>'msg_id' IS NOT NULL
-              AND (x->>'step_uuid')::uuid = ANY (v_steps)
-            GROUP BY 1 LOOP
-    PERFORM pgmq.delete(q.queue, q.ids);
-  END LOOP;
   RETURN QUERY SELECT * FROM unnest(v_steps, v_tasks, v_attempts, v_to);
 END;
+$function$;
+
+-- The transitions of a task that starts with its steps enqueued: pending -> initializing ->
+-- enqueuing_steps -> steps_in_process, as the first entries of its list.
+CREATE OR REPLACE FUNCTION tasker.task_start_transitions(p_actor text)
+ RETURNS tasker.transition[]
+ LANGUAGE sql
+AS $function$
+  SELECT ARRAY[tasker.transition_entry(NULL, 'pending', p_actor),
+               tasker.transition_entry('pending', 'initializing', p_actor),
+               tasker.transition_entry('initializing', 'enqueuing_steps', p_actor),
+               tasker.transition_entry('enqueuing_steps', 'steps_in_process', p_actor,
+                                       '{"execution_status": "processing"}')]
+$function$;
+
+-- One entry of a task's or a step's transitions list (tasks.transitions,
+-- workflow_steps.transitions), made now; empty metadata is kept as NULL. Callers append it in
+-- the UPDATE that moves the row: `transitions = transitions || tasker.transition_entry(...)`.
+CREATE OR REPLACE FUNCTION tasker.transition_entry(p_from text, p_to text, p_actor text, p_metadata jsonb DEFAULT NULL::jsonb)
+ RETURNS tasker.transition
+ LANGUAGE sql
+AS $function$
+  SELECT ROW(p_from, p_to, p_actor, nullif(p_metadata, '{}'::jsonb), clock_timestamp())::tasker.transition
 $function$;
 
 -- Moves a step from p_from to p_to only if it is still in p_from, appending the transition
@@ -1550,6 +1714,30 @@ BEGIN
      SET state = p_to, updated_at = now(),
          transitions = transitions || tasker.transition_entry(p_from, p_to, p_actor, p_metadata)
    WHERE step_uuid = p_step AND state = p_from;
+  RETURN FOUND;
+END;
+$function$;
+
+-- Moves a task from p_from to p_to only if it is still in p_from, appending the transition
+-- to its list. Returns false when the state moved underneath (another process won); raises
+-- for a transition the table forbids.
+CREATE OR REPLACE FUNCTION tasker.transition_task(p_task uuid, p_from text, p_to text, p_actor text, p_metadata jsonb DEFAULT '{}'::jsonb)
+ RETURNS boolean
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM tasker.task_state_transitions
+                  WHERE from_state = p_from AND to_state = p_to) THEN
+    RAISE EXCEPTION 'task %: transition % -> % is not allowed', p_task, p_from, p_to
+      USING ERRCODE = 'check_violation';
+  END IF;
+  UPDATE tasker.tasks
+     SET state = p_to,
+         updated_at = now(),
+         completed_at = CASE WHEN p_to IN ('complete', 'error', 'cancelled', 'resolved_manually')
+                             THEN clock_timestamp() ELSE NULL END,
+         transitions = transitions || tasker.transition_entry(p_from, p_to, p_actor, p_metadata)
+   WHERE task_uuid = p_task AND state = p_from;
   RETURN FOUND;
 END;
 $function$;
