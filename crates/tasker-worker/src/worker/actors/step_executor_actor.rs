@@ -27,11 +27,11 @@ use uuid::Uuid;
 /// (`reap_dead_workers`, `release_expired_claims`, `release_steps`). So a message is written
 /// twice (sent, deleted), not three times (sent, read, deleted). The messages of steps not
 /// claimed are hidden for `$2` seconds, as a read hides them, for [`StepExecutorActor`] to
-/// defer or drop. A static statement a connection
-/// prepares once, where pgmq.read builds and plans its SQL on every call. Messages are
-/// deleted by `msg_id = ANY (ARRAY(...))`, an index condition whatever the planner
-/// believes of the table's size, not by a join: a plan made while the statistics said the
-/// queue was empty (after a vacuum) joined the other way, walking the whole queue.
+/// defer or drop. A static statement a connection prepares once, where pgmq.read builds and
+/// plans its SQL on every call. Messages are deleted and hidden by `msg_id = ANY
+/// (ARRAY(...))`, an index condition whatever the planner believes of the table's size, not
+/// by a join: a plan made while the statistics said the queue was empty (after a vacuum)
+/// joined the other way, walking the whole queue.
 pub fn claim_statement(queue: &QueueName) -> String {
     format!(
         "WITH picked AS (
