@@ -10,9 +10,9 @@
 -- was their last attempt, their tasks finalized; the released steps get new messages (their
 -- claims deleted theirs), and hidden messages of enqueued steps in its queues become
 -- visible at once (not those of scheduled tasks, still ahead of their run_at); its row is
--- deleted. Rows another reaper is handling are skipped. Returns one row
--- per dead worker: how many steps it held, the queues to wake, and the tasks its lost last
--- attempts failed (their waiters are woken by the caller).
+-- deleted. Rows another reaper is handling are skipped. Returns one row per dead worker: how
+-- many steps it held, the queues to wake, and the tasks its lost last attempts failed
+-- (their waiters are woken by the caller).
 CREATE OR REPLACE FUNCTION tasker.reap_dead_workers(p_grace_ms bigint, p_timeout_ms bigint, p_actor text)
  RETURNS TABLE(worker_id text, released integer, queues text[], failed_tasks uuid[])
  LANGUAGE plpgsql
