@@ -128,6 +128,7 @@ UNION ALL
   WHERE (s.recorded_by IS NOT NULL);
 
 SET LOCAL check_function_bodies = off;
+SET LOCAL check_function_bodies = off;
 DROP FUNCTION IF EXISTS tasker.record_step_transition(p_step uuid, p_task uuid, p_from text, p_to text, p_actor text, p_metadata jsonb);
 DROP FUNCTION IF EXISTS tasker.record_step_transitions(p_steps uuid[], p_tasks uuid[], p_from text[], p_to text[], p_actor text, p_metadata jsonb[]);
 DROP FUNCTION IF EXISTS tasker.record_task_transition(p_task uuid, p_from text, p_to text, p_actor text, p_metadata jsonb);
@@ -1171,9 +1172,9 @@ $function$;
 -- was their last attempt, their tasks finalized; the released steps get new messages (their
 -- claims deleted theirs), and hidden messages of enqueued steps in its queues become
 -- visible at once (not those of scheduled tasks, still ahead of their run_at); its row is
--- deleted. Rows another reaper is handling are skipped. Returns one row
--- per dead worker: how many steps it held, the queues to wake, and the tasks its lost last
--- attempts failed (their waiters are woken by the caller).
+-- deleted. Rows another reaper is handling are skipped. Returns one row per dead worker: how
+-- many steps it held, the queues to wake, and the tasks its lost last attempts failed
+-- (their waiters are woken by the caller).
 CREATE OR REPLACE FUNCTION tasker.reap_dead_workers(p_grace_ms bigint, p_timeout_ms bigint, p_actor text)
  RETURNS TABLE(worker_id text, released integer, queues text[], failed_tasks uuid[])
  LANGUAGE plpgsql
@@ -1182,7 +1183,6 @@ CREATE OR REPLACE FUNCTION tasker.reap_dead_workers(p_grace_ms bigint, p_timeout
 AS $function$
 DECLARE
   w       record;
-  v_steps uuid[];
   v_n     integer;
   v_queues text[];
   v_ns    text;
@@ -1201,40 +1201,11 @@ BEGIN
                         AND pg_try_advisory_xact_lock(w.lock_key))
                        OR greatest(w.last_seen_at, pg_postmaster_start_time())
                             < clock_timestamp() - make_interval(secs => p_timeout_ms / 1000.0));
-    -- Tasks, then steps, each in key order, as every other locker of both.
-    PERFORM 1 FROM tasker.tasks t
-     WHERE t.task_uuid IN (SELECT s.task_uuid FROM tasker.workflow_steps s
-                            WHERE s.state = 'in_progress' AND s.claim_owner = w.worker_id
-                              AND s.attempts >= s.max_attempts)
-     ORDER BY t.task_uuid FOR NO KEY UPDATE;
-    PERFORM 1 FROM tasker.workflow_steps s
-     WHERE s.state = 'in_progress' AND s.lease_expires_at IS NOT NULL
-       AND s.claim_owner = w.worker_id
-     ORDER BY s.step_uuid FOR NO KEY UPDATE;
-    v_failed := ARRAY(
-      SELECT f.t FROM tasker.fail_lost_steps(
-               ARRAY(SELECT s.step_uuid FROM tasker.workflow_steps s
-                      WHERE s.state = 'in_progress' AND s.lease_expires_at IS NOT NULL
-                        AND s.claim_owner = w.worker_id AND s.attempts >= s.max_attempts),
-               w.worker_id, p_actor, 'worker_lost') AS f(t)
-       ORDER BY f.t);
-    PERFORM tasker.finalize_task(t, p_actor) FROM unnest(v_failed) AS t;
-    WITH freed AS (
-      UPDATE tasker.workflow_steps s
-         SET state = 'enqueued', updated_at = now(), claim_owner = NULL,
-             lease_expires_at = NULL, enqueued_at = clock_timestamp(),
-             transitions = s.transitions
-                           || tasker.transition_entry('in_progress', 'enqueued', p_actor,
-                                                     jsonb_build_object('reason', 'worker_lost',
-                                                                        'worker_id', w.worker_id))
-       WHERE s.state = 'in_progress' AND s.lease_expires_at IS NOT NULL
-         AND s.claim_owner = w.worker_id
-      RETURNING s.step_uuid
-    )
-    SELECT array_agg(r.step_uuid ORDER BY r.step_uuid) INTO v_steps FROM freed r;
-    v_n := coalesce(cardinality(v_steps), 0);
-    -- The released steps' messages were deleted by their claims: each gets a new one.
-    v_queues := tasker.send_enqueued_step_messages(coalesce(v_steps, ARRAY[]::uuid[]));
+    SELECT r.released, r.queues, r.failed_tasks INTO v_n, v_queues, v_failed
+      FROM tasker.release_lost_claims(
+             ARRAY(SELECT s.step_uuid FROM tasker.workflow_steps s
+                    WHERE s.state = 'in_progress' AND s.claim_owner = w.worker_id),
+             w.worker_id, p_actor, 'worker_lost') AS r;
     -- Messages of enqueued steps hidden now: any the dead worker had read but not claimed
     -- (a claim taken apart reads first). Visible again at once (a live worker that read
     -- one of those too finds the step claimed and drops it). The message names its step,
@@ -1300,54 +1271,62 @@ $function$;
 -- Claims whose lease ran out although no worker was found dead: the worker lost track of
 -- the step, or never learnt it had claimed it (the claim's answer was lost with its
 -- connection). A claimed step has no queue message, so nothing else would run it again.
--- Each goes back to enqueued with a new message, or, on its last attempt, fails
--- (worker_lost, lease_expired) and its task is finalized. At most p_limit, oldest lease
--- first; steps another transaction holds are skipped. Returns how many were released, the
--- queues written to and the tasks whose steps failed.
+-- Up to p_limit of them, oldest lease first, are released by release_lost_claims (reason
+-- lease_expired): enqueued again with a new message, or failed on their last attempt.
 CREATE OR REPLACE FUNCTION tasker.release_expired_claims(p_actor text, p_limit integer)
  RETURNS TABLE(released integer, queues text[], failed_tasks uuid[])
  LANGUAGE plpgsql
  SET enable_seqscan TO 'off'
 AS $function$
-DECLARE
-  v_expired uuid[];
-  v_lost    uuid[];
-  v_steps   uuid[];
 BEGIN
   -- In-progress steps are the few entries of workflow_steps_claim_owner_idx; read unlocked.
-  SELECT array_agg(k.step_uuid) INTO v_expired
-    FROM (SELECT s.step_uuid FROM tasker.workflow_steps s
-           WHERE s.state = 'in_progress' AND s.claim_owner IS NOT NULL
-             AND s.lease_expires_at < clock_timestamp()
-           ORDER BY s.lease_expires_at
-           LIMIT p_limit) AS k;
-  released := 0;
-  queues := ARRAY[]::text[];
-  failed_tasks := ARRAY[]::uuid[];
-  IF v_expired IS NULL THEN
-    RETURN NEXT;
-    RETURN;
-  END IF;
-  -- Tasks, then steps, each in key order, as every other locker of both.
+  RETURN QUERY
+    SELECT r.* FROM tasker.release_lost_claims(
+      ARRAY(SELECT s.step_uuid FROM tasker.workflow_steps s
+             WHERE s.state = 'in_progress' AND s.claim_owner IS NOT NULL
+               AND s.lease_expires_at < clock_timestamp()
+             ORDER BY s.lease_expires_at
+             LIMIT p_limit),
+      NULL, p_actor, 'lease_expired') AS r;
+END;
+$function$;
+
+-- Takes lost claims away: of p_steps, those still in progress and still lost once locked
+-- (held by p_worker, a dead worker; with p_worker NULL, whose lease has run out) go back to
+-- enqueued with a new message each (their claims deleted theirs), or, on their last
+-- attempt, fail (fail_lost_steps, reason p_reason) and their tasks are finalized. Tasks,
+-- then steps, are locked in key order, as every other locker of both. The one path of
+-- reap_dead_workers and release_expired_claims. Returns how many went back, the queues
+-- written to and the tasks whose steps failed.
+CREATE OR REPLACE FUNCTION tasker.release_lost_claims(p_steps uuid[], p_worker text, p_actor text, p_reason text)
+ RETURNS TABLE(released integer, queues text[], failed_tasks uuid[])
+ LANGUAGE plpgsql
+ SET enable_seqscan TO 'off'
+AS $function$
+DECLARE
+  v_lost  uuid[];
+  v_steps uuid[];
+BEGIN
   PERFORM 1 FROM tasker.tasks t
    WHERE t.task_uuid IN (SELECT s.task_uuid FROM tasker.workflow_steps s
-                          WHERE s.step_uuid = ANY (v_expired) AND s.attempts >= s.max_attempts)
+                          WHERE s.step_uuid = ANY (p_steps) AND s.attempts >= s.max_attempts)
    ORDER BY t.task_uuid FOR NO KEY UPDATE;
-  SELECT array_agg(s.step_uuid ORDER BY s.step_uuid) INTO v_expired
-    FROM (SELECT w.step_uuid FROM tasker.workflow_steps w
-           WHERE w.step_uuid = ANY (v_expired)
-           ORDER BY w.step_uuid
-           FOR NO KEY UPDATE SKIP LOCKED) AS s;
-  -- Still expired now that they are locked: a late renewal or recording may have won.
-  SELECT array_agg(s.step_uuid) FILTER (WHERE s.attempts >= s.max_attempts),
-         array_agg(s.step_uuid) FILTER (WHERE s.attempts < s.max_attempts)
+  PERFORM 1 FROM tasker.workflow_steps s
+   WHERE s.step_uuid = ANY (p_steps) ORDER BY s.step_uuid FOR NO KEY UPDATE;
+  -- Read again under the locks: a recording, a renewal or another releaser may have won.
+  SELECT array_agg(s.step_uuid ORDER BY s.step_uuid) FILTER (WHERE s.attempts >= s.max_attempts),
+         array_agg(s.step_uuid ORDER BY s.step_uuid) FILTER (WHERE s.attempts < s.max_attempts)
     INTO v_lost, v_steps
     FROM tasker.workflow_steps s
-   WHERE s.step_uuid = ANY (coalesce(v_expired, ARRAY[]::uuid[]))
-     AND s.state = 'in_progress' AND s.lease_expires_at < clock_timestamp();
+   WHERE s.step_uuid = ANY (p_steps) AND s.state = 'in_progress'
+     AND CASE WHEN p_worker IS NULL THEN s.lease_expires_at < clock_timestamp()
+              ELSE s.claim_owner = p_worker END;
+  released := coalesce(cardinality(v_steps), 0);
+  queues := ARRAY[]::text[];
+  failed_tasks := ARRAY[]::uuid[];
   IF v_lost IS NOT NULL THEN
-    failed_tasks := ARRAY(SELECT f.t FROM tasker.fail_lost_steps(v_lost, NULL, p_actor,
-                                                                'lease_expired') AS f(t)
+    failed_tasks := ARRAY(SELECT f.t FROM tasker.fail_lost_steps(v_lost, p_worker, p_actor,
+                                                                p_reason) AS f(t)
                            ORDER BY f.t);
     PERFORM tasker.finalize_task(t, p_actor) FROM unnest(failed_tasks) AS t;
   END IF;
@@ -1356,11 +1335,10 @@ BEGIN
        SET state = 'enqueued', updated_at = now(), enqueued_at = clock_timestamp(),
            transitions = s.transitions
                          || tasker.transition_entry('in_progress', 'enqueued', p_actor,
-                                                   jsonb_build_object('reason', 'lease_expired',
+                                                   jsonb_build_object('reason', p_reason,
                                                                       'worker_id', s.claim_owner)),
            claim_owner = NULL, lease_expires_at = NULL
      WHERE s.step_uuid = ANY (v_steps);
-    released := cardinality(v_steps);
     queues := tasker.send_enqueued_step_messages(v_steps);
   END IF;
   RETURN NEXT;

@@ -21,7 +21,6 @@ CREATE OR REPLACE FUNCTION tasker.reap_dead_workers(p_grace_ms bigint, p_timeout
 AS $function$
 DECLARE
   w       record;
-  v_steps uuid[];
   v_n     integer;
   v_queues text[];
   v_ns    text;
@@ -40,40 +39,11 @@ BEGIN
                         AND pg_try_advisory_xact_lock(w.lock_key))
                        OR greatest(w.last_seen_at, pg_postmaster_start_time())
                             < clock_timestamp() - make_interval(secs => p_timeout_ms / 1000.0));
-    -- Tasks, then steps, each in key order, as every other locker of both.
-    PERFORM 1 FROM tasker.tasks t
-     WHERE t.task_uuid IN (SELECT s.task_uuid FROM tasker.workflow_steps s
-                            WHERE s.state = 'in_progress' AND s.claim_owner = w.worker_id
-                              AND s.attempts >= s.max_attempts)
-     ORDER BY t.task_uuid FOR NO KEY UPDATE;
-    PERFORM 1 FROM tasker.workflow_steps s
-     WHERE s.state = 'in_progress' AND s.lease_expires_at IS NOT NULL
-       AND s.claim_owner = w.worker_id
-     ORDER BY s.step_uuid FOR NO KEY UPDATE;
-    v_failed := ARRAY(
-      SELECT f.t FROM tasker.fail_lost_steps(
-               ARRAY(SELECT s.step_uuid FROM tasker.workflow_steps s
-                      WHERE s.state = 'in_progress' AND s.lease_expires_at IS NOT NULL
-                        AND s.claim_owner = w.worker_id AND s.attempts >= s.max_attempts),
-               w.worker_id, p_actor, 'worker_lost') AS f(t)
-       ORDER BY f.t);
-    PERFORM tasker.finalize_task(t, p_actor) FROM unnest(v_failed) AS t;
-    WITH freed AS (
-      UPDATE tasker.workflow_steps s
-         SET state = 'enqueued', updated_at = now(), claim_owner = NULL,
-             lease_expires_at = NULL, enqueued_at = clock_timestamp(),
-             transitions = s.transitions
-                           || tasker.transition_entry('in_progress', 'enqueued', p_actor,
-                                                     jsonb_build_object('reason', 'worker_lost',
-                                                                        'worker_id', w.worker_id))
-       WHERE s.state = 'in_progress' AND s.lease_expires_at IS NOT NULL
-         AND s.claim_owner = w.worker_id
-      RETURNING s.step_uuid
-    )
-    SELECT array_agg(r.step_uuid ORDER BY r.step_uuid) INTO v_steps FROM freed r;
-    v_n := coalesce(cardinality(v_steps), 0);
-    -- The released steps' messages were deleted by their claims: each gets a new one.
-    v_queues := tasker.send_enqueued_step_messages(coalesce(v_steps, ARRAY[]::uuid[]));
+    SELECT r.released, r.queues, r.failed_tasks INTO v_n, v_queues, v_failed
+      FROM tasker.release_lost_claims(
+             ARRAY(SELECT s.step_uuid FROM tasker.workflow_steps s
+                    WHERE s.state = 'in_progress' AND s.claim_owner = w.worker_id),
+             w.worker_id, p_actor, 'worker_lost') AS r;
     -- Messages of enqueued steps hidden now: any the dead worker had read but not claimed
     -- (a claim taken apart reads first). Visible again at once (a live worker that read
     -- one of those too finds the step claimed and drops it). The message names its step,
