@@ -9,70 +9,80 @@ CREATE OR REPLACE FUNCTION tasker.claim_steps(p_steps uuid[], p_worker text, p_l
  RETURNS SETOF tasker.step_claim
  LANGUAGE plpgsql
  SET enable_seqscan TO 'off'
+ SET enable_bitmapscan TO 'off'
  SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
 DECLARE
-  v_id      uuid;
-  v_lost    uuid[];
+  v_id       uuid;
+  v_expired  boolean;
+  v_lost     uuid[];
   v_poisoned uuid[];
-  v_claimed uuid[];
+  v_claimed  uuid[];
+  v_tasks    uuid[];
+  v_scheduled uuid[];
 BEGIN
   PERFORM set_config('synchronous_commit', 'off', true);
-  -- A step whose lease expired on its last attempt fails (its task finalized), so its task
-  -- is locked before any step, as every locker of both does. Rare: read without locks.
-  SELECT array_agg(DISTINCT k.task_uuid) INTO v_poisoned
+  -- One unlocked read gives the steps' tasks and tells whether any lease ran out under its
+  -- worker (rare: the sweep release_expired_claims usually takes such a step back first).
+  -- Only then are the tasks of those on their last attempt locked (before any step, as
+  -- every locker of both does), the steps locked in order, and the expired ones handed
+  -- back or failed.
+  SELECT array_agg(DISTINCT k.task_uuid),
+         coalesce(bool_or(k.state = 'in_progress' AND k.lease_expires_at <= clock_timestamp()), false),
+         array_agg(DISTINCT k.task_uuid)
+           FILTER (WHERE k.state = 'in_progress' AND k.lease_expires_at <= clock_timestamp()
+                     AND k.attempts >= k.max_attempts)
+    INTO v_tasks, v_expired, v_poisoned
     FROM (SELECT s.task_uuid, s.state, s.lease_expires_at, s.attempts, s.max_attempts
-            FROM tasker.workflow_steps s WHERE s.step_uuid = ANY (p_steps) OFFSET 0) AS k
-   WHERE k.state = 'in_progress' AND k.lease_expires_at <= clock_timestamp()
-     AND k.attempts >= k.max_attempts;
-  IF v_poisoned IS NOT NULL THEN
-    PERFORM 1 FROM tasker.tasks t WHERE t.task_uuid = ANY (v_poisoned)
-     ORDER BY t.task_uuid FOR NO KEY UPDATE;
+            FROM tasker.workflow_steps s WHERE s.step_uuid = ANY (p_steps) OFFSET 0) AS k;
+  -- A scheduled task's steps wait for its run_at: each task read once, not once per step.
+  SELECT array_agg(t.task_uuid) INTO v_scheduled
+    FROM tasker.tasks t WHERE t.task_uuid = ANY (v_tasks) AND t.run_at > clock_timestamp();
+  IF v_expired THEN
+    IF v_poisoned IS NOT NULL THEN
+      PERFORM 1 FROM tasker.tasks t WHERE t.task_uuid = ANY (v_poisoned)
+       ORDER BY t.task_uuid FOR NO KEY UPDATE;
+    END IF;
+    PERFORM 1 FROM tasker.workflow_steps s
+     WHERE s.step_uuid = ANY (p_steps) ORDER BY s.step_uuid FOR NO KEY UPDATE;
+    -- A step whose worker died is handed back first, then claimed afresh below; on its
+    -- last attempt it fails instead (worker_lost).
+    FOR v_id IN SELECT k.step_uuid
+                  FROM (SELECT s.step_uuid, s.state, s.lease_expires_at, s.attempts, s.max_attempts
+                          FROM tasker.workflow_steps s
+                         WHERE s.step_uuid = ANY (p_steps) OFFSET 0) AS k
+                 WHERE k.state = 'in_progress' AND k.lease_expires_at <= clock_timestamp()
+                   AND k.attempts < k.max_attempts
+                 ORDER BY k.step_uuid LOOP
+      PERFORM tasker.transition_step(v_id, 'in_progress', 'enqueued', p_worker,
+                                     jsonb_build_object('reason', 'lease_expired'));
+    END LOOP;
+    IF v_poisoned IS NOT NULL THEN
+      SELECT array_agg(k.step_uuid) INTO v_lost
+        FROM (SELECT s.step_uuid, s.task_uuid, s.state, s.lease_expires_at, s.attempts, s.max_attempts
+                FROM tasker.workflow_steps s WHERE s.step_uuid = ANY (p_steps) OFFSET 0) AS k
+       WHERE k.state = 'in_progress' AND k.lease_expires_at <= clock_timestamp()
+         AND k.attempts >= k.max_attempts AND k.task_uuid = ANY (v_poisoned);
+      PERFORM tasker.finalize_task(f.t, p_worker)
+         FROM tasker.fail_lost_steps(v_lost, NULL, p_worker, 'lease_expired') AS f(t);
+    END IF;
   END IF;
-  -- Sorted, so concurrent claimers and cancellations lock rows in one order.
-  PERFORM 1 FROM tasker.workflow_steps s
-   WHERE s.step_uuid = ANY (p_steps) ORDER BY s.step_uuid FOR NO KEY UPDATE;
-  -- A step whose worker died (lease expired) is handed back first, then claimed afresh;
-  -- on its last attempt it fails instead (worker_lost).
-  FOR v_id IN SELECT k.step_uuid
-                FROM (SELECT s.step_uuid, s.state, s.lease_expires_at, s.attempts, s.max_attempts
-                        FROM tasker.workflow_steps s
-                       WHERE s.step_uuid = ANY (p_steps) OFFSET 0) AS k
-               WHERE k.state = 'in_progress' AND k.lease_expires_at <= clock_timestamp()
-                 AND k.attempts < k.max_attempts
-               ORDER BY k.step_uuid LOOP
-    PERFORM tasker.transition_step(v_id, 'in_progress', 'enqueued', p_worker,
-                                   jsonb_build_object('reason', 'lease_expired'));
-  END LOOP;
-  IF v_poisoned IS NOT NULL THEN
-    SELECT array_agg(k.step_uuid) INTO v_lost
-      FROM (SELECT s.step_uuid, s.task_uuid, s.state, s.lease_expires_at, s.attempts, s.max_attempts
-              FROM tasker.workflow_steps s WHERE s.step_uuid = ANY (p_steps) OFFSET 0) AS k
-     WHERE k.state = 'in_progress' AND k.lease_expires_at <= clock_timestamp()
-       AND k.attempts >= k.max_attempts AND k.task_uuid = ANY (v_poisoned);
-    PERFORM tasker.finalize_task(f.t, p_worker)
-       FROM tasker.fail_lost_steps(v_lost, NULL, p_worker, 'lease_expired') AS f(t);
-  END IF;
-  -- The steps are reached by key alone (OFFSET 0 keeps their state out of the scan): the
-  -- partial indexes on state hold an entry for every version of a step ever in that
-  -- state until a vacuum, and a generic plan that scans one for the state visits them all.
-  -- A scheduled task's steps wait for its run_at.
-  WITH due AS (
-    SELECT k.step_uuid
-      FROM (SELECT s.step_uuid, s.state, s.task_uuid FROM tasker.workflow_steps s
-             WHERE s.step_uuid = ANY (p_steps) OFFSET 0) AS k
-     WHERE k.state = 'enqueued'
-       AND NOT EXISTS (SELECT 1 FROM tasker.tasks t
-                        WHERE t.task_uuid = k.task_uuid AND t.run_at > clock_timestamp())
-  ), claimed AS (
+  -- The claim itself is one UPDATE, which takes each row's lock as it moves it: the rows
+  -- are reached through the primary key's index (no bitmap scan, which would visit them
+  -- in table order), in key order, so concurrent claimers lock in one order without a
+  -- separate locking read. The state is compared as a text
+  -- of its own (state || '') so that no generic plan reaches the rows through a partial
+  -- index on state (such an index holds an entry for every version of a step ever in
+  -- that state until a vacuum).
+  WITH claimed AS (
     UPDATE tasker.workflow_steps s
        SET state = 'in_progress', updated_at = now(), attempts = s.attempts + 1,
            claim_owner = p_worker,
            lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds),
            started_at = clock_timestamp(),
            transitions = s.transitions || tasker.transition_entry('enqueued', 'in_progress', p_worker)
-      FROM due d
-     WHERE s.step_uuid = ANY (p_steps) AND s.step_uuid = d.step_uuid
+     WHERE s.step_uuid = ANY (p_steps) AND s.state || '' = 'enqueued'
+       AND NOT (s.task_uuid = ANY (coalesce(v_scheduled, ARRAY[]::uuid[])))
     RETURNING s.step_uuid
   )
   SELECT array_agg(c.step_uuid) INTO v_claimed FROM claimed c;

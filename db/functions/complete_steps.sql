@@ -34,6 +34,8 @@ DECLARE
   v_claims      tasker.step_claim[];
   v_plain       boolean;
   v_events      boolean;
+  v_lock_tasks  uuid[];
+  v_takes_outcome boolean;
   q             record;
 BEGIN
   PERFORM set_config('tasker.steps_enqueued', 'off', true);
@@ -45,22 +47,27 @@ BEGIN
          bool_or(jsonb_typeof(x->'events') = 'array')
     INTO v_ids, v_plain, v_events
     FROM jsonb_array_elements(p_results) AS x;
+  -- One read of the steps gives the tasks to lock (first, in task order, as every locker
+  -- of tasks and steps does) and whether any step takes an outcome (decision, batchable).
+  -- Neither changes once a step exists, so the read needs no lock.
+  SELECT array_agg(DISTINCT k.task_uuid),
+         coalesce(bool_or(k.step_type IN ('decision', 'batchable')), false)
+    INTO v_lock_tasks, v_takes_outcome
+    FROM (SELECT s.task_uuid, s.step_type FROM tasker.workflow_steps s
+           WHERE s.step_uuid = ANY (v_ids) OFFSET 0) AS k;
   PERFORM 1 FROM tasker.tasks t
-   WHERE t.task_uuid IN (SELECT s.task_uuid FROM tasker.workflow_steps s
-                          WHERE s.step_uuid = ANY (v_ids))
+   WHERE t.task_uuid = ANY (v_lock_tasks)
    ORDER BY t.task_uuid FOR NO KEY UPDATE;
   -- The common case, every result a success without an outcome for a step that takes
   -- none, is recorded by one statement here: what store_step_results does for such a
   -- result (the step complete with its result, its audit and its transition, its claim
   -- cleared), without its general path's function calls and the queries it needs for
   -- failures and outcomes. Anything else goes through store_step_results, as before.
+  -- Its UPDATE takes the steps' locks itself, in whatever order its plan visits them: a
+  -- claimed step's other lockers hold its task's lock first (taken above), skip locked
+  -- rows (renew_leases), or wait for no task lock while holding it (claim_steps).
+  v_plain := v_plain AND NOT v_takes_outcome;
   IF v_plain THEN
-    SELECT NOT coalesce(bool_or(s.step_type IN ('decision', 'batchable')), false) INTO v_plain
-      FROM tasker.workflow_steps s WHERE s.step_uuid = ANY (v_ids);
-  END IF;
-  IF v_plain THEN
-    PERFORM 1 FROM tasker.workflow_steps s
-     WHERE s.step_uuid = ANY (v_ids) ORDER BY s.step_uuid FOR NO KEY UPDATE;
     WITH r AS (
       SELECT DISTINCT ON ((x->>'step_uuid')::uuid)
              (x->>'step_uuid')::uuid AS step_uuid, (x->>'attempt')::integer AS attempt,
