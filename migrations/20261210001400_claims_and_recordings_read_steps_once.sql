@@ -1,5 +1,5 @@
--- claim_steps, claimed_steps and complete_steps read each step and each task once and take no
--- separate row locks on their common path
+-- claim_steps, claimed_steps and complete_steps read each step and each task once, by key,
+-- and take no separate row locks on their common path
 -- Written by bin/sql-migration from db/ (docs/sql.md).
 
 SET LOCAL check_function_bodies = off;
@@ -234,7 +234,9 @@ BEGIN
        ORDER BY (x->>'step_uuid')::uuid
     ), applied AS (
       -- Only while this worker still holds the claim, for this attempt; the others are
-      -- refused below.
+      -- refused below. State and owner are compared as texts of their own, so that the
+      -- rows are reached by key: through workflow_steps_claim_owner_idx a generic plan
+      -- walks every entry this worker left there since the last vacuum.
       UPDATE tasker.workflow_steps s
          SET state = 'complete', completed_at = clock_timestamp(), updated_at = now(),
              results = r.result, last_error = NULL, claim_owner = NULL,
@@ -246,7 +248,8 @@ BEGIN
                                                                         'execution_time_ms', r.execution_ms))
         FROM r
        WHERE s.step_uuid = ANY (v_ids) AND s.step_uuid = r.step_uuid
-         AND s.state = 'in_progress' AND s.claim_owner = p_worker AND s.attempts = r.attempt
+         AND s.state || '' = 'in_progress' AND s.claim_owner || '' = p_worker
+         AND s.attempts = r.attempt
       RETURNING s.step_uuid, s.task_uuid
     )
     SELECT array_agg(a.step_uuid ORDER BY a.step_uuid),
@@ -418,14 +421,17 @@ BEGIN
       FROM jsonb_array_elements(coalesce(v_applied, '[]'::jsonb)) AS a;
   IF v_done IS NOT NULL THEN
     RETURN QUERY
-      SELECT d.s, d.t, n.ns, 'completed'::text, v_enqueued, NULL::jsonb, NULL::tasker.step_claim
+      -- Each task's namespace is read once (materialized), not once per step.
+      WITH ns AS MATERIALIZED (
+        SELECT tk.task_uuid AS t, n.name AS ns
+          FROM tasker.tasks tk
+          JOIN tasker.named_tasks nt ON nt.named_task_uuid = tk.named_task_uuid
+          JOIN tasker.namespaces n ON n.namespace_uuid = nt.namespace_uuid
+         WHERE tk.task_uuid = ANY (v_done_tasks)
+      )
+      SELECT d.s, d.t, ns.ns, 'completed'::text, v_enqueued, NULL::jsonb, NULL::tasker.step_claim
         FROM unnest(v_done, v_done_tasks) AS d(s, t)
-        JOIN (SELECT u.t, ns.name AS ns
-                FROM (SELECT DISTINCT x AS t FROM unnest(v_done_tasks) AS x) AS u
-                JOIN tasker.tasks tk ON tk.task_uuid = u.t
-                JOIN tasker.named_tasks nt ON nt.named_task_uuid = tk.named_task_uuid
-                JOIN tasker.namespaces ns ON ns.namespace_uuid = nt.namespace_uuid) AS n
-          ON n.t = d.t;
+        JOIN ns ON ns.t = d.t;
   END IF;
   RETURN QUERY
     SELECT id, NULL::uuid, NULL::text, 'refused'::text, v_enqueued, NULL::jsonb, NULL::tasker.step_claim
@@ -436,5 +442,30 @@ BEGIN
            (SELECT c FROM unnest(v_claims) AS c WHERE c.step_uuid = u.step)
       FROM unnest(v_ready, v_ready_tasks, v_ready_ns, v_ready_msgs) AS u(step, task, ns, msg)
      WHERE u.ns = ANY (p_send_namespaces);
+END;
+$function$;
+
+-- Claims whose lease ran out although no worker was found dead: the worker lost track of
+-- the step, or never learnt it had claimed it (the claim's answer was lost with its
+-- connection). A claimed step has no queue message, so nothing else would run it again.
+-- Up to p_limit of them, oldest lease first, are released by release_lost_claims (reason
+-- lease_expired): enqueued again with a new message, or failed on their last attempt.
+CREATE OR REPLACE FUNCTION tasker.release_expired_claims(p_actor text, p_limit integer)
+ RETURNS TABLE(released integer, queues text[], failed_tasks uuid[])
+ LANGUAGE plpgsql
+ SET enable_seqscan TO 'off'
+AS $function$
+BEGIN
+  -- Read unlocked through workflow_steps_claim_owner_idx: its live entries are the steps
+  -- claimed now, and the entries claims left since the last look (callers look every
+  -- quarter lease, ExpiredClaimSweep) are visited once.
+  RETURN QUERY
+    SELECT r.* FROM tasker.release_lost_claims(
+      ARRAY(SELECT s.step_uuid FROM tasker.workflow_steps s
+             WHERE s.state = 'in_progress' AND s.claim_owner IS NOT NULL
+               AND s.lease_expires_at < clock_timestamp()
+             ORDER BY s.lease_expires_at
+             LIMIT p_limit),
+      NULL, p_actor, 'lease_expired') AS r;
 END;
 $function$;

@@ -78,7 +78,9 @@ BEGIN
        ORDER BY (x->>'step_uuid')::uuid
     ), applied AS (
       -- Only while this worker still holds the claim, for this attempt; the others are
-      -- refused below.
+      -- refused below. State and owner are compared as texts of their own, so that the
+      -- rows are reached by key: through workflow_steps_claim_owner_idx a generic plan
+      -- walks every entry this worker left there since the last vacuum.
       UPDATE tasker.workflow_steps s
          SET state = 'complete', completed_at = clock_timestamp(), updated_at = now(),
              results = r.result, last_error = NULL, claim_owner = NULL,
@@ -90,7 +92,8 @@ BEGIN
                                                                         'execution_time_ms', r.execution_ms))
         FROM r
        WHERE s.step_uuid = ANY (v_ids) AND s.step_uuid = r.step_uuid
-         AND s.state = 'in_progress' AND s.claim_owner = p_worker AND s.attempts = r.attempt
+         AND s.state || '' = 'in_progress' AND s.claim_owner || '' = p_worker
+         AND s.attempts = r.attempt
       RETURNING s.step_uuid, s.task_uuid
     )
     SELECT array_agg(a.step_uuid ORDER BY a.step_uuid),
@@ -262,14 +265,17 @@ BEGIN
       FROM jsonb_array_elements(coalesce(v_applied, '[]'::jsonb)) AS a;
   IF v_done IS NOT NULL THEN
     RETURN QUERY
-      SELECT d.s, d.t, n.ns, 'completed'::text, v_enqueued, NULL::jsonb, NULL::tasker.step_claim
+      -- Each task's namespace is read once (materialized), not once per step.
+      WITH ns AS MATERIALIZED (
+        SELECT tk.task_uuid AS t, n.name AS ns
+          FROM tasker.tasks tk
+          JOIN tasker.named_tasks nt ON nt.named_task_uuid = tk.named_task_uuid
+          JOIN tasker.namespaces n ON n.namespace_uuid = nt.namespace_uuid
+         WHERE tk.task_uuid = ANY (v_done_tasks)
+      )
+      SELECT d.s, d.t, ns.ns, 'completed'::text, v_enqueued, NULL::jsonb, NULL::tasker.step_claim
         FROM unnest(v_done, v_done_tasks) AS d(s, t)
-        JOIN (SELECT u.t, ns.name AS ns
-                FROM (SELECT DISTINCT x AS t FROM unnest(v_done_tasks) AS x) AS u
-                JOIN tasker.tasks tk ON tk.task_uuid = u.t
-                JOIN tasker.named_tasks nt ON nt.named_task_uuid = tk.named_task_uuid
-                JOIN tasker.namespaces ns ON ns.namespace_uuid = nt.namespace_uuid) AS n
-          ON n.t = d.t;
+        JOIN ns ON ns.t = d.t;
   END IF;
   RETURN QUERY
     SELECT id, NULL::uuid, NULL::text, 'refused'::text, v_enqueued, NULL::jsonb, NULL::tasker.step_claim

@@ -9,7 +9,9 @@ CREATE OR REPLACE FUNCTION tasker.release_expired_claims(p_actor text, p_limit i
  SET enable_seqscan TO 'off'
 AS $function$
 BEGIN
-  -- In-progress steps are the few entries of workflow_steps_claim_owner_idx; read unlocked.
+  -- Read unlocked through workflow_steps_claim_owner_idx: its live entries are the steps
+  -- claimed now, and the entries claims left since the last look (callers look every
+  -- quarter lease, ExpiredClaimSweep) are visited once.
   RETURN QUERY
     SELECT r.* FROM tasker.release_lost_claims(
       ARRAY(SELECT s.step_uuid FROM tasker.workflow_steps s

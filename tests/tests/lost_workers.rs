@@ -289,9 +289,15 @@ async fn a_task_the_reaper_fails_wakes_its_waiters() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     dead_worker(&h, "w-gone").await;
     let started = std::time::Instant::now();
-    tasker_shared::models::reap_dead_workers(&h.db.pool, &h.core.queues, &h.config.worker, "test")
-        .await
-        .unwrap();
+    tasker_shared::models::reap_dead_workers(
+        &h.db.pool,
+        &h.core.queues,
+        &h.config.worker,
+        &tasker_shared::models::ExpiredClaimSweep::new(&h.config.worker),
+        "test",
+    )
+    .await
+    .unwrap();
     let state = waiting.await.unwrap().unwrap();
     assert_eq!(
         state.map(|s| s.as_str().to_string()),

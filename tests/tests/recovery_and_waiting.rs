@@ -6,7 +6,7 @@ use axum::http::{Request, StatusCode};
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 use std::time::{Duration, Instant};
-use tasker_shared::models::{reap_dead_workers, WorkerRow};
+use tasker_shared::models::{reap_dead_workers, ExpiredClaimSweep, WorkerRow};
 use tasker_shared::TaskWaiter;
 use tasker_tests::Harness;
 use tower::ServiceExt;
@@ -144,9 +144,15 @@ async fn a_live_worker_that_loses_its_connection_is_not_taken_for_dead() {
     // The worker takes its lock back at its next beat (1 s), long before the grace ends.
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        reap_dead_workers(&h.db.pool, &h.core.queues, &h.config.worker, "test")
-            .await
-            .unwrap();
+        reap_dead_workers(
+            &h.db.pool,
+            &h.core.queues,
+            &h.config.worker,
+            &ExpiredClaimSweep::new(&h.config.worker),
+            "test",
+        )
+        .await
+        .unwrap();
     }
     let listed = WorkerRow::list(&h.db.pool).await.unwrap();
     assert_eq!(listed.len(), 1);
@@ -179,9 +185,15 @@ async fn a_worker_unseen_past_the_timeout_is_reaped_even_if_its_session_lingers(
     .execute(&mut session)
     .await
     .unwrap();
-    let reaped = reap_dead_workers(&h.db.pool, &h.core.queues, &h.config.worker, "test")
-        .await
-        .unwrap();
+    let reaped = reap_dead_workers(
+        &h.db.pool,
+        &h.core.queues,
+        &h.config.worker,
+        &ExpiredClaimSweep::new(&h.config.worker),
+        "test",
+    )
+    .await
+    .unwrap();
     assert_eq!(reaped.len(), 1);
     assert_eq!(reaped[0].worker_id, "partitioned");
     assert!(WorkerRow::list(&h.db.pool).await.unwrap().is_empty());
@@ -197,12 +209,16 @@ async fn a_worker_unseen_past_the_timeout_is_reaped_even_if_its_session_lingers(
         .execute(&h.db.pool)
         .await
         .unwrap();
-    assert!(
-        reap_dead_workers(&h.db.pool, &h.core.queues, &h.config.worker, "test")
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(reap_dead_workers(
+        &h.db.pool,
+        &h.core.queues,
+        &h.config.worker,
+        &ExpiredClaimSweep::new(&h.config.worker),
+        "test",
+    )
+    .await
+    .unwrap()
+    .is_empty());
     session.close().await.unwrap();
     h.shutdown().await;
 }

@@ -5,7 +5,7 @@
 use sqlx::PgPool;
 use std::time::Duration;
 use tasker_shared::config::WorkerConfig;
-use tasker_shared::models::reap_dead_workers;
+use tasker_shared::models::{reap_dead_workers, ExpiredClaimSweep};
 use tasker_shared::queue::QueueClient;
 use tokio_util::sync::CancellationToken;
 
@@ -18,13 +18,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let limit = interval.max(Duration::from_secs(30));
+    let expired = ExpiredClaimSweep::new(&liveness);
     crate::periodic::every(
         "looking for dead workers",
         interval,
         limit,
         shutdown,
         || async {
-            reap_dead_workers(&pool, &queues, &liveness, &actor)
+            reap_dead_workers(&pool, &queues, &liveness, &expired, &actor)
                 .await
                 .map(drop)
         },

@@ -15,7 +15,7 @@ pub use named_task::{RegisterOutcome, RegisteredTemplate, TemplateRegistry};
 pub use removed_task::{missing_task, RemovedTask, ARCHIVE_SCHEMA};
 pub use task::TaskRow;
 pub use transitions::{transition_step, transition_task, TransitionRow};
-pub use worker_registry::{reap_dead_workers, ReapedWorker, WorkerRow};
+pub use worker_registry::{reap_dead_workers, ExpiredClaimSweep, ReapedWorker, WorkerRow};
 pub use workflow_step::StepRow;
 
 use uuid::Uuid;

@@ -2,15 +2,17 @@
 //!
 //! A worker registers at start (see tasker-worker's `registration` module) and renews its
 //! row while it lives; [`reap_dead_workers`] (run by orchestration and by every live
-//! worker) releases the steps of workers that died and removes them from the list, and the
-//! claims whose lease ran out.
+//! worker) releases the steps of workers that died and removes them from the list, and,
+//! every [`ExpiredClaimSweep`] interval, the claims whose lease ran out.
 
 use super::StoreError;
 use crate::config::WorkerConfig;
 use crate::queue::{QueueClient, QueueName};
 use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
 use serde::Serialize;
 use sqlx::PgPool;
+use std::time::{Duration, Instant};
 
 /// A registered worker and the steps it holds now.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -55,15 +57,45 @@ pub struct ReapedWorker {
 /// Claims whose lease expired that one run of [`reap_dead_workers`] releases at most.
 const EXPIRED_CLAIMS_PER_RUN: i32 = 1000;
 
+/// When a process looks for claims whose lease ran out under a live worker: every quarter
+/// of the claim lease. A look walks the entries the claimed-step index
+/// (`workflow_steps_claim_owner_idx`) gained since the last one (every claim leaves one
+/// there until a vacuum): looking at every reaper run, each second in every process, cost
+/// more than the rare claims it found, which are a lease late already.
+pub struct ExpiredClaimSweep {
+    every: Duration,
+    last: Mutex<Option<Instant>>,
+}
+
+impl ExpiredClaimSweep {
+    pub fn new(config: &WorkerConfig) -> Self {
+        Self {
+            every: Duration::from_secs(u64::from(config.claim_lease_seconds)) / 4,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// True, and the time noted, when a look is due.
+    fn due(&self) -> bool {
+        let mut last = self.last.lock();
+        if last.is_some_and(|t| t.elapsed() < self.every) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
+    }
+}
+
 /// Releases the steps of every dead worker (see the `[worker] liveness_*` keys) and removes
-/// it from the registry, in one transaction, then the claims whose lease ran out although
-/// their worker lives (`tasker.release_expired_claims`: a claimed step has no queue message,
-/// so nothing else would run it again), and wakes the consumers of the queues that got
-/// messages and the waiters of the tasks that failed.
+/// it from the registry, in one transaction, then, when `expired` says a look is due, the
+/// claims whose lease ran out although their worker lives (`tasker.release_expired_claims`:
+/// a claimed step has no queue message, so nothing else would run it again), and wakes the
+/// consumers of the queues that got messages and the waiters of the tasks that failed.
 pub async fn reap_dead_workers(
     pool: &PgPool,
     queues: &QueueClient,
     config: &WorkerConfig,
+    expired: &ExpiredClaimSweep,
     actor: &str,
 ) -> Result<Vec<ReapedWorker>, StoreError> {
     // Registered before any reap, so the alert rules see the series at zero.
@@ -94,6 +126,19 @@ pub async fn reap_dead_workers(
             queues.notifier().task_finished(w.failed_tasks.clone());
         }
     }
+    if expired.due() {
+        release_expired_claims(pool, queues, actor).await?;
+    }
+    Ok(reaped)
+}
+
+/// `tasker.release_expired_claims`, then wakes the queues that got messages and the waiters
+/// of the tasks that failed.
+async fn release_expired_claims(
+    pool: &PgPool,
+    queues: &QueueClient,
+    actor: &str,
+) -> Result<(), StoreError> {
     let (released, woken, failed): (i32, Vec<String>, Vec<uuid::Uuid>) = sqlx::query_as(
         "SELECT released, queues, failed_tasks FROM tasker.release_expired_claims($1, $2)",
     )
@@ -117,5 +162,5 @@ pub async fn reap_dead_workers(
     if !failed.is_empty() {
         queues.notifier().task_finished(failed);
     }
-    Ok(reaped)
+    Ok(())
 }

@@ -10,7 +10,7 @@
 
 use sqlx::{Connection, PgConnection, PgPool};
 use tasker_shared::config::WorkerConfig;
-use tasker_shared::models::reap_dead_workers;
+use tasker_shared::models::{reap_dead_workers, ExpiredClaimSweep};
 use tasker_shared::queue::QueueClient;
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +29,7 @@ pub struct Registration {
     worker_id: String,
     namespaces: Vec<String>,
     lock_key: i64,
+    expired_claims: ExpiredClaimSweep,
     /// The session holding the lock; `None` after it was lost, until re-established.
     session: Option<PgConnection>,
 }
@@ -54,6 +55,7 @@ impl Registration {
         let mut me = Self {
             pool,
             queues,
+            expired_claims: ExpiredClaimSweep::new(&config),
             config,
             worker_id,
             namespaces,
@@ -104,8 +106,14 @@ impl Registration {
 
     /// Releases the steps of workers that died and wakes their queues' consumers.
     async fn reap(&self) {
-        if let Err(e) =
-            reap_dead_workers(&self.pool, &self.queues, &self.config, &self.worker_id).await
+        if let Err(e) = reap_dead_workers(
+            &self.pool,
+            &self.queues,
+            &self.config,
+            &self.expired_claims,
+            &self.worker_id,
+        )
+        .await
         {
             tracing::debug!(error = %e, "looking for dead workers failed");
         }
