@@ -6,7 +6,7 @@ use axum::http::{Request, StatusCode};
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 use std::time::{Duration, Instant};
-use tasker_shared::models::{reap_dead_workers, ExpiredClaimSweep, WorkerRow};
+use tasker_shared::models::{reap_dead_workers, ExpiredClaimSweep, ReapedWorker, WorkerRow};
 use tasker_shared::TaskWaiter;
 use tasker_tests::Harness;
 use tower::ServiceExt;
@@ -144,15 +144,7 @@ async fn a_live_worker_that_loses_its_connection_is_not_taken_for_dead() {
     // The worker takes its lock back at its next beat (1 s), long before the grace ends.
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        reap_dead_workers(
-            &h.db.pool,
-            &h.core.queues,
-            &h.config.worker,
-            &ExpiredClaimSweep::new(&h.config.worker),
-            "test",
-        )
-        .await
-        .unwrap();
+        reap(&h).await;
     }
     let listed = WorkerRow::list(&h.db.pool).await.unwrap();
     assert_eq!(listed.len(), 1);
@@ -185,15 +177,7 @@ async fn a_worker_unseen_past_the_timeout_is_reaped_even_if_its_session_lingers(
     .execute(&mut session)
     .await
     .unwrap();
-    let reaped = reap_dead_workers(
-        &h.db.pool,
-        &h.core.queues,
-        &h.config.worker,
-        &ExpiredClaimSweep::new(&h.config.worker),
-        "test",
-    )
-    .await
-    .unwrap();
+    let reaped = reap(&h).await;
     assert_eq!(reaped.len(), 1);
     assert_eq!(reaped[0].worker_id, "partitioned");
     assert!(WorkerRow::list(&h.db.pool).await.unwrap().is_empty());
@@ -209,16 +193,7 @@ async fn a_worker_unseen_past_the_timeout_is_reaped_even_if_its_session_lingers(
         .execute(&h.db.pool)
         .await
         .unwrap();
-    assert!(reap_dead_workers(
-        &h.db.pool,
-        &h.core.queues,
-        &h.config.worker,
-        &ExpiredClaimSweep::new(&h.config.worker),
-        "test",
-    )
-    .await
-    .unwrap()
-    .is_empty());
+    assert!(reap(&h).await.is_empty());
     session.close().await.unwrap();
     h.shutdown().await;
 }
@@ -337,6 +312,19 @@ async fn listening_connections(h: &Harness) -> i64 {
           WHERE datname = current_database() AND query ILIKE 'LISTEN%tasker_task_finished%'",
     )
     .fetch_one(&h.db.pool)
+    .await
+    .unwrap()
+}
+
+/// One run of the reaper, as the orchestrator's and every worker's make it.
+async fn reap(h: &Harness) -> Vec<ReapedWorker> {
+    reap_dead_workers(
+        &h.db.pool,
+        &h.core.queues,
+        &h.config.worker,
+        &ExpiredClaimSweep::new(&h.config.worker),
+        "test",
+    )
     .await
     .unwrap()
 }
