@@ -70,10 +70,9 @@ BEGIN
   -- The claim itself is one UPDATE, which takes each row's lock as it moves it: the rows
   -- are reached through the primary key's index (no bitmap scan, which would visit them
   -- in table order), in key order, so concurrent claimers lock in one order without a
-  -- separate locking read. The state is compared as a text
-  -- of its own (state || '') so that no generic plan reaches the rows through a partial
-  -- index on state (such an index holds an entry for every version of a step ever in
-  -- that state until a vacuum).
+  -- separate locking read. The state is compared as a text of its own (state || '') so
+  -- that no generic plan reaches the rows through a partial index on state (such an index
+  -- holds an entry for every version of a step ever in that state until a vacuum).
   WITH claimed AS (
     UPDATE tasker.workflow_steps s
        SET state = 'in_progress', updated_at = now(), attempts = s.attempts + 1,
