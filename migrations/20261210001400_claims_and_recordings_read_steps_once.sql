@@ -1,5 +1,5 @@
 -- claim_steps, claimed_steps and complete_steps read each step and each task once, by key,
--- and take no separate row locks on their common path
+-- and lock steps through their UPDATE in key order
 -- Written by bin/sql-migration from db/ (docs/sql.md).
 
 SET LOCAL check_function_bodies = off;
@@ -165,6 +165,7 @@ CREATE OR REPLACE FUNCTION tasker.complete_steps(p_worker text, p_results jsonb,
  RETURNS TABLE(step_uuid uuid, task_uuid uuid, namespace text, outcome text, enqueued boolean, message jsonb, claim tasker.step_claim)
  LANGUAGE plpgsql
  SET enable_seqscan TO 'off'
+ SET enable_bitmapscan TO 'off'
  SET plan_cache_mode TO 'force_generic_plan'
 AS $function$
 DECLARE
@@ -218,9 +219,10 @@ BEGIN
   -- result (the step complete with its result, its audit and its transition, its claim
   -- cleared), without its general path's function calls and the queries it needs for
   -- failures and outcomes. Anything else goes through store_step_results, as before.
-  -- Its UPDATE takes the steps' locks itself, in whatever order its plan visits them: a
-  -- claimed step's other lockers hold its task's lock first (taken above), skip locked
-  -- rows (renew_leases), or wait for no task lock while holding it (claim_steps).
+  -- Its UPDATE takes the steps' locks itself, in key order: the steps come through the
+  -- primary key's index (no bitmap scan, which would go in table order) and the results
+  -- sorted by step, so it locks as the releasers (release_lost_claims, a claim that finds
+  -- a lease run out) do, which lock steps in key order without their tasks' locks.
   v_plain := v_plain AND NOT v_takes_outcome;
   IF v_plain THEN
     WITH r AS (
