@@ -8,18 +8,15 @@ CREATE SCHEMA tasker;
 
 -- Time-ordered UUIDs (version 7): a 48-bit millisecond timestamp, then random bits, so new
 -- rows land at the end of primary-key indexes. Here rather than in db/functions because the
--- column defaults below call it. One SQL expression, so it is inlined into those defaults.
+-- column defaults below call it. One SQL expression, so it is inlined into those defaults:
+-- a random (version 4) UUID's hex digits after the timestamp's, its version digit made 7 and
+-- its variant bits kept; built as text, which costs about half of building it as bytes.
 CREATE FUNCTION tasker.uuid_v7()
  RETURNS uuid
  LANGUAGE sql
 AS $function$
-  SELECT encode(
-           set_byte(
-             overlay(uuid_send(gen_random_uuid())
-                     PLACING substring(int8send(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint) FROM 3)
-                     FROM 1 FOR 6),
-             6, (get_byte(uuid_send(gen_random_uuid()), 6) & 15) | 112),
-           'hex')::uuid
+  SELECT (lpad(to_hex(floor(date_part('epoch', clock_timestamp()) * 1000)::bigint), 12, '0')
+          || '7' || substr(replace(gen_random_uuid()::text, '-', ''), 14))::uuid
 $function$;
 
 -- The allowed state transitions, mirrored from the Rust tables (a test checks they agree).

@@ -25,6 +25,8 @@ DECLARE
   v_claimed uuid[];
   v_lease   timestamptz := clock_timestamp() + make_interval(secs => p_lease_seconds);
   v_later   boolean := p_run_at > clock_timestamp();
+  v_edges   boolean := EXISTS (SELECT 1 FROM unnest((p_task).steps) AS s
+                                WHERE cardinality(s.dependencies) > 0);
 BEGIN
   INSERT INTO tasker.tasks (named_task_uuid, context, idempotency_key, initiator, state, run_at,
                             transitions)
@@ -86,12 +88,14 @@ BEGIN
               FROM spec s) AS u
     RETURNING workflow_steps.step_uuid, workflow_steps.name, workflow_steps.state
   ), linked AS (
+    -- Only for a template with dependencies, starting from them (as create_tasks does).
     INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
     SELECT v_task, f.step_uuid, t.step_uuid
-      FROM spec s
-     CROSS JOIN LATERAL unnest(s.dependencies) AS d(parent)
+      FROM (SELECT s.name, p.parent
+              FROM spec s CROSS JOIN LATERAL unnest(s.dependencies) AS p(parent)
+             WHERE v_edges OFFSET 0) AS d
       JOIN made f ON f.name = d.parent
-      JOIN made t ON t.name = s.name
+      JOIN made t ON t.name = d.name
   )
   SELECT array_agg(m.step_uuid), array_agg(m.name),
          array_agg(m.step_uuid) FILTER (WHERE m.state = 'in_progress')

@@ -12,6 +12,8 @@ DECLARE
   v_idx   integer[];
   v_tasks uuid[];
   v_msgs  jsonb[];
+  v_edges boolean := EXISTS (SELECT 1 FROM unnest(p_tasks) AS r CROSS JOIN LATERAL unnest(r.steps) AS s
+                              WHERE cardinality(s.dependencies) > 0);
 BEGIN
   -- Materialized (it is read twice), so each task's generated key is drawn once.
   WITH req AS (
@@ -55,12 +57,16 @@ BEGIN
         FROM spec u
       RETURNING s.step_uuid, s.task_uuid, s.name, s.state
     ), linked AS (
+      -- Runs only for a batch with dependencies (v_edges, a one-time filter), and starts
+      -- from the dependencies: joined to the inserted steps first, every step met every
+      -- step of its task (ten tasks of ten roots: a thousand rows for no edge).
       INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
-      SELECT u.id, f.step_uuid, t.step_uuid
-        FROM spec u
-       CROSS JOIN LATERAL unnest(u.dependencies) AS d(parent)
-        JOIN made f ON f.task_uuid = u.id AND f.name = d.parent
-        JOIN made t ON t.task_uuid = u.id AND t.name = u.name
+      SELECT d.id, f.step_uuid, t.step_uuid
+        FROM (SELECT u.id, u.name, p.parent
+                FROM spec u CROSS JOIN LATERAL unnest(u.dependencies) AS p(parent)
+               WHERE v_edges OFFSET 0) AS d
+        JOIN made f ON f.task_uuid = d.id AND f.name = d.parent
+        JOIN made t ON t.task_uuid = d.id AND t.name = d.name
     )
     SELECT array_agg(jsonb_build_object('task_uuid', m.task_uuid, 'step_uuid', m.step_uuid,
                                         'step_name', m.name, 'namespace', p_ns,

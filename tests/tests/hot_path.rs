@@ -962,6 +962,55 @@ async fn the_claim_statement_reads_and_claims_in_one_call() {
     h.shutdown().await;
 }
 
+/// A step id shaped like a UUID but not hex makes the read's cast of all its ids fail, and
+/// then each id is checked on its own: the malformed ones name no step (the worker sets
+/// them aside), an id that is a UUID but not hyphenated too, and the rest are claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_step_id_leaves_the_rest_of_the_read_claimed() {
+    let h = quiet().await;
+    let queues = tasker_shared::queue::QueueClient::new(h.db.pool.clone()).await;
+    let queue = worker_queue("linear_workflow").unwrap();
+    let task = h
+        .create("linear_workflow", "linear_math", json!({"value": 1}))
+        .await;
+    let first = step_id(&h, task, "add_two").await;
+    for id in [
+        "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz".to_string(),
+        first.simple().to_string(),
+    ] {
+        let message = json!({"task_uuid": task, "step_uuid": id, "step_name": "add_two",
+                             "namespace": "linear_workflow", "attempt": 1});
+        queues.send(&queue, &message, &h.db.pool).await.unwrap();
+    }
+    let rows: Vec<(Option<Uuid>, Option<String>)> = sqlx::query(&claim_statement(&queue))
+        .bind(10)
+        .bind(30.0)
+        .bind("w1")
+        .bind(60)
+        .fetch_all(&h.db.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let claim: Option<StepClaim> = r.get("claim");
+            (
+                r.get("step_uuid"),
+                claim.as_ref().map(|c| c.outcome().to_string()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (Some(first), Some("claimed".to_string())),
+            (None, None),
+            (None, None)
+        ]
+    );
+    assert_eq!(state_of(&h, first).await.0, "in_progress");
+    h.shutdown().await;
+}
+
 /// What a recording wrote for a diamond task's steps once `start` completed, without keys
 /// and times: each step's row, its log and its worker messages, and the task's
 /// transitions.

@@ -380,3 +380,40 @@ async fn history_written_before_it_moved_into_the_rows_reads_back_the_same() {
     database::migrate(&db.pool).await.unwrap();
     assert_eq!(history(&db.pool, task).await, before);
 }
+
+/// `tasker.uuid_v7`, every table's key default: version 7 with the RFC 4122 variant, unique,
+/// and ordered by the millisecond they were made in, which is now.
+#[tokio::test]
+async fn uuid_v7_makes_unique_time_ordered_version_7_ids() {
+    let db = TestDatabase::new().await;
+    let batch = || async {
+        sqlx::query_scalar::<_, uuid::Uuid>("SELECT tasker.uuid_v7() FROM generate_series(1, 1000)")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+    };
+    let before = chrono::Utc::now().timestamp_millis() as u64;
+    let first = batch().await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let second = batch().await;
+    let after = chrono::Utc::now().timestamp_millis() as u64;
+    let all: BTreeSet<uuid::Uuid> = first.iter().chain(&second).copied().collect();
+    assert_eq!(all.len(), 2000, "ids repeat");
+    for id in &all {
+        assert_eq!(id.get_version_num(), 7, "{id}");
+        assert_eq!(id.get_variant(), uuid::Variant::RFC4122, "{id}");
+        let (secs, nanos) = id
+            .get_timestamp()
+            .expect("a v7 id has a timestamp")
+            .to_unix();
+        let millis = secs * 1000 + u64::from(nanos) / 1_000_000;
+        assert!(
+            (before..=after).contains(&millis),
+            "{id}: {millis} not in {before}..={after}"
+        );
+    }
+    assert!(
+        first.iter().max() < second.iter().min(),
+        "later ids sort after earlier ones"
+    );
+}

@@ -1,0 +1,285 @@
+-- Creation joined every new step to every step of its task looking for edges; uuid_v7 built
+-- its bytes the slow way; claim_messages matched a regular expression per message
+-- Written by bin/sql-migration from db/ (docs/sql.md).
+
+SET LOCAL check_function_bodies = off;
+
+-- Claims the steps named by messages just read (ids and bodies in one order), committing
+-- without waiting for the flush as reads and claims do. One row per message, in that
+-- order: the step it names (NULL when it names none: a malformed message, for the caller to
+-- set aside) and that step's claim_steps row; messages naming the same step share it.
+CREATE OR REPLACE FUNCTION tasker.claim_messages(p_ids bigint[], p_msgs jsonb[], p_worker text, p_lease_seconds integer)
+ RETURNS SETOF tasker.message_claim
+ LANGUAGE plpgsql
+AS $function$
+DECLARE
+  v_named uuid[];
+  v_steps uuid[];
+BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
+  IF p_ids IS NULL THEN
+    RETURN;
+  END IF;
+  -- A step id is a hyphenated UUID. Messages come by the hundred and are nearly never
+  -- malformed, so the ids shaped like one are cast all at once, and only when one of them
+  -- holds a character that is not hex is each matched against the pattern: a regular
+  -- expression per message cost more than the rest of reading it.
+  BEGIN
+    SELECT array_agg(CASE WHEN jsonb_typeof(u.m) = 'object' AND length(u.m->>'step_uuid') = 36
+                           AND substr(u.m->>'step_uuid', 9, 1) = '-'
+                           AND substr(u.m->>'step_uuid', 14, 1) = '-'
+                           AND substr(u.m->>'step_uuid', 19, 1) = '-'
+                           AND substr(u.m->>'step_uuid', 24, 1) = '-'
+                          THEN (u.m->>'step_uuid')::uuid END ORDER BY u.i)
+      INTO v_named
+      FROM unnest(p_msgs) WITH ORDINALITY AS u(m, i);
+  EXCEPTION WHEN invalid_text_representation THEN
+    SELECT array_agg(CASE WHEN jsonb_typeof(u.m) = 'object'
+                           AND u.m->>'step_uuid' ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$'
+                          THEN (u.m->>'step_uuid')::uuid END ORDER BY u.i)
+      INTO v_named
+      FROM unnest(p_msgs) WITH ORDINALITY AS u(m, i);
+  END;
+  SELECT array_agg(DISTINCT x) INTO v_steps FROM unnest(v_named) AS x WHERE x IS NOT NULL;
+  RETURN QUERY
+    SELECT u.id, u.m, u.step, CASE WHEN c.step_uuid IS NOT NULL THEN c END
+      FROM unnest(p_ids, p_msgs, v_named) WITH ORDINALITY AS u(id, m, step, i)
+      LEFT JOIN tasker.claim_steps(coalesce(v_steps, ARRAY[]::uuid[]), p_worker, p_lease_seconds) AS c
+        ON c.step_uuid = u.step
+     ORDER BY u.i;
+END;
+$function$;
+
+-- Creates one task with its steps, edges, parent counters and first transitions, and starts
+-- it: roots enqueued (their messages inserted into the namespace queue unless p_hold_roots,
+-- when the caller sends them), or, for a dynamic task, its blueprints stored and the
+-- certain steps created. p_claim_worker with p_claim_roots: that many roots, first in
+-- template order, are claimed for that worker (a worker in the creating process) in this
+-- transaction instead of being queued. p_run_at in the future schedules the task: nothing
+-- is claimed at creation, the roots are enqueued with their messages hidden until then,
+-- and claim_steps refuses its steps until then. An idempotency key already taken returns
+-- the existing task (created false).
+CREATE OR REPLACE FUNCTION tasker.create_task(p_actor text, p_task tasker.task_spec, p_blueprints jsonb, p_max_steps integer, p_hold_roots boolean DEFAULT false, p_claim_worker text DEFAULT NULL::text, p_claim_roots integer DEFAULT 0, p_lease_seconds integer DEFAULT 0, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone)
+ RETURNS TABLE(task_uuid uuid, created boolean, state text, messages jsonb, claimed uuid[], lease_expires_at timestamp with time zone)
+ LANGUAGE plpgsql
+ ROWS 1
+ SET enable_seqscan TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$
+DECLARE
+  v_task    uuid;
+  v_started boolean := p_blueprints IS NULL
+                        AND EXISTS (SELECT 1 FROM unnest((p_task).steps) AS s
+                                     WHERE coalesce(cardinality(s.dependencies), 0) = 0);
+  v_ns      text;
+  v_roots   uuid[];
+  v_names   text[];
+  v_claimed uuid[];
+  v_lease   timestamptz := clock_timestamp() + make_interval(secs => p_lease_seconds);
+  v_later   boolean := p_run_at > clock_timestamp();
+  v_edges   boolean := EXISTS (SELECT 1 FROM unnest((p_task).steps) AS s
+                                WHERE cardinality(s.dependencies) > 0);
+BEGIN
+  INSERT INTO tasker.tasks (named_task_uuid, context, idempotency_key, initiator, state, run_at,
+                            transitions)
+  VALUES ((p_task).named_task_uuid, (p_task).context, (p_task).idempotency_key,
+          (p_task).initiator,
+          CASE WHEN v_started THEN 'steps_in_process' ELSE 'pending' END, p_run_at,
+          CASE WHEN v_started THEN tasker.task_start_transitions(p_actor)
+               ELSE '{}'::tasker.transition[] END)
+  ON CONFLICT (named_task_uuid, idempotency_key) DO NOTHING
+  RETURNING tasks.task_uuid INTO v_task;
+  IF v_task IS NULL THEN
+    -- The key was taken (possibly by a concurrent identical request, which this insert
+    -- waited for): hand back that task.
+    RETURN QUERY
+      SELECT t.task_uuid, false, t.state, NULL::jsonb, NULL::uuid[], NULL::timestamptz
+        FROM tasker.tasks t
+       WHERE t.named_task_uuid = (p_task).named_task_uuid
+         AND t.idempotency_key = (p_task).idempotency_key;
+    RETURN;
+  END IF;
+  IF p_blueprints IS NOT NULL THEN
+    -- Only what is certain is created now; the rest waits for outcomes.
+    PERFORM tasker.create_dynamic_steps(v_task, p_blueprints, p_max_steps, p_actor);
+    RETURN QUERY SELECT v_task, true, tasker.start_task(v_task, p_actor), NULL::jsonb,
+                        NULL::uuid[], NULL::timestamptz;
+    RETURN;
+  END IF;
+  WITH spec AS (
+    SELECT u.*, (u.n - 1)::integer AS position,
+           coalesce(cardinality(u.dependencies), 0) AS parents
+      FROM unnest((p_task).steps) WITH ORDINALITY
+           AS u(name, callable, init, max_attempts, retryable, backoff, base_ms, max_ms,
+                timeout, events, dependencies, n)
+  ), made AS (
+    INSERT INTO tasker.workflow_steps (task_uuid, name, position, handler_callable,
+      handler_initialization, max_attempts, retryable, backoff, backoff_base_ms,
+      max_backoff_ms, timeout_seconds, publishes_events, parent_count, pending_parents,
+      state, enqueued_at, attempts, claim_owner, lease_expires_at, started_at, transitions)
+    SELECT v_task, u.name, u.position, u.callable, u.init, u.max_attempts, u.retryable,
+           u.backoff, u.base_ms, u.max_ms, u.timeout, u.events, u.parents, u.parents,
+           CASE WHEN u.parents > 0 THEN 'pending'
+                WHEN u.claimed THEN 'in_progress' ELSE 'enqueued' END,
+           CASE WHEN u.parents = 0 THEN greatest(clock_timestamp(), p_run_at) END,
+           CASE WHEN u.claimed THEN 1 ELSE 0 END,
+           CASE WHEN u.claimed THEN p_claim_worker END,
+           CASE WHEN u.claimed THEN v_lease END,
+           CASE WHEN u.claimed THEN clock_timestamp() END,
+           ARRAY[tasker.transition_entry(NULL, 'pending', p_actor)]
+           || CASE WHEN u.parents = 0
+                   THEN ARRAY[tasker.transition_entry('pending', 'enqueued', p_actor,
+                                                      '{"attempt": 1}')]
+                   ELSE '{}'::tasker.transition[] END
+           || CASE WHEN u.claimed
+                   THEN ARRAY[tasker.transition_entry('enqueued', 'in_progress', p_claim_worker)]
+                   ELSE '{}'::tasker.transition[] END
+      FROM (SELECT s.*, s.parents = 0 AND p_claim_worker IS NOT NULL AND v_later IS NOT TRUE
+                        AND row_number() OVER (PARTITION BY s.parents = 0 ORDER BY s.position)
+                            <= p_claim_roots AS claimed
+              FROM spec s) AS u
+    RETURNING workflow_steps.step_uuid, workflow_steps.name, workflow_steps.state
+  ), linked AS (
+    -- Only for a template with dependencies, starting from them (as create_tasks does).
+    INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
+    SELECT v_task, f.step_uuid, t.step_uuid
+      FROM (SELECT s.name, p.parent
+              FROM spec s CROSS JOIN LATERAL unnest(s.dependencies) AS p(parent)
+             WHERE v_edges OFFSET 0) AS d
+      JOIN made f ON f.name = d.parent
+      JOIN made t ON t.name = d.name
+  )
+  SELECT array_agg(m.step_uuid), array_agg(m.name),
+         array_agg(m.step_uuid) FILTER (WHERE m.state = 'in_progress')
+    INTO v_roots, v_names, v_claimed
+    FROM made m WHERE m.state IN ('enqueued', 'in_progress');
+  IF NOT v_started THEN
+    RETURN QUERY SELECT v_task, true, tasker.start_task(v_task, p_actor), NULL::jsonb,
+                        NULL::uuid[], NULL::timestamptz;
+    RETURN;
+  END IF;
+  SELECT n.name INTO v_ns
+    FROM tasker.named_tasks nt JOIN tasker.namespaces n ON n.namespace_uuid = nt.namespace_uuid
+   WHERE nt.named_task_uuid = (p_task).named_task_uuid;
+  -- Roots are only claimed for a caller that sends the other roots' messages (a claimed
+  -- step has none).
+  IF v_claimed IS NOT NULL AND NOT p_hold_roots THEN
+    RAISE EXCEPTION 'task %: roots claimed at creation need p_hold_roots', v_task
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  IF NOT p_hold_roots THEN
+    PERFORM tasker.send_step_messages(v_ns, tasker.root_messages(v_task, v_ns, v_roots, v_names),
+                                      p_run_at);
+  END IF;
+  -- The roots' messages built here rather than by tasker.root_messages: a SQL function's
+  -- body is planned on every call, this statement once per connection.
+  RETURN QUERY SELECT v_task, true, 'steps_in_process'::text,
+    CASE WHEN p_hold_roots THEN
+      (SELECT jsonb_agg(jsonb_build_object('task_uuid', v_task, 'step_uuid', u.step,
+                                           'step_name', u.name, 'namespace', v_ns,
+                                           'attempt', 1))
+         FROM unnest(v_roots, v_names) AS u(step, name))
+    END,
+    v_claimed, CASE WHEN v_claimed IS NOT NULL THEN v_lease END;
+END;
+$function$;
+
+-- Creates a batch of fixed-DAG tasks of one namespace in one statement per table (the
+-- creation batcher's path): tasks, steps, edges, transitions and root messages. Requests are
+-- numbered 1..n in p_tasks' order. One row per request: its task, whether it was created (an
+-- idempotency key already taken returns the existing task) and its state.
+CREATE OR REPLACE FUNCTION tasker.create_tasks(p_ns text, p_actor text, p_tasks tasker.task_spec[])
+ RETURNS TABLE(idx integer, task_uuid uuid, created boolean, state text)
+ LANGUAGE plpgsql
+ SET enable_seqscan TO 'off'
+ SET plan_cache_mode TO 'force_generic_plan'
+AS $function$
+DECLARE
+  v_idx   integer[];
+  v_tasks uuid[];
+  v_msgs  jsonb[];
+  v_edges boolean := EXISTS (SELECT 1 FROM unnest(p_tasks) AS r CROSS JOIN LATERAL unnest(r.steps) AS s
+                              WHERE cardinality(s.dependencies) > 0);
+BEGIN
+  -- Materialized (it is read twice), so each task's generated key is drawn once.
+  WITH req AS (
+    SELECT u.i::integer AS i, tasker.uuid_v7() AS id, u.nt, u.ctx, u.k, u.ini
+      FROM unnest(p_tasks) WITH ORDINALITY AS u(nt, ctx, k, ini, steps, i)
+  ), made AS (
+    INSERT INTO tasker.tasks AS t (task_uuid, named_task_uuid, context, idempotency_key,
+                                   initiator, state, transitions)
+    SELECT r.id, r.nt, r.ctx, r.k, r.ini, 'steps_in_process',
+           tasker.task_start_transitions(p_actor)
+      FROM req r ORDER BY r.i
+    ON CONFLICT (named_task_uuid, idempotency_key) DO NOTHING
+    RETURNING t.task_uuid
+  )
+  SELECT array_agg(r.i ORDER BY r.i), array_agg(r.id ORDER BY r.i) INTO v_idx, v_tasks
+    FROM req r JOIN made m ON m.task_uuid = r.id;
+  IF v_tasks IS NOT NULL THEN
+    WITH spec AS (
+      SELECT c.id, u.name, (u.n - 1)::integer AS position, u.callable, u.init,
+             u.max_attempts, u.retryable, u.backoff, u.base_ms, u.max_ms, u.timeout,
+             u.events, u.dependencies, coalesce(cardinality(u.dependencies), 0) AS parents
+        FROM unnest(p_tasks) WITH ORDINALITY AS r(nt, ctx, k, ini, steps, i)
+        JOIN unnest(v_idx, v_tasks) AS c(i, id) ON c.i = r.i
+       CROSS JOIN LATERAL unnest(r.steps) WITH ORDINALITY
+             AS u(name, callable, init, max_attempts, retryable, backoff, base_ms, max_ms,
+                  timeout, events, dependencies, n)
+    ), made AS (
+      INSERT INTO tasker.workflow_steps AS s (task_uuid, name, position, handler_callable,
+        handler_initialization, max_attempts, retryable, backoff, backoff_base_ms,
+        max_backoff_ms, timeout_seconds, publishes_events, parent_count, pending_parents,
+        state, enqueued_at, transitions)
+      SELECT u.id, u.name, u.position, u.callable, u.init, u.max_attempts, u.retryable,
+             u.backoff, u.base_ms, u.max_ms, u.timeout, u.events, u.parents, u.parents,
+             CASE WHEN u.parents = 0 THEN 'enqueued' ELSE 'pending' END,
+             CASE WHEN u.parents = 0 THEN clock_timestamp() END,
+             ARRAY[tasker.transition_entry(NULL, 'pending', p_actor)]
+             || CASE WHEN u.parents = 0
+                     THEN ARRAY[tasker.transition_entry('pending', 'enqueued', p_actor,
+                                                        '{"attempt": 1}')]
+                     ELSE '{}'::tasker.transition[] END
+        FROM spec u
+      RETURNING s.step_uuid, s.task_uuid, s.name, s.state
+    ), linked AS (
+      -- Runs only for a batch with dependencies (v_edges, a one-time filter), and starts
+      -- from the dependencies: joined to the inserted steps first, every step met every
+      -- step of its task (ten tasks of ten roots: a thousand rows for no edge).
+      INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
+      SELECT d.id, f.step_uuid, t.step_uuid
+        FROM (SELECT u.id, u.name, p.parent
+                FROM spec u CROSS JOIN LATERAL unnest(u.dependencies) AS p(parent)
+               WHERE v_edges OFFSET 0) AS d
+        JOIN made f ON f.task_uuid = d.id AND f.name = d.parent
+        JOIN made t ON t.task_uuid = d.id AND t.name = d.name
+    )
+    SELECT array_agg(jsonb_build_object('task_uuid', m.task_uuid, 'step_uuid', m.step_uuid,
+                                        'step_name', m.name, 'namespace', p_ns,
+                                        'attempt', 1))
+      INTO v_msgs
+      FROM made m WHERE m.state = 'enqueued';
+    IF v_msgs IS NOT NULL THEN
+      PERFORM tasker.send_step_messages(p_ns, v_msgs);
+    END IF;
+  END IF;
+  RETURN QUERY
+    SELECT c.i, c.id, true, 'steps_in_process'::text
+      FROM unnest(v_idx, v_tasks) AS c(i, id)
+    UNION ALL
+    -- The key was taken (by an earlier request of this batch, or a concurrent one whose
+    -- insert this one waited for): that task.
+    SELECT r.i::integer, t.task_uuid, false, t.state
+      FROM unnest(p_tasks) WITH ORDINALITY AS r(nt, ctx, k, ini, steps, i)
+      JOIN tasker.tasks t ON t.named_task_uuid = r.nt AND t.idempotency_key = r.k
+     WHERE NOT (r.i::integer = ANY (coalesce(v_idx, ARRAY[]::integer[])));
+END;
+$function$;
+
+CREATE OR REPLACE FUNCTION tasker.uuid_v7()
+ RETURNS uuid
+ LANGUAGE sql
+AS $function$
+  SELECT (lpad(to_hex(floor(date_part('epoch', clock_timestamp()) * 1000)::bigint), 12, '0')
+          || '7' || substr(replace(gen_random_uuid()::text, '-', ''), 14))::uuid
+$function$;
