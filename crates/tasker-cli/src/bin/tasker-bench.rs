@@ -2,7 +2,8 @@
 //! measured from outside through the database. Prints a Markdown table.
 //!
 //! bin/bench [--worker rust|ruby|python|both|all] [--tasks N] [--embedded-tasks N] [--history N]
-//! (`both`: Rust and Ruby; `all`: Rust, Ruby and Python)
+//! (`both`: Rust and Ruby; `all`: Rust, Ruby and Python); bin/bench --floor: the same writes
+//! in plain SQL, no engine.
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
@@ -30,6 +31,8 @@ const BATCH_WORKERS: usize = 1000;
 #[path = "../child.rs"]
 mod child;
 use child::ManagedChild;
+#[path = "../bench/floor.rs"]
+mod floor;
 #[path = "../bench/history.rs"]
 mod history;
 
@@ -56,6 +59,10 @@ struct Args {
     /// (loaded through the worker measured), then the tables' sizes around a retention run.
     #[arg(long)]
     history: Option<usize>,
+    /// Only the floor: a no-op step's rows in the engine's tables written by plain SQL from
+    /// pgbench (no engine running), three rounds beside pgbench -N.
+    #[arg(long, conflicts_with_all = ["history", "worker"])]
+    floor: bool,
     /// Server URL without a database name.
     #[arg(
         long,
@@ -548,6 +555,9 @@ fn print_rows(rows: &[(Row, f64)]) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.floor {
+        return floor::run(&args.server).await;
+    }
     let db_url = format!("{}/tasker_bench", args.server);
     let admin = format!("{}/postgres", args.server);
     Command::new("psql")

@@ -1,0 +1,189 @@
+//! `bin/bench --floor`: the rows a no-op step writes in the engine's own tables (task, step
+//! row versions, transitions, queue messages), written by plain SQL from `pgbench` with
+//! nothing else around them: no functions, no checks, no locks between writers, no worker.
+//! It is how fast the engine's schema lets a step go on this machine, and so how much of a
+//! step's cost is the engine's statements rather than its writes. Each script runs the whole
+//! life of ten tasks of ten steps (create, claim, record) in three transactions, as the engine
+//! does; the variants differ in how steps are claimed.
+
+use super::{pgbench_tps, postgres_cpu_seconds};
+use anyhow::{bail, Context};
+use std::process::Command;
+use tasker_shared::database;
+
+const DATABASE: &str = "tasker_floor";
+const QUEUE: &str = "floor";
+/// Steps per script: ten tasks of ten steps.
+const STEPS_PER_SCRIPT: f64 = 100.0;
+const ROUNDS: usize = 3;
+/// Seconds per pgbench run, as for the pgbench -N ceiling.
+const SECONDS: &str = "10";
+
+struct Variant {
+    name: &'static str,
+    parts: [&'static str; 3],
+}
+
+const CREATE_STEP_MESSAGES: &str = include_str!("floor/create_step_messages.sql");
+const CREATE_TASK_MESSAGES: &str = include_str!("floor/create_task_messages.sql");
+const CLAIM_STEP_MESSAGES: &str = include_str!("floor/claim_step_messages.sql");
+const CLAIM_TASK_MESSAGES: &str = include_str!("floor/claim_task_messages.sql");
+const CLAIM_LEASES: &str = include_str!("floor/claim_leases.sql");
+const RECORD_CLAIMED: &str = include_str!("floor/record_claimed.sql");
+const RECORD_LEASED: &str = include_str!("floor/record_leased.sql");
+
+const VARIANTS: [Variant; 4] = [
+    Variant {
+        name: "as the engine: a message per step, the claim writes the step",
+        parts: [CREATE_STEP_MESSAGES, CLAIM_STEP_MESSAGES, RECORD_CLAIMED],
+    },
+    Variant {
+        name: "a message per task, the claim writes the step",
+        parts: [CREATE_TASK_MESSAGES, CLAIM_TASK_MESSAGES, RECORD_CLAIMED],
+    },
+    Variant {
+        name: "a message per step, the claim is its lease",
+        parts: [CREATE_STEP_MESSAGES, CLAIM_LEASES, RECORD_LEASED],
+    },
+    Variant {
+        name: "a message per task, the claim is its lease",
+        parts: [CREATE_TASK_MESSAGES, CLAIM_LEASES, RECORD_LEASED],
+    },
+];
+
+fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
+    let out = Command::new("psql")
+        .args([url, "-qtAX", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .context("running psql")?;
+    if !out.status.success() {
+        bail!(
+            "psql failed on {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Steps/s and Postgres CPU ms per step of one variant, on emptied tables after a
+/// checkpoint (so a run neither inherits the last one's dead rows nor its checkpoint).
+fn run_variant(
+    url: &str,
+    script: &std::path::Path,
+    named_task: &str,
+) -> anyhow::Result<(f64, f64)> {
+    psql(url, "TRUNCATE tasker.tasks CASCADE")?;
+    psql(url, &format!("TRUNCATE pgmq.q_{QUEUE}"))?;
+    psql(url, "CHECKPOINT")?;
+    let cpu_before = postgres_cpu_seconds();
+    let run = Command::new("pgbench")
+        .args(["-n", "-c", "8", "-j", "2", "-T", SECONDS, "-D"])
+        .arg(format!("nt={named_task}"))
+        .arg("-f")
+        .arg(script)
+        .arg(url)
+        .output()
+        .context("running pgbench")?;
+    let cpu = match (cpu_before, postgres_cpu_seconds()) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    };
+    let text = String::from_utf8_lossy(&run.stdout);
+    if !run.status.success() || !text.contains("failed transactions: 0 (") {
+        bail!(
+            "pgbench -f {} failed: {}{}",
+            script.display(),
+            text,
+            String::from_utf8_lossy(&run.stderr)
+        );
+    }
+    let scripts: f64 = text
+        .lines()
+        .find(|l| l.starts_with("tps"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .context("no tps line in pgbench output")?;
+    let processed: f64 = text
+        .lines()
+        .find(|l| l.starts_with("number of transactions actually processed"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.trim().split('/').next())
+        .and_then(|v| v.parse().ok())
+        .context("no transaction count in pgbench output")?;
+    Ok((
+        scripts * STEPS_PER_SCRIPT,
+        cpu * 1000.0 / (processed * STEPS_PER_SCRIPT),
+    ))
+}
+
+pub async fn run(server: &str) -> anyhow::Result<()> {
+    let url = format!("{server}/{DATABASE}");
+    let admin = format!("{server}/postgres");
+    psql(
+        &admin,
+        &format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"),
+    )?;
+    database::create_database_if_missing(&url).await?;
+    let pool = sqlx::PgPool::connect(&url).await?;
+    database::migrate(&pool).await?;
+    sqlx::query("SELECT pgmq.create($1)")
+        .bind(QUEUE)
+        .execute(&pool)
+        .await?;
+    sqlx::query("SELECT tasker.prepare_queue_table($1)")
+        .bind(QUEUE)
+        .execute(&pool)
+        .await?;
+    let named_task: uuid::Uuid = sqlx::query_scalar(
+        "WITH ns AS (INSERT INTO tasker.namespaces (name) VALUES ('floor') RETURNING namespace_uuid)
+         INSERT INTO tasker.named_tasks (namespace_uuid, name, version, template)
+         SELECT namespace_uuid, 'noop_fanout', '1.0.0', '{}' FROM ns RETURNING named_task_uuid",
+    )
+    .fetch_one(&pool)
+    .await?;
+    pool.close().await;
+    // As in the engine's functions: a plan made while a table is nearly empty (the foreign
+    // key's check of each new step's task, the recording's read of a task's steps) would
+    // otherwise scan the whole table for the rest of the run.
+    psql(
+        &admin,
+        &format!("ALTER DATABASE {DATABASE} SET enable_seqscan = off"),
+    )?;
+
+    let dir = std::env::temp_dir().join(format!("tasker-floor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let scripts: Vec<_> = VARIANTS
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let path = dir.join(format!("variant_{i}.sql"));
+            std::fs::write(&path, v.parts.concat()).map(|_| path)
+        })
+        .collect::<Result<_, _>>()?;
+
+    println!();
+    println!("| round | pgbench -N TPS | floor | steps/s | per pgbench TPS | Postgres CPU/step |");
+    println!("|-------|----------------|-------|---------|-----------------|-------------------|");
+    for round in 1..=ROUNDS {
+        eprintln!("round {round} of {ROUNDS} ...");
+        let tps = pgbench_tps(server)?;
+        for (variant, script) in VARIANTS.iter().zip(&scripts) {
+            let (steps, cpu_ms) = run_variant(&url, script, &named_task.to_string())?;
+            println!(
+                "| {round} | {tps:.0} | {} | {steps:.0} | {:.2} | {cpu_ms:.3} ms |",
+                variant.name,
+                steps / tps
+            );
+        }
+    }
+    println!();
+    println!(
+        "(pgbench -c 8 -j 2 -T {SECONDS} per floor run; a script is ten tasks of ten no-op steps created with their messages, claimed, recorded and completed in three transactions, the claim's committed without waiting for the flush; tables emptied and a checkpoint before each run)"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    psql(
+        &admin,
+        &format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"),
+    )?;
+    Ok(())
+}

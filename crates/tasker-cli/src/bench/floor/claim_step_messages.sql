@@ -1,0 +1,14 @@
+-- The claim as the engine makes it: the messages deleted, each step moved to in_progress
+-- with its owner, lease and transition; committed without waiting for the flush.
+BEGIN;
+SET LOCAL synchronous_commit = off;
+WITH d AS (
+  DELETE FROM pgmq.q_floor WHERE msg_id = ANY (':msgs'::bigint[]) RETURNING message
+)
+UPDATE tasker.workflow_steps s
+   SET state = 'in_progress', attempts = s.attempts + 1, claim_owner = 'floor',
+       lease_expires_at = now() + interval '5 minutes', started_at = now(), updated_at = now(),
+       transitions = s.transitions || tasker.transition_entry('enqueued', 'in_progress', 'floor')
+  FROM d
+ WHERE s.step_uuid = (d.message->>'step_uuid')::uuid;
+COMMIT;

@@ -1,0 +1,14 @@
+-- The claim of one-message-per-task: the messages deleted, the steps they name moved to
+-- in_progress as the engine's claim moves them.
+BEGIN;
+SET LOCAL synchronous_commit = off;
+WITH d AS (
+  DELETE FROM pgmq.q_floor WHERE msg_id = ANY (':msgs'::bigint[]) RETURNING message
+)
+UPDATE tasker.workflow_steps s
+   SET state = 'in_progress', attempts = s.attempts + 1, claim_owner = 'floor',
+       lease_expires_at = now() + interval '5 minutes', started_at = now(), updated_at = now(),
+       transitions = s.transitions || tasker.transition_entry('enqueued', 'in_progress', 'floor')
+  FROM d CROSS JOIN LATERAL jsonb_array_elements(d.message->'steps') AS e
+ WHERE s.step_uuid = (e->>'step_uuid')::uuid;
+COMMIT;
