@@ -116,6 +116,27 @@ fn run_variant(
     ))
 }
 
+/// The queue and the template row the scripts write to, in a migrated database; the
+/// template's id (the scripts' `:nt`).
+async fn prepare(pool: &sqlx::PgPool) -> anyhow::Result<uuid::Uuid> {
+    sqlx::query("SELECT pgmq.create($1)")
+        .bind(QUEUE)
+        .execute(pool)
+        .await?;
+    sqlx::query("SELECT tasker.prepare_queue_table($1)")
+        .bind(QUEUE)
+        .execute(pool)
+        .await?;
+    let named_task: uuid::Uuid = sqlx::query_scalar(
+        "WITH ns AS (INSERT INTO tasker.namespaces (name) VALUES ('floor') RETURNING namespace_uuid)
+         INSERT INTO tasker.named_tasks (namespace_uuid, name, version, template)
+         SELECT namespace_uuid, 'noop_fanout', '1.0.0', '{}' FROM ns RETURNING named_task_uuid",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(named_task)
+}
+
 pub async fn run(server: &str) -> anyhow::Result<()> {
     let url = format!("{server}/{DATABASE}");
     let admin = format!("{server}/postgres");
@@ -126,21 +147,7 @@ pub async fn run(server: &str) -> anyhow::Result<()> {
     database::create_database_if_missing(&url).await?;
     let pool = sqlx::PgPool::connect(&url).await?;
     database::migrate(&pool).await?;
-    sqlx::query("SELECT pgmq.create($1)")
-        .bind(QUEUE)
-        .execute(&pool)
-        .await?;
-    sqlx::query("SELECT tasker.prepare_queue_table($1)")
-        .bind(QUEUE)
-        .execute(&pool)
-        .await?;
-    let named_task: uuid::Uuid = sqlx::query_scalar(
-        "WITH ns AS (INSERT INTO tasker.namespaces (name) VALUES ('floor') RETURNING namespace_uuid)
-         INSERT INTO tasker.named_tasks (namespace_uuid, name, version, template)
-         SELECT namespace_uuid, 'noop_fanout', '1.0.0', '{}' FROM ns RETURNING named_task_uuid",
-    )
-    .fetch_one(&pool)
-    .await?;
+    let named_task = prepare(&pool).await?;
     pool.close().await;
     // As in the engine's functions: a plan made while a table is nearly empty (the foreign
     // key's check of each new step's task, the recording's read of a task's steps) would
@@ -186,4 +193,72 @@ pub async fn run(server: &str) -> anyhow::Result<()> {
         &format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tasker_shared::testing::TestDatabase;
+
+    /// Each variant's script, run once, leaves what the engine leaves after ten fanout
+    /// tasks: every step complete with its four transitions, every task complete, no
+    /// message; so a schema change the scripts no longer fit fails here, not in a bench run.
+    #[tokio::test]
+    async fn every_variant_runs_a_task_batch_to_completion() {
+        let db = TestDatabase::new().await;
+        // libpq's form: without the query parameters only sqlx knows.
+        let url = db.url.split('?').next().unwrap();
+        let named_task = prepare(&db.pool).await.unwrap();
+        let dir = std::env::temp_dir().join(format!("tasker-floor-test-{}", db.name));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, variant) in VARIANTS.iter().enumerate() {
+            sqlx::query("TRUNCATE tasker.tasks CASCADE")
+                .execute(&db.pool)
+                .await
+                .unwrap();
+            let script = dir.join(format!("variant_{i}.sql"));
+            std::fs::write(&script, variant.parts.concat()).unwrap();
+            let run = Command::new("pgbench")
+                .args(["-n", "-t", "1", "-D"])
+                .arg(format!("nt={named_task}"))
+                .arg("-f")
+                .arg(&script)
+                .arg(url)
+                .output()
+                .unwrap();
+            assert!(
+                run.status.success(),
+                "{}: {}",
+                variant.name,
+                String::from_utf8_lossy(&run.stderr)
+            );
+            let (steps, complete, four_transitions): (i64, i64, i64) = sqlx::query_as(
+                "SELECT count(*), count(*) FILTER (WHERE state = 'complete'),
+                        count(*) FILTER (WHERE cardinality(transitions) = 4)
+                   FROM tasker.workflow_steps",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            assert_eq!(
+                (steps, complete, four_transitions),
+                (100, 100, 100),
+                "{}",
+                variant.name
+            );
+            let (tasks, done): (i64, i64) = sqlx::query_as(
+                "SELECT count(*), count(*) FILTER (WHERE state = 'complete') FROM tasker.tasks",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            assert_eq!((tasks, done), (10, 10), "{}", variant.name);
+            let messages: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM pgmq.q_{QUEUE}"))
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+            assert_eq!(messages, 0, "{}", variant.name);
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
