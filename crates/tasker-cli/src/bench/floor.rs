@@ -21,33 +21,58 @@ const SECONDS: &str = "10";
 
 struct Variant {
     name: &'static str,
-    parts: [&'static str; 3],
+    parts: [&'static str; 5],
 }
 
-const CREATE_STEP_MESSAGES: &str = include_str!("floor/create_step_messages.sql");
-const CREATE_TASK_MESSAGES: &str = include_str!("floor/create_task_messages.sql");
-const CLAIM_STEP_MESSAGES: &str = include_str!("floor/claim_step_messages.sql");
-const CLAIM_TASK_MESSAGES: &str = include_str!("floor/claim_task_messages.sql");
+const CREATE: &str = include_str!("floor/create.sql");
+const MESSAGES_PER_STEP: &str = include_str!("floor/messages_per_step.sql");
+const MESSAGES_PER_TASK: &str = include_str!("floor/messages_per_task.sql");
+const CLAIM_STEPS: &str = include_str!("floor/claim_steps.sql");
 const CLAIM_LEASES: &str = include_str!("floor/claim_leases.sql");
 const RECORD_CLAIMED: &str = include_str!("floor/record_claimed.sql");
 const RECORD_LEASED: &str = include_str!("floor/record_leased.sql");
+const COMPLETE_TASKS: &str = include_str!("floor/complete_tasks.sql");
 
 const VARIANTS: [Variant; 4] = [
     Variant {
         name: "as the engine: a message per step, the claim writes the step",
-        parts: [CREATE_STEP_MESSAGES, CLAIM_STEP_MESSAGES, RECORD_CLAIMED],
+        parts: [
+            CREATE,
+            MESSAGES_PER_STEP,
+            CLAIM_STEPS,
+            RECORD_CLAIMED,
+            COMPLETE_TASKS,
+        ],
     },
     Variant {
         name: "a message per task, the claim writes the step",
-        parts: [CREATE_TASK_MESSAGES, CLAIM_TASK_MESSAGES, RECORD_CLAIMED],
+        parts: [
+            CREATE,
+            MESSAGES_PER_TASK,
+            CLAIM_STEPS,
+            RECORD_CLAIMED,
+            COMPLETE_TASKS,
+        ],
     },
     Variant {
         name: "a message per step, the claim is its lease",
-        parts: [CREATE_STEP_MESSAGES, CLAIM_LEASES, RECORD_LEASED],
+        parts: [
+            CREATE,
+            MESSAGES_PER_STEP,
+            CLAIM_LEASES,
+            RECORD_LEASED,
+            COMPLETE_TASKS,
+        ],
     },
     Variant {
         name: "a message per task, the claim is its lease",
-        parts: [CREATE_TASK_MESSAGES, CLAIM_LEASES, RECORD_LEASED],
+        parts: [
+            CREATE,
+            MESSAGES_PER_TASK,
+            CLAIM_LEASES,
+            RECORD_LEASED,
+            COMPLETE_TASKS,
+        ],
     },
 ];
 

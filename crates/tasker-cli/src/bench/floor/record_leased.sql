@@ -1,22 +1,12 @@
 -- The recording when the claim was only a lease: the messages deleted, each step moved from
--- enqueued to complete with both transitions, the tasks complete.
+-- enqueued to complete with both transitions.
 BEGIN;
-WITH d AS (
-  DELETE FROM pgmq.q_floor WHERE msg_id = ANY (':msgs'::bigint[]) RETURNING msg_id
-), u AS (
-  UPDATE tasker.workflow_steps s
-     SET state = 'complete', attempts = s.attempts + 1, results = '{"ok": true}',
-         started_at = now(), completed_at = now(), updated_at = now(), recorded_by = 'floor',
-         execution_time_ms = 0, result_metadata = '{}',
-         transitions = s.transitions
-                       || tasker.transition_entry('enqueued', 'in_progress', 'floor')
-                       || tasker.transition_entry('in_progress', 'complete', 'floor', '{"attempt": 1}')
-   WHERE s.task_uuid = ANY (':tasks'::uuid[]) AND s.state = 'enqueued'
-     AND EXISTS (SELECT 1 FROM d)
-  RETURNING s.task_uuid
-)
-UPDATE tasker.tasks t
-   SET state = 'complete', completed_at = now(), updated_at = now(),
-       transitions = t.transitions || tasker.transition_entry('steps_in_process', 'complete', 'floor')
- WHERE t.task_uuid IN (SELECT task_uuid FROM u);
-COMMIT;
+DELETE FROM pgmq.q_floor WHERE msg_id = ANY (':msgs'::bigint[]);
+UPDATE tasker.workflow_steps s
+   SET state = 'complete', attempts = s.attempts + 1, results = '{"ok": true}',
+       started_at = now(), completed_at = now(), updated_at = now(), recorded_by = 'floor',
+       execution_time_ms = 0, result_metadata = '{}',
+       transitions = s.transitions
+                     || tasker.transition_entry('enqueued', 'in_progress', 'floor')
+                     || tasker.transition_entry('in_progress', 'complete', 'floor', '{"attempt": 1}')
+ WHERE s.task_uuid = ANY (':tasks'::uuid[]) AND s.state = 'enqueued';

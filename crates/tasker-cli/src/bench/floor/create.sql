@@ -1,5 +1,5 @@
--- Ten fanout tasks of ten no-op roots, created enqueued, a queue message per step (what
--- tasker.create_tasks writes for them).
+-- Ten fanout tasks of ten no-op roots, created enqueued (what tasker.create_tasks writes for
+-- them); their messages follow in the same transaction.
 BEGIN;
 WITH t AS (
   INSERT INTO tasker.tasks (named_task_uuid, state, transitions)
@@ -16,13 +16,8 @@ WITH t AS (
                tasker.transition_entry('pending', 'enqueued', 'floor', '{"attempt": 1}')]
     FROM t CROSS JOIN generate_series(0, 9) AS i
   RETURNING step_uuid, task_uuid, name
-), m AS (
-  INSERT INTO pgmq.q_floor (vt, message)
-  SELECT clock_timestamp(), jsonb_build_object('task_uuid', task_uuid, 'step_uuid', step_uuid,
-           'step_name', name, 'namespace', 'floor', 'attempt', 1)
-    FROM s
-  RETURNING msg_id
 )
 SELECT (SELECT array_agg(task_uuid) FROM t)::text AS tasks,
-       (SELECT array_agg(msg_id) FROM m)::text AS msgs \gset
-COMMIT;
+       jsonb_agg(jsonb_build_object('task_uuid', task_uuid, 'step_uuid', step_uuid,
+                                    'step_name', name)) AS steps
+  FROM s \gset

@@ -1,5 +1,6 @@
--- The claim of one-message-per-task: the messages deleted, the steps they name moved to
--- in_progress as the engine's claim moves them.
+-- The claim as the engine makes it: the messages deleted, each step they name (one, or a
+-- task's under "steps") moved to in_progress with its owner, lease and transition;
+-- committed without waiting for the flush.
 BEGIN;
 SET LOCAL synchronous_commit = off;
 WITH d AS (
@@ -9,6 +10,7 @@ UPDATE tasker.workflow_steps s
    SET state = 'in_progress', attempts = s.attempts + 1, claim_owner = 'floor',
        lease_expires_at = now() + interval '5 minutes', started_at = now(), updated_at = now(),
        transitions = s.transitions || tasker.transition_entry('enqueued', 'in_progress', 'floor')
-  FROM d CROSS JOIN LATERAL jsonb_array_elements(d.message->'steps') AS e
+  FROM d CROSS JOIN LATERAL
+       jsonb_array_elements(coalesce(d.message->'steps', jsonb_build_array(d.message))) AS e
  WHERE s.step_uuid = (e->>'step_uuid')::uuid;
 COMMIT;
