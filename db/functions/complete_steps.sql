@@ -223,9 +223,11 @@ BEGIN
     -- Those whose every step is now complete (or resolved manually) complete together:
     -- what finalize_task would do for each (its execution context says all_complete), in
     -- one statement for all of them.
-    -- The tasks are reached by key alone (OFFSET 0 keeps their state out of the scan):
-    -- tasks_active_idx holds an entry for every version of a task that was ever
-    -- steps_in_process until a vacuum, so a scan of it for the state visits them all.
+    -- The tasks are reached by key alone (OFFSET 0 keeps their state out of the scan, and
+    -- the UPDATE compares it as a text of its own): tasks_active_idx holds an entry for
+    -- every version of a task that was ever steps_in_process until a vacuum, so a scan of
+    -- it for the state visits them all. A generic plan made while the table was small
+    -- joined the UPDATE through it, once per finished task.
     WITH finished AS (
       SELECT k.task_uuid
         FROM (SELECT t.task_uuid, t.state FROM tasker.tasks t
@@ -241,7 +243,7 @@ BEGIN
                            || tasker.transition_entry('steps_in_process', 'complete', p_worker,
                                                       '{"execution_status": "all_complete"}')
         FROM finished f
-       WHERE t.task_uuid = f.task_uuid AND t.state = 'steps_in_process'
+       WHERE t.task_uuid = f.task_uuid AND t.state || '' = 'steps_in_process'
       RETURNING t.task_uuid
     )
     SELECT array_agg(m.task_uuid) INTO v_finished FROM moved m;
