@@ -38,6 +38,11 @@ class Double(StepHandler):
 
 class Sleep(StepHandler):
     def call(self, ctx):
+        # A test that must know the step reached a handler (not just a claim) names a file.
+        started = ctx.task_context.get("started_file")
+        if started:
+            with open(started, "w", encoding="utf-8"):
+                pass
         time.sleep(ctx.initialization.get("ms", 100) / 1000.0)
         return {"slept": True}
 

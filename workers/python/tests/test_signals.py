@@ -27,13 +27,18 @@ def spawn_worker(database_url):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_drains_and_stops(worker, database_url, sig):
+def test_signal_drains_and_stops(worker, database_url, sig, tmp_path):
     proc = spawn_worker(database_url)
+    started = tmp_path / "nap_started"
     try:
-        task = Client.create_task(namespace="python_signals", name="drained", version="1.0.0", context={})
+        task = Client.create_task(namespace="python_signals", name="drained", version="1.0.0",
+                                  context={"started_file": str(started)})
+        # A handler holds the step, not only a claim: a claimed step no handler has polled
+        # yet is handed back at shutdown, by design.
         deadline = time.monotonic() + 20
-        while Client.get_task(task).step("nap").status != "in_progress" and time.monotonic() < deadline:
+        while not started.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
+        assert started.exists()
         assert Client.get_task(task).step("nap").status == "in_progress"
         proc.send_signal(sig)
         assert proc.wait(timeout=30) == 0
