@@ -521,8 +521,13 @@ fn pgbench_tps(server: &str) -> anyhow::Result<f64> {
     let _ = Command::new("psql")
         .args([&admin, "-qc", "DROP DATABASE IF EXISTS tasker_pgbench"])
         .output();
-    let text = String::from_utf8_lossy(&run.stdout);
-    text.lines()
+    tps_of(&String::from_utf8_lossy(&run.stdout))
+}
+
+/// Transactions (scripts) per second from pgbench's report: "tps = 4106.2 (without ...)".
+fn tps_of(report: &str) -> anyhow::Result<f64> {
+    report
+        .lines()
         .find(|l| l.starts_with("tps"))
         .and_then(|l| l.split_whitespace().nth(2))
         .and_then(|v| v.parse().ok())
