@@ -1,5 +1,5 @@
 -- The recording when the claim was only a lease: the messages deleted, each step moved from
--- enqueued to complete with both transitions.
+-- enqueued to complete with both transitions (the state compared as in record_claimed.sql).
 BEGIN;
 DELETE FROM pgmq.q_floor WHERE msg_id = ANY (':msgs'::bigint[]);
 UPDATE tasker.workflow_steps s
@@ -9,4 +9,4 @@ UPDATE tasker.workflow_steps s
        transitions = s.transitions
                      || tasker.transition_entry('enqueued', 'in_progress', 'floor')
                      || tasker.transition_entry('in_progress', 'complete', 'floor', '{"attempt": 1}')
- WHERE s.task_uuid = ANY (':tasks'::uuid[]) AND s.state = 'enqueued';
+ WHERE s.task_uuid = ANY (':tasks'::uuid[]) AND s.state || '' = 'enqueued';
