@@ -33,11 +33,16 @@ BEGIN
   IF v_not_renewed IS NULL THEN
     RETURN;
   END IF;
+  -- Recorded by this worker for its current attempt: as a success in the step's own row
+  -- (recorded_by), or in the audit log. Not through the view step_result_audits: its
+  -- generic plan here read every step this worker ever recorded (workflow_steps_recorded_idx)
+  -- and every audit row of the worker, a cost that grew with the history kept.
   RETURN QUERY
     SELECT s.step_uuid FROM tasker.workflow_steps s
      WHERE s.step_uuid = ANY (v_not_renewed)
-       AND NOT EXISTS (SELECT 1 FROM tasker.step_result_audits a
-                        WHERE a.step_uuid = s.step_uuid AND a.attempt = s.attempts
-                          AND a.worker_id = p_worker);
+       AND s.recorded_by IS DISTINCT FROM p_worker
+       AND NOT EXISTS (SELECT 1 FROM tasker.step_result_audit_log l
+                        WHERE l.step_uuid = s.step_uuid AND l.attempt = s.attempts
+                          AND l.worker_id = p_worker);
 END;
 $function$;
