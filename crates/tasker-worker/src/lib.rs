@@ -39,7 +39,7 @@ pub use worker::http::router as http_router;
 // Pieces of the pipeline that tests and the dispatch benchmark drive on their own.
 pub use worker::actors::step_executor_actor::claim_statement;
 pub use worker::handlers::completion_processor::{
-    CompletionProcessorService, CompletionSettings, RecordOutcome,
+    recording_statement, CompletionProcessorService, CompletionSettings, RecordOutcome,
 };
 pub use worker::handlers::dispatch_service::{execute, metadata, HandlerDispatchService};
 pub use worker::in_flight::InFlight;

@@ -4,17 +4,23 @@
 //! It is how fast the engine's schema lets a step go on this machine, and so how much of a
 //! step's cost is the engine's statements rather than its writes. Each script runs the whole
 //! life of ten tasks of ten steps (create, claim, record) in three transactions, as the engine
-//! does; the variants differ in how steps are messaged and claimed.
+//! does; the variants differ in how steps are messaged and claimed. A last variant runs the
+//! engine's own statements instead (tasker.create_tasks, the worker's claim and recording
+//! statements) with no worker around them: between it and the plain writes is the
+//! functions' work, between it and `bin/bench` the worker's.
 
 use super::{pgbench_tps, postgres_cpu_seconds, tps_of};
 use anyhow::{bail, Context};
 use std::process::Command;
 use tasker_shared::database;
+use tasker_shared::queue::worker_queue;
+use tasker_worker::{claim_statement, recording_statement};
 
 const DATABASE: &str = "tasker_floor";
 const QUEUE: &str = "floor";
-/// Steps per script: ten tasks of ten steps.
-const STEPS_PER_SCRIPT: f64 = 100.0;
+/// The namespace of the template the scripts create tasks of; its worker queue is the
+/// engine variant's.
+const NAMESPACE: &str = "floor";
 const ROUNDS: usize = 3;
 /// Seconds per pgbench run, as for the pgbench -N ceiling.
 const SECONDS: &str = "10";
@@ -76,7 +82,60 @@ const VARIANTS: [Variant; 4] = [
     },
 ];
 
-fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
+/// The engine variant's queue table: its namespace's worker queue.
+fn engine_queue_table() -> String {
+    worker_queue(NAMESPACE)
+        .expect("the namespace is a valid queue name")
+        .table()
+}
+
+/// The engine variant's name.
+const ENGINE: &str =
+    "the engine's functions: create_tasks, the worker's claim and recording statements";
+const ENGINE_CREATE: &str = include_str!("floor/engine_create.sql");
+/// What the script keeps of the claim's rows: the results a no-op handler gives the steps
+/// it claimed, in the form the worker records them.
+const CLAIMED_RESULTS: &str = "SELECT coalesce(jsonb_agg(jsonb_build_object(
+           'step_uuid', (c.claim).step_uuid, 'attempt', (c.claim).attempt, 'success', true,
+           'result', '{}'::jsonb, 'error', NULL, 'execution_ms', 0, 'metadata', '{}'::jsonb))
+           FILTER (WHERE (c.claim).outcome = 'claimed'), '[]') AS results
+         FROM claims c \\gset";
+
+/// Each variant's name and script: the plain ones, then the engine's.
+fn scripts() -> Vec<(&'static str, String)> {
+    let mut all: Vec<_> = VARIANTS
+        .iter()
+        .map(|v| (v.name, v.parts.concat()))
+        .collect();
+    all.push((ENGINE, engine_script()));
+    all
+}
+
+/// The worker's own claim and recording statements (the strings it prepares), their
+/// parameters written in, after a creation; each statement its own transaction, as in the
+/// engine. The claim reads up to 100 messages of whichever tasks are waiting.
+fn engine_script() -> String {
+    let queue = worker_queue(NAMESPACE).expect("the namespace is a valid queue name");
+    let claim = claim_statement(&queue)
+        .replace("$1", "100")
+        .replace("$2", "30")
+        .replace("$3", "'floor'")
+        .replace("$4", "60");
+    assert_eq!(claim.matches("SELECT * FROM claims").count(), 1);
+    let claim = claim.replace("SELECT * FROM claims", CLAIMED_RESULTS);
+    let record = recording_statement([(&queue, Some(NAMESPACE))].into_iter())
+        .replace("$1", "'floor'")
+        .replace("$2", "':results'::jsonb")
+        .replace("$3", "0.1")
+        .replace("$4", "300000")
+        .replace("$5", "ARRAY['floor']")
+        .replace("$6", "100")
+        .replace("$7", "60");
+    format!("{ENGINE_CREATE}{claim}\n{record};\n")
+}
+
+/// Runs `sql`; its output, trimmed.
+fn psql(url: &str, sql: &str) -> anyhow::Result<String> {
     let out = Command::new("psql")
         .args([url, "-qtAX", "-v", "ON_ERROR_STOP=1", "-c", sql])
         .output()
@@ -87,7 +146,7 @@ fn psql(url: &str, sql: &str) -> anyhow::Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// Steps/s and Postgres CPU ms per step of one variant, on emptied tables after a
@@ -99,6 +158,7 @@ fn run_variant(
 ) -> anyhow::Result<(f64, f64)> {
     psql(url, "TRUNCATE tasker.tasks CASCADE")?;
     psql(url, &format!("TRUNCATE pgmq.q_{QUEUE}"))?;
+    psql(url, &format!("TRUNCATE {}", engine_queue_table()))?;
     psql(url, "CHECKPOINT")?;
     let cpu_before = postgres_cpu_seconds();
     let run = Command::new("pgbench")
@@ -131,28 +191,37 @@ fn run_variant(
         .and_then(|v| v.trim().split('/').next())
         .and_then(|v| v.parse().ok())
         .context("no transaction count in pgbench output")?;
-    Ok((
-        scripts * STEPS_PER_SCRIPT,
-        cpu * 1000.0 / (processed * STEPS_PER_SCRIPT),
-    ))
+    // Every plain script completes its own hundred steps; the engine's claims take whichever
+    // messages are waiting, and the run ends with some created and not yet recorded.
+    let completed: f64 = psql(
+        url,
+        "SELECT count(*) FROM tasker.workflow_steps WHERE state = 'complete'",
+    )?
+    .parse()
+    .context("counting completed steps")?;
+    Ok((scripts * completed / processed, cpu * 1000.0 / completed))
 }
 
 /// The queue and the template row the scripts write to, in a migrated database; the
 /// template's id (the scripts' `:nt`).
 async fn prepare(pool: &sqlx::PgPool) -> anyhow::Result<uuid::Uuid> {
-    sqlx::query("SELECT pgmq.create($1)")
-        .bind(QUEUE)
-        .execute(pool)
-        .await?;
-    sqlx::query("SELECT tasker.prepare_queue_table($1)")
-        .bind(QUEUE)
-        .execute(pool)
-        .await?;
+    let engine_queue = worker_queue(NAMESPACE).expect("the namespace is a valid queue name");
+    for queue in [QUEUE, engine_queue.as_str()] {
+        sqlx::query("SELECT pgmq.create($1)")
+            .bind(queue)
+            .execute(pool)
+            .await?;
+        sqlx::query("SELECT tasker.prepare_queue_table($1)")
+            .bind(queue)
+            .execute(pool)
+            .await?;
+    }
     let named_task: uuid::Uuid = sqlx::query_scalar(
-        "WITH ns AS (INSERT INTO tasker.namespaces (name) VALUES ('floor') RETURNING namespace_uuid)
+        "WITH ns AS (INSERT INTO tasker.namespaces (name) VALUES ($1) RETURNING namespace_uuid)
          INSERT INTO tasker.named_tasks (namespace_uuid, name, version, template)
          SELECT namespace_uuid, 'noop_fanout', '1.0.0', '{}' FROM ns RETURNING named_task_uuid",
     )
+    .bind(NAMESPACE)
     .fetch_one(pool)
     .await?;
     Ok(named_task)
@@ -192,12 +261,13 @@ pub async fn run(server: &str) -> anyhow::Result<()> {
 /// Writes the variants' scripts to `dir` and prints the rounds' table.
 fn measure(server: &str, url: &str, dir: &std::path::Path, named_task: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let scripts: Vec<_> = VARIANTS
+    let variants = scripts();
+    let paths: Vec<_> = variants
         .iter()
         .enumerate()
-        .map(|(i, v)| {
+        .map(|(i, (_, script))| {
             let path = dir.join(format!("variant_{i}.sql"));
-            std::fs::write(&path, v.parts.concat()).map(|_| path)
+            std::fs::write(&path, script).map(|_| path)
         })
         .collect::<Result<_, _>>()?;
 
@@ -207,18 +277,17 @@ fn measure(server: &str, url: &str, dir: &std::path::Path, named_task: &str) -> 
     for round in 1..=ROUNDS {
         eprintln!("round {round} of {ROUNDS} ...");
         let tps = pgbench_tps(server)?;
-        for (variant, script) in VARIANTS.iter().zip(&scripts) {
-            let (steps, cpu_ms) = run_variant(url, script, named_task)?;
+        for ((name, _), path) in variants.iter().zip(&paths) {
+            let (steps, cpu_ms) = run_variant(url, path, named_task)?;
             println!(
-                "| {round} | {tps:.0} | {} | {steps:.0} | {:.2} | {cpu_ms:.3} ms |",
-                variant.name,
+                "| {round} | {tps:.0} | {name} | {steps:.0} | {:.2} | {cpu_ms:.3} ms |",
                 steps / tps
             );
         }
     }
     println!();
     println!(
-        "(pgbench -c 8 -j 2 -T {SECONDS} per floor run; a script is ten tasks of ten no-op steps created with their messages, claimed, recorded and completed in three transactions, the claim's committed without waiting for the flush; tables emptied and a checkpoint before each run)"
+        "(pgbench -c 8 -j 2 -T {SECONDS} per floor run; a script is ten tasks of ten no-op steps created with their messages, claimed, recorded and completed in three transactions, the claim's committed without waiting for the flush (the engine's: a creation of ten such tasks, a claim of up to 100 waiting steps, their recording); tables emptied and a checkpoint before each run)"
     );
     Ok(())
 }
@@ -228,9 +297,9 @@ mod tests {
     use super::*;
     use tasker_shared::testing::TestDatabase;
 
-    /// Each variant's script, run once, leaves what the engine leaves after ten fanout
-    /// tasks: every step complete with its four transitions, every task complete, no
-    /// message; so a schema change the scripts no longer fit fails here, not in a bench run.
+    /// Each variant's script, run once (one client: the engine's claim finds exactly the
+    /// ten tasks it created), leaves what the engine leaves after ten fanout tasks: every
+    /// step complete with its four transitions, every task complete, no message; so a schema change the scripts no longer fit fails here, not in a bench run.
     #[tokio::test]
     async fn every_variant_runs_a_task_batch_to_completion() {
         let db = TestDatabase::new().await;
@@ -239,13 +308,13 @@ mod tests {
         let named_task = prepare(&db.pool).await.unwrap();
         let dir = std::env::temp_dir().join(format!("tasker-floor-test-{}", db.name));
         std::fs::create_dir_all(&dir).unwrap();
-        for (i, variant) in VARIANTS.iter().enumerate() {
+        for (i, (name, text)) in scripts().iter().enumerate() {
             sqlx::query("TRUNCATE tasker.tasks CASCADE")
                 .execute(&db.pool)
                 .await
                 .unwrap();
             let script = dir.join(format!("variant_{i}.sql"));
-            std::fs::write(&script, variant.parts.concat()).unwrap();
+            std::fs::write(&script, text).unwrap();
             let run = Command::new("pgbench")
                 .args(["-n", "-t", "1", "-D"])
                 .arg(format!("nt={named_task}"))
@@ -256,8 +325,7 @@ mod tests {
                 .unwrap();
             assert!(
                 run.status.success(),
-                "{}: {}",
-                variant.name,
+                "{name}: {}",
                 String::from_utf8_lossy(&run.stderr)
             );
             let (steps, complete, four_transitions): (i64, i64, i64) = sqlx::query_as(
@@ -271,8 +339,7 @@ mod tests {
             assert_eq!(
                 (steps, complete, four_transitions),
                 (100, 100, 100),
-                "{}",
-                variant.name
+                "{name}"
             );
             let (tasks, done): (i64, i64) = sqlx::query_as(
                 "SELECT count(*), count(*) FILTER (WHERE state = 'complete') FROM tasker.tasks",
@@ -280,12 +347,15 @@ mod tests {
             .fetch_one(&db.pool)
             .await
             .unwrap();
-            assert_eq!((tasks, done), (10, 10), "{}", variant.name);
-            let messages: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM pgmq.q_{QUEUE}"))
-                .fetch_one(&db.pool)
-                .await
-                .unwrap();
-            assert_eq!(messages, 0, "{}", variant.name);
+            assert_eq!((tasks, done), (10, 10), "{name}");
+            let messages: i64 = sqlx::query_scalar(&format!(
+                "SELECT (SELECT count(*) FROM pgmq.q_{QUEUE}) + (SELECT count(*) FROM {})",
+                engine_queue_table()
+            ))
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            assert_eq!(messages, 0, "{name}");
         }
         std::fs::remove_dir_all(&dir).ok();
     }

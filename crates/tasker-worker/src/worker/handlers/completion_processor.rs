@@ -506,7 +506,7 @@ impl CompletionProcessorService {
 /// then, for a queue whose namespace the caller knows, a static INSERT of the messages of
 /// the children the recording enqueued in that namespace and did not claim for this worker
 /// (a claimed step has no message). Returns complete_steps' rows.
-fn recording_statement<'a>(
+pub fn recording_statement<'a>(
     queues: impl Iterator<Item = (&'a QueueName, Option<&'a str>)>,
 ) -> String {
     let mut sql = String::from(
