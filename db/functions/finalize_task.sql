@@ -1,7 +1,10 @@
 -- Decides what a task does next from its execution context: complete, blocked (then error),
 -- enqueue the steps that became ready, or wait. The context is computed once, after
 -- enqueueing: with no permanent failure (checked first) and steps just enqueued the task is
--- processing.
+-- processing. The task's steps are reached by its key: states are compared as texts of their
+-- own, since a generic plan would otherwise AND in a scan of the whole partial index on that
+-- state (workflow_steps_retry_idx, workflow_steps_failed_idx), every step of every task
+-- waiting for a retry or kept in error.
 CREATE OR REPLACE FUNCTION tasker.finalize_task(p_task uuid, p_actor text)
  RETURNS text
  LANGUAGE plpgsql
@@ -36,7 +39,7 @@ BEGIN
     WHEN 'processing' THEN 'steps_in_process'
     WHEN 'has_ready_steps' THEN 'steps_in_process'
     ELSE CASE WHEN EXISTS (SELECT 1 FROM tasker.workflow_steps
-                            WHERE task_uuid = p_task AND state = 'waiting_for_retry')
+                            WHERE task_uuid = p_task AND state || '' = 'waiting_for_retry')
               THEN 'waiting_for_retry' ELSE 'waiting_for_dependencies' END
   END;
   IF v_target = 'blocked_by_failures' THEN
@@ -45,8 +48,8 @@ BEGIN
       INTO v_failed
       FROM tasker.workflow_steps
      WHERE task_uuid = p_task
-       AND (state = 'error'
-            OR (state = 'waiting_for_retry'
+       AND (state || '' = 'error'
+            OR (state || '' = 'waiting_for_retry'
                 AND NOT (attempts < max_attempts AND (retryable OR attempts = 0))));
     PERFORM tasker.transition_task(p_task, v_state, 'blocked_by_failures', p_actor,
                                    jsonb_build_object('failed_steps', v_failed));
