@@ -3,7 +3,7 @@
 //!
 //! bin/bench [--worker rust|ruby|python|both|all] [--tasks N] [--embedded-tasks N] [--history N]
 //! (`both`: Rust and Ruby; `all`: Rust, Ruby and Python); bin/bench --floor: the same writes
-//! in plain SQL, no engine.
+//! in plain SQL, no engine, and the engine's own statements from pgbench, no worker.
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
@@ -60,7 +60,8 @@ struct Args {
     #[arg(long)]
     history: Option<usize>,
     /// Only the floor: a no-op step's rows in the engine's tables written by plain SQL from
-    /// pgbench (no engine running), three rounds beside pgbench -N.
+    /// pgbench (no engine running), and the engine's own statements from pgbench (no
+    /// worker), three rounds beside pgbench -N.
     #[arg(long, conflicts_with_all = ["history", "worker"])]
     floor: bool,
     /// Server URL without a database name.
