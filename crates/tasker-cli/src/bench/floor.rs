@@ -13,7 +13,7 @@ use super::{pgbench_tps, postgres_cpu_seconds, tps_of};
 use anyhow::{bail, Context};
 use std::process::Command;
 use tasker_shared::database;
-use tasker_shared::queue::worker_queue;
+use tasker_shared::queue::{worker_queue, QueueName};
 use tasker_worker::{claim_statement, recording_statement};
 
 const DATABASE: &str = "tasker_floor";
@@ -82,11 +82,9 @@ const VARIANTS: [Variant; 4] = [
     },
 ];
 
-/// The engine variant's queue table: its namespace's worker queue.
-fn engine_queue_table() -> String {
-    worker_queue(NAMESPACE)
-        .expect("the namespace is a valid queue name")
-        .table()
+/// The engine variant's queue: its namespace's worker queue.
+fn engine_queue() -> QueueName {
+    worker_queue(NAMESPACE).expect("the namespace is a valid queue name")
 }
 
 /// The engine variant's name.
@@ -115,7 +113,7 @@ fn scripts() -> Vec<(&'static str, String)> {
 /// parameters written in, after a creation; each statement its own transaction, as in the
 /// engine. The claim reads up to 100 messages of whichever tasks are waiting.
 fn engine_script() -> String {
-    let queue = worker_queue(NAMESPACE).expect("the namespace is a valid queue name");
+    let queue = engine_queue();
     let claim = claim_statement(&queue)
         .replace("$1", "100")
         .replace("$2", "30")
@@ -131,6 +129,10 @@ fn engine_script() -> String {
         .replace("$5", "ARRAY['floor']")
         .replace("$6", "100")
         .replace("$7", "60");
+    assert!(
+        !claim.contains('$') && !record.contains('$'),
+        "a statement gained a parameter the script does not write in"
+    );
     format!("{ENGINE_CREATE}{claim}\n{record};\n")
 }
 
@@ -158,7 +160,7 @@ fn run_variant(
 ) -> anyhow::Result<(f64, f64)> {
     psql(url, "TRUNCATE tasker.tasks CASCADE")?;
     psql(url, &format!("TRUNCATE pgmq.q_{QUEUE}"))?;
-    psql(url, &format!("TRUNCATE {}", engine_queue_table()))?;
+    psql(url, &format!("TRUNCATE {}", engine_queue().table()))?;
     psql(url, "CHECKPOINT")?;
     let cpu_before = postgres_cpu_seconds();
     let run = Command::new("pgbench")
@@ -205,8 +207,7 @@ fn run_variant(
 /// The queue and the template row the scripts write to, in a migrated database; the
 /// template's id (the scripts' `:nt`).
 async fn prepare(pool: &sqlx::PgPool) -> anyhow::Result<uuid::Uuid> {
-    let engine_queue = worker_queue(NAMESPACE).expect("the namespace is a valid queue name");
-    for queue in [QUEUE, engine_queue.as_str()] {
+    for queue in [QUEUE, engine_queue().as_str()] {
         sqlx::query("SELECT pgmq.create($1)")
             .bind(queue)
             .execute(pool)
@@ -350,7 +351,7 @@ mod tests {
             assert_eq!((tasks, done), (10, 10), "{name}");
             let messages: i64 = sqlx::query_scalar(&format!(
                 "SELECT (SELECT count(*) FROM pgmq.q_{QUEUE}) + (SELECT count(*) FROM {})",
-                engine_queue_table()
+                engine_queue().table()
             ))
             .fetch_one(&db.pool)
             .await

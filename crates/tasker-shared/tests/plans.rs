@@ -1,0 +1,356 @@
+//! Plans that must not read what a statement does not touch. The hot functions plan once per
+//! connection (generic plans), often while the tables are small or their statistics stale;
+//! a plan that reaches rows through a partial index on state, or through a view, reads every
+//! entry of it: a cost that follows the open tasks, or the history kept. Each test plans a
+//! function's statement the way it happened, and counts the index entries it reads.
+
+use std::time::{Duration, Instant};
+use tasker_shared::testing::TestDatabase;
+use uuid::Uuid;
+
+/// A namespace and a template to hang tasks on; the template's id.
+async fn named_task(db: &TestDatabase) -> Uuid {
+    sqlx::query_scalar(
+        "WITH ns AS (INSERT INTO tasker.namespaces (name) VALUES ('ns') RETURNING namespace_uuid)
+         INSERT INTO tasker.named_tasks (namespace_uuid, name, version, template)
+         SELECT namespace_uuid, 't', '1', '{}' FROM ns RETURNING named_task_uuid",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// This session's counts reach the statistics system when it next goes idle.
+async fn flush_stats(conn: &mut sqlx::PgConnection) {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+}
+
+/// A connection whose calls of PL/pgSQL functions the statistics system counts.
+async fn counted_connection(db: &TestDatabase) -> sqlx::pool::PoolConnection<sqlx::Postgres> {
+    let mut conn = db.pool.acquire().await.unwrap();
+    sqlx::query("SET track_functions = 'pl'")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    conn
+}
+
+/// Entries read so far from the tasker indexes named, once `ready` (an SQL condition on the
+/// statistics views) holds, so that every earlier statement's counts are in.
+async fn index_reads(db: &TestDatabase, indexes: &[&str], ready: &str) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (reads, arrived): (i64, bool) = sqlx::query_as(&format!(
+            "SELECT (SELECT coalesce(sum(idx_tup_read), 0)::bigint FROM pg_stat_user_indexes
+                      WHERE schemaname = 'tasker' AND indexrelname = ANY ($1)),
+                    coalesce({ready}, false)"
+        ))
+        .bind(indexes)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if arrived {
+            return reads;
+        }
+        assert!(Instant::now() < deadline, "the statistics never arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The condition that `calls` calls of tasker.`function` on a counted connection are in.
+fn calls_of(function: &str, calls: i64) -> String {
+    format!(
+        "(SELECT calls FROM pg_stat_user_functions
+           WHERE schemaname = 'tasker' AND funcname = '{function}') >= {calls}
+         OR {calls} = 0"
+    )
+}
+
+/// The condition that at least `steps` step rows inserted and `updates` task rows updated
+/// are counted.
+fn stored(steps: i64, updates: i64) -> String {
+    format!(
+        "(SELECT n_tup_ins FROM pg_stat_user_tables
+           WHERE schemaname = 'tasker' AND relname = 'workflow_steps') >= {steps}
+         AND (SELECT n_tup_upd FROM pg_stat_user_tables
+               WHERE schemaname = 'tasker' AND relname = 'tasks') >= {updates}"
+    )
+}
+
+/// The index of recorded steps.
+const RECORDED: &[&str] = &["workflow_steps_recorded_idx"];
+/// The indexes of failed and retrying steps.
+const FAILURES: &[&str] = &["workflow_steps_failed_idx", "workflow_steps_retry_idx"];
+
+/// `tasks` tasks in steps_in_process, each with ten steps claimed by worker `w` (attempt 1).
+async fn running_tasks(conn: &mut sqlx::PgConnection, named_task: Uuid, tasks: i32) -> Vec<Uuid> {
+    sqlx::query_scalar(
+        "WITH t AS (
+           INSERT INTO tasker.tasks (named_task_uuid, state)
+           SELECT $1, 'steps_in_process' FROM generate_series(1, $2) RETURNING task_uuid
+         ), s AS (
+           INSERT INTO tasker.workflow_steps (task_uuid, name, position, handler_callable,
+             max_attempts, retryable, backoff, backoff_base_ms, max_backoff_ms, state, attempts,
+             claim_owner, lease_expires_at, parent_count, pending_parents)
+           SELECT t.task_uuid, 'noop_' || i, i, 'Examples::Noop', 3, true, 'none', 0, 0,
+                  'in_progress', 1, 'w', now() + interval '1 hour', 0, 0
+             FROM t CROSS JOIN generate_series(0, 9) AS i
+         )
+         SELECT task_uuid FROM t",
+    )
+    .bind(named_task)
+    .bind(tasks)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap()
+}
+
+/// Records every step of `task` as a plain success on `conn`, finishing the task.
+async fn record_all(conn: &mut sqlx::PgConnection, task: Uuid) {
+    let finished: i64 = sqlx::query_scalar(
+        "WITH r AS (
+           SELECT jsonb_agg(jsonb_build_object('step_uuid', s.step_uuid, 'attempt', 1,
+                                               'success', true, 'result', '{}'::jsonb,
+                                               'execution_ms', 0)) AS results
+             FROM tasker.workflow_steps s WHERE s.task_uuid = $1
+         )
+         SELECT count(*) FROM r, tasker.complete_steps('w', r.results, 0, 0) AS c
+          WHERE c.outcome = 'completed'",
+    )
+    .bind(task)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(finished, 10);
+    let state: String = sqlx::query_scalar("SELECT state FROM tasker.tasks WHERE task_uuid = $1")
+        .bind(task)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(state, "complete");
+}
+
+/// A task with `steps` steps in `state`, attempt 1, recorded by `recorded_by` (or none).
+async fn steps(
+    conn: &mut sqlx::PgConnection,
+    named_task: Uuid,
+    steps: i32,
+    state: &str,
+    recorded_by: Option<&str>,
+) -> Vec<Uuid> {
+    sqlx::query_scalar(
+        "WITH t AS (
+           INSERT INTO tasker.tasks (named_task_uuid, state)
+           VALUES ($1, 'steps_in_process') RETURNING task_uuid
+         )
+         INSERT INTO tasker.workflow_steps (task_uuid, name, position, handler_callable,
+           max_attempts, retryable, backoff, backoff_base_ms, max_backoff_ms, state, attempts,
+           recorded_by, completed_at, parent_count, pending_parents)
+         SELECT t.task_uuid, 'noop_' || i, i, 'Examples::Noop', 3, true, 'none', 0, 0,
+                $3, 1, $4, CASE WHEN $4 IS NOT NULL THEN now() END, 0, 0
+           FROM t CROSS JOIN generate_series(1, $2) AS i
+         RETURNING step_uuid",
+    )
+    .bind(named_task)
+    .bind(steps)
+    .bind(state)
+    .bind(recorded_by)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap()
+}
+
+/// A task in `task_state` with one step per entry of `states` (attempt `attempts` of 3,
+/// retryable, a retry due in an hour for those waiting); its id.
+async fn task(
+    conn: &mut sqlx::PgConnection,
+    named_task: Uuid,
+    task_state: &str,
+    states: &[&str],
+    attempts: i32,
+) -> Uuid {
+    sqlx::query_scalar(
+        "WITH t AS (
+           INSERT INTO tasker.tasks (named_task_uuid, state) VALUES ($1, $2) RETURNING task_uuid
+         ), s AS (
+           INSERT INTO tasker.workflow_steps (task_uuid, name, position, handler_callable,
+             max_attempts, retryable, backoff, backoff_base_ms, max_backoff_ms, state, attempts,
+             next_retry_at, last_error, parent_count, pending_parents)
+           SELECT t.task_uuid, 'step_' || u.i, u.i, 'Examples::Noop', 3, true, 'none', 0, 0,
+                  u.state, $4,
+                  CASE WHEN u.state = 'waiting_for_retry' THEN now() + interval '1 hour' END,
+                  CASE WHEN u.state IN ('error', 'waiting_for_retry')
+                       THEN '{\"message\": \"boom\"}'::jsonb END,
+                  0, 0
+             FROM t CROSS JOIN unnest($3::text[]) WITH ORDINALITY AS u(state, i)
+         )
+         SELECT task_uuid FROM t",
+    )
+    .bind(named_task)
+    .bind(task_state)
+    .bind(states)
+    .bind(attempts)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap()
+}
+
+/// A plan made while `tasks` held a page joined each finished task to tasks_active_idx
+/// (whose predicate its state matched) and filtered on the key: active tasks, and old
+/// versions of tasks not yet vacuumed, read again for each task a recording finished, for as
+/// long as the connection lived (657 entries a finished task in one bench run).
+#[tokio::test]
+async fn finishing_a_task_reads_no_other_active_task() {
+    let db = TestDatabase::new().await;
+    let named_task = named_task(&db).await;
+    let mut setup = db.pool.acquire().await.unwrap();
+    let mut recorder = db.pool.acquire().await.unwrap();
+    // The first recording plans the statement on a one-page table.
+    let first = running_tasks(&mut setup, named_task, 1).await;
+    record_all(&mut recorder, first[0]).await;
+    flush_stats(&mut recorder).await;
+
+    running_tasks(&mut setup, named_task, 3000).await;
+    // The plan's scan of the state index stops at the task it looks for: the one stored
+    // last is the one it would find last.
+    let last: Uuid = sqlx::query_scalar(
+        "SELECT task_uuid FROM tasker.tasks WHERE state = 'steps_in_process' ORDER BY ctid DESC LIMIT 1",
+    )
+    .fetch_one(&mut *setup)
+    .await
+    .unwrap();
+    flush_stats(&mut setup).await;
+    let before = index_reads(&db, &["tasks_active_idx"], &stored(30_010, 1)).await;
+    record_all(&mut recorder, last).await;
+    flush_stats(&mut recorder).await;
+    let after = index_reads(&db, &["tasks_active_idx"], &stored(30_010, 2)).await;
+    assert!(
+        after - before < 100,
+        "finishing one task read {} entries of tasks_active_idx",
+        after - before
+    );
+}
+
+/// Before, the check of steps it could not renew went through the view step_result_audits,
+/// whose generic plan read every step the worker had ever recorded: each heartbeat that
+/// found a step being recorded (common under load) paid for the whole history kept.
+#[tokio::test]
+async fn a_renewal_judges_lost_steps_without_reading_the_history() {
+    let db = TestDatabase::new().await;
+    let named_task = named_task(&db).await;
+    let mut conn = counted_connection(&db).await;
+    steps(&mut conn, named_task, 20_000, "complete", Some("w")).await;
+    // Not this worker's any more: one another worker recorded, one released (enqueued again),
+    // one whose failure this worker recorded in the audit log, one this worker recorded.
+    let theirs = steps(&mut conn, named_task, 1, "complete", Some("other")).await[0];
+    let released = steps(&mut conn, named_task, 1, "enqueued", None).await[0];
+    let failed = steps(&mut conn, named_task, 1, "waiting_for_retry", None).await[0];
+    let recorded = steps(&mut conn, named_task, 1, "complete", Some("w")).await[0];
+    sqlx::query(
+        "INSERT INTO tasker.step_result_audit_log (step_uuid, task_uuid, attempt, worker_id,
+           success, error, execution_time_ms)
+         SELECT step_uuid, task_uuid, 1, 'w', false, '{}', 0
+           FROM tasker.workflow_steps WHERE step_uuid = $1",
+    )
+    .bind(failed)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    flush_stats(&mut conn).await;
+    let before = index_reads(&db, RECORDED, &calls_of("renew_leases", 0)).await;
+
+    let mut lost: Vec<Uuid> = sqlx::query_scalar("SELECT * FROM tasker.renew_leases($1, 'w', 60)")
+        .bind(vec![theirs, released, failed, recorded])
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    flush_stats(&mut conn).await;
+    let after = index_reads(&db, RECORDED, &calls_of("renew_leases", 1)).await;
+
+    lost.sort();
+    let mut expected = vec![theirs, released];
+    expected.sort();
+    assert_eq!(lost, expected, "lost: another's and the released step only");
+    assert!(
+        after - before < 100,
+        "judging four steps read {} entries of workflow_steps_recorded_idx",
+        after - before
+    );
+}
+
+/// Before, both of finalize_task's looks at a task's failures (is a step waiting for a
+/// retry; which steps failed for good) were planned as a scan of the whole partial index on
+/// that state ANDed with the task's steps: every step kept in error, or waiting for a
+/// retry in any task, read again for each task finalized.
+#[tokio::test]
+async fn finalizing_reads_only_the_tasks_own_failures() {
+    let db = TestDatabase::new().await;
+    let named_task = named_task(&db).await;
+    let mut setup = db.pool.acquire().await.unwrap();
+    // Other tasks: 1,000 kept in error and 1,000 waiting for retries, ten steps each.
+    for _ in 0..1000 {
+        task(&mut setup, named_task, "error", &["error"; 10], 3).await;
+        task(
+            &mut setup,
+            named_task,
+            "waiting_for_retry",
+            &["waiting_for_retry"; 10],
+            1,
+        )
+        .await;
+    }
+    let retrying = task(
+        &mut setup,
+        named_task,
+        "steps_in_process",
+        &["complete", "waiting_for_retry"],
+        1,
+    )
+    .await;
+    let failed = task(
+        &mut setup,
+        named_task,
+        "steps_in_process",
+        &["complete", "error"],
+        3,
+    )
+    .await;
+    // No ANALYZE: as on a database whose statistics lag its growth (autovacuum off, or not
+    // yet run), the planner guesses a task's steps at half a percent of the table.
+
+    let mut conn = counted_connection(&db).await;
+    let before = index_reads(&db, FAILURES, &calls_of("finalize_task", 0)).await;
+    let mut outcomes = Vec::new();
+    for t in [retrying, failed] {
+        let outcome: String = sqlx::query_scalar("SELECT tasker.finalize_task($1, 'test')")
+            .bind(t)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        outcomes.push(outcome);
+    }
+    flush_stats(&mut conn).await;
+    let after = index_reads(&db, FAILURES, &calls_of("finalize_task", 2)).await;
+
+    assert_eq!(outcomes, ["waiting_for_retry", "error"]);
+    let failed_steps: serde_json::Value = sqlx::query_scalar(
+        "SELECT metadata->'failed_steps' FROM tasker.task_transitions
+          WHERE task_uuid = $1 AND to_state = 'error'",
+    )
+    .bind(failed)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        failed_steps,
+        serde_json::json!([{"step": "step_2", "attempts": 3, "error": {"message": "boom"}}])
+    );
+    assert!(
+        after - before < 100,
+        "finalizing two tasks read {} entries of the failure indexes",
+        after - before
+    );
+}
