@@ -109,29 +109,42 @@ fn scripts() -> Vec<(&'static str, String)> {
     all
 }
 
+/// `sql` with its parameters `$1`.. replaced by `values` (SQL literals), the highest first
+/// so that `$1` never eats the start of `$10`; every parameter must be given.
+fn write_in(sql: &str, values: &[&str]) -> String {
+    let mut out = sql.to_string();
+    for (i, value) in values.iter().enumerate().rev() {
+        out = out.replace(&format!("${}", i + 1), value);
+    }
+    assert!(
+        !out.contains('$'),
+        "a statement has a parameter the script does not write in"
+    );
+    out
+}
+
 /// The worker's own claim and recording statements (the strings it prepares), their
 /// parameters written in, after a creation; each statement its own transaction, as in the
 /// engine. The claim reads up to 100 messages of whichever tasks are waiting.
 fn engine_script() -> String {
     let queue = engine_queue();
-    let claim = claim_statement(&queue)
-        .replace("$1", "100")
-        .replace("$2", "30")
-        .replace("$3", "'floor'")
-        .replace("$4", "60");
+    // Batch size, seconds an unclaimed message stays hidden, worker, lease seconds.
+    let claim = write_in(&claim_statement(&queue), &["100", "30", "'floor'", "60"]);
     assert_eq!(claim.matches("SELECT * FROM claims").count(), 1);
     let claim = claim.replace("SELECT * FROM claims", CLAIMED_RESULTS);
-    let record = recording_statement([(&queue, Some(NAMESPACE))].into_iter())
-        .replace("$1", "'floor'")
-        .replace("$2", "':results'::jsonb")
-        .replace("$3", "0.1")
-        .replace("$4", "300000")
-        .replace("$5", "ARRAY['floor']")
-        .replace("$6", "100")
-        .replace("$7", "60");
-    assert!(
-        !claim.contains('$') && !record.contains('$'),
-        "a statement gained a parameter the script does not write in"
+    // complete_steps' worker, results, jitter ratio, longest retry delay, namespaces whose
+    // children it may claim, how many, lease seconds.
+    let record = write_in(
+        &recording_statement([(&queue, Some(NAMESPACE))].into_iter()),
+        &[
+            "'floor'",
+            "':results'::jsonb",
+            "0.1",
+            "300000",
+            "ARRAY['floor']",
+            "100",
+            "60",
+        ],
     );
     format!("{ENGINE_CREATE}{claim}\n{record};\n")
 }
@@ -201,6 +214,12 @@ fn run_variant(
     )?
     .parse()
     .context("counting completed steps")?;
+    if completed == 0.0 || processed == 0.0 {
+        bail!(
+            "pgbench -f {}: no step completed in {SECONDS} s ({processed} scripts ran)",
+            script.display()
+        );
+    }
     Ok((scripts * completed / processed, cpu * 1000.0 / completed))
 }
 
@@ -297,6 +316,19 @@ fn measure(server: &str, url: &str, dir: &std::path::Path, named_task: &str) -> 
 mod tests {
     use super::*;
     use tasker_shared::testing::TestDatabase;
+
+    #[test]
+    fn parameters_are_written_in_from_the_highest() {
+        let values: Vec<String> = (1..=10).map(|i| format!("v{i}")).collect();
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        assert_eq!(write_in("$1, $10, $2", &values), "v1, v10, v2");
+    }
+
+    #[test]
+    #[should_panic(expected = "does not write in")]
+    fn a_parameter_left_unwritten_stops_the_script() {
+        write_in("$1, $2", &["v1"]);
+    }
 
     /// Each variant's script, run once (one client: the engine's claim finds exactly the
     /// ten tasks it created), leaves what the engine leaves after ten fanout tasks: every
