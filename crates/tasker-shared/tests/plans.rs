@@ -82,6 +82,8 @@ fn stored(steps: i64, updates: i64) -> String {
 
 /// The index of recorded steps.
 const RECORDED: &[&str] = &["workflow_steps_recorded_idx"];
+/// The index of claimed steps.
+const CLAIMED: &[&str] = &["workflow_steps_claim_owner_idx"];
 /// The indexes of failed and retrying steps.
 const FAILURES: &[&str] = &["workflow_steps_failed_idx", "workflow_steps_retry_idx"];
 
@@ -351,6 +353,74 @@ async fn finalizing_reads_only_the_tasks_own_failures() {
     assert!(
         after - before < 100,
         "finalizing two tasks read {} entries of the failure indexes",
+        after - before
+    );
+}
+
+/// Before, the sweep for expired leases read the index of claimed steps by a bitmap scan,
+/// which marks no entry dead: every sweep read again every step claimed since the table's
+/// last vacuum (each claim leaves an entry that outlives it).
+#[tokio::test]
+async fn the_expired_claims_sweep_reads_each_finished_claim_once() {
+    let db = TestDatabase::new().await;
+    let named_task = named_task(&db).await;
+    let mut conn = counted_connection(&db).await;
+    sqlx::query("SELECT pgmq.create('worker_ns_queue')")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    // 20,000 claims, finished: their entries in the index stay until a vacuum.
+    let finished = running_tasks(&mut conn, named_task, 2000).await;
+    sqlx::query(
+        "UPDATE tasker.workflow_steps
+            SET state = 'complete', claim_owner = NULL, lease_expires_at = NULL,
+                recorded_by = 'w', completed_at = now()
+          WHERE task_uuid = ANY ($1)",
+    )
+    .bind(&finished)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    // One claim whose lease ran out, nine live ones.
+    let running = running_tasks(&mut conn, named_task, 1).await[0];
+    let expired: Uuid = sqlx::query_scalar(
+        "UPDATE tasker.workflow_steps SET lease_expires_at = now() - interval '1 minute'
+          WHERE task_uuid = $1 AND name = 'noop_0' RETURNING step_uuid",
+    )
+    .bind(running)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+
+    let sweep = "SELECT released FROM tasker.release_expired_claims('test', 100)";
+    let first: i32 = sqlx::query_scalar(sweep)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    flush_stats(&mut conn).await;
+    let before = index_reads(&db, CLAIMED, &calls_of("release_expired_claims", 1)).await;
+    let second: i32 = sqlx::query_scalar(sweep)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    flush_stats(&mut conn).await;
+    let after = index_reads(&db, CLAIMED, &calls_of("release_expired_claims", 2)).await;
+
+    assert_eq!(
+        (first, second),
+        (1, 0),
+        "the expired claim is released once"
+    );
+    let state: String =
+        sqlx::query_scalar("SELECT state FROM tasker.workflow_steps WHERE step_uuid = $1")
+            .bind(expired)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(state, "enqueued");
+    assert!(
+        after - before < 100,
+        "a second sweep read {} entries of workflow_steps_claim_owner_idx",
         after - before
     );
 }
