@@ -7,7 +7,9 @@
 //! does; the variants differ in how steps are messaged and claimed. A last variant runs the
 //! engine's own statements instead (tasker.create_tasks, the worker's claim and recording
 //! statements) with no worker around them: between it and the plain writes is the
-//! functions' work, between it and `bin/bench` the worker's.
+//! functions' work, between it and `bin/bench` the worker's. Two variants run on a copy of
+//! the schema whose steps' updates can be HOT (floor/hot_steps.sql): what dropping the
+//! partial indexes on a step's state would be worth.
 
 use super::{pgbench_tps, postgres_cpu_seconds, tps_of};
 use anyhow::{bail, Context};
@@ -17,6 +19,8 @@ use tasker_shared::queue::{worker_queue, QueueName};
 use tasker_worker::{claim_statement, recording_statement};
 
 const DATABASE: &str = "tasker_floor";
+/// The copy of DATABASE whose steps' updates can be HOT.
+const HOT_DATABASE: &str = "tasker_floor_hot";
 const QUEUE: &str = "floor";
 /// The namespace of the template the scripts create tasks of; its worker queue is the
 /// engine variant's.
@@ -28,6 +32,15 @@ const SECONDS: &str = "10";
 struct Variant {
     name: &'static str,
     parts: [&'static str; 5],
+    /// Run on the schema of [`HOT_STEPS`] (in [`HOT_DATABASE`]).
+    hot: bool,
+}
+
+/// One script of the floor: its name, text, and whether it runs on the HOT schema.
+struct Script {
+    name: &'static str,
+    text: String,
+    hot: bool,
 }
 
 const CREATE: &str = include_str!("floor/create.sql");
@@ -38,8 +51,9 @@ const CLAIM_LEASES: &str = include_str!("floor/claim_leases.sql");
 const RECORD_CLAIMED: &str = include_str!("floor/record_claimed.sql");
 const RECORD_LEASED: &str = include_str!("floor/record_leased.sql");
 const COMPLETE_TASKS: &str = include_str!("floor/complete_tasks.sql");
+const HOT_STEPS: &str = include_str!("floor/hot_steps.sql");
 
-const VARIANTS: [Variant; 4] = [
+const VARIANTS: [Variant; 6] = [
     Variant {
         name: "as the engine: a message per step, the claim writes the step",
         parts: [
@@ -49,6 +63,7 @@ const VARIANTS: [Variant; 4] = [
             RECORD_CLAIMED,
             COMPLETE_TASKS,
         ],
+        hot: false,
     },
     Variant {
         name: "a message per task, the claim writes the step",
@@ -59,6 +74,7 @@ const VARIANTS: [Variant; 4] = [
             RECORD_CLAIMED,
             COMPLETE_TASKS,
         ],
+        hot: false,
     },
     Variant {
         name: "a message per step, the claim is its lease",
@@ -69,6 +85,7 @@ const VARIANTS: [Variant; 4] = [
             RECORD_LEASED,
             COMPLETE_TASKS,
         ],
+        hot: false,
     },
     Variant {
         name: "a message per task, the claim is its lease",
@@ -79,6 +96,29 @@ const VARIANTS: [Variant; 4] = [
             RECORD_LEASED,
             COMPLETE_TASKS,
         ],
+        hot: false,
+    },
+    Variant {
+        name: "as the engine, the steps' updates HOT",
+        parts: [
+            CREATE,
+            MESSAGES_PER_STEP,
+            CLAIM_STEPS,
+            RECORD_CLAIMED,
+            COMPLETE_TASKS,
+        ],
+        hot: true,
+    },
+    Variant {
+        name: "a message per step, the claim is its lease, the steps' updates HOT",
+        parts: [
+            CREATE,
+            MESSAGES_PER_STEP,
+            CLAIM_LEASES,
+            RECORD_LEASED,
+            COMPLETE_TASKS,
+        ],
+        hot: true,
     },
 ];
 
@@ -99,13 +139,21 @@ const CLAIMED_RESULTS: &str = "SELECT coalesce(jsonb_agg(jsonb_build_object(
            FILTER (WHERE (c.claim).outcome = 'claimed'), '[]') AS results
          FROM claims c \\gset";
 
-/// Each variant's name and script: the plain ones, then the engine's.
-fn scripts() -> Vec<(&'static str, String)> {
+/// Each variant's script: the plain ones, then the engine's.
+fn scripts() -> Vec<Script> {
     let mut all: Vec<_> = VARIANTS
         .iter()
-        .map(|v| (v.name, v.parts.concat()))
+        .map(|v| Script {
+            name: v.name,
+            text: v.parts.concat(),
+            hot: v.hot,
+        })
         .collect();
-    all.push((ENGINE, engine_script()));
+    all.push(Script {
+        name: ENGINE,
+        text: engine_script(),
+        hot: false,
+    });
     all
 }
 
@@ -249,45 +297,62 @@ async fn prepare(pool: &sqlx::PgPool) -> anyhow::Result<uuid::Uuid> {
 
 pub async fn run(server: &str) -> anyhow::Result<()> {
     let url = format!("{server}/{DATABASE}");
+    let hot_url = format!("{server}/{HOT_DATABASE}");
     let admin = format!("{server}/postgres");
-    psql(
-        &admin,
-        &format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"),
-    )?;
+    let drop_both = || -> anyhow::Result<()> {
+        for db in [DATABASE, HOT_DATABASE] {
+            psql(
+                &admin,
+                &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+            )?;
+        }
+        Ok(())
+    };
+    drop_both()?;
     database::create_database_if_missing(&url).await?;
     let pool = sqlx::PgPool::connect(&url).await?;
     database::migrate(&pool).await?;
     let named_task = prepare(&pool).await?;
     pool.close().await;
+    psql(
+        &admin,
+        &format!("CREATE DATABASE {HOT_DATABASE} TEMPLATE {DATABASE}"),
+    )?;
+    psql(&hot_url, HOT_STEPS)?;
     // As in the engine's functions: a plan made while a table is nearly empty (the foreign
     // key's check of each new step's task, the recording's read of a task's steps) would
     // otherwise scan the whole table for the rest of the run.
-    psql(
-        &admin,
-        &format!("ALTER DATABASE {DATABASE} SET enable_seqscan = off"),
-    )?;
+    for db in [DATABASE, HOT_DATABASE] {
+        psql(
+            &admin,
+            &format!("ALTER DATABASE {db} SET enable_seqscan = off"),
+        )?;
+    }
 
     let dir = std::env::temp_dir().join(format!("tasker-floor-{}", std::process::id()));
-    let measured = measure(server, &url, &dir, &named_task.to_string());
-    // The scripts and the database go whether or not every run succeeded.
+    let measured = measure(server, [&url, &hot_url], &dir, &named_task.to_string());
+    // The scripts and the databases go whether or not every run succeeded.
     std::fs::remove_dir_all(&dir).ok();
-    psql(
-        &admin,
-        &format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"),
-    )?;
+    drop_both()?;
     measured
 }
 
-/// Writes the variants' scripts to `dir` and prints the rounds' table.
-fn measure(server: &str, url: &str, dir: &std::path::Path, named_task: &str) -> anyhow::Result<()> {
+/// Writes the variants' scripts to `dir` and prints the rounds' table; `urls` are the
+/// database of the engine's schema and its HOT copy.
+fn measure(
+    server: &str,
+    urls: [&str; 2],
+    dir: &std::path::Path,
+    named_task: &str,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let variants = scripts();
     let paths: Vec<_> = variants
         .iter()
         .enumerate()
-        .map(|(i, (_, script))| {
+        .map(|(i, script)| {
             let path = dir.join(format!("variant_{i}.sql"));
-            std::fs::write(&path, script).map(|_| path)
+            std::fs::write(&path, &script.text).map(|_| path)
         })
         .collect::<Result<_, _>>()?;
 
@@ -297,10 +362,12 @@ fn measure(server: &str, url: &str, dir: &std::path::Path, named_task: &str) -> 
     for round in 1..=ROUNDS {
         eprintln!("round {round} of {ROUNDS} ...");
         let tps = pgbench_tps(server)?;
-        for ((name, _), path) in variants.iter().zip(&paths) {
+        for (script, path) in variants.iter().zip(&paths) {
+            let url = urls[usize::from(script.hot)];
             let (steps, cpu_ms) = run_variant(url, path, named_task)?;
             println!(
-                "| {round} | {tps:.0} | {name} | {steps:.0} | {:.2} | {cpu_ms:.3} ms |",
+                "| {round} | {tps:.0} | {} | {steps:.0} | {:.2} | {cpu_ms:.3} ms |",
+                script.name,
                 steps / tps
             );
         }
@@ -332,27 +399,49 @@ mod tests {
 
     /// Each variant's script, run once (one client: the engine's claim finds exactly the
     /// ten tasks it created), leaves what the engine leaves after ten fanout tasks: every
-    /// step complete with its four transitions, every task complete, no message; so a schema change the scripts no longer fit fails here, not in a bench run.
+    /// step complete with its four transitions, every task complete, no message; so a
+    /// schema change the scripts (or the HOT schema's changes) no longer fit fails here, not
+    /// in a bench run.
     #[tokio::test]
     async fn every_variant_runs_a_task_batch_to_completion() {
-        let db = TestDatabase::new().await;
-        // libpq's form: without the query parameters only sqlx knows.
-        let url = db.url.split('?').next().unwrap();
-        let named_task = prepare(&db.pool).await.unwrap();
-        let dir = std::env::temp_dir().join(format!("tasker-floor-test-{}", db.name));
+        let plain = TestDatabase::new().await;
+        let hot = TestDatabase::new().await;
+        sqlx::raw_sql(HOT_STEPS).execute(&hot.pool).await.unwrap();
+        // Only indexes of columns a claim and a recording leave alone: an index added to the
+        // steps later must be dropped in hot_steps.sql too, or its updates are not HOT.
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT indexname::text FROM pg_indexes
+              WHERE schemaname = 'tasker' AND tablename = 'workflow_steps' ORDER BY 1",
+        )
+        .fetch_all(&hot.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            indexes,
+            ["workflow_steps_pkey", "workflow_steps_task_uuid_name_key"]
+        );
+        let named_tasks = [
+            prepare(&plain.pool).await.unwrap(),
+            prepare(&hot.pool).await.unwrap(),
+        ];
+        let dir = std::env::temp_dir().join(format!("tasker-floor-test-{}", plain.name));
         std::fs::create_dir_all(&dir).unwrap();
-        for (i, (name, text)) in scripts().iter().enumerate() {
+        for (i, script) in scripts().iter().enumerate() {
+            let (db, name) = (if script.hot { &hot } else { &plain }, script.name);
+            // libpq's form: without the query parameters only sqlx knows.
+            let url = db.url.split('?').next().unwrap();
+            let named_task = named_tasks[usize::from(script.hot)];
             sqlx::query("TRUNCATE tasker.tasks CASCADE")
                 .execute(&db.pool)
                 .await
                 .unwrap();
-            let script = dir.join(format!("variant_{i}.sql"));
-            std::fs::write(&script, text).unwrap();
+            let path = dir.join(format!("variant_{i}.sql"));
+            std::fs::write(&path, &script.text).unwrap();
             let run = Command::new("pgbench")
                 .args(["-n", "-t", "1", "-D"])
                 .arg(format!("nt={named_task}"))
                 .arg("-f")
-                .arg(&script)
+                .arg(&path)
                 .arg(url)
                 .output()
                 .unwrap();
