@@ -53,16 +53,27 @@ const RECORD_LEASED: &str = include_str!("floor/record_leased.sql");
 const COMPLETE_TASKS: &str = include_str!("floor/complete_tasks.sql");
 const HOT_STEPS: &str = include_str!("floor/hot_steps.sql");
 
+/// The engine's writes: a message per step, the claim writes the step.
+const AS_THE_ENGINE: [&str; 5] = [
+    CREATE,
+    MESSAGES_PER_STEP,
+    CLAIM_STEPS,
+    RECORD_CLAIMED,
+    COMPLETE_TASKS,
+];
+/// A message per step, the claim is its lease.
+const LEASED: [&str; 5] = [
+    CREATE,
+    MESSAGES_PER_STEP,
+    CLAIM_LEASES,
+    RECORD_LEASED,
+    COMPLETE_TASKS,
+];
+
 const VARIANTS: [Variant; 6] = [
     Variant {
         name: "as the engine: a message per step, the claim writes the step",
-        parts: [
-            CREATE,
-            MESSAGES_PER_STEP,
-            CLAIM_STEPS,
-            RECORD_CLAIMED,
-            COMPLETE_TASKS,
-        ],
+        parts: AS_THE_ENGINE,
         hot: false,
     },
     Variant {
@@ -78,13 +89,7 @@ const VARIANTS: [Variant; 6] = [
     },
     Variant {
         name: "a message per step, the claim is its lease",
-        parts: [
-            CREATE,
-            MESSAGES_PER_STEP,
-            CLAIM_LEASES,
-            RECORD_LEASED,
-            COMPLETE_TASKS,
-        ],
+        parts: LEASED,
         hot: false,
     },
     Variant {
@@ -100,24 +105,12 @@ const VARIANTS: [Variant; 6] = [
     },
     Variant {
         name: "as the engine, the steps' updates HOT",
-        parts: [
-            CREATE,
-            MESSAGES_PER_STEP,
-            CLAIM_STEPS,
-            RECORD_CLAIMED,
-            COMPLETE_TASKS,
-        ],
+        parts: AS_THE_ENGINE,
         hot: true,
     },
     Variant {
         name: "a message per step, the claim is its lease, the steps' updates HOT",
-        parts: [
-            CREATE,
-            MESSAGES_PER_STEP,
-            CLAIM_LEASES,
-            RECORD_LEASED,
-            COMPLETE_TASKS,
-        ],
+        parts: LEASED,
         hot: true,
     },
 ];
