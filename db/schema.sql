@@ -181,15 +181,74 @@ CREATE TABLE tasker.workflow_steps (
     UNIQUE (task_uuid, name)
 );
 
+-- A step's updates are HOT (heap-only: the new version on the same page, no new index
+-- entries) when no index names a column they change, in its key or its predicate. A
+-- claim, a recording and a readying change the state, the claim and the audit columns, so
+-- the only indexes on steps are on columns those leave alone: the key, (task, name), and
+-- the two below, on columns only a failure sets. What used an index on the state reads
+-- elsewhere: claims from tasker.step_claims, waiting steps from the queues, recent
+-- recordings from tasker.step_recordings. fillfactor leaves each page room for the
+-- versions of its steps' updates.
+ALTER TABLE tasker.workflow_steps SET (fillfactor = 40);
+-- A retry's time is set only while the step waits for it, so this index holds the
+-- waiting steps alone (the retry sweep, its next wake).
+ALTER TABLE tasker.workflow_steps ADD CONSTRAINT workflow_steps_retry_only_waiting
+  CHECK ((next_retry_at IS NULL) OR (state = 'waiting_for_retry'::text));
 CREATE INDEX workflow_steps_retry_idx ON tasker.workflow_steps USING btree (next_retry_at)
-  WHERE (state = 'waiting_for_retry'::text);
--- The dashboard: failures by handler, a worker's in-flight steps, the oldest waiting step.
+  WHERE (next_retry_at IS NOT NULL);
+-- The dashboard's failures by handler: every failed or retrying step has its last error
+-- (a later success clears it).
+ALTER TABLE tasker.workflow_steps ADD CONSTRAINT workflow_steps_failure_has_error
+  CHECK ((last_error IS NOT NULL) OR (state <> ALL (ARRAY['error'::text, 'waiting_for_retry'::text])));
 CREATE INDEX workflow_steps_failed_idx ON tasker.workflow_steps USING btree (handler_callable)
-  WHERE (state = ANY (ARRAY['error'::text, 'waiting_for_retry'::text]));
-CREATE INDEX workflow_steps_claim_owner_idx ON tasker.workflow_steps USING btree (claim_owner)
-  WHERE (state = 'in_progress'::text);
-CREATE INDEX workflow_steps_enqueued_idx ON tasker.workflow_steps USING btree (enqueued_at)
-  WHERE (state = 'enqueued'::text);
+  WHERE (last_error IS NOT NULL);
+
+-- Who holds which steps: one row per claiming statement (a claim, a recording that claimed
+-- children, a creation that claimed roots), written with the claim, where an index on the
+-- steps' owner would have cost every claim and recording their HOT update.
+-- tasker.release_expired_claims reads the rows whose check_at has passed (a few seconds
+-- after the claim, by when most steps are recorded), deletes those whose steps are no
+-- longer held (recorded, released), releases held steps whose lease ran out, and sets
+-- check_at of the rest to the earliest lease of their steps still held. So the table holds
+-- the claims of the last seconds and those of steps still running. A dead worker's steps
+-- are found by worker_id.
+CREATE TABLE tasker.step_claims (
+    claim_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    worker_id text NOT NULL,
+    steps uuid[] NOT NULL,
+    claimed_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    check_at timestamp with time zone NOT NULL
+);
+
+CREATE INDEX step_claims_check_idx ON tasker.step_claims USING btree (check_at);
+CREATE INDEX step_claims_worker_idx ON tasker.step_claims USING btree (worker_id);
+
+-- The steps each worker holds now, from its claims' rows (the dashboard's workers page).
+CREATE VIEW tasker.held_steps AS
+ SELECT h.worker_id,
+    s.step_uuid,
+    s.task_uuid,
+    s.name,
+    s.started_at,
+    s.lease_expires_at
+   FROM (( SELECT DISTINCT c.worker_id,
+            u.step
+           FROM (tasker.step_claims c
+             CROSS JOIN LATERAL unnest(c.steps) u(step))) h
+     JOIN tasker.workflow_steps s ON ((s.step_uuid = h.step)))
+  WHERE ((s.state = 'in_progress'::text) AND (s.claim_owner = h.worker_id));
+
+
+-- How many steps each recording completed, and when: the dashboard's recent counts. One
+-- row per recording statement, not per step; a failed attempt is counted from
+-- step_result_audit_log. Rows older than an hour go with retention's run.
+CREATE TABLE tasker.step_recordings (
+    recorded_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    worker_id text NOT NULL,
+    completed integer NOT NULL
+);
+
+CREATE INDEX step_recordings_recorded_idx ON tasker.step_recordings USING btree (recorded_at);
 
 -- A step's columns as the API and the dashboard read them.
 CREATE VIEW tasker.step_rows AS
@@ -322,9 +381,6 @@ CREATE TABLE tasker.step_result_audit_log (
 
 CREATE INDEX step_result_audit_log_task_idx ON tasker.step_result_audit_log USING btree (task_uuid);
 CREATE INDEX step_result_audit_log_recorded_idx ON tasker.step_result_audit_log USING btree (recorded_at);
--- The completing attempts' audits, by time (the dashboard's recent counts).
-CREATE INDEX workflow_steps_recorded_idx ON tasker.workflow_steps USING btree (completed_at)
-  WHERE (recorded_by IS NOT NULL);
 
 -- Every recorded attempt: the log's rows and each completed step's last attempt.
 CREATE VIEW tasker.step_result_audits AS
@@ -352,6 +408,21 @@ UNION ALL
     s.completed_at AS recorded_at
    FROM tasker.workflow_steps s
   WHERE (s.recorded_by IS NOT NULL);
+
+-- Recorded attempts over time, for the dashboard's recent counts: a recording's completed
+-- steps (tasker.step_recordings) and every attempt in step_result_audit_log.
+CREATE VIEW tasker.recording_counts AS
+ SELECT r.recorded_at,
+    r.worker_id,
+    r.completed AS succeeded,
+    0 AS failed
+   FROM tasker.step_recordings r
+UNION ALL
+ SELECT l.recorded_at,
+    l.worker_id,
+    (l.success)::integer AS succeeded,
+    (NOT l.success)::integer AS failed
+   FROM tasker.step_result_audit_log l;
 
 -- Worker registry: every worker process lists itself here while it runs. A worker holds a
 -- session-level advisory lock on its lock_key on a dedicated connection for as long as it

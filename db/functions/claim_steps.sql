@@ -85,6 +85,8 @@ BEGIN
     RETURNING s.step_uuid
   )
   SELECT array_agg(c.step_uuid) INTO v_claimed FROM claimed c;
+  PERFORM tasker.note_claims(p_worker, v_claimed,
+                             clock_timestamp() + make_interval(secs => p_lease_seconds));
   RETURN QUERY
     SELECT c.* FROM tasker.claimed_steps(coalesce(v_claimed, ARRAY[]::uuid[])) AS c
     UNION ALL

@@ -81,8 +81,7 @@ BEGIN
     ), applied AS (
       -- Only while this worker still holds the claim, for this attempt; the others are
       -- refused below. State and owner are compared as texts of their own, so that the
-      -- rows are reached by key: through workflow_steps_claim_owner_idx a generic plan
-      -- walks every entry this worker left there since the last vacuum.
+      -- rows are reached by key, whatever index a later change adds.
       UPDATE tasker.workflow_steps s
          SET state = 'complete', completed_at = clock_timestamp(), updated_at = now(),
              results = r.result, last_error = NULL, claim_owner = NULL,
@@ -97,6 +96,9 @@ BEGIN
          AND s.state || '' = 'in_progress' AND s.claim_owner || '' = p_worker
          AND s.attempts = r.attempt
       RETURNING s.step_uuid, s.task_uuid
+    ), counted AS (
+      INSERT INTO tasker.step_recordings (worker_id, completed)
+      SELECT p_worker, count(*) FROM applied HAVING count(*) > 0
     )
     SELECT array_agg(a.step_uuid ORDER BY a.step_uuid),
            array_agg(a.task_uuid ORDER BY a.step_uuid)
@@ -189,6 +191,8 @@ BEGIN
       INTO v_ready, v_ready_tasks, v_ready_ns, v_ready_msgs, v_claim
       FROM moved m WHERE m.ready;
     IF v_claim IS NOT NULL THEN
+      PERFORM tasker.note_claims(p_worker, v_claim,
+                                 clock_timestamp() + make_interval(secs => p_lease_seconds));
       SELECT array_agg(c) INTO v_claims FROM tasker.claimed_steps(v_claim) AS c;
     END IF;
     IF v_ready IS NOT NULL THEN

@@ -101,6 +101,7 @@ BEGIN
          array_agg(m.step_uuid) FILTER (WHERE m.state = 'in_progress')
     INTO v_roots, v_names, v_claimed
     FROM made m WHERE m.state IN ('enqueued', 'in_progress');
+  PERFORM tasker.note_claims(p_claim_worker, v_claimed, v_lease);
   IF NOT v_started THEN
     RETURN QUERY SELECT v_task, true, tasker.start_task(v_task, p_actor), NULL::jsonb,
                         NULL::uuid[], NULL::timestamptz;

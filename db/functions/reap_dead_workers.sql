@@ -5,8 +5,9 @@
 -- the process cannot reach the database). A restart of the database server drops every
 -- lock at once, so a worker last seen before the server started is judged by p_timeout_ms
 -- counted from the start: live workers reconnect and keep their claims, only those that do
--- not come back are reaped. A dead worker's in-progress steps go back to enqueued (the
--- attempt counts: the handler may be what killed it), or to error (worker_lost) when that
+-- not come back are reaped. A dead worker's in-progress steps (found through its rows in
+-- tasker.step_claims) go back to enqueued (the attempt counts: the handler may be what
+-- killed it), or to error (worker_lost) when that
 -- was their last attempt, their tasks finalized; the released steps get new messages (their
 -- claims deleted theirs), and hidden messages of enqueued steps in its queues become
 -- visible at once (not those of scheduled tasks, still ahead of their run_at); its row is
@@ -27,6 +28,7 @@ DECLARE
   v_queue text;
   v_shown integer;
   v_failed uuid[];
+  v_claimed uuid[];
 BEGIN
   FOR w IN SELECT ww.worker_id, ww.lock_key, ww.last_seen_at, ww.namespaces FROM tasker.workers ww
             WHERE ww.last_seen_at < clock_timestamp() - make_interval(secs => p_grace_ms / 1000.0)
@@ -39,11 +41,16 @@ BEGIN
                         AND pg_try_advisory_xact_lock(w.lock_key))
                        OR greatest(w.last_seen_at, pg_postmaster_start_time())
                             < clock_timestamp() - make_interval(secs => p_timeout_ms / 1000.0));
+    -- Its claims' rows first (a sweep that holds one is waited for; it locks steps after
+    -- rows, so taking the rows after the steps could deadlock with it).
+    WITH gone AS (
+      DELETE FROM tasker.step_claims c WHERE c.worker_id = w.worker_id RETURNING c.steps
+    )
+    SELECT coalesce(array_agg(DISTINCT u.step), ARRAY[]::uuid[]) INTO v_claimed
+      FROM gone g CROSS JOIN LATERAL unnest(g.steps) AS u(step);
     SELECT r.released, r.queues, r.failed_tasks INTO v_n, v_queues, v_failed
       FROM tasker.release_lost_claims(
-             ARRAY(SELECT s.step_uuid FROM tasker.workflow_steps s
-                    WHERE s.state = 'in_progress' AND s.claim_owner = w.worker_id),
-             w.worker_id, p_actor, 'worker_lost') AS r;
+             v_claimed, w.worker_id, p_actor, 'worker_lost') AS r;
     -- Messages of enqueued steps hidden now: any the dead worker had read but not claimed
     -- (a claim taken apart reads first). Visible again at once (a live worker that read
     -- one of those too finds the step claimed and drops it). The message names its step,

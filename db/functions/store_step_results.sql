@@ -40,7 +40,8 @@ BEGIN
     SELECT DISTINCT ON ((x->>'step_uuid')::uuid)
            (x->>'step_uuid')::uuid AS step_uuid, (x->>'attempt')::integer AS attempt,
            (x->>'success')::boolean AS success, x->'result' AS result,
-           CASE WHEN jsonb_typeof(x->'error') = 'object' THEN x->'error' END AS error,
+           CASE WHEN jsonb_typeof(x->'error') = 'object' THEN x->'error'
+                ELSE '{"message": "the handler gave no error"}'::jsonb END AS error,
            (x->>'execution_ms')::bigint AS execution_ms,
            CASE WHEN jsonb_typeof(x->'metadata') = 'object' THEN x->'metadata' ELSE '{}'::jsonb END AS metadata,
            CASE WHEN jsonb_typeof(x->'outcome') <> 'null' THEN x->'outcome' END AS outcome
@@ -95,6 +96,9 @@ BEGIN
            a.execution_ms, a.metadata
       FROM applied a
      WHERE a.state <> 'complete'
+  ), counted AS (
+    INSERT INTO tasker.step_recordings (worker_id, completed)
+    SELECT p_worker, count(*) FROM applied a WHERE a.state = 'complete' HAVING count(*) > 0
   ), sent AS (
     INSERT INTO pgmq.q_orchestration_step_results (vt, message)
     SELECT clock_timestamp(), jsonb_build_object(

@@ -498,6 +498,18 @@ async fn the_workers_page_reads_the_registry_and_the_claims() {
     }
     let overview = get_ok(&app, "/ui").await;
     assert!(overview.contains(r#"data-workers-live="1""#));
+    // A second task's first step waits in the queue: counted, unlike the held step, whose
+    // message the fake worker left behind.
+    h.create("linear_workflow", "linear_math", json!({"value": 2}))
+        .await;
+    tasker_orchestration::refresh_state_gauges(&h.db.pool)
+        .await
+        .unwrap();
+    let metrics = tasker_shared::observability::render();
+    assert!(
+        metrics.lines().any(|l| l == "tasker_steps_waiting 1"),
+        "{metrics}"
+    );
     h.shutdown().await;
 }
 

@@ -11,7 +11,8 @@ use tasker_tests::{http, Harness};
 use uuid::Uuid;
 
 /// A linear task whose first step is held by `worker` on attempt `attempt`, its lease ending
-/// `lease_ms` from now (negative: expired), its message deleted as a claim deletes it.
+/// `lease_ms` from now (negative: expired), its message deleted and the claim noted
+/// (`tasker.step_claims`) as a claim does.
 async fn held_step(h: &Harness, worker: &str, attempt: i32, lease_ms: i64) -> (Uuid, Uuid) {
     let task = h
         .create("linear_workflow", "linear_math", json!({"value": 3}))
@@ -36,6 +37,16 @@ async fn held_step(h: &Harness, worker: &str, attempt: i32, lease_ms: i64) -> (U
         .execute(&h.db.pool)
         .await
         .unwrap();
+    sqlx::query(
+        "SELECT tasker.note_claims($2, ARRAY[$1::uuid],
+                                   clock_timestamp() + make_interval(secs => $3 / 1000.0))",
+    )
+    .bind(step)
+    .bind(worker)
+    .bind(lease_ms as f64)
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
     (task, step)
 }
 

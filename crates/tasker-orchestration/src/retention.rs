@@ -17,6 +17,10 @@ pub const TASKS_ARCHIVED: &str = "tasker_retention_tasks_archived_total";
 /// Durable domain events deleted past `domain_events_after`, from queues and their archives.
 pub const DOMAIN_EVENTS_REMOVED: &str = "tasker_retention_domain_events_removed_total";
 
+/// How long the counts of recorded steps (`tasker.step_recordings`, a row per recording) are
+/// kept: the dashboard reads their last ten minutes.
+pub const RECORDING_COUNTS_KEPT: Duration = Duration::from_secs(3600);
+
 /// The final states, each kept for the period `RetentionConfig::period_of` gives it.
 pub const FINAL_STATES: [&str; 4] = ["complete", "error", "resolved_manually", "cancelled"];
 
@@ -36,6 +40,9 @@ pub struct RetentionReport {
     pub states: Vec<StateReport>,
     /// Tombstones of tasks removed longer ago than `tombstone_after`, forgotten.
     pub tombstones_pruned: u64,
+    /// Rows of `tasker.step_recordings` (the dashboard's recent counts) older than
+    /// [`RECORDING_COUNTS_KEPT`], deleted.
+    pub recording_counts_pruned: u64,
     /// Durable domain events sent longer ago than `domain_events_after`, deleted from their
     /// queues and the queues' archives.
     pub domain_events_removed: u64,
@@ -87,11 +94,18 @@ pub async fn dry_run(
         .await?;
         events += old as u64;
     }
+    let recordings: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tasker.step_recordings WHERE recorded_at < now() - $1::interval",
+    )
+    .bind(RECORDING_COUNTS_KEPT)
+    .fetch_one(pool)
+    .await?;
     Ok(RetentionReport {
         mode: config.mode,
         dry_run: true,
         states,
         tombstones_pruned: tombstones as u64,
+        recording_counts_pruned: recordings as u64,
         domain_events_removed: events,
         interrupted: false,
     })
@@ -117,6 +131,7 @@ pub async fn run_once(
         dry_run: false,
         states: Vec::new(),
         tombstones_pruned: 0,
+        recording_counts_pruned: 0,
         domain_events_removed: 0,
         interrupted: false,
     };
@@ -163,6 +178,23 @@ pub async fn run_once(
         .await?
         .rows_affected();
         report.tombstones_pruned += pruned;
+        if pruned < batch as u64 {
+            break;
+        }
+    }
+    while !report.interrupted {
+        let pruned = sqlx::query(
+            "DELETE FROM tasker.step_recordings WHERE ctid IN (
+               SELECT r.ctid FROM tasker.step_recordings r
+                WHERE r.recorded_at < now() - $1::interval
+                ORDER BY r.recorded_at LIMIT $2)",
+        )
+        .bind(RECORDING_COUNTS_KEPT)
+        .bind(i64::from(batch))
+        .execute(pool)
+        .await?
+        .rows_affected();
+        report.recording_counts_pruned += pruned;
         if pruned < batch as u64 {
             break;
         }

@@ -9,9 +9,11 @@ use tokio_util::sync::CancellationToken;
 /// Tasks a permanently failed step has stopped (`blocked_by_failures` or `error`), waiting for
 /// an operator to reset or resolve the step.
 pub const TASKS_BLOCKED: &str = "tasker_tasks_blocked_by_failures";
-/// Steps enqueued for a worker and not yet claimed.
+/// Steps enqueued for a worker and not yet claimed, found through their messages in the
+/// worker queues (`tasker.waiting_steps`).
 pub const STEPS_WAITING: &str = "tasker_steps_waiting";
-/// Age of the oldest step enqueued and not yet claimed (0 when none waits).
+/// How long the message visible longest in the worker queues has been visible (0 when none
+/// waits).
 pub const STEPS_WAITING_OLDEST: &str = "tasker_steps_waiting_oldest_seconds";
 /// Registered workers whose heartbeat was seen within [`LIVE_WITHIN`].
 pub const WORKERS_LIVE: &str = "tasker_workers_live";
@@ -52,13 +54,12 @@ pub async fn refresh(pool: &PgPool) -> Result<(), sqlx::Error> {
         "SELECT
            (SELECT count(*) FROM tasker.tasks
              WHERE state IN ('blocked_by_failures', 'error')) AS blocked,
-           (SELECT count(*) FROM tasker.workflow_steps WHERE state = 'enqueued') AS waiting,
-           coalesce((SELECT extract(epoch FROM now() - min(enqueued_at))::float8
-                       FROM tasker.workflow_steps WHERE state = 'enqueued'), 0) AS oldest_seconds,
+           w.waiting, w.oldest_seconds,
            (SELECT count(*) FROM tasker.workers
              WHERE last_seen_at > now() - make_interval(secs => $1)) AS live,
            (SELECT count(*) FROM tasker.workers
-             WHERE last_seen_at <= now() - make_interval(secs => $1)) AS stale",
+             WHERE last_seen_at <= now() - make_interval(secs => $1)) AS stale
+           FROM tasker.waiting_steps() AS w",
     )
     .bind(LIVE_WITHIN.as_secs_f64())
     .fetch_one(pool)

@@ -127,7 +127,8 @@ impl StepEnqueuer {
         let next: Result<Option<f64>, _> = sqlx::query_scalar(&format!(
             "SELECT extract(epoch FROM min(s.next_retry_at) - clock_timestamp())::float8
                FROM tasker.workflow_steps s JOIN tasker.tasks t USING (task_uuid)
-              WHERE s.state = 'waiting_for_retry' AND t.state IN ({ACTIVE})"
+              WHERE s.next_retry_at IS NOT NULL AND s.state = 'waiting_for_retry'
+                AND t.state IN ({ACTIVE})"
         ))
         .fetch_one(&self.pool)
         .await;

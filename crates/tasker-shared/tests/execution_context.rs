@@ -45,7 +45,8 @@ async fn set(
 ) {
     sqlx::query(
         "UPDATE tasker.workflow_steps SET state = $2, attempts = $3, retryable = $4,
-                next_retry_at = CASE WHEN $5::bigint IS NULL THEN NULL ELSE clock_timestamp() + make_interval(secs => $5::bigint / 1000.0) END
+                next_retry_at = CASE WHEN $5::bigint IS NULL THEN NULL ELSE clock_timestamp() + make_interval(secs => $5::bigint / 1000.0) END,
+                last_error = CASE WHEN $2 IN ('error', 'waiting_for_retry') THEN '{\"message\": \"failed\"}'::jsonb END
           WHERE step_uuid = $1",
     ).bind(step).bind(state).bind(attempts).bind(retryable).bind(retry_in_ms).execute(&db.pool).await.unwrap();
 }

@@ -3,6 +3,8 @@
 //! a plan that reaches rows through a partial index on state, or through a view, reads every
 //! entry of it: a cost that follows the open tasks, or the history kept. Each test plans a
 //! function's statement the way it happened, and counts the index entries it reads.
+//! The last test holds the steps' updates to what makes them cheap: heap-only (HOT), with no
+//! index entry written.
 
 use std::time::{Duration, Instant};
 use tasker_shared::testing::TestDatabase;
@@ -80,10 +82,22 @@ fn stored(steps: i64, updates: i64) -> String {
     )
 }
 
-/// The index of recorded steps.
-const RECORDED: &[&str] = &["workflow_steps_recorded_idx"];
-/// The index of claimed steps.
-const CLAIMED: &[&str] = &["workflow_steps_claim_owner_idx"];
+/// Every index of the steps and of the audit log.
+const STEP_INDEXES: &[&str] = &[
+    "workflow_steps_pkey",
+    "workflow_steps_task_uuid_name_key",
+    "workflow_steps_failed_idx",
+    "workflow_steps_retry_idx",
+    "step_result_audit_log_pkey",
+    "step_result_audit_log_task_idx",
+    "step_result_audit_log_recorded_idx",
+];
+/// The indexes the expired-claims sweep reads: the claims' rows and the steps' key.
+const CLAIMS: &[&str] = &[
+    "step_claims_pkey",
+    "step_claims_check_idx",
+    "workflow_steps_pkey",
+];
 /// The indexes of failed and retrying steps.
 const FAILURES: &[&str] = &["workflow_steps_failed_idx", "workflow_steps_retry_idx"];
 
@@ -135,7 +149,8 @@ async fn record_all(conn: &mut sqlx::PgConnection, task: Uuid) {
     assert_eq!(state, "complete");
 }
 
-/// A task with `steps` steps in `state`, attempt 1, recorded by `recorded_by` (or none).
+/// A task with `steps` steps in `state`, attempt 1, recorded by `recorded_by` (or none), with
+/// an error when failed or retrying.
 async fn steps(
     conn: &mut sqlx::PgConnection,
     named_task: Uuid,
@@ -150,9 +165,10 @@ async fn steps(
          )
          INSERT INTO tasker.workflow_steps (task_uuid, name, position, handler_callable,
            max_attempts, retryable, backoff, backoff_base_ms, max_backoff_ms, state, attempts,
-           recorded_by, completed_at, parent_count, pending_parents)
+           recorded_by, completed_at, last_error, parent_count, pending_parents)
          SELECT t.task_uuid, 'noop_' || i, i, 'Examples::Noop', 3, true, 'none', 0, 0,
-                $3, 1, $4, CASE WHEN $4 IS NOT NULL THEN now() END, 0, 0
+                $3, 1, $4, CASE WHEN $4 IS NOT NULL THEN now() END,
+                CASE WHEN $3 IN ('error', 'waiting_for_retry') THEN '{}'::jsonb END, 0, 0
            FROM t CROSS JOIN generate_series(1, $2) AS i
          RETURNING step_uuid",
     )
@@ -262,7 +278,7 @@ async fn a_renewal_judges_lost_steps_without_reading_the_history() {
     .await
     .unwrap();
     flush_stats(&mut conn).await;
-    let before = index_reads(&db, RECORDED, &calls_of("renew_leases", 0)).await;
+    let before = index_reads(&db, STEP_INDEXES, &calls_of("renew_leases", 0)).await;
 
     let mut lost: Vec<Uuid> = sqlx::query_scalar("SELECT * FROM tasker.renew_leases($1, 'w', 60)")
         .bind(vec![theirs, released, failed, recorded])
@@ -270,7 +286,7 @@ async fn a_renewal_judges_lost_steps_without_reading_the_history() {
         .await
         .unwrap();
     flush_stats(&mut conn).await;
-    let after = index_reads(&db, RECORDED, &calls_of("renew_leases", 1)).await;
+    let after = index_reads(&db, STEP_INDEXES, &calls_of("renew_leases", 1)).await;
 
     lost.sort();
     let mut expected = vec![theirs, released];
@@ -278,7 +294,7 @@ async fn a_renewal_judges_lost_steps_without_reading_the_history() {
     assert_eq!(lost, expected, "lost: another's and the released step only");
     assert!(
         after - before < 100,
-        "judging four steps read {} entries of workflow_steps_recorded_idx",
+        "judging four steps read {} entries of the steps' and the audit log's indexes",
         after - before
     );
 }
@@ -357,11 +373,13 @@ async fn finalizing_reads_only_the_tasks_own_failures() {
     );
 }
 
-/// Before, the sweep for expired leases read the index of claimed steps by a bitmap scan,
-/// which marks no entry dead: every sweep read again every step claimed since the table's
-/// last vacuum (each claim leaves an entry that outlives it).
+/// The sweep for expired leases finds claims through their rows in tasker.step_claims: a
+/// row whose steps were all recorded is read and deleted; a row with a step still held waits
+/// for that step's lease. A deleted row's index entry is read once more, by the next sweep,
+/// which marks it dead; after that the rows of finished claims cost nothing. (Before, the
+/// sweep read an index of claimed steps where every claim left an entry until a vacuum.)
 #[tokio::test]
-async fn the_expired_claims_sweep_reads_each_finished_claim_once() {
+async fn the_expired_claims_sweep_leaves_finished_claims_behind() {
     let db = TestDatabase::new().await;
     let named_task = named_task(&db).await;
     let mut conn = counted_connection(&db).await;
@@ -369,8 +387,16 @@ async fn the_expired_claims_sweep_reads_each_finished_claim_once() {
         .execute(&mut *conn)
         .await
         .unwrap();
-    // 20,000 claims, finished: their entries in the index stay until a vacuum.
+    // 2,000 claims of ten steps each, their checks due, their steps recorded since.
     let finished = running_tasks(&mut conn, named_task, 2000).await;
+    let note = "SELECT tasker.note_claims('w', array_agg(s.step_uuid), now() - interval '1 second')
+                  FROM tasker.workflow_steps s WHERE s.task_uuid = ANY ($1)
+                 GROUP BY s.task_uuid";
+    sqlx::query(note)
+        .bind(&finished)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
     sqlx::query(
         "UPDATE tasker.workflow_steps
             SET state = 'complete', claim_owner = NULL, lease_expires_at = NULL,
@@ -381,13 +407,18 @@ async fn the_expired_claims_sweep_reads_each_finished_claim_once() {
     .execute(&mut *conn)
     .await
     .unwrap();
-    // One claim whose lease ran out, nine live ones.
-    let running = running_tasks(&mut conn, named_task, 1).await[0];
+    // One claim of ten steps still held: one lease ran out, nine run for an hour.
+    let running = running_tasks(&mut conn, named_task, 1).await;
+    sqlx::query(note)
+        .bind(&running)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
     let expired: Uuid = sqlx::query_scalar(
         "UPDATE tasker.workflow_steps SET lease_expires_at = now() - interval '1 minute'
           WHERE task_uuid = $1 AND name = 'noop_0' RETURNING step_uuid",
     )
-    .bind(running)
+    .bind(running[0])
     .fetch_one(&mut *conn)
     .await
     .unwrap();
@@ -397,18 +428,29 @@ async fn the_expired_claims_sweep_reads_each_finished_claim_once() {
         .fetch_one(&mut *conn)
         .await
         .unwrap();
-    flush_stats(&mut conn).await;
-    let before = index_reads(&db, CLAIMED, &calls_of("release_expired_claims", 1)).await;
+    let (rows, check_in): (i64, f64) = sqlx::query_as(
+        "SELECT count(*), coalesce(extract(epoch FROM max(check_at) - now()), 0)::float8
+           FROM tasker.step_claims",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
     let second: i32 = sqlx::query_scalar(sweep)
         .fetch_one(&mut *conn)
         .await
         .unwrap();
     flush_stats(&mut conn).await;
-    let after = index_reads(&db, CLAIMED, &calls_of("release_expired_claims", 2)).await;
+    let before = index_reads(&db, CLAIMS, &calls_of("release_expired_claims", 2)).await;
+    let third: i32 = sqlx::query_scalar(sweep)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    flush_stats(&mut conn).await;
+    let after = index_reads(&db, CLAIMS, &calls_of("release_expired_claims", 3)).await;
 
     assert_eq!(
-        (first, second),
-        (1, 0),
+        (first, second, third),
+        (1, 0, 0),
         "the expired claim is released once"
     );
     let state: String =
@@ -418,9 +460,126 @@ async fn the_expired_claims_sweep_reads_each_finished_claim_once() {
             .await
             .unwrap();
     assert_eq!(state, "enqueued");
+    assert_eq!(
+        rows, 1,
+        "only the claim with steps still held keeps its row"
+    );
+    assert!(
+        check_in > 3000.0,
+        "the held claim is looked at again when its steps' leases run out, not {check_in} s from now"
+    );
     assert!(
         after - before < 100,
-        "a second sweep read {} entries of workflow_steps_claim_owner_idx",
+        "a third sweep read {} index entries of the claims and the steps",
         after - before
+    );
+}
+
+/// Every update a no-op step's life makes to its row (claimed, recorded; a child readied and
+/// claimed by its parent's recording, then recorded) is heap-only: no index of the steps
+/// names a column those updates change, so none gets an entry. An index added on the state,
+/// the claim or the audit columns fails this.
+#[tokio::test]
+async fn a_steps_claims_and_recordings_are_heap_only_updates() {
+    let db = TestDatabase::new().await;
+    let named_task = named_task(&db).await;
+    let mut conn = db.pool.acquire().await.unwrap();
+    sqlx::query("SELECT pgmq.create('worker_ns_queue')")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let (root, child): (Uuid, Uuid) = sqlx::query_as(
+        "WITH t AS (
+           INSERT INTO tasker.tasks (named_task_uuid, state)
+           VALUES ($1, 'steps_in_process') RETURNING task_uuid
+         ), s AS (
+           INSERT INTO tasker.workflow_steps (task_uuid, name, position, handler_callable,
+             max_attempts, retryable, backoff, backoff_base_ms, max_backoff_ms, state,
+             parent_count, pending_parents)
+           SELECT t.task_uuid, x.name, x.i, 'Examples::Noop', 3, true, 'none', 0, 0, x.state,
+                  x.parents, x.parents
+             FROM t CROSS JOIN (VALUES ('a', 0, 'enqueued', 0), ('b', 1, 'pending', 1))
+                               AS x(name, i, state, parents)
+           RETURNING step_uuid, task_uuid, name
+         ), e AS (
+           INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
+           SELECT a.task_uuid, a.step_uuid, b.step_uuid
+             FROM s a JOIN s b ON a.name = 'a' AND b.name = 'b'
+         )
+         SELECT (SELECT step_uuid FROM s WHERE name = 'a'), (SELECT step_uuid FROM s WHERE name = 'b')",
+    )
+    .bind(named_task)
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    flush_stats(&mut conn).await;
+    let updates = "(SELECT n_tup_upd FROM pg_stat_user_tables
+                     WHERE schemaname = 'tasker' AND relname = 'workflow_steps')";
+    let counts = format!(
+        "SELECT {updates}, (SELECT n_tup_hot_upd FROM pg_stat_user_tables
+                             WHERE schemaname = 'tasker' AND relname = 'workflow_steps')"
+    );
+    let (updated_before, hot_before): (i64, i64) =
+        sqlx::query_as(&counts).fetch_one(&mut *conn).await.unwrap();
+
+    let claimed: String =
+        sqlx::query_scalar("SELECT outcome FROM tasker.claim_steps(ARRAY[$1::uuid], 'w', 60)")
+            .bind(root)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(claimed, "claimed");
+    let result = |step: Uuid| {
+        serde_json::json!([{"step_uuid": step, "attempt": 1, "success": true,
+                            "result": {}, "execution_ms": 0}])
+    };
+    let outcomes: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT c.outcome, (c.claim).outcome AS claim
+           FROM tasker.complete_steps('w', $1, 0, 0, ARRAY['ns'], 1, 60) AS c ORDER BY 1",
+    )
+    .bind(result(root))
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            ("completed".to_string(), None),
+            ("enqueued".to_string(), Some("claimed".to_string()))
+        ],
+        "the child is readied and claimed by its parent's recording"
+    );
+    let finished: Vec<String> =
+        sqlx::query_scalar("SELECT outcome FROM tasker.complete_steps('w', $1, 0, 0)")
+            .bind(result(child))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(finished, ["completed"]);
+    flush_stats(&mut conn).await;
+    index_reads(&db, &[], &format!("{updates} >= {updated_before} + 4")).await;
+    let (updated, hot): (i64, i64) = sqlx::query_as(&counts).fetch_one(&mut *conn).await.unwrap();
+
+    assert_eq!(
+        updated - updated_before,
+        4,
+        "claim, recording, readying, recording"
+    );
+    assert_eq!(
+        hot - hot_before,
+        updated - updated_before,
+        "every update of a step is heap-only"
+    );
+    let (claims, recorded): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM tasker.step_claims),
+                (SELECT sum(completed) FROM tasker.step_recordings)",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        (claims, recorded),
+        (2, 2),
+        "both claims noted, both completions counted"
     );
 }

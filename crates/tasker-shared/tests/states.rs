@@ -93,12 +93,16 @@ async fn every_allowed_step_transition_succeeds_in_sql_and_history_is_kept() {
     let db = TestDatabase::new().await;
     let (_, step) = one_step_task(&db).await;
     for (from, to) in STEP_TRANSITIONS {
-        sqlx::query("UPDATE tasker.workflow_steps SET state = $2 WHERE step_uuid = $1")
-            .bind(step)
-            .bind(from.as_str())
-            .execute(&db.pool)
-            .await
-            .unwrap();
+        // With an error, as every step moved into a failed or retrying state has one.
+        sqlx::query(
+            "UPDATE tasker.workflow_steps SET state = $2, last_error = '{\"message\": \"x\"}'
+              WHERE step_uuid = $1",
+        )
+        .bind(step)
+        .bind(from.as_str())
+        .execute(&db.pool)
+        .await
+        .unwrap();
         assert!(
             transition_step(&db.pool, step, *from, *to, "test", serde_json::json!({}))
                 .await

@@ -7,9 +7,7 @@
 //! does; the variants differ in how steps are messaged and claimed. A last variant runs the
 //! engine's own statements instead (tasker.create_tasks, the worker's claim and recording
 //! statements) with no worker around them: between it and the plain writes is the
-//! functions' work, between it and `bin/bench` the worker's. Two variants run on a copy of
-//! the schema whose steps' updates can be HOT (floor/hot_steps.sql): what dropping the
-//! partial indexes on a step's state would be worth.
+//! functions' work, between it and `bin/bench` the worker's.
 
 use super::{pgbench_tps, postgres_cpu_seconds, tps_of};
 use anyhow::{bail, Context};
@@ -19,8 +17,6 @@ use tasker_shared::queue::{worker_queue, QueueName};
 use tasker_worker::{claim_statement, recording_statement};
 
 const DATABASE: &str = "tasker_floor";
-/// The copy of DATABASE whose steps' updates can be HOT.
-const HOT_DATABASE: &str = "tasker_floor_hot";
 const QUEUE: &str = "floor";
 /// The namespace of the template the scripts create tasks of; its worker queue is the
 /// engine variant's.
@@ -32,15 +28,12 @@ const SECONDS: &str = "10";
 struct Variant {
     name: &'static str,
     parts: [&'static str; 5],
-    /// Run on the schema of [`HOT_STEPS`] (in [`HOT_DATABASE`]).
-    hot: bool,
 }
 
-/// One script of the floor: its name, text, and whether it runs on the HOT schema.
+/// One script of the floor: its name and text.
 struct Script {
     name: &'static str,
     text: String,
-    hot: bool,
 }
 
 const CREATE: &str = include_str!("floor/create.sql");
@@ -51,30 +44,17 @@ const CLAIM_LEASES: &str = include_str!("floor/claim_leases.sql");
 const RECORD_CLAIMED: &str = include_str!("floor/record_claimed.sql");
 const RECORD_LEASED: &str = include_str!("floor/record_leased.sql");
 const COMPLETE_TASKS: &str = include_str!("floor/complete_tasks.sql");
-const HOT_STEPS: &str = include_str!("floor/hot_steps.sql");
 
-/// The engine's writes: a message per step, the claim writes the step.
-const AS_THE_ENGINE: [&str; 5] = [
-    CREATE,
-    MESSAGES_PER_STEP,
-    CLAIM_STEPS,
-    RECORD_CLAIMED,
-    COMPLETE_TASKS,
-];
-/// A message per step, the claim is its lease.
-const LEASED: [&str; 5] = [
-    CREATE,
-    MESSAGES_PER_STEP,
-    CLAIM_LEASES,
-    RECORD_LEASED,
-    COMPLETE_TASKS,
-];
-
-const VARIANTS: [Variant; 6] = [
+const VARIANTS: [Variant; 4] = [
     Variant {
         name: "as the engine: a message per step, the claim writes the step",
-        parts: AS_THE_ENGINE,
-        hot: false,
+        parts: [
+            CREATE,
+            MESSAGES_PER_STEP,
+            CLAIM_STEPS,
+            RECORD_CLAIMED,
+            COMPLETE_TASKS,
+        ],
     },
     Variant {
         name: "a message per task, the claim writes the step",
@@ -85,12 +65,16 @@ const VARIANTS: [Variant; 6] = [
             RECORD_CLAIMED,
             COMPLETE_TASKS,
         ],
-        hot: false,
     },
     Variant {
         name: "a message per step, the claim is its lease",
-        parts: LEASED,
-        hot: false,
+        parts: [
+            CREATE,
+            MESSAGES_PER_STEP,
+            CLAIM_LEASES,
+            RECORD_LEASED,
+            COMPLETE_TASKS,
+        ],
     },
     Variant {
         name: "a message per task, the claim is its lease",
@@ -101,17 +85,6 @@ const VARIANTS: [Variant; 6] = [
             RECORD_LEASED,
             COMPLETE_TASKS,
         ],
-        hot: false,
-    },
-    Variant {
-        name: "as the engine, the steps' updates HOT",
-        parts: AS_THE_ENGINE,
-        hot: true,
-    },
-    Variant {
-        name: "a message per step, the claim is its lease, the steps' updates HOT",
-        parts: LEASED,
-        hot: true,
     },
 ];
 
@@ -139,13 +112,11 @@ fn scripts() -> Vec<Script> {
         .map(|v| Script {
             name: v.name,
             text: v.parts.concat(),
-            hot: v.hot,
         })
         .collect();
     all.push(Script {
         name: ENGINE,
         text: engine_script(),
-        hot: false,
     });
     all
 }
@@ -290,54 +261,37 @@ async fn prepare(pool: &sqlx::PgPool) -> anyhow::Result<uuid::Uuid> {
 
 pub async fn run(server: &str) -> anyhow::Result<()> {
     let url = format!("{server}/{DATABASE}");
-    let hot_url = format!("{server}/{HOT_DATABASE}");
     let admin = format!("{server}/postgres");
-    let drop_both = || -> anyhow::Result<()> {
-        for db in [DATABASE, HOT_DATABASE] {
-            psql(
-                &admin,
-                &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
-            )?;
-        }
-        Ok(())
+    let drop = || {
+        psql(
+            &admin,
+            &format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"),
+        )
     };
-    drop_both()?;
+    drop()?;
     database::create_database_if_missing(&url).await?;
     let pool = sqlx::PgPool::connect(&url).await?;
     database::migrate(&pool).await?;
     let named_task = prepare(&pool).await?;
     pool.close().await;
-    psql(
-        &admin,
-        &format!("CREATE DATABASE {HOT_DATABASE} TEMPLATE {DATABASE}"),
-    )?;
-    psql(&hot_url, HOT_STEPS)?;
     // As in the engine's functions: a plan made while a table is nearly empty (the foreign
     // key's check of each new step's task, the recording's read of a task's steps) would
     // otherwise scan the whole table for the rest of the run.
-    for db in [DATABASE, HOT_DATABASE] {
-        psql(
-            &admin,
-            &format!("ALTER DATABASE {db} SET enable_seqscan = off"),
-        )?;
-    }
+    psql(
+        &admin,
+        &format!("ALTER DATABASE {DATABASE} SET enable_seqscan = off"),
+    )?;
 
     let dir = std::env::temp_dir().join(format!("tasker-floor-{}", std::process::id()));
-    let measured = measure(server, [&url, &hot_url], &dir, &named_task.to_string());
-    // The scripts and the databases go whether or not every run succeeded.
+    let measured = measure(server, &url, &dir, &named_task.to_string());
+    // The scripts and the database go whether or not every run succeeded.
     std::fs::remove_dir_all(&dir).ok();
-    drop_both()?;
+    drop()?;
     measured
 }
 
-/// Writes the variants' scripts to `dir` and prints the rounds' table; `urls` are the
-/// database of the engine's schema and its HOT copy.
-fn measure(
-    server: &str,
-    urls: [&str; 2],
-    dir: &std::path::Path,
-    named_task: &str,
-) -> anyhow::Result<()> {
+/// Writes the variants' scripts to `dir` and prints the rounds' table.
+fn measure(server: &str, url: &str, dir: &std::path::Path, named_task: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let variants = scripts();
     let paths: Vec<_> = variants
@@ -356,7 +310,6 @@ fn measure(
         eprintln!("round {round} of {ROUNDS} ...");
         let tps = pgbench_tps(server)?;
         for (script, path) in variants.iter().zip(&paths) {
-            let url = urls[usize::from(script.hot)];
             let (steps, cpu_ms) = run_variant(url, path, named_task)?;
             println!(
                 "| {round} | {tps:.0} | {} | {steps:.0} | {:.2} | {cpu_ms:.3} ms |",
@@ -393,37 +346,17 @@ mod tests {
     /// Each variant's script, run once (one client: the engine's claim finds exactly the
     /// ten tasks it created), leaves what the engine leaves after ten fanout tasks: every
     /// step complete with its four transitions, every task complete, no message; so a
-    /// schema change the scripts (or the HOT schema's changes) no longer fit fails here, not
-    /// in a bench run.
+    /// schema change the scripts no longer fit fails here, not in a bench run.
     #[tokio::test]
     async fn every_variant_runs_a_task_batch_to_completion() {
-        let plain = TestDatabase::new().await;
-        let hot = TestDatabase::new().await;
-        sqlx::raw_sql(HOT_STEPS).execute(&hot.pool).await.unwrap();
-        // Only indexes of columns a claim and a recording leave alone: an index added to the
-        // steps later must be dropped in hot_steps.sql too, or its updates are not HOT.
-        let indexes: Vec<String> = sqlx::query_scalar(
-            "SELECT indexname::text FROM pg_indexes
-              WHERE schemaname = 'tasker' AND tablename = 'workflow_steps' ORDER BY 1",
-        )
-        .fetch_all(&hot.pool)
-        .await
-        .unwrap();
-        assert_eq!(
-            indexes,
-            ["workflow_steps_pkey", "workflow_steps_task_uuid_name_key"]
-        );
-        let named_tasks = [
-            prepare(&plain.pool).await.unwrap(),
-            prepare(&hot.pool).await.unwrap(),
-        ];
-        let dir = std::env::temp_dir().join(format!("tasker-floor-test-{}", plain.name));
+        let db = TestDatabase::new().await;
+        let named_task = prepare(&db.pool).await.unwrap();
+        let dir = std::env::temp_dir().join(format!("tasker-floor-test-{}", db.name));
         std::fs::create_dir_all(&dir).unwrap();
+        // libpq's form: without the query parameters only sqlx knows.
+        let url = db.url.split('?').next().unwrap();
         for (i, script) in scripts().iter().enumerate() {
-            let (db, name) = (if script.hot { &hot } else { &plain }, script.name);
-            // libpq's form: without the query parameters only sqlx knows.
-            let url = db.url.split('?').next().unwrap();
-            let named_task = named_tasks[usize::from(script.hot)];
+            let name = script.name;
             sqlx::query("TRUNCATE tasker.tasks CASCADE")
                 .execute(&db.pool)
                 .await

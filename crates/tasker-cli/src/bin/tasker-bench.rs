@@ -60,9 +60,8 @@ struct Args {
     #[arg(long)]
     history: Option<usize>,
     /// Only the floor: a no-op step's rows in the engine's tables written by plain SQL from
-    /// pgbench (no engine running; two variants on a copy of the schema whose steps'
-    /// updates can be HOT), and the engine's own statements from pgbench (no worker),
-    /// three rounds beside pgbench -N.
+    /// pgbench (no engine running), and the engine's own statements from pgbench (no
+    /// worker), three rounds beside pgbench -N.
     #[arg(long, conflicts_with_all = ["history", "worker"])]
     floor: bool,
     /// Server URL without a database name.

@@ -75,6 +75,10 @@ fn print(report: &RetentionReport) {
         "deleted"
     };
     println!(
+        "  {:<18} {deleted:<13} {:>7} (counts of recorded steps over an hour old)",
+        "recording counts", report.recording_counts_pruned
+    );
+    println!(
         "  {:<18} {deleted:<13} {:>7} (durable domain events sent over domain_events_after ago)",
         "domain events", report.domain_events_removed
     );

@@ -107,7 +107,7 @@ pub async fn page(State(core): State<OrchestrationCore>) -> Result<Response, UiE
                 (array_agg(s.name ORDER BY s.updated_at DESC))[1] AS step_name,
                 (array_agg(s.last_error->>'message' ORDER BY s.updated_at DESC))[1] AS message
            FROM tasker.workflow_steps s
-          WHERE s.state IN ('error', 'waiting_for_retry')
+          WHERE s.last_error IS NOT NULL AND s.state IN ('error', 'waiting_for_retry')
           GROUP BY 1, 2, 3
           ORDER BY steps DESC, latest DESC
           LIMIT $1",
@@ -125,7 +125,7 @@ pub async fn page(State(core): State<OrchestrationCore>) -> Result<Response, UiE
                 (array_agg(a.task_uuid ORDER BY a.recorded_at DESC))[1] AS task_uuid,
                 (array_agg(s.name ORDER BY a.recorded_at DESC))[1] AS step_name,
                 (array_agg(a.error->>'message' ORDER BY a.recorded_at DESC))[1] AS message
-           FROM tasker.step_result_audits a
+           FROM tasker.step_result_audit_log a
            JOIN tasker.workflow_steps s USING (step_uuid)
           WHERE a.recorded_at > now() - interval '1 hour' AND NOT a.success
           GROUP BY 1, 2

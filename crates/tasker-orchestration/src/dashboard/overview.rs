@@ -101,8 +101,8 @@ async fn minutes(pool: &PgPool) -> Result<Vec<Minute>, UiError> {
         now.duration_trunc(Duration::minutes(1)).unwrap_or(now) - Duration::minutes(MINUTES - 1);
     let rows: Vec<(DateTime<Utc>, i64, i64)> = sqlx::query_as(
         "SELECT date_trunc('minute', recorded_at) AS minute,
-                count(*) FILTER (WHERE success), count(*) FILTER (WHERE NOT success)
-           FROM tasker.step_result_audits
+                coalesce(sum(succeeded), 0), coalesce(sum(failed), 0)
+           FROM tasker.recording_counts
           WHERE recorded_at >= $1
           GROUP BY 1",
     )
@@ -134,8 +134,8 @@ pub async fn page(State(core): State<OrchestrationCore>) -> Result<Response, UiE
     let states = state_counts(pool).await?;
     let minutes = minutes(pool).await?;
     let (recent, recent_failed): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE NOT success)
-           FROM tasker.step_result_audits WHERE recorded_at > now() - interval '1 minute'",
+        "SELECT coalesce(sum(succeeded + failed), 0), coalesce(sum(failed), 0)
+           FROM tasker.recording_counts WHERE recorded_at > now() - interval '1 minute'",
     )
     .fetch_one(pool)
     .await?;

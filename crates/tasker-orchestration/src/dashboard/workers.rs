@@ -133,11 +133,11 @@ pub async fn page(State(core): State<OrchestrationCore>) -> Result<Response, UiE
         "SELECT w.worker_id, w.host, w.pid, w.namespaces, w.started_at, w.last_seen_at,
                 w.last_seen_at > now() - make_interval(secs => $1) AS live,
                 extract(epoch FROM now() - w.last_seen_at)::float8 AS seen_seconds_ago,
-                (SELECT count(*) FROM tasker.workflow_steps s
-                  WHERE s.claim_owner = w.worker_id AND s.state = 'in_progress') AS held,
-                (SELECT count(*) FROM tasker.step_result_audits a
-                  WHERE a.recorded_at > now() - interval '5 minutes'
-                    AND a.worker_id = w.worker_id) AS recorded_5m
+                (SELECT count(*) FROM tasker.held_steps h
+                  WHERE h.worker_id = w.worker_id) AS held,
+                (SELECT coalesce(sum(r.succeeded + r.failed), 0) FROM tasker.recording_counts r
+                  WHERE r.recorded_at > now() - interval '5 minutes'
+                    AND r.worker_id = w.worker_id) AS recorded_5m
            FROM tasker.workers w
           ORDER BY live DESC, w.last_seen_at DESC",
     )
@@ -145,11 +145,10 @@ pub async fn page(State(core): State<OrchestrationCore>) -> Result<Response, UiE
     .fetch_all(pool)
     .await?;
     let held: Vec<(String, Uuid, String)> = sqlx::query_as(
-        "SELECT claim_owner, task_uuid, name FROM (
-           SELECT s.claim_owner, s.task_uuid, s.name,
-                  row_number() OVER (PARTITION BY s.claim_owner ORDER BY s.started_at) AS n
-             FROM tasker.workflow_steps s
-            WHERE s.state = 'in_progress' AND s.claim_owner IS NOT NULL) ranked
+        "SELECT worker_id, task_uuid, name FROM (
+           SELECT h.worker_id, h.task_uuid, h.name,
+                  row_number() OVER (PARTITION BY h.worker_id ORDER BY h.started_at) AS n
+             FROM tasker.held_steps h) ranked
           WHERE n <= $1",
     )
     .bind(HELD_SHOWN)
@@ -159,10 +158,9 @@ pub async fn page(State(core): State<OrchestrationCore>) -> Result<Response, UiE
     // hand) would otherwise be invisible here.
     let unregistered: Vec<(String, i64, i64)> = sqlx::query_as(
         "WITH claims AS (
-           SELECT claim_owner AS worker_id, count(*) AS held FROM tasker.workflow_steps
-            WHERE state = 'in_progress' AND claim_owner IS NOT NULL GROUP BY 1),
+           SELECT worker_id, count(*) AS held FROM tasker.held_steps GROUP BY 1),
          recorded AS (
-           SELECT worker_id, count(*) AS recorded FROM tasker.step_result_audits
+           SELECT worker_id, sum(succeeded + failed) AS recorded FROM tasker.recording_counts
             WHERE recorded_at > now() - interval '5 minutes' GROUP BY 1)
          SELECT worker_id, coalesce(c.held, 0), coalesce(r.recorded, 0)
            FROM claims c FULL JOIN recorded r USING (worker_id)

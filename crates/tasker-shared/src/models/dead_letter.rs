@@ -39,7 +39,8 @@ impl DeadLetter {
                JOIN tasker.tasks t ON t.task_uuid = s.task_uuid
                JOIN tasker.named_tasks nt ON nt.named_task_uuid = t.named_task_uuid
                JOIN tasker.namespaces n ON n.namespace_uuid = nt.namespace_uuid
-              WHERE s.state = 'error' AND s.last_error->>'error_type' = $1
+              WHERE s.last_error IS NOT NULL AND s.state = 'error'
+                AND s.last_error->>'error_type' = $1
               ORDER BY s.updated_at DESC, s.step_uuid
               LIMIT $2 OFFSET $3",
         )

@@ -57,11 +57,13 @@ pub struct ReapedWorker {
 /// Claims whose lease expired that one run of [`reap_dead_workers`] releases at most.
 const EXPIRED_CLAIMS_PER_RUN: i32 = 1000;
 
-/// When a process looks for claims whose lease ran out under a live worker: every quarter
-/// of the claim lease. A look walks the entries the claimed-step index
-/// (`workflow_steps_claim_owner_idx`) gained since the last one (every claim leaves one
-/// there until a vacuum): looking at every reaper run, each second in every process, cost
-/// more than the rare claims it found, which are a lease late already.
+/// The longest a process waits between looks at the claims (see [`ExpiredClaimSweep`]).
+const CLAIMS_LOOKED_AT_EVERY: Duration = Duration::from_secs(5);
+
+/// When a process looks for claims whose lease ran out under a live worker: every
+/// [`CLAIMS_LOOKED_AT_EVERY`], or every quarter of the claim lease if that is sooner. A look
+/// reads the rows of `tasker.step_claims` due (each a few seconds after its claim) and
+/// deletes those whose steps were recorded, so how often it looks bounds that table.
 pub struct ExpiredClaimSweep {
     every: Duration,
     last: Mutex<Option<Instant>>,
@@ -70,7 +72,8 @@ pub struct ExpiredClaimSweep {
 impl ExpiredClaimSweep {
     pub fn new(config: &WorkerConfig) -> Self {
         Self {
-            every: Duration::from_secs(u64::from(config.claim_lease_seconds)) / 4,
+            every: (Duration::from_secs(u64::from(config.claim_lease_seconds)) / 4)
+                .min(CLAIMS_LOOKED_AT_EVERY),
             last: Mutex::new(None),
         }
     }
@@ -89,7 +92,8 @@ impl ExpiredClaimSweep {
 /// Releases the steps of every dead worker (see the `[worker] liveness_*` keys) and removes
 /// it from the registry, in one transaction, then, when `expired` says a look is due, the
 /// claims whose lease ran out although their worker lives (`tasker.release_expired_claims`:
-/// a claimed step has no queue message, so nothing else would run it again), and wakes the
+/// a claimed step has no queue message, so nothing else would run it again; the look also
+/// deletes the claims' rows whose steps are done), and wakes the
 /// consumers of the queues that got messages and the waiters of the tasks that failed.
 pub async fn reap_dead_workers(
     pool: &PgPool,
