@@ -165,39 +165,27 @@ pub async fn run_once(
             tasks,
         });
     }
-    while !report.interrupted {
-        let pruned = sqlx::query(
+    if !report.interrupted {
+        report.tombstones_pruned = delete_older(
+            pool,
             "DELETE FROM tasker.removed_tasks WHERE task_uuid IN (
                SELECT r.task_uuid FROM tasker.removed_tasks r
                 WHERE r.removed_at < now() - $1::interval
                 ORDER BY r.removed_at LIMIT $2)",
+            config.tombstone_after.as_duration(),
+            batch,
         )
-        .bind(config.tombstone_after.as_duration())
-        .bind(i64::from(batch))
-        .execute(pool)
-        .await?
-        .rows_affected();
-        report.tombstones_pruned += pruned;
-        if pruned < batch as u64 {
-            break;
-        }
-    }
-    while !report.interrupted {
-        let pruned = sqlx::query(
+        .await?;
+        report.recording_counts_pruned = delete_older(
+            pool,
             "DELETE FROM tasker.step_recordings WHERE ctid IN (
                SELECT r.ctid FROM tasker.step_recordings r
                 WHERE r.recorded_at < now() - $1::interval
                 ORDER BY r.recorded_at LIMIT $2)",
+            RECORDING_COUNTS_KEPT,
+            batch,
         )
-        .bind(RECORDING_COUNTS_KEPT)
-        .bind(i64::from(batch))
-        .execute(pool)
-        .await?
-        .rows_affected();
-        report.recording_counts_pruned += pruned;
-        if pruned < batch as u64 {
-            break;
-        }
+        .await?;
     }
     if !report.interrupted {
         for table in event_tables(pool).await? {
@@ -207,6 +195,29 @@ pub async fn run_once(
         metrics::counter!(DOMAIN_EVENTS_REMOVED).increment(report.domain_events_removed);
     }
     Ok(report)
+}
+
+/// Runs `delete` (which deletes up to `$2` rows older than `$1`) until a run deletes fewer
+/// than `batch`, each run its own transaction; how many rows went.
+async fn delete_older(
+    pool: &PgPool,
+    delete: &str,
+    older_than: Duration,
+    batch: i32,
+) -> Result<u64, sqlx::Error> {
+    let mut deleted = 0;
+    loop {
+        let n = sqlx::query(delete)
+            .bind(older_than)
+            .bind(i64::from(batch))
+            .execute(pool)
+            .await?
+            .rows_affected();
+        deleted += n;
+        if n < batch as u64 {
+            return Ok(deleted);
+        }
+    }
 }
 
 /// The queue and archive tables of every `<namespace>_domain_events` queue.
