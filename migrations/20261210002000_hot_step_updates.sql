@@ -23,7 +23,12 @@ CREATE TABLE tasker.step_recordings (
 );
 CREATE INDEX step_recordings_recorded_idx ON tasker.step_recordings USING btree (recorded_at);
 
--- The steps held now, and the last hour's recordings, from the indexes about to go.
+-- The steps held now, and the last hour's recordings, from the indexes about to go. No claim
+-- may commit between this read and the drop, or it would have no row in step_claims (its
+-- step never released should its worker die): the steps are locked from here. A claim
+-- already running when this commits finishes with the functions as they were and notes
+-- nothing, so workers are stopped while this migration runs (README, Upgrading).
+LOCK TABLE tasker.workflow_steps IN ACCESS EXCLUSIVE MODE;
 INSERT INTO tasker.step_claims (worker_id, steps, check_at)
 SELECT s.claim_owner, array_agg(s.step_uuid), min(s.lease_expires_at)
   FROM tasker.workflow_steps s
@@ -682,7 +687,9 @@ BEGIN
                        OR greatest(w.last_seen_at, pg_postmaster_start_time())
                             < clock_timestamp() - make_interval(secs => p_timeout_ms / 1000.0));
     -- Its claims' rows first (a sweep that holds one is waited for; it locks steps after
-    -- rows, so taking the rows after the steps could deadlock with it).
+    -- rows, so taking the rows after the steps could deadlock with it; with several dead
+    -- workers, steps released for an earlier one still can, and Postgres then ends one of
+    -- the two, which runs again next time).
     WITH gone AS (
       DELETE FROM tasker.step_claims c WHERE c.worker_id = w.worker_id RETURNING c.steps
     )

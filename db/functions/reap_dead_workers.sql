@@ -42,7 +42,9 @@ BEGIN
                        OR greatest(w.last_seen_at, pg_postmaster_start_time())
                             < clock_timestamp() - make_interval(secs => p_timeout_ms / 1000.0));
     -- Its claims' rows first (a sweep that holds one is waited for; it locks steps after
-    -- rows, so taking the rows after the steps could deadlock with it).
+    -- rows, so taking the rows after the steps could deadlock with it; with several dead
+    -- workers, steps released for an earlier one still can, and Postgres then ends one of
+    -- the two, which runs again next time).
     WITH gone AS (
       DELETE FROM tasker.step_claims c WHERE c.worker_id = w.worker_id RETURNING c.steps
     )

@@ -31,9 +31,8 @@ impl WorkerRow {
     pub async fn list(pool: &PgPool) -> Result<Vec<Self>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT w.worker_id, w.host, w.pid, w.namespaces, w.started_at, w.last_seen_at,
-                    (SELECT count(*) FROM tasker.workflow_steps s
-                      WHERE s.state = 'in_progress' AND s.lease_expires_at IS NOT NULL
-                        AND s.claim_owner = w.worker_id) AS steps_held
+                    (SELECT count(*) FROM tasker.held_steps h
+                      WHERE h.worker_id = w.worker_id) AS steps_held
                FROM tasker.workers w
               ORDER BY w.started_at, w.worker_id",
         )
