@@ -1515,3 +1515,80 @@ async fn a_read_planned_from_an_emptied_queue_finds_its_messages_by_index() {
     drop(conn);
     h.shutdown().await;
 }
+
+/// The retry sweep and its next wake reach the steps waiting for a retry through
+/// `workflow_steps_retry_idx`, however many finished steps are kept and whether or not the
+/// steps were ever analyzed: without statistics the planner took that index (on
+/// `next_retry_at IS NOT NULL`) to hold every step and scanned the whole table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_sweep_reads_only_the_steps_waiting_for_a_retry() {
+    let h = Harness::orchestration_only(&[]).await;
+    let task = h
+        .create("linear_workflow", "linear_math", json!({"value": 1}))
+        .await;
+    sqlx::query(
+        "INSERT INTO tasker.workflow_steps (task_uuid, name, position, handler_callable,
+           max_attempts, retryable, backoff, backoff_base_ms, max_backoff_ms, state)
+         SELECT $1, 'kept_' || i, 100 + i, 'X', 1, false, 'none', 0, 0, 'complete'
+           FROM generate_series(1, 20000) AS i",
+    )
+    .bind(task)
+    .execute(&h.db.pool)
+    .await
+    .unwrap();
+    let seq_read = "SELECT coalesce(seq_tup_read, 0) FROM pg_stat_user_tables
+                     WHERE schemaname = 'tasker' AND relname = 'workflow_steps'";
+    // The sweep on a connection of its own, whose counts it flushes when it goes idle.
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&h.db.url)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&one)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before: i64 = sqlx::query_scalar(seq_read)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    let enqueuer = tasker_orchestration::StepEnqueuer::new(
+        one.clone(),
+        tasker_shared::queue::Notifier::spawn(h.db.pool.clone()),
+        Duration::from_secs(1),
+        100,
+        "test".into(),
+    );
+    assert_eq!(enqueuer.sweep().await.unwrap(), 0);
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&one)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let arrived = "SELECT coalesce(sum(idx_scan), 0)::bigint FROM pg_stat_user_indexes
+                    WHERE schemaname = 'tasker' AND indexrelname = 'workflow_steps_retry_idx'";
+    while sqlx::query_scalar::<_, i64>(arrived)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap()
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sweep never read workflow_steps_retry_idx"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after: i64 = sqlx::query_scalar(seq_read)
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap();
+    assert!(
+        after - before < 1000,
+        "the sweep scanned {} step rows",
+        after - before
+    );
+    one.close().await;
+    h.shutdown().await;
+}

@@ -68,20 +68,23 @@ impl StepEnqueuer {
     }
 
     /// One pass: tasks with expired retries, then stale active tasks that have ready steps.
-    /// Returns how many tasks it finalized.
+    /// Returns how many tasks it finalized. The retries are found through
+    /// `workflow_steps_retry_idx` (see [`Self::by_retry_index`]).
     pub async fn sweep(&self) -> Result<usize, sqlx::Error> {
+        let mut tx = self.by_retry_index().await?;
         let due: Vec<(uuid::Uuid, String)> = sqlx::query_as(&format!(
             "SELECT DISTINCT s.task_uuid, n.name FROM tasker.workflow_steps s
                JOIN tasker.tasks t USING (task_uuid)
                JOIN tasker.named_tasks nt USING (named_task_uuid)
                JOIN tasker.namespaces n USING (namespace_uuid)
-              WHERE s.state = 'waiting_for_retry' AND s.next_retry_at <= clock_timestamp()
-                AND t.state IN ({ACTIVE})
+              WHERE s.next_retry_at IS NOT NULL AND s.state = 'waiting_for_retry'
+                AND s.next_retry_at <= clock_timestamp() AND t.state IN ({ACTIVE})
               LIMIT $1"
         ))
         .bind(self.batch)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         let mut n = self.finalize(&due).await?;
         if !due.is_empty() {
             metrics::counter!("tasker_retries_enqueued_total").increment(due.len() as u64);
@@ -123,14 +126,37 @@ impl StepEnqueuer {
         Ok(n)
     }
 
+    /// A transaction whose statements reach the steps waiting for a retry through
+    /// `workflow_steps_retry_idx` (its predicate, `next_retry_at IS NOT NULL`, written out in
+    /// them) by a plain index scan. Without statistics on the steps (autovacuum has not
+    /// analyzed them yet) the planner takes that index to hold every step and scans the
+    /// whole table instead, a cost that follows the steps kept; a bitmap scan would not mark
+    /// the entries of steps no longer waiting dead.
+    async fn by_retry_index(&self) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL enable_seqscan = off")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SET LOCAL enable_bitmapscan = off")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
     async fn next_wake(&self) -> Duration {
-        let next: Result<Option<f64>, _> = sqlx::query_scalar(&format!(
-            "SELECT extract(epoch FROM min(s.next_retry_at) - clock_timestamp())::float8
-               FROM tasker.workflow_steps s JOIN tasker.tasks t USING (task_uuid)
-              WHERE s.next_retry_at IS NOT NULL AND s.state = 'waiting_for_retry'
-                AND t.state IN ({ACTIVE})"
-        ))
-        .fetch_one(&self.pool)
+        let next: Result<Option<f64>, sqlx::Error> = async {
+            let mut tx = self.by_retry_index().await?;
+            let next = sqlx::query_scalar(&format!(
+                "SELECT extract(epoch FROM min(s.next_retry_at) - clock_timestamp())::float8
+                   FROM tasker.workflow_steps s JOIN tasker.tasks t USING (task_uuid)
+                  WHERE s.next_retry_at IS NOT NULL AND s.state = 'waiting_for_retry'
+                    AND t.state IN ({ACTIVE})"
+            ))
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(next)
+        }
         .await;
         match next {
             Ok(Some(secs)) if secs > 0.0 => Duration::from_secs_f64(secs).min(self.interval),
