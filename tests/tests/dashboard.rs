@@ -465,6 +465,15 @@ async fn the_workers_page_reads_the_registry_and_the_claims() {
     .execute(&h.db.pool)
     .await
     .unwrap();
+    // The fake worker's lock held, as a live worker holds its own: otherwise the reaper
+    // finds it dead once its grace has passed and releases its step.
+    let mut alive = h.db.pool.acquire().await.unwrap();
+    sqlx::query(
+        "SELECT pg_advisory_lock(lock_key) FROM tasker.workers WHERE worker_id = 'fake-worker'",
+    )
+    .execute(&mut *alive)
+    .await
+    .unwrap();
     let page = get_ok(&app, "/ui/workers").await;
     let row = |id: &str| {
         let start = page
@@ -510,6 +519,7 @@ async fn the_workers_page_reads_the_registry_and_the_claims() {
         metrics.lines().any(|l| l == "tasker_steps_waiting 1"),
         "{metrics}"
     );
+    drop(alive);
     h.shutdown().await;
 }
 
