@@ -126,9 +126,13 @@ CREATE INDEX tasks_created_idx ON tasker.tasks USING btree (created_at DESC);
 CREATE INDEX tasks_state_uuid_idx ON tasker.tasks USING btree (state, task_uuid DESC);
 CREATE INDEX tasks_named_task_uuid_idx ON tasker.tasks USING btree (named_task_uuid, task_uuid DESC);
 
+-- No foreign keys here or on workflow_step_edges: Postgres checks one per inserted row, an
+-- executor started for each (a twentieth of the server's CPU in a no-op run), and their rows
+-- are only written by the functions that create their task in the same statement or hold
+-- its lock. A task's steps and edges go with it by tasker.tasks_deleted.
 CREATE TABLE tasker.workflow_steps (
     step_uuid uuid DEFAULT tasker.uuid_v7() NOT NULL PRIMARY KEY,
-    task_uuid uuid NOT NULL REFERENCES tasker.tasks (task_uuid) ON DELETE CASCADE,
+    task_uuid uuid NOT NULL,
     name text NOT NULL,
     "position" integer NOT NULL,
     handler_callable text NOT NULL,
@@ -299,9 +303,9 @@ CREATE VIEW tasker.task_rows AS
 -- gate: the edge makes a convergence step wait for a decision or batchable step whose
 -- outcome may still create some of its dependencies; it carries no result to the child.
 CREATE TABLE tasker.workflow_step_edges (
-    task_uuid uuid NOT NULL REFERENCES tasker.tasks (task_uuid) ON DELETE CASCADE,
-    from_step_uuid uuid NOT NULL REFERENCES tasker.workflow_steps (step_uuid) ON DELETE CASCADE,
-    to_step_uuid uuid NOT NULL REFERENCES tasker.workflow_steps (step_uuid) ON DELETE CASCADE,
+    task_uuid uuid NOT NULL,
+    from_step_uuid uuid NOT NULL,
+    to_step_uuid uuid NOT NULL,
     gate boolean DEFAULT false NOT NULL,
     PRIMARY KEY (from_step_uuid, to_step_uuid),
     CHECK ((from_step_uuid <> to_step_uuid))

@@ -1,10 +1,10 @@
 -- Retention: removes up to p_limit tasks in the final state p_state that finished more than
 -- p_age ago, oldest first, with every row that is theirs (steps, edges, blueprints,
--- transitions, results: the foreign keys' cascades and workflow_steps_deleted), and leaves
--- a tombstone for each in removed_tasks. With p_archive the rows are copied to
--- tasker_archive first. Tasks another transaction holds are skipped rather than waited
--- for; a task that is not in p_state, such as an open one, is never touched. Returns how
--- many it removed; the caller repeats while that is p_limit.
+-- transitions, results: the triggers tasks_deleted and workflow_steps_deleted, the
+-- blueprints' cascade), and leaves a tombstone for each in removed_tasks. With p_archive
+-- the rows are copied to tasker_archive first. Tasks another transaction holds are skipped
+-- rather than waited for; a task that is not in p_state, such as an open one, is never
+-- touched. Returns how many it removed; the caller repeats while that is p_limit.
 CREATE OR REPLACE FUNCTION tasker.remove_finished_tasks(p_state text, p_age interval, p_limit integer, p_archive boolean)
  RETURNS integer
  LANGUAGE plpgsql
