@@ -22,6 +22,9 @@ CREATE OR REPLACE FUNCTION tasker.reap_dead_workers(p_grace_ms bigint, p_timeout
 AS $function$
 DECLARE
   w       record;
+  v_dead  text[] := ARRAY[]::text[];
+  v_by    text[];
+  v_steps uuid[];
   v_n     integer;
   v_queues text[];
   v_ns    text;
@@ -41,15 +44,26 @@ BEGIN
                         AND pg_try_advisory_xact_lock(w.lock_key))
                        OR greatest(w.last_seen_at, pg_postmaster_start_time())
                             < clock_timestamp() - make_interval(secs => p_timeout_ms / 1000.0));
-    -- Its claims' rows first (a sweep that holds one is waited for; it locks steps after
-    -- rows, so taking the rows after the steps could deadlock with it; with several dead
-    -- workers, steps released for an earlier one still can, and Postgres then ends one of
-    -- the two, which runs again next time).
-    WITH gone AS (
-      DELETE FROM tasker.step_claims c WHERE c.worker_id = w.worker_id RETURNING c.steps
-    )
+    v_dead := v_dead || w.worker_id;
+  END LOOP;
+  IF cardinality(v_dead) = 0 THEN
+    RETURN;
+  END IF;
+  -- Every dead worker's claims' rows before any step is locked: an expired-claims sweep
+  -- locks rows before steps, so a reaper that waited for a sweep's row while holding steps
+  -- released for another dead worker could deadlock with it.
+  WITH gone AS (
+    DELETE FROM tasker.step_claims c WHERE c.worker_id = ANY (v_dead)
+    RETURNING c.worker_id, c.steps
+  )
+  SELECT array_agg(g.worker_id), array_agg(u.step) INTO v_by, v_steps
+    FROM gone g CROSS JOIN LATERAL unnest(g.steps) AS u(step);
+  FOR w IN SELECT ww.worker_id, ww.namespaces FROM tasker.workers ww
+            WHERE ww.worker_id = ANY (v_dead)
+            ORDER BY ww.worker_id LOOP
     SELECT coalesce(array_agg(DISTINCT u.step), ARRAY[]::uuid[]) INTO v_claimed
-      FROM gone g CROSS JOIN LATERAL unnest(g.steps) AS u(step);
+      FROM unnest(v_by, v_steps) AS u(worker_id, step)
+     WHERE u.worker_id = w.worker_id;
     SELECT r.released, r.queues, r.failed_tasks INTO v_n, v_queues, v_failed
       FROM tasker.release_lost_claims(
              v_claimed, w.worker_id, p_actor, 'worker_lost') AS r;
