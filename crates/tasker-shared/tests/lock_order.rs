@@ -8,8 +8,8 @@ use tasker_shared::testing::TestDatabase;
 use uuid::Uuid;
 
 /// A running task of namespace `ns` whose two steps are held, one by worker `a` and one by
-/// `b`, both registered and long gone (their advisory locks free), each claim noted in
-/// `tasker.step_claims` as a claim notes it. The steps' ids, `a`'s first.
+/// `b`, both registered and gone (last seen ten seconds ago, their advisory locks free),
+/// each claim noted in `tasker.step_claims` as a claim notes it. The steps' ids, `a`'s first.
 async fn two_dead_workers_holding_steps(db: &TestDatabase) -> (Uuid, Uuid) {
     sqlx::raw_sql(
         "SELECT pgmq.create('worker_ns_queue');
