@@ -296,6 +296,34 @@ impl FakeWorker {
     }
 }
 
+/// Waits until the orchestrator has applied every result recorded for the task's steps. A
+/// result recorded while the orchestrator runs may already be in its processor's hands (so a
+/// manual drain finds nothing), and a task can end before all its results are applied: the
+/// fake worker records each result on its own, and the first failure applied blocks the task
+/// while results recorded beside it wait for a later batch.
+pub async fn wait_for_results_applied(pool: &sqlx::PgPool, task: Uuid, timeout: Duration) {
+    let start = Instant::now();
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM tasker.workflow_steps
+              WHERE task_uuid = $1
+                AND state IN ('enqueued_for_orchestration', 'enqueued_as_error_for_orchestration')",
+        )
+        .bind(task)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting == 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{waiting} results of task {task} never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Waits until `count` steps of the task are in `state`.
 pub async fn wait_for_steps_in(
     pool: &sqlx::PgPool,

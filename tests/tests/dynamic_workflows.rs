@@ -128,33 +128,6 @@ async fn step(h: &Harness, task: Uuid, name: &str) -> StepRow {
         .unwrap_or_else(|| panic!("task {task} has no step {name}"))
 }
 
-/// Waits until the orchestrator has applied every result recorded for the task's steps. A
-/// task can end before all are applied: the fake worker records each result on its own, and
-/// the first failure applied blocks the task while results recorded beside it wait for a
-/// later batch of the orchestrator's.
-async fn results_applied(h: &Harness, task: Uuid) {
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM tasker.workflow_steps
-              WHERE task_uuid = $1
-                AND state IN ('enqueued_for_orchestration', 'enqueued_as_error_for_orchestration')",
-        )
-        .bind(task)
-        .fetch_one(&h.db.pool)
-        .await
-        .unwrap();
-        if waiting == 0 {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{waiting} results of task {task} never applied"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 /// When a step first moved to `state`, from its transition log.
 async fn reached(h: &Harness, step: &StepRow, state: &str) -> chrono::DateTime<chrono::Utc> {
     TransitionRow::for_step(&h.db.pool, step.step_uuid)
@@ -355,7 +328,7 @@ async fn invalid_and_malformed_outcomes_fail_permanently_and_create_nothing() {
             })
             .await;
         assert_eq!(row.state, "error", "{ns}/{name} {outcome:?}");
-        results_applied(&h, task).await;
+        tasker_tests::wait_for_results_applied(&h.db.pool, task, T).await;
         let s = step(&h, task, decider).await;
         let err = s.last_error.clone().unwrap();
         assert_eq!(err["error_type"], json!(error_type), "{outcome:?}: {err}");
@@ -612,7 +585,7 @@ async fn a_batch_worker_failing_for_good_blocks_until_reset() {
         _ => FakeOutcome::Success(json!(1)),
     };
     assert_eq!(fake.run_task(NS, task, T, fail_001).await.state, "error");
-    results_applied(&h, task).await;
+    tasker_tests::wait_for_results_applied(&h.db.pool, task, T).await;
     assert_eq!(step(&h, task, "work_001").await.state, "error");
     assert_eq!(
         step(&h, task, "total").await.state,

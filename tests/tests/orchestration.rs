@@ -628,6 +628,7 @@ async fn cancellation_stops_work_and_late_results_do_not_revive() {
         .await
         .unwrap();
     h.core.drain_results().await.unwrap();
+    tasker_tests::wait_for_results_applied(&h.db.pool, task, T).await;
     assert_eq!(
         StepRow::find_by_name(&h.db.pool, task, "left")
             .await
