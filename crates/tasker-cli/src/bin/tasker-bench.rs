@@ -45,8 +45,10 @@ struct Args {
     /// Which worker to measure: both = rust and ruby, all = rust, ruby and python.
     #[arg(long, default_value = "rust", value_parser = ["rust", "ruby", "python", "both", "all"])]
     worker: String,
-    /// Tasks of 10 no-op steps for the throughput run.
-    #[arg(long, default_value_t = 1000)]
+    /// Tasks of 10 no-op steps for the throughput run. The default makes it last about as
+    /// long as pgbench's 10 s: a run of a second or so weighs its start and its last tasks'
+    /// tail more than the steady state the ratio compares.
+    #[arg(long, default_value_t = 10000)]
     tasks: usize,
     /// Sequential linear tasks for the latency run.
     #[arg(long, default_value_t = 60)]
