@@ -7,6 +7,7 @@
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
+use clap::builder::TypedValueParser;
 use clap::Parser;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -48,14 +49,14 @@ struct Args {
     /// Tasks of 10 no-op steps for the throughput run. The default makes it last about as
     /// long as pgbench's 10 s: a run of a second or so weighs its start and its last tasks'
     /// tail more than the steady state the ratio compares.
-    #[arg(long, default_value_t = 10000)]
+    #[arg(long, default_value_t = 10000, value_parser = run_size())]
     tasks: usize,
     /// Sequential linear tasks for the latency run.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = run_size())]
     latency_samples: usize,
     /// Tasks of 10 no-op steps the embedded-orchestration Ruby process creates one by one
     /// (with --worker ruby, both or all).
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = run_size())]
     embedded_tasks: usize,
     /// Measure on a fresh database, then again after this many finished steps of history
     /// (loaded through the worker measured), then the tables' sizes around a retention run.
@@ -73,6 +74,14 @@ struct Args {
         default_value = "postgresql://postgres@127.0.0.1:5432"
     )]
     server: String,
+}
+
+/// A run's count of tasks or samples: at least one (an empty run has nothing to time), at
+/// most a million (a larger one would allocate before it measured anything).
+fn run_size() -> impl TypedValueParser<Value = usize> {
+    clap::value_parser!(u64)
+        .range(1..=1_000_000)
+        .map(|n| n as usize)
 }
 
 fn repo_root() -> PathBuf {
