@@ -1,7 +1,7 @@
 //! FfiDispatchChannel: the dispatch channel's consumer for foreign-language workers.
 //!
-//! Ruby handler threads call [`FfiDispatchChannel::poll`], which blocks on a crossbeam
-//! channel (the extension releases the GVL around it), and hand results back with
+//! Ruby handler threads call [`FfiDispatchChannel::poll`], which parks on the channel's
+//! ready queue (the extension releases the GVL around it), and hand results back with
 //! [`FfiDispatchChannel::complete`], which never blocks: the result is moved onto the
 //! completion channel by a task spawned on the runtime. A sweeper warns about steps that
 //! wait too long to be polled or completed, and turns steps never completed in time into
@@ -10,10 +10,10 @@
 //! within its timeout is never failed under it (and its step run twice).
 
 use super::dispatch_service::{failure, metadata, CompletedStep};
+use super::ready_queue::{Empty, ReadyQueue, Refused};
 use crate::step::{DispatchedStep, StepContext};
 use crate::worker::worker_metrics as m;
 use chrono::{DateTime, Utc};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -92,8 +92,7 @@ struct InProcess {
 }
 
 pub struct FfiDispatchChannel {
-    ready_tx: Mutex<Option<Sender<DispatchedStep>>>,
-    ready_rx: Receiver<DispatchedStep>,
+    ready: ReadyQueue<DispatchedStep>,
     waiting: Mutex<HashMap<Uuid, Instant>>,
     in_process: Mutex<HashMap<Uuid, InProcess>>,
     warned: Mutex<HashSet<Uuid>>,
@@ -104,7 +103,6 @@ pub struct FfiDispatchChannel {
     handler_timeout: Duration,
     worker_id: String,
     room: Notify,
-    closed: AtomicBool,
     timeouts: AtomicU64,
     refused: AtomicU64,
     completed: AtomicU64,
@@ -119,10 +117,8 @@ impl FfiDispatchChannel {
         runtime: tokio::runtime::Handle,
         worker_id: String,
     ) -> Arc<Self> {
-        let (tx, rx) = crossbeam_channel::bounded(config.dispatch_buffer_size);
         Arc::new(Self {
-            ready_tx: Mutex::new(Some(tx)),
-            ready_rx: rx,
+            ready: ReadyQueue::new(config.dispatch_buffer_size),
             waiting: Mutex::default(),
             in_process: Mutex::default(),
             warned: Mutex::default(),
@@ -132,7 +128,6 @@ impl FfiDispatchChannel {
             handler_timeout,
             worker_id,
             room: Notify::new(),
-            closed: AtomicBool::new(false),
             timeouts: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             completed: AtomicU64::new(0),
@@ -141,28 +136,24 @@ impl FfiDispatchChannel {
     }
 
     /// Moves steps from the handler dispatch channel to the pollable buffer until the
-    /// dispatch channel closes; then pollers see the channel closed.
+    /// dispatch channel closes; then pollers take what is buffered and stop waiting.
     pub async fn pump(self: Arc<Self>, mut dispatch: mpsc::Receiver<DispatchedStep>) {
         while let Some(step) = dispatch.recv().await {
             self.waiting.lock().insert(step.event_id, Instant::now());
             let mut step = step;
             loop {
-                let sent = match self.ready_tx.lock().as_ref() {
-                    Some(tx) => tx.try_send(step),
-                    None => return,
-                };
-                match sent {
+                match self.ready.try_push(step) {
                     Ok(()) => break,
-                    Err(TrySendError::Full(s)) => {
+                    Err(Refused::Full(s)) => {
                         step = s;
                         let _ = tokio::time::timeout(POLL_SLICE, self.room.notified()).await;
                     }
-                    Err(TrySendError::Disconnected(_)) => return,
+                    Err(Refused::Closed) => return,
                 }
             }
-            metrics::gauge!(m::FFI_PENDING).set(self.ready_rx.len() as f64);
+            metrics::gauge!(m::FFI_PENDING).set(self.ready.len() as f64);
         }
-        self.ready_tx.lock().take();
+        self.ready.seal();
     }
 
     /// Blocks up to `timeout` for the next step. Returns None on timeout, when the channel
@@ -170,32 +161,22 @@ impl FfiDispatchChannel {
     pub fn poll(&self, timeout: Duration, interrupted: &AtomicBool) -> Option<PolledStep> {
         let deadline = Instant::now() + timeout;
         loop {
-            if interrupted.load(Ordering::Acquire) || self.is_closed() {
+            if interrupted.load(Ordering::Acquire) {
                 return None;
             }
-            let now = Instant::now();
-            if now >= deadline && !timeout.is_zero() {
-                return None;
-            }
-            let slice = deadline.saturating_duration_since(now).min(POLL_SLICE);
-            match self.ready_rx.recv_timeout(slice) {
+            let slice_end = deadline.min(Instant::now() + POLL_SLICE);
+            match self.ready.pop_until(slice_end) {
                 Ok(step) => return Some(self.take(step)),
-                Err(RecvTimeoutError::Timeout) => {
-                    if timeout.is_zero() {
-                        return None;
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => return None,
+                Err(Empty::Ended) => return None,
+                Err(Empty::TimedOut) if Instant::now() >= deadline => return None,
+                Err(Empty::TimedOut) => {}
             }
         }
     }
 
     /// The next step if one is waiting; never blocks.
     pub fn try_poll(&self) -> Option<PolledStep> {
-        if self.is_closed() {
-            return None;
-        }
-        self.ready_rx.try_recv().ok().map(|step| self.take(step))
+        self.ready.try_pop().map(|step| self.take(step))
     }
 
     fn take(&self, step: DispatchedStep) -> PolledStep {
@@ -382,12 +363,11 @@ impl FfiDispatchChannel {
     /// Stops handing out steps: pollers return None from now on, even while steps remain
     /// buffered (those stay claimed by this worker and are handed back at shutdown).
     pub fn stop_polling(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.ready_tx.lock().take();
+        self.ready.close();
     }
 
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.ready.is_closed()
     }
 
     /// Releases the completion channel so the completion processor can finish.
