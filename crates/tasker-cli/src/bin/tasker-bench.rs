@@ -55,8 +55,10 @@ struct Args {
     #[arg(long, default_value_t = 60, value_parser = run_size())]
     latency_samples: usize,
     /// Tasks of 10 no-op steps the embedded-orchestration Ruby process creates one by one
-    /// (with --worker ruby, both or all).
-    #[arg(long, default_value_t = 300, value_parser = run_size())]
+    /// (with --worker ruby, both or all). The default makes it last about as long as
+    /// pgbench's 10 s, for the same reason as --tasks: its first second (new connections
+    /// planning their statements, the orchestrator's start-up sweeps) is its slowest.
+    #[arg(long, default_value_t = 3000, value_parser = run_size())]
     embedded_tasks: usize,
     /// Measure on a fresh database, then again after this many finished steps of history
     /// (loaded through the worker measured), then the tables' sizes around a retention run.
@@ -262,6 +264,18 @@ impl Bench {
         }
     }
 
+    /// Starts the next measurement right after a checkpoint, as pgbench's own runs start
+    /// (see [`pgbench_tps`]). A throughput run writes about 300 MB of WAL, and Postgres
+    /// checkpoints every ~530 MB here: without this, one run in two or three paid for a
+    /// checkpoint the previous runs had brought on (spread over 47 s, with full-page
+    /// images after it), and which run that was depended on the order of the runs. Needs
+    /// a superuser or `pg_checkpoint`; without one the runs go on unaligned, as before.
+    async fn checkpoint(&self) {
+        if let Err(e) = sqlx::query("CHECKPOINT").execute(&self.pool).await {
+            eprintln!("(no CHECKPOINT before this measurement: {e})");
+        }
+    }
+
     /// Bytes of WAL written so far (by the whole server).
     async fn wal_bytes(&self) -> anyhow::Result<f64> {
         Ok(
@@ -385,6 +399,7 @@ async fn measure(bench: &Bench, kind: &str, args: &Args) -> anyhow::Result<Row> 
         .wait_all(&warm, SLOW_POLL, Duration::from_secs(120))
         .await?;
 
+    bench.checkpoint().await;
     let rows_before = bench.rows_written().await?;
     let before = bench.write_transactions().await?;
     let wal_before = bench.wal_bytes().await?;
@@ -476,6 +491,7 @@ struct Embedded {
 
 /// Run with no other orchestrator or worker up.
 async fn measure_embedded(bench: &Bench, tasks: usize) -> anyhow::Result<Embedded> {
+    bench.checkpoint().await;
     let steps_before = bench.step_count().await?;
     let cpu_before = postgres_cpu_seconds();
     let v = run_ruby_bench(bench, "embedded.rb", tasks)?;
@@ -539,6 +555,10 @@ fn pgbench_tps(server: &str) -> anyhow::Result<f64> {
             String::from_utf8_lossy(&init.stderr)
         );
     }
+    // Like every measured run, right after a checkpoint (see Bench::checkpoint).
+    let _ = Command::new("psql")
+        .args([&url, "-qc", "CHECKPOINT"])
+        .output();
     let run = Command::new("pgbench")
         .args(["-N", "-c", "8", "-j", "2", "-T", "10", &url])
         .output()?;
