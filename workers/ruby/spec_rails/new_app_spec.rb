@@ -218,11 +218,15 @@ RSpec.describe "a new Rails app using Tasker" do
       out = runner(<<~RUBY)
         widgets = Array.new(20) { |i| Widget.create!(name: "w\#{i}") }
         jobs = widgets.map { |w| StampJob.perform_later(w) }
-        jobs.each { |j| TaskerCore::Client.wait(j.provider_job_id, timeout: 30) }
+        tasks = jobs.map { |j| TaskerCore::Client.wait(j.provider_job_id, timeout: 30) }
         puts "PIDS \#{widgets.map { |w| w.reload.name.split.last }.uniq.sort.join(',')}"
+        tasks.reject(&:complete?).each { |t| puts "NOT COMPLETE \#{t.task_uuid} \#{t.status} \#{t.steps.map { |s| [s.status, s.attempts, s.error] }.to_json}" }
       RUBY
       pids = out[/PIDS (\S+)/, 1].split(",")
-      expect(pids - servers).to eq([]), "#{mode}: steps ran in #{pids}, Puma serves from #{servers}"
+      # A widget its job never stamped names itself; say why, and what Puma logged.
+      puma_log = File.read(log)[-4000..] || File.read(log)
+      why = (pids - servers).empty? ? "" : "\n#{out.scan(/^NOT COMPLETE .*$/).join("\n")}\n#{puma_log}"
+      expect(pids - servers).to eq([]), "#{mode}: steps ran in #{pids}, Puma serves from #{servers}#{why}"
       # Puma re-raises SIGTERM once stopped, so its exit status is the signal's; it must stop in time.
       stop_process(puma)
     end

@@ -89,6 +89,11 @@ impl<T> ReadyQueue<T> {
             if state.sealed {
                 return Err(Empty::Ended);
             }
+            // A poll that may not wait (the extension's first, GVL-holding attempt) should
+            // not go through the parking machinery to find that out.
+            if Instant::now() >= deadline {
+                return Err(Empty::TimedOut);
+            }
             if self.arrived.wait_until(&mut state, deadline).timed_out() {
                 return match state.items.pop_front() {
                     Some(item) if !state.closed => Ok(item),
