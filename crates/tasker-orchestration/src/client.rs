@@ -6,8 +6,9 @@
 use crate::{task_operations, OrchestrationError, TaskInitializer, TaskRequest};
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use std::sync::Arc;
 use std::time::Duration;
-use tasker_shared::database::{self, DatabaseError};
+use tasker_shared::database::{self, DatabaseError, HotConnection};
 use tasker_shared::models::{StepRow, StoreError, TaskRow};
 use tasker_shared::{Classify, ErrorKind, TaskState, TaskWaiter, TaskerConfig};
 use uuid::Uuid;
@@ -54,6 +55,10 @@ pub struct TaskClient {
     initializer: TaskInitializer,
     /// One listening connection for every thread of the process that waits for a task.
     waiter: TaskWaiter,
+    /// For creations and the waits' reads, one at a time, beside the pool (a caller
+    /// finding it busy takes a pooled connection): a thread creating and waiting for task
+    /// after task skips the ping sqlx sends as each pooled connection goes back.
+    kept: Arc<HotConnection>,
     initiator: &'static str,
 }
 
@@ -68,17 +73,20 @@ impl TaskClient {
         db.max_connections = db.max_connections.min(CLIENT_MAX_CONNECTIONS);
         db.min_connections = db.min_connections.min(db.max_connections);
         let pool = database::connect(&db).await?;
+        let kept = Arc::new(HotConnection::new(pool.clone()));
         Ok(Self {
             // A worker this process started takes the roots of the tasks created here that
             // it has room for, claimed in the creating transaction.
             initializer: TaskInitializer::new(pool.clone(), config.backoff.clone())
                 .with_limits(&config.orchestration)
-                .with_local_claims(),
+                .with_local_claims()
+                .with_kept_connection(kept.clone()),
             waiter: TaskWaiter::new(
                 pool.clone(),
                 config.orchestration.wait_fallback_poll_interval(),
                 config.database.reconnect_backoff(),
             ),
+            kept,
             pool,
             initiator,
         })
@@ -136,7 +144,9 @@ impl TaskClient {
         // A read that finds the task finished brings its steps along, and is what this
         // returns; one that does not reads only the task.
         let read = || async {
-            let found = TaskRow::find_with_steps_if_terminal(&self.pool, id).await?;
+            let mut lease = self.kept.lease().await?;
+            let found = TaskRow::find_with_steps_if_terminal(&mut *lease, id).await?;
+            lease.release();
             let state = found.as_ref().and_then(|(t, _)| t.task_state().ok());
             Ok::<_, ClientError>((found, state))
         };

@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tasker_shared::config::{BackoffConfig, OrchestrationConfig};
+use tasker_shared::database::HotConnection;
 use tasker_shared::local_worker::{self, LocalWorker, RootReservation};
 use tasker_shared::models::{RegisteredTemplate, StepRow, StoreError, TaskRow, TemplateRegistry};
 use tasker_shared::queue::{worker_queue, Notifier, QueueName};
@@ -33,6 +34,9 @@ pub struct TaskInitializer {
     /// Whether a worker of this process serving the task's namespace gets its roots
     /// claimed at creation (see [`with_local_claims`](Self::with_local_claims)).
     local_claims: bool,
+    /// A connection kept for one creation at a time (see
+    /// [`with_kept_connection`](Self::with_kept_connection)).
+    kept: Option<Arc<HotConnection>>,
 }
 
 /// `[orchestration] max_steps_per_task`'s default.
@@ -55,7 +59,17 @@ impl TaskInitializer {
             max_steps_per_task: DEFAULT_MAX_STEPS_PER_TASK,
             max_payload_bytes: tasker_shared::payload::DEFAULT_MAX_PAYLOAD_BYTES,
             local_claims: false,
+            kept: None,
         }
+    }
+
+    /// Creations (those not folded into a batch) go through `kept`, a connection kept
+    /// beside the pool, while it is free, and through the pool otherwise: for a client
+    /// creating task after task, whose every pooled statement also cost a ping as the
+    /// connection went back (see HotConnection).
+    pub fn with_kept_connection(mut self, kept: Arc<HotConnection>) -> Self {
+        self.kept = Some(kept);
+        self
     }
 
     /// Tasks created by this initializer hand their root steps to a worker running in this
@@ -166,7 +180,14 @@ impl TaskInitializer {
                 .bind(worker.as_ref().map_or(0, |w| w.lease_seconds()));
         }
         let query = query.bind(request.run_at);
-        let row: CreatedRow = query.fetch_one(&self.pool).await?;
+        let row: CreatedRow = match &self.kept {
+            Some(kept) => {
+                let mut lease = kept.lease().await?;
+                let row = query.fetch_one(&mut *lease).await;
+                lease.settle(row)?
+            }
+            None => query.fetch_one(&self.pool).await?,
+        };
         let (task, created, state, task_row, step_rows, lease, claimed) = row;
         let claimed = match (lease, claimed) {
             (Some(lease), Some(claimed)) => spec.claimed_roots(request, task, lease, claimed),

@@ -556,9 +556,15 @@ fn pgbench_tps(server: &str) -> anyhow::Result<f64> {
         );
     }
     // Like every measured run, right after a checkpoint (see Bench::checkpoint).
-    let _ = Command::new("psql")
+    let checkpoint = Command::new("psql")
         .args([&url, "-qc", "CHECKPOINT"])
-        .output();
+        .output()?;
+    if !checkpoint.status.success() {
+        eprintln!(
+            "(no CHECKPOINT before pgbench's run: {})",
+            String::from_utf8_lossy(&checkpoint.stderr).trim()
+        );
+    }
     let run = Command::new("pgbench")
         .args(["-N", "-c", "8", "-j", "2", "-T", "10", &url])
         .output()?;

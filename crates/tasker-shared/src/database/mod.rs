@@ -8,7 +8,10 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
 
+mod hot_connection;
 mod legacy;
+
+pub use hot_connection::{HotConnection, Lease};
 
 pub use legacy::{adopt_squashed_migrations, BASELINE_VERSION, SQUASHED_VERSIONS};
 

@@ -15,6 +15,7 @@
 //! names the sending process, so that a consumer here can tell its echo from news.
 
 use super::{notify_channel, QueueName};
+use crate::database::HotConnection;
 use crate::task_waiter::{TASK_FINISHED_CHANNEL, TERMINAL_TASK_STATES};
 use parking_lot::Mutex;
 use sqlx::PgPool;
@@ -99,6 +100,8 @@ impl Notifier {
 }
 
 async fn run(pool: PgPool, mut rx: mpsc::Receiver<Wake>) {
+    // Statement after statement, one at a time: a connection of its own (see HotConnection).
+    let hot = HotConnection::new(pool);
     while let Some(first) = rx.recv().await {
         let mut channels = BTreeSet::new();
         let mut tasks = BTreeSet::new();
@@ -113,37 +116,44 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Wake>) {
             add(w);
         }
         if !tasks.is_empty() {
-            send_task_finished(&pool, tasks.into_iter().collect()).await;
+            let tasks: Vec<Uuid> = tasks.into_iter().collect();
+            // A function, so that its statement is planned once per connection.
+            let sent = async {
+                let mut lease = hot.lease().await?;
+                let sent = sqlx::query("SELECT tasker.notify_tasks_finished($1, $2, $3)")
+                    .bind(TASK_FINISHED_CHANNEL)
+                    .bind(&tasks)
+                    .bind(&TERMINAL_TASK_STATES[..])
+                    .execute(&mut *lease)
+                    .await;
+                lease.settle(sent)
+            }
+            .await;
+            if let Err(e) = sent {
+                // Waiters' fallback polls see the task finished; nothing is lost.
+                tracing::debug!(error = %e, "task finished notification not sent");
+            }
         }
         if channels.is_empty() {
             continue;
         }
         let channels: Vec<String> = channels.into_iter().collect();
-        let sent = sqlx::query("SELECT pg_notify(c, $2) FROM unnest($1::text[]) AS c")
-            .bind(&channels)
-            .bind(SENDER.as_str())
-            .execute(&pool)
-            .await;
+        let sent = async {
+            let mut lease = hot.lease().await?;
+            let sent = sqlx::query("SELECT pg_notify(c, $2) FROM unnest($1::text[]) AS c")
+                .bind(&channels)
+                .bind(SENDER.as_str())
+                .execute(&mut *lease)
+                .await;
+            lease.settle(sent)
+        }
+        .await;
         match sent {
             Ok(_) => metrics::counter!("tasker_queue_notifications_total")
                 .increment(channels.len() as u64),
             // Consumers' fallback polls pick the work up; nothing is lost.
             Err(e) => tracing::debug!(error = %e, "queue notification not sent"),
         }
-    }
-}
-
-async fn send_task_finished(pool: &PgPool, tasks: Vec<Uuid>) {
-    // A function, so that its statement is planned once per connection.
-    let sent = sqlx::query("SELECT tasker.notify_tasks_finished($1, $2, $3)")
-        .bind(TASK_FINISHED_CHANNEL)
-        .bind(&tasks)
-        .bind(&TERMINAL_TASK_STATES[..])
-        .execute(pool)
-        .await;
-    if let Err(e) = sent {
-        // Waiters' fallback polls see the task finished; nothing is lost.
-        tracing::debug!(error = %e, "task finished notification not sent");
     }
 }
 

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tasker_shared::claim::{ClaimedStep, StepClaim};
 use tasker_shared::config::{BackoffConfig, ResultsVia};
+use tasker_shared::database::HotConnection;
 use tasker_shared::outcome::RecordingOutcome;
 use tasker_shared::queue::{worker_queue, Notifier, QueueName, ORCHESTRATION_RESULTS_QUEUE};
 use tasker_shared::result::{ErrorType, StepError, StepExecutionResult};
@@ -105,7 +106,9 @@ struct Completion {
 
 #[derive(Clone)]
 pub struct CompletionProcessorService {
-    pool: PgPool,
+    /// The pool, with a connection kept beside it for one recording at a time (concurrent
+    /// ones take pooled connections; see HotConnection).
+    kept: Arc<HotConnection>,
     notifier: Notifier,
     worker_id: String,
     in_flight: Arc<InFlight>,
@@ -129,7 +132,7 @@ impl CompletionProcessorService {
         settings: CompletionSettings,
     ) -> Self {
         Self {
-            pool,
+            kept: Arc::new(HotConnection::new(pool)),
             notifier,
             worker_id,
             in_flight,
@@ -325,7 +328,12 @@ impl CompletionProcessorService {
         // Room held for the children the statement may claim counts against the limit
         // until they are entries of their own.
         self.in_flight.reserve(claim_max);
-        let completions = query.fetch_all(&self.pool).await;
+        let completions = async {
+            let mut lease = self.kept.lease().await?;
+            let rows = query.fetch_all(&mut *lease).await;
+            lease.settle(rows)
+        }
+        .await;
         self.in_flight.unreserve(claim_max);
         let mut completions = completions?;
         let mut namespaces = BTreeSet::new();
@@ -366,12 +374,13 @@ impl CompletionProcessorService {
         rows: Vec<serde_json::Value>,
         steps: &[&CompletedStep],
     ) -> Result<Vec<Completion>, sqlx::Error> {
-        let refused: Vec<uuid::Uuid> =
-            sqlx::query_scalar("SELECT tasker.record_step_results($1, $2)")
-                .bind(&self.worker_id)
-                .bind(serde_json::Value::Array(rows))
-                .fetch_all(&self.pool)
-                .await?;
+        let mut lease = self.kept.lease().await?;
+        let refused = sqlx::query_scalar("SELECT tasker.record_step_results($1, $2)")
+            .bind(&self.worker_id)
+            .bind(serde_json::Value::Array(rows))
+            .fetch_all(&mut *lease)
+            .await;
+        let refused: Vec<uuid::Uuid> = lease.settle(refused)?;
         let completions: Vec<Completion> = steps
             .iter()
             .map(|done| {
