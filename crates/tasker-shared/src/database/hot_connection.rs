@@ -41,12 +41,14 @@ impl HotConnection {
         let Ok(mut slot) = self.slot.try_lock() else {
             return Ok(Lease(Held::Pooled(self.pool.acquire().await?)));
         };
+        // The pool's bound on getting a connection bounds each step here too.
+        let limit = self.pool.options().get_acquire_timeout();
         let conn = match slot.take() {
             // As the pool does: one idle for a while may have been dropped by the server.
             Some(mut kept) if kept.used_at.elapsed() >= PING_IDLE_AFTER => {
-                match kept.conn.ping().await {
-                    Ok(()) => Some(kept.conn),
-                    Err(_) => None,
+                match tokio::time::timeout(limit, kept.conn.ping()).await {
+                    Ok(Ok(())) => Some(kept.conn),
+                    _ => None,
                 }
             }
             Some(kept) => Some(kept.conn),
@@ -57,8 +59,7 @@ impl HotConnection {
             None => {
                 let options = self.pool.connect_options();
                 let connect = PgConnection::connect_with(&options);
-                match tokio::time::timeout(self.pool.options().get_acquire_timeout(), connect).await
-                {
+                match tokio::time::timeout(limit, connect).await {
                     Ok(Ok(c)) => c,
                     // The pool's acquire reports what is wrong (or finds a connection).
                     _ => return Ok(Lease(Held::Pooled(self.pool.acquire().await?))),

@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 use tasker_shared::claim::{ClaimedStep, StepClaim};
+use tasker_shared::database::HotConnection;
 use tasker_shared::messages::StepMessage;
 use tasker_shared::queue::{QueueClient, QueueName};
 use tasker_shared::template::EventDeclaration;
@@ -170,6 +171,8 @@ pub(crate) fn dispatched(
 
 pub struct StepExecutorActor {
     pool: PgPool,
+    /// The claims', one at a time, beside the pool (see HotConnection).
+    kept: HotConnection,
     queues: QueueClient,
     worker_id: String,
     lease_seconds: i32,
@@ -189,6 +192,7 @@ impl StepExecutorActor {
         in_flight: Arc<InFlight>,
     ) -> Self {
         Self {
+            kept: HotConnection::new(pool.clone()),
             pool,
             queues,
             worker_id,
@@ -215,13 +219,15 @@ impl StepExecutorActor {
         visibility_timeout_seconds: i32,
     ) -> Result<usize, sqlx::Error> {
         let sql = claim_statement(queue);
+        let mut lease = self.kept.lease().await?;
         let rows: Result<Vec<ClaimRow>, _> = sqlx::query_as(&sql)
             .bind(qty)
             .bind(f64::from(visibility_timeout_seconds))
             .bind(&self.worker_id)
             .bind(self.lease_seconds)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *lease)
             .await;
+        let rows = lease.settle(rows);
         match rows {
             Ok(rows) => Ok(self.take(queue, rows).await),
             Err(e) if may_be_one_steps_fault(&e) => {
