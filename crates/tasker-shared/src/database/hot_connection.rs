@@ -2,10 +2,10 @@
 //!
 //! sqlx pings every pooled connection as it goes back to the pool: for each statement a
 //! second round trip, which wakes the server process and a runtime thread once more. In the
-//! embedded Ruby run that was about six extra wake-ups a task. A hot path (the creating
-//! client, the recorder, the notifier) keeps one connection of its own instead, used by one
-//! caller at a time; a caller that finds it busy takes a pooled one as before. So a path
-//! adds at most one connection to its pool's count.
+//! embedded Ruby run that was about six extra round trips a task. A hot path (the worker's
+//! claims and recordings, each notifier, the bindings' client) keeps one connection of its
+//! own instead, used by one caller at a time; a caller that finds it busy takes a pooled one
+//! as before. So a path adds at most one connection to its pool's count.
 
 use super::PING_IDLE_AFTER;
 use sqlx::pool::PoolConnection;
