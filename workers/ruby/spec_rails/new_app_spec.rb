@@ -85,6 +85,14 @@ RSpec.describe "a new Rails app using Tasker" do
     pid
   end
 
+  # The end of a log, for a failure message (all of it when short, nothing when missing).
+  def log_tail(log)
+    return "(no log)" unless File.exist?(log)
+
+    text = File.read(log)
+    text[-4000..] || text
+  end
+
   # The log once `pattern` appears in it `count` times.
   def wait_for_log(log, pattern, count: 1, timeout: 60)
     Timeout.timeout(timeout) do
@@ -92,7 +100,7 @@ RSpec.describe "a new Rails app using Tasker" do
     end
     File.read(log)
   rescue Timeout::Error
-    raise "#{pattern.inspect} never appeared in #{log}:\n#{File.exist?(log) ? File.read(log)[-4000..] : "(no log)"}"
+    raise "#{pattern.inspect} never appeared in #{log}:\n#{log_tail(log)}"
   end
 
   def stop_process(pid, timeout: 30)
@@ -224,8 +232,7 @@ RSpec.describe "a new Rails app using Tasker" do
       RUBY
       pids = out[/PIDS (\S+)/, 1].split(",")
       # A widget its job never stamped names itself; say why, and what Puma logged.
-      puma_log = File.read(log)[-4000..] || File.read(log)
-      why = (pids - servers).empty? ? "" : "\n#{out.scan(/^NOT COMPLETE .*$/).join("\n")}\n#{puma_log}"
+      why = (pids - servers).empty? ? "" : "\n#{out.scan(/^NOT COMPLETE .*$/).join("\n")}\n#{log_tail(log)}"
       expect(pids - servers).to eq([]), "#{mode}: steps ran in #{pids}, Puma serves from #{servers}#{why}"
       # Puma re-raises SIGTERM once stopped, so its exit status is the signal's; it must stop in time.
       stop_process(puma)
