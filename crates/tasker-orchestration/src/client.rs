@@ -1,10 +1,11 @@
 //! The client calls a language binding offers its users (Ruby's and Python's `Client`):
 //! create a task, read it, wait for it (woken by the database), cancel it. Tasks come back
-//! as JSON (the task row, `terminal`, and its steps), which each binding turns into its
-//! own objects.
+//! as [`TaskView`]s (the task row, `terminal`, and its steps), which each binding turns
+//! into its own objects: straight from the rows, or from their JSON form (`to_json`).
 
-use crate::{task_operations, OrchestrationError, TaskInitializer, TaskRequest};
-use serde_json::{json, Value};
+use crate::{task_operations, CreatedTask, OrchestrationError, TaskInitializer, TaskRequest};
+use serde::Serialize;
+use serde_json::Value;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,10 +97,10 @@ impl TaskClient {
         &self.pool
     }
 
-    /// Creates the task: `task_uuid`, `created` (false when the idempotency key was
-    /// taken), `state`, and `task`, as [`Self::get`] returns it. The statement that
-    /// creates the task also reads it back: one round trip per creation.
-    pub async fn create(&self, mut request: TaskRequest) -> Result<Value, ClientError> {
+    /// Creates the task: what the creation did (`created` is false when the idempotency
+    /// key was taken) and the task, as [`Self::get`] returns it. The statement that creates
+    /// the task also reads it back: one round trip per creation.
+    pub async fn create(&self, mut request: TaskRequest) -> Result<CreatedView, ClientError> {
         if request.initiator.is_none() {
             request.initiator = Some(self.initiator.into());
         }
@@ -122,24 +123,21 @@ impl TaskClient {
             });
         }
         let (created, task, steps) = self.initializer.create_and_read_task(&request).await?;
-        let mut value =
-            serde_json::to_value(&created).map_err(|source| ClientError::Serialize {
-                what: "the created task",
-                source,
-            })?;
-        value["task"] = task_json(&task, Some(&steps))?;
-        Ok(value)
+        Ok(CreatedView {
+            created,
+            task: TaskView::new(task, Some(steps)),
+        })
     }
 
     /// The task row, `terminal`, and its steps.
-    pub async fn get(&self, id: Uuid) -> Result<Value, ClientError> {
+    pub async fn get(&self, id: Uuid) -> Result<TaskView, ClientError> {
         let (task, steps) = self.read(id).await?;
-        task_json(&task, Some(&steps))
+        Ok(TaskView::new(task, Some(steps)))
     }
 
     /// Waits until the task is terminal or `timeout` passes (woken by the database, not
     /// by polling; cut to the waiter's maximum), then returns it as [`Self::get`] does.
-    pub async fn wait(&self, id: Uuid, timeout: Duration) -> Result<Value, ClientError> {
+    pub async fn wait(&self, id: Uuid, timeout: Duration) -> Result<TaskView, ClientError> {
         let timeout = timeout.min(tasker_shared::task_waiter::MAX_WAIT);
         // A read that finds the task finished brings its steps along, and is what this
         // returns; one that does not reads only the task.
@@ -156,13 +154,13 @@ impl TaskClient {
             Some((_, None)) => self.read(id).await?,
             None => return Err(self.not_found(id).await),
         };
-        task_json(&task, Some(&steps))
+        Ok(TaskView::new(task, Some(steps)))
     }
 
     /// Cancels the task; the task row as it now stands (without steps).
-    pub async fn cancel(&self, id: Uuid, by: &str) -> Result<Value, ClientError> {
+    pub async fn cancel(&self, id: Uuid, by: &str) -> Result<TaskView, ClientError> {
         let task = task_operations::cancel_task(&self.pool, id, by).await?;
-        task_json(&task, None)
+        Ok(TaskView::new(task, None))
     }
 
     /// A task's row and steps, in one round trip.
@@ -181,21 +179,50 @@ impl TaskClient {
     }
 }
 
-fn task_json(task: &TaskRow, steps: Option<&[StepRow]>) -> Result<Value, ClientError> {
-    let mut value = serde_json::to_value(task).map_err(|source| ClientError::Serialize {
-        what: "the task",
-        source,
-    })?;
-    let terminal = task
-        .task_state()
-        .map(TaskState::is_terminal)
-        .unwrap_or(false);
-    value["terminal"] = json!(terminal);
-    if let Some(steps) = steps {
-        value["steps"] = serde_json::to_value(steps).map_err(|source| ClientError::Serialize {
-            what: "the task's steps",
-            source,
-        })?;
+/// A task as the calls return it: its row's fields, `terminal`, and `steps` (none from
+/// [`TaskClient::cancel`]). Serialized flat, as its JSON form has it.
+#[derive(Debug, Serialize)]
+pub struct TaskView {
+    #[serde(flatten)]
+    pub task: TaskRow,
+    pub terminal: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepRow>>,
+}
+
+impl TaskView {
+    fn new(task: TaskRow, steps: Option<Vec<StepRow>>) -> Self {
+        let terminal = task
+            .task_state()
+            .map(TaskState::is_terminal)
+            .unwrap_or(false);
+        Self {
+            task,
+            terminal,
+            steps,
+        }
     }
-    Ok(value)
+
+    pub fn to_json(&self) -> Result<Value, ClientError> {
+        to_json(self, "the task")
+    }
+}
+
+/// What [`TaskClient::create`] returns: `task_uuid`, `created` (false when the idempotency
+/// key was taken), `state`, and `task`.
+#[derive(Debug, Serialize)]
+pub struct CreatedView {
+    #[serde(flatten)]
+    pub created: CreatedTask,
+    pub task: TaskView,
+}
+
+impl CreatedView {
+    pub fn to_json(&self) -> Result<Value, ClientError> {
+        to_json(self, "the created task")
+    }
+}
+
+fn to_json(value: &impl Serialize, what: &'static str) -> Result<Value, ClientError> {
+    serde_json::to_value(value).map_err(|source| ClientError::Serialize { what, source })
 }

@@ -2,7 +2,8 @@
 //! worker would run with.
 
 use crate::error::NativeError;
-use crate::helpers::convert::{from_ruby, to_ruby};
+use crate::helpers::convert::from_ruby;
+use crate::helpers::serialize::to_ruby;
 use magnus::{function, prelude::*, RHash, RModule, Ruby, Value};
 use tasker_shared::config::ConfigOptions;
 

@@ -1,9 +1,9 @@
 //! Module functions on TaskerCore::Native for the database (the rake tasks and test
 //! suites): migrate it, drop it. Each releases the GVL around its work.
 
-use crate::helpers::convert::to_ruby;
 use crate::helpers::nogvl::block_on;
 use crate::helpers::runtime::runtime;
+use crate::helpers::serialize::to_ruby;
 use crate::helpers::CALL_TIMEOUT;
 use magnus::{function, RModule, Ruby, Value};
 use serde_json::json;

@@ -5,9 +5,10 @@
 
 use crate::error::NativeError;
 use crate::helpers::channel::{complete_on, poll_channel};
-use crate::helpers::convert::{count as count_arg, from_json, seconds, to_json, to_ruby_via_json};
+use crate::helpers::convert::{count as count_arg, from_json, seconds, to_json};
 use crate::helpers::nogvl::{wait, Waited};
 use crate::helpers::runtime::{runtime, ProcessBound};
+use crate::helpers::serialize::to_ruby;
 use magnus::{function, method, prelude::*, RArray, RHash, RModule, Ruby, Value};
 use std::sync::Arc;
 use tasker_worker::ffi::{step_context, Loopback, MAX_FEED};
@@ -117,7 +118,7 @@ impl LoopbackChannel {
     }
 
     fn metrics(ruby: &Ruby, rb_self: &Self) -> Result<Value, magnus::Error> {
-        to_ruby_via_json(ruby, &rb_self.inner()?.loopback.ffi.metrics())
+        to_ruby(ruby, &rb_self.inner()?.loopback.ffi.metrics())
     }
 
     /// Results that reached the sink (completions and sweeper timeouts).
@@ -127,14 +128,14 @@ impl LoopbackChannel {
 
     fn last_result(ruby: &Ruby, rb_self: &Self) -> Result<Option<Value>, magnus::Error> {
         let last = rb_self.inner()?.loopback.last_results().pop();
-        last.map(|r| to_ruby_via_json(ruby, &r)).transpose()
+        last.map(|r| to_ruby(ruby, &r)).transpose()
     }
 
     fn last_results(ruby: &Ruby, rb_self: &Self) -> Result<RArray, magnus::Error> {
         let results = rb_self.inner()?.loopback.last_results();
         let out = ruby.ary_new_capa(results.len());
         for r in &results {
-            out.push(to_ruby_via_json(ruby, r)?)?;
+            out.push(to_ruby(ruby, r)?)?;
         }
         Ok(out)
     }

@@ -3,9 +3,10 @@
 
 use crate::helpers::args::{arity, options};
 use crate::helpers::client::client;
-use crate::helpers::convert::{from_ruby, payload_to_ruby, seconds, uuid_arg, MAX_TIMEOUT_SECONDS};
+use crate::helpers::convert::{from_ruby, seconds, uuid_arg, MAX_TIMEOUT_SECONDS};
 use crate::helpers::nogvl::block_on;
 use crate::helpers::runtime::runtime;
+use crate::helpers::serialize::to_ruby;
 use crate::helpers::CALL_TIMEOUT;
 use magnus::{function, prelude::*, RModule, Ruby, Value};
 use tasker_orchestration::TaskRequest;
@@ -29,7 +30,7 @@ fn create_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
     let value = block_on(&rt, CALL_TIMEOUT, "creating the task", async move {
         Ok(c.create(request).await?)
     })?;
-    payload_to_ruby(ruby, &value)
+    to_ruby(ruby, &value)
 }
 
 /// `get_task(task_uuid, options = nil)`: the task row, `terminal`, and its steps.
@@ -41,7 +42,7 @@ fn get_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
     let task = block_on(&rt, CALL_TIMEOUT, "reading the task", async move {
         Ok(c.get(id).await?)
     })?;
-    payload_to_ruby(ruby, &task)
+    to_ruby(ruby, &task)
 }
 
 /// `wait_task(task_uuid, timeout_seconds, options = nil)`: waits, without the GVL, until the
@@ -64,7 +65,7 @@ fn wait_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
         "waiting for the task",
         async move { Ok(c.wait(id, timeout).await?) },
     )?;
-    payload_to_ruby(ruby, &task)
+    to_ruby(ruby, &task)
 }
 
 /// `cancel_task(task_uuid, options = nil)`: the cancelled task.
@@ -76,5 +77,5 @@ fn cancel_task(ruby: &Ruby, args: &[Value]) -> Result<Value, magnus::Error> {
     let task = block_on(&rt, CALL_TIMEOUT, "cancelling the task", async move {
         Ok(c.cancel(id, "ruby").await?)
     })?;
-    payload_to_ruby(ruby, &task)
+    to_ruby(ruby, &task)
 }

@@ -4,9 +4,9 @@
 use crate::error::NativeError;
 use crate::helpers::args::paths;
 use crate::helpers::client::client;
-use crate::helpers::convert::to_ruby;
 use crate::helpers::nogvl::block_on;
 use crate::helpers::runtime::runtime;
+use crate::helpers::serialize::to_ruby;
 use crate::helpers::CALL_TIMEOUT;
 use magnus::{function, RArray, RModule, Ruby, Value};
 use serde_json::json;

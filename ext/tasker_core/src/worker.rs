@@ -3,9 +3,10 @@
 
 use crate::error::NativeError;
 use crate::helpers::channel::{complete_on, poll_channel};
-use crate::helpers::convert::{from_ruby, seconds, to_ruby, to_ruby_via_json};
+use crate::helpers::convert::{from_ruby, seconds};
 use crate::helpers::nogvl::{block_on, wait, Waited};
 use crate::helpers::runtime::{runtime, ProcessBound};
+use crate::helpers::serialize::to_ruby;
 use magnus::{function, method, prelude::*, RHash, RModule, Ruby, Value};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -175,7 +176,7 @@ impl Worker {
     }
 
     fn ffi_metrics(ruby: &Ruby, rb_self: &Self) -> Result<Value, magnus::Error> {
-        to_ruby_via_json(ruby, &rb_self.inner()?.worker.ffi.metrics())
+        to_ruby(ruby, &rb_self.inner()?.worker.ffi.metrics())
     }
 
     /// `status` -> Hash: the worker's own counters, or `running: false` once stopped.
@@ -216,7 +217,7 @@ impl Worker {
             async move { worker.next_event().await },
         )?;
         match got {
-            Waited::Done(Some(event)) => to_ruby_via_json(ruby, &event),
+            Waited::Done(Some(event)) => to_ruby(ruby, &event),
             Waited::Done(None) => Ok(ruby.qfalse().as_value()),
             // An interrupt's exception, if any, is raised by Ruby as this call returns.
             Waited::TimedOut | Waited::Interrupted => Ok(ruby.qnil().as_value()),
@@ -274,6 +275,6 @@ impl Worker {
 
     /// The configuration the worker runs with, as a Hash.
     fn config(ruby: &Ruby, rb_self: &Self) -> Result<Value, magnus::Error> {
-        to_ruby_via_json(ruby, &rb_self.inner()?.config)
+        to_ruby(ruby, &rb_self.inner()?.config)
     }
 }

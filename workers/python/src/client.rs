@@ -93,7 +93,7 @@ fn create_task<'py>(
     let request: TaskRequest = from_py(request, "task request")?;
     let c = client(py, &self::options(options)?)?;
     let value = block_on(py, &*rt()?, CALL_TIMEOUT, "creating the task", async move {
-        Ok(c.create(request).await?)
+        Ok(c.create(request).await?.to_json()?)
     })?;
     to_py(py, &value)
 }
@@ -109,7 +109,7 @@ fn get_task<'py>(
     let id = uuid_arg(task_uuid, "task_uuid")?;
     let c = client(py, &self::options(options)?)?;
     let value = block_on(py, &*rt()?, CALL_TIMEOUT, "reading the task", async move {
-        Ok(c.get(id).await?)
+        Ok(c.get(id).await?.to_json()?)
     })?;
     to_py(py, &value)
 }
@@ -137,7 +137,7 @@ fn wait_task<'py>(
         &*rt()?,
         timeout + CALL_TIMEOUT,
         "waiting for the task",
-        async move { Ok(c.wait(id, timeout).await?) },
+        async move { Ok(c.wait(id, timeout).await?.to_json()?) },
     )?;
     to_py(py, &value)
 }
@@ -157,7 +157,7 @@ fn cancel_task<'py>(
         &*rt()?,
         CALL_TIMEOUT,
         "cancelling the task",
-        async move { Ok(c.cancel(id, "python").await?) },
+        async move { Ok(c.cancel(id, "python").await?.to_json()?) },
     )?;
     to_py(py, &value)
 }

@@ -25,6 +25,24 @@ RSpec.describe TaskerCore::Client do
     expect(described_class.get_task(task.task_uuid).task_uuid).to eq(task.task_uuid)
   end
 
+  it "reads tasks natively as their JSON form has them: String keys, payloads as given, times in UTC" do
+    context = { "order_id" => 7, "customer_email" => "zoë@example.com", "note" => nil, "gift" => true,
+                "items" => [{ "sku" => "A", "quantity" => 2**40, "price" => 1.5, "tags" => [] }] }
+    task = described_class.create_task(namespace: "ecommerce", name: "order_fulfillment", version: "1.0.0",
+                                       context: context)
+    raw = TaskerCore::Native.get_task(task.task_uuid, TaskerCore.configuration.native_options)
+    expect(raw.keys).to all(be_a(String))
+    expect(raw).to include("task_uuid" => task.task_uuid, "context" => context, "terminal" => false,
+                           "state" => "steps_in_process", "completed_at" => nil)
+    expect(raw["created_at"]).to match(/\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z\z/)
+    first = raw["steps"].first
+    expect(raw["steps"].flat_map(&:keys)).to all(be_a(String))
+    expect(first).to include("name" => "validate_order", "position" => 0, "retryable" => true, "results" => nil,
+                             "backoff_base_ms" => 100, "step_uuid" => task.step("validate_order").step_uuid)
+    expect(TaskerCore::Native.cancel_task(task.task_uuid, TaskerCore.configuration.native_options))
+      .to include("state" => "cancelled", "terminal" => true).and(satisfy { |t| !t.key?("steps") })
+  end
+
   it "returns the existing task for a repeated idempotency key" do
     first = described_class.create_task(namespace: "ecommerce", name: "order_fulfillment", version: "1.0.0",
                                         context: order, idempotency_key: "order-1")

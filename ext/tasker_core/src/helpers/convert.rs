@@ -7,7 +7,6 @@ use magnus::{
     r_hash::ForEach, Float, Integer, IntoValue, RArray, RHash, RString, Ruby, TryConvert, Value,
 };
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use tasker_worker::ffi::PolledStep;
@@ -237,11 +236,6 @@ pub fn from_ruby<T: DeserializeOwned>(
     from_json(to_json(ruby, value, what)?, what)
 }
 
-/// JSON as Ruby: objects become Hashes with String keys.
-pub fn to_ruby(ruby: &Ruby, value: &serde_json::Value) -> Result<Value, magnus::Error> {
-    serde_magnus::serialize(ruby, value)
-}
-
 /// Hash entries inserted per `rb_hash_bulk_insert` call when building payloads.
 const BULK_PAIRS: usize = 16;
 /// Strings longer than this are not worth interning.
@@ -259,7 +253,7 @@ thread_local! {
     static INTERNED: RefCell<Interned> = RefCell::new(Interned::default());
 }
 
-fn interned(ruby: &Ruby, key: &str) -> RString {
+pub(super) fn interned(ruby: &Ruby, key: &str) -> RString {
     if key.len() > KEY_CACHE_MAX_LEN {
         return ruby.str_new(key);
     }
@@ -277,33 +271,57 @@ fn interned(ruby: &Ruby, key: &str) -> RString {
     k
 }
 
-/// A JSON object as a Ruby Hash: pairs gathered on the stack (where Ruby's GC sees them)
-/// and inserted a chunk at a time.
+/// A Hash's pairs gathered on the stack (where Ruby's GC sees them) and inserted a chunk at
+/// a time.
+pub(super) struct PairBuffer {
+    hash: RHash,
+    pairs: [Value; BULK_PAIRS * 2],
+    n: usize,
+}
+
+impl PairBuffer {
+    pub(super) fn new(ruby: &Ruby) -> Self {
+        PairBuffer {
+            hash: ruby.hash_new(),
+            pairs: [ruby.qnil().as_value(); BULK_PAIRS * 2],
+            n: 0,
+        }
+    }
+
+    pub(super) fn push(&mut self, key: Value, value: Value) -> Result<(), magnus::Error> {
+        self.pairs[self.n] = key;
+        self.pairs[self.n + 1] = value;
+        self.n += 2;
+        if self.n == self.pairs.len() {
+            self.hash.bulk_insert(&self.pairs)?;
+            self.n = 0;
+        }
+        Ok(())
+    }
+
+    pub(super) fn finish(self) -> Result<RHash, magnus::Error> {
+        if self.n > 0 {
+            self.hash.bulk_insert(&self.pairs[..self.n])?;
+        }
+        Ok(self.hash)
+    }
+}
+
+/// A JSON object as a Ruby Hash.
 fn map_to_ruby(
     ruby: &Ruby,
     map: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<RHash, magnus::Error> {
-    let hash = ruby.hash_new();
-    let mut pairs = [ruby.qnil().as_value(); BULK_PAIRS * 2];
-    let mut n = 0;
+    let mut pairs = PairBuffer::new(ruby);
     for (k, v) in map {
-        pairs[n] = interned(ruby, k).as_value();
-        pairs[n + 1] = payload_to_ruby(ruby, v)?;
-        n += 2;
-        if n == pairs.len() {
-            hash.bulk_insert(&pairs[..n])?;
-            n = 0;
-        }
+        pairs.push(interned(ruby, k).as_value(), payload_to_ruby(ruby, v)?)?;
     }
-    if n > 0 {
-        hash.bulk_insert(&pairs[..n])?;
-    }
-    Ok(hash)
+    pairs.finish()
 }
 
 /// A step payload (context, results, initialization) as Ruby, built directly rather than
 /// through serde: this runs for every step a handler polls, so it is on the FFI round
-/// trip's critical path. The client's task values (a task and its steps) use it too.
+/// trip's critical path.
 pub fn payload_to_ruby(ruby: &Ruby, value: &serde_json::Value) -> Result<Value, magnus::Error> {
     use serde_json::Value as J;
     Ok(match value {
@@ -326,13 +344,6 @@ pub fn payload_to_ruby(ruby: &Ruby, value: &serde_json::Value) -> Result<Value, 
         }
         J::Object(map) => map_to_ruby(ruby, map)?.as_value(),
     })
-}
-
-/// Any serializable Rust value as Ruby, through JSON so struct fields become String keys.
-pub fn to_ruby_via_json<T: Serialize>(ruby: &Ruby, value: &T) -> Result<Value, magnus::Error> {
-    let json = serde_json::to_value(value)
-        .map_err(|e| NativeError::conversion(format!("serializing a result: {e}")))?;
-    to_ruby(ruby, &json)
 }
 
 /// The longest timeout a call takes from Ruby: a day. Longer ones would overflow the

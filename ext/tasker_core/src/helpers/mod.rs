@@ -1,6 +1,7 @@
 //! Plumbing shared by the Ruby classes and module functions: argument parsing (`args`),
-//! Ruby <-> JSON (`convert`), the client cache (`client`), waiting with the GVL released
-//! (`nogvl`), the tokio runtime (`runtime`) and poll/complete over a channel (`channel`).
+//! Ruby <-> JSON (`convert`), any `Serialize` value as Ruby (`serialize`), the client cache
+//! (`client`), waiting with the GVL released (`nogvl`), the tokio runtime (`runtime`) and
+//! poll/complete over a channel (`channel`).
 
 pub mod args;
 pub mod channel;
@@ -8,6 +9,7 @@ pub mod client;
 pub mod convert;
 pub mod nogvl;
 pub mod runtime;
+pub mod serialize;
 
 use std::time::Duration;
 
