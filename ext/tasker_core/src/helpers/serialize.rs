@@ -60,6 +60,17 @@ impl Serializer<'_> {
     }
 }
 
+/// Integer methods for the types an i64 holds.
+macro_rules! widened_to_i64 {
+    ($($method:ident: $ty:ty),* $(,)?) => {
+        $(
+            fn $method(self, v: $ty) -> Result<Value, Error> {
+                self.serialize_i64(v.into())
+            }
+        )*
+    };
+}
+
 impl<'r> ser::Serializer for Serializer<'r> {
     type Ok = Value;
     type Error = Error;
@@ -75,32 +86,17 @@ impl<'r> ser::Serializer for Serializer<'r> {
         Ok(v.into_value_with(self.ruby))
     }
 
-    fn serialize_i8(self, v: i8) -> Result<Value, Error> {
-        self.serialize_i64(v.into())
-    }
-
-    fn serialize_i16(self, v: i16) -> Result<Value, Error> {
-        self.serialize_i64(v.into())
-    }
-
-    fn serialize_i32(self, v: i32) -> Result<Value, Error> {
-        self.serialize_i64(v.into())
-    }
+    widened_to_i64!(
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_u8: u8,
+        serialize_u16: u16,
+        serialize_u32: u32,
+    );
 
     fn serialize_i64(self, v: i64) -> Result<Value, Error> {
         Ok(self.ruby.integer_from_i64(v).as_value())
-    }
-
-    fn serialize_u8(self, v: u8) -> Result<Value, Error> {
-        self.serialize_i64(v.into())
-    }
-
-    fn serialize_u16(self, v: u16) -> Result<Value, Error> {
-        self.serialize_i64(v.into())
-    }
-
-    fn serialize_u32(self, v: u32) -> Result<Value, Error> {
-        self.serialize_i64(v.into())
     }
 
     fn serialize_u64(self, v: u64) -> Result<Value, Error> {
@@ -427,6 +423,17 @@ impl KeySerializer<'_> {
     }
 }
 
+/// Key methods that write the key's text.
+macro_rules! key_as_text {
+    ($($method:ident: $ty:ty),* $(,)?) => {
+        $(
+            fn $method(self, v: $ty) -> Result<Value, Error> {
+                self.text(v)
+            }
+        )*
+    };
+}
+
 impl ser::Serializer for KeySerializer<'_> {
     type Ok = Value;
     type Error = Error;
@@ -438,41 +445,18 @@ impl ser::Serializer for KeySerializer<'_> {
     type SerializeStruct = Impossible<Value, Error>;
     type SerializeStructVariant = Impossible<Value, Error>;
 
-    fn serialize_bool(self, v: bool) -> Result<Value, Error> {
-        self.text(v)
-    }
-
-    fn serialize_i8(self, v: i8) -> Result<Value, Error> {
-        self.text(v)
-    }
-
-    fn serialize_i16(self, v: i16) -> Result<Value, Error> {
-        self.text(v)
-    }
-
-    fn serialize_i32(self, v: i32) -> Result<Value, Error> {
-        self.text(v)
-    }
-
-    fn serialize_i64(self, v: i64) -> Result<Value, Error> {
-        self.text(v)
-    }
-
-    fn serialize_u8(self, v: u8) -> Result<Value, Error> {
-        self.text(v)
-    }
-
-    fn serialize_u16(self, v: u16) -> Result<Value, Error> {
-        self.text(v)
-    }
-
-    fn serialize_u32(self, v: u32) -> Result<Value, Error> {
-        self.text(v)
-    }
-
-    fn serialize_u64(self, v: u64) -> Result<Value, Error> {
-        self.text(v)
-    }
+    key_as_text!(
+        serialize_bool: bool,
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_i64: i64,
+        serialize_u8: u8,
+        serialize_u16: u16,
+        serialize_u32: u32,
+        serialize_u64: u64,
+        serialize_char: char,
+    );
 
     fn serialize_f32(self, _v: f32) -> Result<Value, Error> {
         Err(Self::refuse("a float"))
@@ -480,10 +464,6 @@ impl ser::Serializer for KeySerializer<'_> {
 
     fn serialize_f64(self, _v: f64) -> Result<Value, Error> {
         Err(Self::refuse("a float"))
-    }
-
-    fn serialize_char(self, v: char) -> Result<Value, Error> {
-        self.text(v)
     }
 
     fn serialize_str(self, v: &str) -> Result<Value, Error> {
