@@ -180,14 +180,15 @@ impl TaskClient {
 }
 
 /// A task as the calls return it: its row's fields, `terminal`, and `steps` (none from
-/// [`TaskClient::cancel`]). Serialized flat, as its JSON form has it.
+/// [`TaskClient::cancel`]). Serialized flat, as its JSON form has it. The fields are
+/// private so `terminal` is always the row's state's, as `new` derives it.
 #[derive(Debug, Serialize)]
 pub struct TaskView {
     #[serde(flatten)]
-    pub task: TaskRow,
-    pub terminal: bool,
+    task: TaskRow,
+    terminal: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub steps: Option<Vec<StepRow>>,
+    steps: Option<Vec<StepRow>>,
 }
 
 impl TaskView {
@@ -213,8 +214,8 @@ impl TaskView {
 #[derive(Debug, Serialize)]
 pub struct CreatedView {
     #[serde(flatten)]
-    pub created: CreatedTask,
-    pub task: TaskView,
+    created: CreatedTask,
+    task: TaskView,
 }
 
 impl CreatedView {
