@@ -209,14 +209,7 @@ impl TaskInitializer {
             metrics::counter!(TASKS_CREATED, "namespace" => request.namespace.clone()).increment(1);
             tracing::debug!(task = %task, template = %template.identity(), "task created");
         }
-        // Decoded after the wake-up: the task exists whatever this reports.
-        let rows = match (task_row, step_rows) {
-            (Some(t), Some(s)) => Some((
-                StoreError::decode(task, "task", &t)?,
-                StoreError::decode(task, "steps", &s)?,
-            )),
-            _ => None,
-        };
+        let rows = task_row.zip(step_rows);
         let created = CreatedTask {
             task_uuid: task,
             created,
@@ -320,14 +313,14 @@ impl TaskInitializer {
 }
 
 /// What the creating statement returns: the task, whether this call created it, its state,
-/// (from `tasker.create_task_read` only) the task row and steps as JSON text, and the roots
+/// (from `tasker.create_task_read` only) the task row and steps, and the roots
 /// it claimed for a local worker: their lease's expiry, and their ids and names.
 type CreatedRow = (
     Uuid,
     bool,
     String,
-    Option<String>,
-    Option<String>,
+    Option<TaskRow>,
+    Option<Vec<StepRow>>,
     Option<DateTime<Utc>>,
     Option<sqlx::types::Json<Vec<(Uuid, String)>>>,
 );
@@ -355,8 +348,11 @@ impl Statement {
     /// run_at: the other roots' messages stay hidden until then.
     fn sql(self, queue: Option<&QueueName>) -> String {
         let (function, read) = match self {
-            Statement::Create => ("create_task", "NULL::text, NULL::text"),
-            Statement::CreateRead => ("create_task_read", "c.task::text, c.steps::text"),
+            Statement::Create => (
+                "create_task",
+                "NULL::tasker.task_rows, NULL::tasker.step_rows[]",
+            ),
+            Statement::CreateRead => ("create_task_read", "c.task, c.steps"),
         };
         match queue {
             Some(queue) => format!(

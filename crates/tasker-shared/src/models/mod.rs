@@ -46,20 +46,3 @@ pub enum StoreError {
         reason: String,
     },
 }
-
-impl StoreError {
-    /// Decodes what a statement returned as JSON text (`to_json` of the rows of a view,
-    /// cast to text) for the task `id`; `what` names it in the error. Parsed straight into
-    /// the rows, without a serde_json::Value built first to convert them from.
-    pub fn decode<T: serde::de::DeserializeOwned>(
-        id: Uuid,
-        what: &'static str,
-        text: &str,
-    ) -> Result<T, StoreError> {
-        serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
-            what,
-            id,
-            reason: e.to_string(),
-        })
-    }
-}

@@ -4,8 +4,11 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Executor, Postgres};
 use uuid::Uuid;
 
-/// One workflow step as stored.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+/// One workflow step as stored: a row of the view `tasker.step_rows`, read by column name
+/// or, as a whole (an array of them), as its row type, field by field in the view's column
+/// order.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, sqlx::Type)]
+#[sqlx(type_name = "tasker.step_rows")]
 pub struct StepRow {
     pub step_uuid: Uuid,
     pub task_uuid: Uuid,
