@@ -5,9 +5,11 @@
 -- this worker in the same UPDATE), and tasks it finished are finalized. A batch of plain
 -- successes (no outcome, steps that take none) is recorded by one statement here; any
 -- other goes through store_step_results. One row per result: its outcome, whether
--- messages were sent, and the claim of a child taken for the caller.
+-- messages were sent, the claim of a child taken for the caller, and, for a success, its
+-- task's state once recorded (so the caller wakes the waiters of the tasks that finished,
+-- not of every task a result touched; NULL where the caller cannot rely on it).
 CREATE OR REPLACE FUNCTION tasker.complete_steps(p_worker text, p_results jsonb, p_jitter_ratio double precision, p_max_retry_after_ms bigint, p_send_namespaces text[] DEFAULT NULL::text[], p_claim_max integer DEFAULT 0, p_lease_seconds integer DEFAULT 0)
- RETURNS TABLE(step_uuid uuid, task_uuid uuid, namespace text, outcome text, enqueued boolean, message jsonb, claim tasker.step_claim)
+ RETURNS TABLE(step_uuid uuid, task_uuid uuid, namespace text, outcome text, enqueued boolean, message jsonb, claim tasker.step_claim, task_state text)
  LANGUAGE plpgsql
  SET enable_seqscan TO 'off'
  SET enable_bitmapscan TO 'off'
@@ -269,29 +271,31 @@ BEGIN
   v_enqueued := current_setting('tasker.steps_enqueued') = 'on';
   RETURN QUERY
     SELECT (a->>'step')::uuid, (a->>'task')::uuid, a->>'ns', a->>'outcome', v_enqueued,
-           NULL::jsonb, NULL::tasker.step_claim
+           NULL::jsonb, NULL::tasker.step_claim, NULL::text
       FROM jsonb_array_elements(coalesce(v_applied, '[]'::jsonb)) AS a;
   IF v_done IS NOT NULL THEN
     RETURN QUERY
-      -- Each task's namespace is read once (materialized), not once per step.
+      -- Each task's namespace and state are read once (materialized), not once per step.
       WITH ns AS MATERIALIZED (
-        SELECT tk.task_uuid AS t, n.name AS ns
+        SELECT tk.task_uuid AS t, n.name AS ns, tk.state AS st
           FROM tasker.tasks tk
           JOIN tasker.named_tasks nt ON nt.named_task_uuid = tk.named_task_uuid
           JOIN tasker.namespaces n ON n.namespace_uuid = nt.namespace_uuid
          WHERE tk.task_uuid = ANY (v_done_tasks)
       )
-      SELECT d.s, d.t, ns.ns, 'completed'::text, v_enqueued, NULL::jsonb, NULL::tasker.step_claim
+      SELECT d.s, d.t, ns.ns, 'completed'::text, v_enqueued, NULL::jsonb, NULL::tasker.step_claim,
+             ns.st
         FROM unnest(v_done, v_done_tasks) AS d(s, t)
         JOIN ns ON ns.t = d.t;
   END IF;
   RETURN QUERY
-    SELECT id, NULL::uuid, NULL::text, 'refused'::text, v_enqueued, NULL::jsonb, NULL::tasker.step_claim
+    SELECT id, NULL::uuid, NULL::text, 'refused'::text, v_enqueued, NULL::jsonb, NULL::tasker.step_claim,
+           NULL::text
       FROM unnest(v_ids) AS id
      WHERE NOT (id = ANY (coalesce(v_steps, ARRAY[]::uuid[]) || coalesce(v_done, ARRAY[]::uuid[])));
   RETURN QUERY
     SELECT u.step, u.task, u.ns, 'enqueued'::text, v_enqueued, u.msg,
-           (SELECT c FROM unnest(v_claims) AS c WHERE c.step_uuid = u.step)
+           (SELECT c FROM unnest(v_claims) AS c WHERE c.step_uuid = u.step), NULL::text
       FROM unnest(v_ready, v_ready_tasks, v_ready_ns, v_ready_msgs) AS u(step, task, ns, msg)
      WHERE u.ns = ANY (p_send_namespaces);
 END;

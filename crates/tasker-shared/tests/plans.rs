@@ -533,8 +533,9 @@ async fn a_steps_claims_and_recordings_are_heap_only_updates() {
         serde_json::json!([{"step_uuid": step, "attempt": 1, "success": true,
                             "result": {}, "execution_ms": 0}])
     };
-    let outcomes: Vec<(String, Option<String>)> = sqlx::query_as(
-        "SELECT c.outcome, (c.claim).outcome AS claim
+    let some = |s: &str| Some(s.to_string());
+    let outcomes: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT c.outcome, (c.claim).outcome AS claim, c.task_state
            FROM tasker.complete_steps('w', $1, 0, 0, ARRAY['ns'], 1, 60) AS c ORDER BY 1",
     )
     .bind(result(root))
@@ -544,18 +545,22 @@ async fn a_steps_claims_and_recordings_are_heap_only_updates() {
     assert_eq!(
         outcomes,
         [
-            ("completed".to_string(), None),
-            ("enqueued".to_string(), Some("claimed".to_string()))
+            ("completed".to_string(), None, some("steps_in_process")),
+            ("enqueued".to_string(), some("claimed"), None)
         ],
-        "the child is readied and claimed by its parent's recording"
+        "the child is readied and claimed by its parent's recording; the task goes on"
     );
-    let finished: Vec<String> =
-        sqlx::query_scalar("SELECT outcome FROM tasker.complete_steps('w', $1, 0, 0)")
+    let finished: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT outcome, task_state FROM tasker.complete_steps('w', $1, 0, 0)")
             .bind(result(child))
             .fetch_all(&mut *conn)
             .await
             .unwrap();
-    assert_eq!(finished, ["completed"]);
+    assert_eq!(
+        finished,
+        [("completed".to_string(), some("complete"))],
+        "the last step's recording reports the task it finished"
+    );
     flush_stats(&mut conn).await;
     index_reads(&db, &[], &format!("{updates} >= {updated_before} + 4")).await;
     let (updated, hot): (i64, i64) = sqlx::query_as(&counts).fetch_one(&mut *conn).await.unwrap();

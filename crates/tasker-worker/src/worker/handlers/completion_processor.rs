@@ -32,6 +32,7 @@ use tasker_shared::database::HotConnection;
 use tasker_shared::outcome::RecordingOutcome;
 use tasker_shared::queue::{worker_queue, Notifier, QueueName, ORCHESTRATION_RESULTS_QUEUE};
 use tasker_shared::result::{ErrorType, StepError, StepExecutionResult};
+use tasker_shared::task_waiter::TERMINAL_TASK_STATES;
 use tokio::sync::mpsc::Permit;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -102,6 +103,19 @@ struct Completion {
     enqueued: bool,
     /// An enqueued child this worker claimed in the same transaction.
     claim: Option<StepClaim>,
+    /// A completed step's task's state once recorded; None where not reported.
+    task_state: Option<String>,
+}
+
+impl Completion {
+    /// Whether the recording may have finished the step's task: its waiters are then told.
+    fn may_finish_task(&self) -> bool {
+        self.outcome.settles_step()
+            && self
+                .task_state
+                .as_deref()
+                .is_none_or(|s| TERMINAL_TASK_STATES.contains(&s))
+    }
 }
 
 #[derive(Clone)]
@@ -337,6 +351,7 @@ impl CompletionProcessorService {
         self.in_flight.unreserve(claim_max);
         let mut completions = completions?;
         let mut namespaces = BTreeSet::new();
+        // Tasks this recording may have finished.
         let mut settled = BTreeSet::new();
         for c in &mut completions {
             if c.outcome == RecordingOutcome::Enqueued {
@@ -350,7 +365,7 @@ impl CompletionProcessorService {
                 continue;
             }
             metrics::counter!("tasker_results_total", "outcome" => c.outcome.as_str()).increment(1);
-            if c.outcome.settles_step() {
+            if c.may_finish_task() {
                 settled.extend(c.task_uuid);
             }
             if c.enqueued && c.outcome != RecordingOutcome::Refused {
@@ -399,6 +414,7 @@ impl CompletionProcessorService {
                     outcome,
                     enqueued: false,
                     claim: None,
+                    task_state: None,
                 }
             })
             .collect();
@@ -537,7 +553,9 @@ pub fn recording_statement<'a>(
         ));
     }
     sql.push_str(
-        " SELECT d.step_uuid, d.task_uuid, d.namespace, d.outcome, d.enqueued, d.claim FROM done d",
+        " SELECT d.step_uuid, d.task_uuid, d.namespace, d.outcome, d.enqueued, d.claim,
+                 d.task_state
+            FROM done d",
     );
     sql
 }
@@ -563,4 +581,42 @@ fn result_row(done: &CompletedStep, result: &StepExecutionResult) -> serde_json:
 /// SQLSTATE class 22 (data exception): the value, not the connection, is the problem.
 fn is_data_error(code: Option<&str>) -> bool {
     code.is_some_and(|c| c.starts_with("22"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn completion(outcome: RecordingOutcome, task_state: Option<&str>) -> Completion {
+        Completion {
+            step_uuid: uuid::Uuid::now_v7(),
+            task_uuid: Some(uuid::Uuid::now_v7()),
+            namespace: Some("ns".into()),
+            outcome,
+            enqueued: false,
+            claim: None,
+            task_state: task_state.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn waiters_are_told_of_tasks_a_recording_may_have_finished_only() {
+        use RecordingOutcome::*;
+        for (outcome, state, told) in [
+            (Completed, Some("steps_in_process"), false),
+            (Completed, Some("complete"), true),
+            (Completed, Some("error"), true),
+            // A failure's task state is not reported: it may have failed the task.
+            (Failed, None, true),
+            (RetryScheduled, None, false),
+            (Refused, None, false),
+            (Ignored, None, false),
+        ] {
+            assert_eq!(
+                completion(outcome, state).may_finish_task(),
+                told,
+                "{outcome} with task state {state:?}"
+            );
+        }
+    }
 }
