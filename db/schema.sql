@@ -254,7 +254,9 @@ CREATE TABLE tasker.step_recordings (
 
 CREATE INDEX step_recordings_recorded_idx ON tasker.step_recordings USING btree (recorded_at);
 
--- A step's columns as the API and the dashboard read them.
+-- A step's columns as the API and the dashboard read them. Its row type is read whole too
+-- (tasker.create_task_read, the task reads in models/task.rs), into StepRow field by field
+-- in this order: a column goes at the end, in the struct as here.
 CREATE VIEW tasker.step_rows AS
  SELECT s.step_uuid,
     s.task_uuid,
@@ -281,7 +283,8 @@ CREATE VIEW tasker.step_rows AS
     s.completed_at
    FROM tasker.workflow_steps s;
 
--- A task with its template's namespace, name and version.
+-- A task with its template's namespace, name and version. Read whole as its row type too,
+-- into TaskRow in this column order (see tasker.step_rows).
 CREATE VIEW tasker.task_rows AS
  SELECT t.task_uuid,
     n.name AS namespace,
