@@ -7,7 +7,7 @@ use crate::task_spec::TaskSpec;
 use crate::OrchestrationError;
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
-use sqlx::PgPool;
+use sqlx::{PgPool, Row};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tasker_shared::config::{BackoffConfig, OrchestrationConfig};
@@ -167,7 +167,7 @@ impl TaskInitializer {
         // edges and first transitions, and its start (tasker.create_task).
         let blueprints = template.is_dynamic().then(|| self.blueprints(template));
         let sql = statement.sql(queue.as_ref());
-        let mut query = sqlx::query_as(&sql)
+        let mut query = sqlx::query(&sql)
             .bind(&self.actor)
             .bind(&spec)
             .bind(blueprints)
@@ -180,7 +180,7 @@ impl TaskInitializer {
                 .bind(worker.as_ref().map_or(0, |w| w.lease_seconds()));
         }
         let query = query.bind(request.run_at);
-        let row: CreatedRow = match &self.kept {
+        let row = match &self.kept {
             Some(kept) => {
                 let mut lease = kept.lease().await?;
                 let row = query.fetch_one(&mut *lease).await;
@@ -188,7 +188,15 @@ impl TaskInitializer {
             }
             None => query.fetch_one(&self.pool).await?,
         };
-        let (task, created, state, task_row, step_rows, lease, claimed) = row;
+        // The task, whether this call created it, its state, and the roots it claimed for a
+        // local worker: their lease's expiry, their ids and names. The task row and its
+        // steps (from tasker.create_task_read only) are decoded after the hand-over: the
+        // task exists, and its claimed roots run, whatever their decoding reports.
+        let task: Uuid = row.try_get(0)?;
+        let created: bool = row.try_get(1)?;
+        let state: String = row.try_get(2)?;
+        let lease: Option<DateTime<Utc>> = row.try_get(5)?;
+        let claimed: Option<sqlx::types::Json<Vec<(Uuid, String)>>> = row.try_get(6)?;
         let claimed = match (lease, claimed) {
             (Some(lease), Some(claimed)) => spec.claimed_roots(request, task, lease, claimed),
             _ => Vec::new(),
@@ -209,6 +217,9 @@ impl TaskInitializer {
             metrics::counter!(TASKS_CREATED, "namespace" => request.namespace.clone()).increment(1);
             tracing::debug!(task = %task, template = %template.identity(), "task created");
         }
+        let decoded = |e| StoreError::undecodable(e, "created task", task);
+        let task_row: Option<TaskRow> = row.try_get(3).map_err(decoded)?;
+        let step_rows: Option<Vec<StepRow>> = row.try_get(4).map_err(decoded)?;
         let rows = task_row.zip(step_rows);
         let created = CreatedTask {
             task_uuid: task,
@@ -311,19 +322,6 @@ impl TaskInitializer {
         }
     }
 }
-
-/// What the creating statement returns: the task, whether this call created it, its state,
-/// (from `tasker.create_task_read` only) the task row and steps, and the roots
-/// it claimed for a local worker: their lease's expiry, and their ids and names.
-type CreatedRow = (
-    Uuid,
-    bool,
-    String,
-    Option<TaskRow>,
-    Option<Vec<StepRow>>,
-    Option<DateTime<Utc>>,
-    Option<sqlx::types::Json<Vec<(Uuid, String)>>>,
-);
 
 /// A local worker, and the room it holds for the roots the creation is about to claim.
 struct LocalClaim {

@@ -46,3 +46,43 @@ pub enum StoreError {
         reason: String,
     },
 }
+
+impl StoreError {
+    /// `error`, or, when it is a column that could not be decoded, `Corrupt` naming what
+    /// was read (`what` `id`).
+    pub fn undecodable(error: sqlx::Error, what: &'static str, id: Uuid) -> Self {
+        match error {
+            sqlx::Error::ColumnDecode { .. } => StoreError::Corrupt {
+                what,
+                id,
+                reason: error.to_string(),
+            },
+            e => e.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_undecodable_column_names_what_was_read_and_other_errors_pass_through() {
+        let id = Uuid::now_v7();
+        let bad = sqlx::Error::ColumnDecode {
+            index: "1".into(),
+            source: "a field too many".into(),
+        };
+        let e = StoreError::undecodable(bad, "task", id);
+        assert!(
+            matches!(e, StoreError::Corrupt { what: "task", id: got, .. } if got == id),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains(&id.to_string()), "{e}");
+        let other = StoreError::undecodable(sqlx::Error::RowNotFound, "task", id);
+        assert!(
+            matches!(other, StoreError::Database(sqlx::Error::RowNotFound)),
+            "{other:?}"
+        );
+    }
+}

@@ -69,7 +69,7 @@ impl TaskRow {
         // The rows as their views' row types, in the binary format: Postgres spent most of
         // this statement writing them out as JSON (timestamps above all), and the client
         // as much again parsing that back.
-        Ok(sqlx::query_as(
+        sqlx::query_as(
             "SELECT t,
                     CASE WHEN NOT $2 OR t.state = ANY ($3) THEN
                       (SELECT coalesce(array_agg(s ORDER BY s.position, s.name), '{}')
@@ -81,7 +81,8 @@ impl TaskRow {
         .bind(only_if_terminal)
         .bind(&crate::task_waiter::TERMINAL_TASK_STATES[..])
         .fetch_optional(executor)
-        .await?)
+        .await
+        .map_err(|e| StoreError::undecodable(e, "task", task))
     }
 
     /// The task; for one that is not there, [`StoreError::Removed`] when retention removed
