@@ -98,8 +98,12 @@ module TaskerCore
               nearest = a.deadline
             end
           end
-          @next_wake = nearest
-          @wake.wait(@lock, nearest ? [nearest - current, IDLE_WAIT].min : IDLE_WAIT)
+          wait = nearest ? [nearest - current, IDLE_WAIT].min : IDLE_WAIT
+          # Also with nothing armed: the idle wake-up is a deadline it keeps, so arming a
+          # step whose timeout ends after it wakes nobody (a handler thread's step would
+          # otherwise wake it each time the last armed step finished).
+          @next_wake = current + wait
+          @wake.wait(@lock, wait)
         end
       end
     end
