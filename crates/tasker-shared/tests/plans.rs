@@ -475,6 +475,59 @@ async fn the_expired_claims_sweep_leaves_finished_claims_behind() {
     );
 }
 
+/// The waiting-steps gauge reads each worker queue by its key. A queue's table keeps every
+/// page a backlog grew it to (queue vacuums never truncate); read whole, an emptied queue
+/// cost the gauge one read of each page at every refresh (before: PGMQ's index on vt, which
+/// the function meant to walk, is dropped by prepare_queue_table).
+#[tokio::test]
+async fn the_waiting_steps_gauge_reads_no_page_of_an_emptied_queue() {
+    let db = TestDatabase::with_max_connections(1).await;
+    for statement in [
+        "SELECT pgmq.create('worker_ns_queue')",
+        "SELECT tasker.prepare_queue_table('worker_ns_queue')",
+        "INSERT INTO pgmq.q_worker_ns_queue (vt, message)
+         SELECT now(), jsonb_build_object('step_uuid', gen_random_uuid())
+           FROM generate_series(1, 20000)",
+        "DELETE FROM pgmq.q_worker_ns_queue",
+        "VACUUM (TRUNCATE false) pgmq.q_worker_ns_queue",
+    ] {
+        sqlx::query(statement).execute(&db.pool).await.unwrap();
+    }
+    // One connection: it goes idle between statements, so its counts are in when read.
+    let heap_reads = || async {
+        sqlx::query("SELECT pg_stat_force_next_flush()")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        sqlx::query_scalar::<_, i64>(
+            "SELECT heap_blks_read + heap_blks_hit FROM pg_statio_user_tables
+              WHERE schemaname = 'pgmq' AND relname = 'q_worker_ns_queue'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
+    let pages: i64 = sqlx::query_scalar(
+        "SELECT pg_relation_size('pgmq.q_worker_ns_queue') / current_setting('block_size')::bigint",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(pages > 100, "the backlog left {pages} pages");
+    let before = heap_reads().await;
+    let waiting: i64 = sqlx::query_scalar("SELECT waiting FROM tasker.waiting_steps()")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let after = heap_reads().await;
+    assert_eq!(waiting, 0);
+    assert!(
+        after - before < 10,
+        "the gauge read {} of the emptied queue's {pages} pages",
+        after - before
+    );
+}
+
 /// Every update a no-op step's life makes to its row (claimed, recorded; a child readied and
 /// claimed by its parent's recording, then recorded) is heap-only: no index of the steps
 /// names a column those updates change, so none gets an entry. An index added on the state,
