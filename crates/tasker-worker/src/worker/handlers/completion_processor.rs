@@ -32,7 +32,7 @@ use tasker_shared::database::HotConnection;
 use tasker_shared::outcome::RecordingOutcome;
 use tasker_shared::queue::{worker_queue, Notifier, QueueName, ORCHESTRATION_RESULTS_QUEUE};
 use tasker_shared::result::{ErrorType, StepError, StepExecutionResult};
-use tasker_shared::task_waiter::TERMINAL_TASK_STATES;
+use tasker_shared::TaskState;
 use tokio::sync::mpsc::Permit;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -132,12 +132,14 @@ fn linger_until(
 
 impl Completion {
     /// Whether the recording may have finished the step's task: its waiters are then told.
+    /// A state this build does not know counts as possibly finished: a waiter told once too
+    /// often reads the task and waits on; one never told waits for its timeout.
     fn may_finish_task(&self) -> bool {
         self.outcome.settles_step()
             && self
                 .task_state
                 .as_deref()
-                .is_none_or(|s| TERMINAL_TASK_STATES.contains(&s))
+                .is_none_or(|s| s.parse::<TaskState>().map_or(true, TaskState::is_terminal))
     }
 }
 
@@ -683,6 +685,7 @@ mod tests {
             (Completed, Some("steps_in_process"), false),
             (Completed, Some("complete"), true),
             (Completed, Some("error"), true),
+            (Completed, Some("a_state_added_later"), true),
             // A failure's task state is not reported: it may have failed the task.
             (Failed, None, true),
             (RetryScheduled, None, false),
