@@ -226,15 +226,10 @@ mod tests {
         }
     }
 
-    /// The scans of `tasker.tasks` in `statement`'s plan, planned as the enqueuer plans it.
-    async fn scans_of_tasks(pool: &PgPool, statement: &str) -> Vec<serde_json::Value> {
-        let mut tx = pool.begin().await.unwrap();
-        for setting in ["enable_seqscan = off", "enable_bitmapscan = off"] {
-            sqlx::query(&format!("SET LOCAL {setting}"))
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-        }
+    /// The scans of `tasker.tasks` in `statement`'s plan, planned in the transaction the
+    /// enqueuer runs it in.
+    async fn scans_of_tasks(enqueuer: &StepEnqueuer, statement: &str) -> Vec<serde_json::Value> {
+        let mut tx = enqueuer.by_retry_index().await.unwrap();
         let explained: serde_json::Value = sqlx::query_scalar(&format!(
             "EXPLAIN (FORMAT JSON) {}",
             statement.replace("$1", "100")
@@ -294,20 +289,6 @@ mod tests {
         .await
         .unwrap();
 
-        for statement in [due_retries_statement(), next_retry_statement()] {
-            let scans = scans_of_tasks(&db.pool, &statement).await;
-            assert!(!scans.is_empty(), "no scan of tasks in {statement}");
-            for scan in scans {
-                let cond = scan["Index Cond"].as_str().unwrap_or_default();
-                assert!(
-                    scan["Index Name"] == "tasks_pkey" && cond.contains("task_uuid"),
-                    "tasks read by {} {} ({cond}) in {statement}",
-                    scan["Node Type"],
-                    scan["Index Name"]
-                );
-            }
-        }
-
         sqlx::query("SELECT pgmq.create('worker_ns_queue')")
             .execute(&db.pool)
             .await
@@ -319,6 +300,20 @@ mod tests {
             100,
             "test".into(),
         );
+
+        for statement in [due_retries_statement(), next_retry_statement()] {
+            let scans = scans_of_tasks(&enqueuer, &statement).await;
+            assert!(!scans.is_empty(), "no scan of tasks in {statement}");
+            for scan in scans {
+                let cond = scan["Index Cond"].as_str().unwrap_or_default();
+                assert!(
+                    scan["Index Name"] == "tasks_pkey" && cond.contains("task_uuid"),
+                    "tasks read by {} {} ({cond}) in {statement}",
+                    scan["Node Type"],
+                    scan["Index Name"]
+                );
+            }
+        }
         assert_eq!(enqueuer.next_wake().await, Duration::ZERO);
         assert_eq!(enqueuer.sweep().await.unwrap(), 1);
         let state: String =
