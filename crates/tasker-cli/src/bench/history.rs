@@ -1,10 +1,13 @@
 //! `bin/bench --history N`: the same measurements on a fresh database and again after N
 //! finished steps of history, loaded through Tasker's own paths (tasks created by the
-//! initializer, run by the worker being measured), then the tables' sizes before and after
-//! a retention run removes that history.
+//! initializer, run by the worker being measured); then again while the orchestrator's own
+//! retention, every second, removes that history at the pace it was loaded (the steady state
+//! of an engine under full load whose finished tasks age out as fast as they finish); then
+//! the tables' sizes before and after a retention run removes the rest.
 
 use super::{measure, print_rows, Bench, Row, SLOW_POLL};
 use std::time::{Duration, Instant};
+use tasker_shared::config::MIN_PERIOD_SECONDS;
 
 /// Tasks created at once while loading history.
 const LOAD_CHUNK: usize = 200;
@@ -65,12 +68,38 @@ fn ceiling(server: &str) -> f64 {
     super::pgbench_tps(server).unwrap_or(f64::NAN)
 }
 
+/// Removes the complete tasks that finished more than `age` ago (whole microseconds: an
+/// interval holds no finer), 500 a transaction, as a retention run does; how many.
+async fn remove_complete(bench: &Bench, age: Duration) -> anyhow::Result<i64> {
+    let mut tasks = 0i64;
+    loop {
+        let n: i32 =
+            sqlx::query_scalar("SELECT tasker.remove_finished_tasks('complete', $1, 500, false)")
+                .bind(age)
+                .fetch_one(&bench.pool)
+                .await?;
+        tasks += i64::from(n);
+        if n < 500 {
+            return Ok(tasks);
+        }
+    }
+}
+
+async fn tombstones(bench: &Bench) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM tasker.removed_tasks")
+            .fetch_one(&bench.pool)
+            .await?,
+    )
+}
+
 pub async fn run(
     bench: &Bench,
     kind: &str,
     args: &super::Args,
     history: usize,
 ) -> anyhow::Result<()> {
+    let server = bench.spawn(&["server"], &[])?;
     let fresh_tps = ceiling(&args.server);
     eprintln!("measuring the {kind} worker on a fresh database ...");
     let mut fresh = measure(bench, kind, args).await?;
@@ -78,6 +107,7 @@ pub async fn run(
     let before = sizes(bench).await?;
 
     eprintln!("loading {history} finished steps of history through the {kind} worker ...");
+    let load_started = Instant::now();
     let took = load(bench, kind, history).await?;
     let loaded = sizes(bench).await?;
 
@@ -85,30 +115,67 @@ pub async fn run(
     eprintln!("measuring the {kind} worker with that history ...");
     let mut with_history = measure(bench, kind, args).await?;
     with_history.worker = "history".into();
+    drop(server);
 
-    eprintln!("removing the history with a retention run ...");
+    let retention_tps = ceiling(&args.server);
+    // The first row's tasks, older than the history, go first, unmeasured: left, they would
+    // all be due at the retention loop's first run. Then tasks that finished this long ago
+    // are due, so each second's run takes the tasks the load finished in one second of it.
+    remove_complete(bench, Duration::from_secs(load_started.elapsed().as_secs())).await?;
+    let period = load_started.elapsed().as_secs().max(MIN_PERIOD_SECONDS);
+    eprintln!(
+        "measuring the {kind} worker while the orchestrator's retention (every second, complete_after = {period}s) removes the history ..."
+    );
+    let server = bench.spawn(
+        &["server"],
+        &[
+            ("TASKER_RETENTION__ENABLED", "true"),
+            ("TASKER_RETENTION__MODE", "delete"),
+            ("TASKER_RETENTION__INTERVAL_SECONDS", "1"),
+            ("TASKER_RETENTION__COMPLETE_AFTER", &format!("{period}s")),
+        ],
+    )?;
+    let removed_before = tombstones(bench).await?;
+    let row_started = Instant::now();
+    let mut with_retention = measure(bench, kind, args).await?;
+    let row_took = row_started.elapsed();
+    let removed_during = tombstones(bench).await? - removed_before;
+    with_retention.worker = "retention".into();
+    drop(server);
+
+    eprintln!("removing the rest of the history with a retention run ...");
     let removed = Instant::now();
-    let mut tasks = 0i64;
-    loop {
-        let n: i32 = sqlx::query_scalar(
-            "SELECT tasker.remove_finished_tasks('complete', interval '0', 500, false)",
-        )
-        .fetch_one(&bench.pool)
-        .await?;
-        tasks += i64::from(n);
-        if n < 500 {
-            break;
-        }
-    }
+    let tasks = remove_complete(bench, Duration::ZERO).await?;
     let removal = removed.elapsed();
     sqlx::query("VACUUM (ANALYZE)").execute(&bench.pool).await?;
     let after = sizes(bench).await?;
 
     println!();
-    let rows: [(Row, f64); 2] = [(fresh, fresh_tps), (with_history, history_tps)];
+    // The machine's speed drifts between rows, so each ratio is also given per pgbench TPS
+    // (each row's steps/s divided by the pgbench run just before it).
+    let ratios = format!(
+        "history / fresh: steps/s {:.2} (per pgbench TPS {:.2}; target >= 0.9), linear p50 {:.2} (target <= 1.2); retention / history (the same run without retention): steps/s {:.2} (per pgbench TPS {:.2}; target >= 0.9), linear p50 {:.2}",
+        with_history.throughput / fresh.throughput,
+        (with_history.throughput / history_tps) / (fresh.throughput / fresh_tps),
+        with_history.p50_ms / fresh.p50_ms,
+        with_retention.throughput / with_history.throughput,
+        (with_retention.throughput / retention_tps) / (with_history.throughput / history_tps),
+        with_retention.p50_ms / with_history.p50_ms,
+    );
+    let rows: [(Row, f64); 3] = [
+        (fresh, fresh_tps),
+        (with_history, history_tps),
+        (with_retention, retention_tps),
+    ];
     print_rows(&rows);
     println!(
-        "(each row's ratio divides by pgbench -N run just before it: {fresh_tps:.0} fresh, {history_tps:.0} with history)"
+        "(each row's ratio divides by pgbench -N run just before it: {fresh_tps:.0} fresh, {history_tps:.0} with history, {retention_tps:.0} with retention)"
+    );
+    println!("{ratios}");
+    println!(
+        "(retention: the orchestrator's own, every second, removed {removed_during} tasks during the retention row's {:.0} s, {:.0} a second)",
+        row_took.as_secs_f64(),
+        removed_during as f64 / row_took.as_secs_f64()
     );
     println!();
     println!(
@@ -131,7 +198,7 @@ pub async fn run(
         );
     }
     println!(
-        "(retention: {tasks} complete tasks removed in {:.1} s, 500 per transaction; VACUUM makes their space reusable, it does not shrink the files)",
+        "(then a retention run removed the other {tasks} complete tasks in {:.1} s, 500 per transaction; VACUUM makes their space reusable, it does not shrink the files)",
         removal.as_secs_f64()
     );
     Ok(())

@@ -61,7 +61,9 @@ struct Args {
     #[arg(long, default_value_t = 3000, value_parser = run_size())]
     embedded_tasks: usize,
     /// Measure on a fresh database, then again after this many finished steps of history
-    /// (loaded through the worker measured), then the tables' sizes around a retention run.
+    /// (loaded through the worker measured), then again while the orchestrator's retention,
+    /// every second, removes that history as fast as it was loaded, then the tables' sizes
+    /// around a retention run that removes the rest.
     #[arg(long)]
     history: Option<usize>,
     /// Only the floor: a no-op step's rows in the engine's tables written by plain SQL from
@@ -647,7 +649,6 @@ async fn main() -> anyhow::Result<()> {
         template_dir,
     };
     if let Some(steps) = args.history {
-        let _server = bench.spawn(&["server"], &[])?;
         let kind = if matches!(args.worker.as_str(), "both" | "all") {
             "rust"
         } else {

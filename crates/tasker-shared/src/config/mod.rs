@@ -12,5 +12,5 @@ mod types;
 
 pub use loader::{ConfigError, ConfigLoader};
 pub use options::ConfigOptions;
-pub use retention::{Period, PeriodError, RetentionConfig, RetentionMode};
+pub use retention::{Period, PeriodError, RetentionConfig, RetentionMode, MIN_PERIOD_SECONDS};
 pub use types::*;
