@@ -1,5 +1,5 @@
 -- Retention: removes up to p_limit tasks in the final state p_state that finished more than
--- p_age ago, oldest first, with every row that is theirs (steps, edges, blueprints,
+-- p_age ago, oldest first, with every row that is theirs (steps, here; edges, blueprints,
 -- transitions, results: the triggers tasks_deleted and workflow_steps_deleted, the
 -- blueprints' cascade), and leaves a tombstone for each in removed_tasks. With p_archive
 -- the rows are copied to tasker_archive first. Tasks another transaction holds are skipped
@@ -8,6 +8,8 @@
 CREATE OR REPLACE FUNCTION tasker.remove_finished_tasks(p_state text, p_age interval, p_limit integer, p_archive boolean)
  RETURNS integer
  LANGUAGE plpgsql
+ SET enable_seqscan TO 'off'
+ SET enable_bitmapscan TO 'off'
 AS $function$
 DECLARE
   v_tasks uuid[];
@@ -27,12 +29,9 @@ BEGIN
   IF v_tasks IS NULL THEN
     RETURN 0;
   END IF;
-  -- Steps locked in key order, as every other writer locks them (tasks before steps).
-  SELECT array_agg(s.step_uuid ORDER BY s.step_uuid) INTO v_steps
-    FROM (SELECT w.step_uuid FROM tasker.workflow_steps w
-           WHERE w.task_uuid = ANY (v_tasks)
-           ORDER BY w.step_uuid
-           FOR UPDATE) AS s;
+  -- The batch's steps (a finished task gains none; tasks_deleted takes any it did).
+  SELECT array_agg(w.step_uuid ORDER BY w.step_uuid) INTO v_steps
+    FROM tasker.workflow_steps w WHERE w.task_uuid = ANY (v_tasks);
   IF p_archive THEN
     INSERT INTO tasker_archive.tasks
       SELECT t.* FROM tasker.tasks t WHERE t.task_uuid = ANY (v_tasks);
@@ -47,6 +46,11 @@ BEGIN
       SELECT a.* FROM tasker.step_result_audit_log a
        WHERE a.step_uuid = ANY (coalesce(v_steps, ARRAY[]::uuid[]));
   END IF;
+  -- Steps are locked in key order, as every other writer locks them (tasks before steps):
+  -- an index scan of the primary key visits an array's keys in sorted order and deletes each
+  -- step as it reaches it (the settings above rule out the sequential and bitmap scans, which
+  -- go in page order). No pass that locks them first: that was a tenth of a removal's time.
+  DELETE FROM tasker.workflow_steps w WHERE w.step_uuid = ANY (v_steps);
   WITH gone AS (
     DELETE FROM tasker.tasks t WHERE t.task_uuid = ANY (v_tasks)
     RETURNING t.task_uuid, t.state, t.completed_at

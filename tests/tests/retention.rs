@@ -618,3 +618,68 @@ async fn durable_events_older_than_their_period_are_deleted_from_queue_and_archi
     .unwrap();
     assert_eq!(left, [3, 4]);
 }
+
+/// `remove_finished_tasks` takes a batch's step locks by deleting the steps through their
+/// primary key: a scan that visits an array's keys in sorted order, so the locks come in key
+/// order, as every other writer takes them. Checked under the function's own settings, with
+/// the ids shuffled: the plan is that scan, and the rows go in key order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removal_deletes_a_batchs_steps_in_key_order_through_the_primary_key() {
+    let h = Harness::orchestration_only(&settings("delete")).await;
+    let fake = FakeWorker::new(h.db.pool.clone()).await;
+    let pool = &h.db.pool;
+    let mut steps: Vec<Uuid> = Vec::new();
+    for _ in 0..3 {
+        let task = finished(&h, &fake, "complete").await;
+        steps.extend(
+            sqlx::query_scalar::<_, Uuid>(
+                "SELECT step_uuid FROM tasker.workflow_steps WHERE task_uuid = $1",
+            )
+            .bind(task)
+            .fetch_all(pool)
+            .await
+            .unwrap(),
+        );
+    }
+    steps.reverse();
+    steps.swap(1, 7);
+    let settings: Vec<String> = sqlx::query_scalar(
+        "SELECT unnest(proconfig) FROM pg_proc WHERE proname = 'remove_finished_tasks'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(
+        settings.iter().any(|s| s == "enable_seqscan=off"),
+        "{settings:?}"
+    );
+    let mut tx = pool.begin().await.unwrap();
+    for setting in &settings {
+        let (name, value) = setting.split_once('=').unwrap();
+        sqlx::query("SELECT set_config($1, $2, true)")
+            .bind(name)
+            .bind(value)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    let delete = "DELETE FROM tasker.workflow_steps w WHERE w.step_uuid = ANY ($1)";
+    let plan: Value = sqlx::query_scalar(&format!("EXPLAIN (FORMAT JSON) {delete}"))
+        .bind(&steps)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let scan = &plan[0]["Plan"]["Plans"][0];
+    assert_eq!(scan["Node Type"], "Index Scan", "{plan}");
+    assert_eq!(scan["Index Name"], "workflow_steps_pkey", "{plan}");
+    let deleted: Vec<Uuid> = sqlx::query_scalar(&format!("{delete} RETURNING w.step_uuid"))
+        .bind(&steps)
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    let mut sorted = steps.clone();
+    sorted.sort();
+    assert_eq!(deleted, sorted, "deleted in key order");
+    tx.rollback().await.unwrap();
+    h.shutdown().await;
+}
