@@ -683,3 +683,132 @@ async fn removal_deletes_a_batchs_steps_in_key_order_through_the_primary_key() {
     tx.rollback().await.unwrap();
     h.shutdown().await;
 }
+
+/// What `wal_compression` was while the removal deleted: a statement trigger on the
+/// tombstones records it into `public.seen`.
+async fn compression_seen_by(conn: &mut sqlx::PgConnection) -> Option<String> {
+    sqlx::query_scalar("SELECT setting FROM public.seen ORDER BY n DESC LIMIT 1")
+        .fetch_optional(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removal_compresses_its_page_images_where_the_role_may_and_leaves_the_setting_as_it_was() {
+    let h = Harness::orchestration_only(&settings("delete")).await;
+    let fake = FakeWorker::new(h.db.pool.clone()).await;
+    let pool = &h.db.pool;
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        tasks.push(finished(&h, &fake, "complete").await);
+    }
+    // A role of this test's own (roles are the cluster's, databases the test's).
+    let role = format!("{}_retention", h.db.name);
+    for statement in [
+        "CREATE TABLE public.seen (n serial, setting text)".to_string(),
+        "CREATE FUNCTION public.see() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN INSERT INTO public.seen (setting) VALUES (current_setting('wal_compression'));
+           RETURN NULL; END $$"
+            .to_string(),
+        "CREATE TRIGGER see AFTER INSERT ON tasker.removed_tasks
+           FOR EACH STATEMENT EXECUTE FUNCTION public.see()"
+            .to_string(),
+        format!("DROP ROLE IF EXISTS {role}"),
+        format!("CREATE ROLE {role}"),
+        format!("GRANT USAGE ON SCHEMA tasker TO {role}"),
+        format!("GRANT ALL ON ALL TABLES IN SCHEMA tasker, public TO {role}"),
+        format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+    ] {
+        sqlx::query(&statement).execute(pool).await.unwrap();
+    }
+    // lz4 where the server has it, else Postgres' own (pglz).
+    let has_lz4: bool = sqlx::query_scalar(
+        "SELECT 'lz4' = ANY (enumvals) FROM pg_settings WHERE name = 'wal_compression'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let compressed = if has_lz4 { "lz4" } else { "pglz" };
+    let mut conn = pool.acquire().await.unwrap();
+    let remove_one = "SELECT tasker.remove_finished_tasks('complete', '0', 1, false)";
+    let setting = "SELECT current_setting('wal_compression')";
+
+    // A superuser (the tests' role) may: compressed while deleting, off again after.
+    let removed: i32 = sqlx::query_scalar(remove_one)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    let during = compression_seen_by(&mut conn).await;
+    assert_eq!(
+        during.as_deref(),
+        Some(compressed),
+        "compressed while deleting"
+    );
+    let after: String = sqlx::query_scalar(setting)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(after, "off");
+
+    // A role that may not set it removes all the same, uncompressed.
+    sqlx::query(&format!("SET ROLE {role}"))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let removed: i32 = sqlx::query_scalar(remove_one)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    let during = compression_seen_by(&mut conn).await;
+    assert_eq!(
+        during.as_deref(),
+        Some("off"),
+        "no privilege, no compression"
+    );
+
+    // Granted the parameter, it compresses, inside a caller's transaction, and puts the
+    // setting back before that transaction goes on.
+    sqlx::query("RESET ROLE").execute(&mut *conn).await.unwrap();
+    sqlx::query(&format!("GRANT SET ON PARAMETER wal_compression TO {role}"))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query(&format!("SET ROLE {role}"))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
+    let removed: i32 = sqlx::query_scalar(remove_one)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(removed, 1);
+    let after: String = sqlx::query_scalar(setting)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(after, "off", "put back inside the caller's transaction");
+    sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
+    let during = compression_seen_by(&mut conn).await;
+    assert_eq!(during.as_deref(), Some(compressed), "granted, compressed");
+
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tasker.tasks WHERE task_uuid = ANY ($1)")
+            .bind(&tasks)
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(left, 0);
+    sqlx::query("RESET ROLE").execute(&mut *conn).await.unwrap();
+    drop(conn);
+    for statement in [
+        format!("REVOKE SET ON PARAMETER wal_compression FROM {role}"),
+        format!("DROP OWNED BY {role}"),
+        format!("DROP ROLE {role}"),
+    ] {
+        sqlx::query(&statement).execute(pool).await.unwrap();
+    }
+    h.shutdown().await;
+}
