@@ -729,6 +729,8 @@ async fn removal_compresses_its_page_images_where_the_role_may_and_leaves_the_se
     .await
     .unwrap();
     let compressed = if has_lz4 { "lz4" } else { "pglz" };
+    let report = dry_run(pool, &h.config.retention).await.unwrap();
+    assert_eq!(report.wal_compression, compressed, "what a dry run reports");
     let mut conn = pool.acquire().await.unwrap();
     let remove_one = "SELECT tasker.remove_finished_tasks('complete', '0', 1, false)";
     let setting = "SELECT current_setting('wal_compression')";

@@ -48,12 +48,45 @@ pub struct RetentionReport {
     pub domain_events_removed: u64,
     /// The run stopped at shutdown before it was through.
     pub interrupted: bool,
+    /// What a removal's page images are written to the WAL with ([`removal_wal_compression`]).
+    pub wal_compression: String,
 }
 
 impl RetentionReport {
     pub fn tasks(&self) -> u64 {
         self.states.iter().map(|s| s.tasks).sum()
     }
+}
+
+/// What a removal compresses the page images in its WAL with (a page's first change after a
+/// checkpoint logs it whole; those are most of a removal's WAL): the server's
+/// `wal_compression` when that is on; else, where the role may set it (a superuser, or `GRANT
+/// SET ON PARAMETER wal_compression`), what `tasker.remove_finished_tasks` sets for itself,
+/// lz4 where the server has it; else "off".
+pub async fn removal_wal_compression(pool: &PgPool) -> Result<String, sqlx::Error> {
+    let (setting, values, version): (String, Option<Vec<String>>, i32) = sqlx::query_as(
+        "SELECT setting, enumvals, current_setting('server_version_num')::integer
+           FROM pg_settings WHERE name = 'wal_compression'",
+    )
+    .fetch_one(pool)
+    .await?;
+    if setting != "off" {
+        return Ok(setting);
+    }
+    // Parameter privileges came with Postgres 15; before, only a superuser may.
+    let may_set: bool = if version >= 150000 {
+        sqlx::query_scalar("SELECT has_parameter_privilege('wal_compression', 'SET')")
+    } else {
+        sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+    }
+    .fetch_one(pool)
+    .await?;
+    Ok(match (may_set, values) {
+        (false, _) => "off",
+        (true, Some(values)) if values.iter().any(|v| v == "lz4") => "lz4",
+        (true, _) => "pglz",
+    }
+    .into())
 }
 
 /// Counts, per final state, the tasks a run would remove now; removes nothing.
@@ -108,6 +141,7 @@ pub async fn dry_run(
         recording_counts_pruned: recordings as u64,
         domain_events_removed: events,
         interrupted: false,
+        wal_compression: removal_wal_compression(pool).await?,
     })
 }
 
@@ -134,6 +168,7 @@ pub async fn run_once(
         recording_counts_pruned: 0,
         domain_events_removed: 0,
         interrupted: false,
+        wal_compression: removal_wal_compression(pool).await?,
     };
     for (state, period) in periods(config) {
         let mut tasks = 0u64;

@@ -82,6 +82,15 @@ fn print(report: &RetentionReport) {
         "  {:<18} {deleted:<13} {:>7} (durable domain events sent over domain_events_after ago)",
         "domain events", report.domain_events_removed
     );
+    let compression = if report.wal_compression == "off" {
+        "uncompressed; GRANT SET ON PARAMETER wal_compression TO this role to compress them: a third of the WAL"
+    } else {
+        "compressed: a page's first change after a checkpoint logs it whole"
+    };
+    println!(
+        "  {:<18} {:<13} {:>7} ({compression})",
+        "WAL page images", "written with", report.wal_compression
+    );
     if report.interrupted {
         println!("stopped before the end; the next run carries on");
     }
