@@ -59,6 +59,32 @@ fn task_of_due() -> String {
     )
 }
 
+/// Active tasks unchanged for `$2` seconds with a step that could be ready, at most `$1`,
+/// with their namespaces: the tasks first, through `tasks_active_idx` by a plain index scan
+/// (see [`StepEnqueuer::by_index_scans`]), then each one's steps (a LATERAL with LIMIT is
+/// probed per task, never turned into a scan of every step ever created); readiness, which is
+/// dear, only for those.
+fn stale_tasks_statement() -> String {
+    format!(
+        "WITH old AS MATERIALIZED (
+           SELECT t.task_uuid, t.named_task_uuid FROM tasker.tasks t
+            CROSS JOIN LATERAL (
+              SELECT 1 FROM tasker.workflow_steps s
+               WHERE s.task_uuid = t.task_uuid
+                 AND s.state IN ('pending', 'waiting_for_retry')
+                 AND coalesce(s.pending_parents, 0) = 0
+               LIMIT 1) AS candidate
+            WHERE t.state IN ({ACTIVE})
+              AND t.updated_at < now() - make_interval(secs => $2))
+         SELECT t.task_uuid, n.name FROM old t
+           JOIN tasker.named_tasks nt USING (named_task_uuid)
+           JOIN tasker.namespaces n USING (namespace_uuid)
+          WHERE EXISTS (SELECT 1 FROM tasker.get_step_readiness_status(t.task_uuid) r
+                         WHERE r.ready_for_execution)
+          LIMIT $1"
+    )
+}
+
 pub struct StepEnqueuer {
     pool: PgPool,
     notifier: Notifier,
@@ -111,9 +137,9 @@ impl StepEnqueuer {
 
     /// One pass: tasks with expired retries, then stale active tasks that have ready steps.
     /// Returns how many tasks it finalized. The retries are found through
-    /// `workflow_steps_retry_idx` (see [`Self::by_retry_index`]).
+    /// `workflow_steps_retry_idx` (see [`Self::by_index_scans`]).
     pub async fn sweep(&self) -> Result<usize, sqlx::Error> {
-        let mut tx = self.by_retry_index().await?;
+        let mut tx = self.by_index_scans().await?;
         let due: Vec<(uuid::Uuid, String)> = sqlx::query_as(&due_retries_statement())
             .bind(self.batch)
             .fetch_all(&mut *tx)
@@ -123,32 +149,13 @@ impl StepEnqueuer {
         if !due.is_empty() {
             metrics::counter!("tasker_retries_enqueued_total").increment(due.len() as u64);
         }
-        let stale: Vec<(uuid::Uuid, String)> = sqlx::query_as(&format!(
-            // Old active tasks with a step that could be ready: the tasks first
-            // (tasks_active_idx), then each one's steps (a LATERAL with LIMIT is probed
-            // per task, never turned into a scan of every step ever created); readiness,
-            // which is dear, only for those.
-            "WITH old AS MATERIALIZED (
-               SELECT t.task_uuid, t.named_task_uuid FROM tasker.tasks t
-                CROSS JOIN LATERAL (
-                  SELECT 1 FROM tasker.workflow_steps s
-                   WHERE s.task_uuid = t.task_uuid
-                     AND s.state IN ('pending', 'waiting_for_retry')
-                     AND coalesce(s.pending_parents, 0) = 0
-                   LIMIT 1) AS candidate
-                WHERE t.state IN ({ACTIVE})
-                  AND t.updated_at < now() - make_interval(secs => $2))
-             SELECT t.task_uuid, n.name FROM old t
-               JOIN tasker.named_tasks nt USING (named_task_uuid)
-               JOIN tasker.namespaces n USING (namespace_uuid)
-              WHERE EXISTS (SELECT 1 FROM tasker.get_step_readiness_status(t.task_uuid) r
-                             WHERE r.ready_for_execution)
-              LIMIT $1"
-        ))
-        .bind(self.batch)
-        .bind(self.interval.as_secs_f64() * 5.0)
-        .fetch_all(&self.pool)
-        .await?;
+        let mut tx = self.by_index_scans().await?;
+        let stale: Vec<(uuid::Uuid, String)> = sqlx::query_as(&stale_tasks_statement())
+            .bind(self.batch)
+            .bind(self.interval.as_secs_f64() * 5.0)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
         if !stale.is_empty() {
             tracing::info!(
                 tasks = stale.len(),
@@ -160,13 +167,16 @@ impl StepEnqueuer {
         Ok(n)
     }
 
-    /// A transaction whose statements reach the steps waiting for a retry through
-    /// `workflow_steps_retry_idx` (its predicate, `next_retry_at IS NOT NULL`, written out in
-    /// them) by a plain index scan. Without statistics on the steps (autovacuum has not
-    /// analyzed them yet) the planner takes that index to hold every step and scans the
-    /// whole table instead, a cost that follows the steps kept; a bitmap scan would not mark
-    /// the entries of steps no longer waiting dead.
-    async fn by_retry_index(&self) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, sqlx::Error> {
+    /// A transaction whose statements read the partial indexes of what is waiting by plain
+    /// index scans: the steps waiting for a retry through `workflow_steps_retry_idx` (its
+    /// predicate, `next_retry_at IS NOT NULL`, written out in them), the active tasks through
+    /// `tasks_active_idx`. Both hold an entry for every version that ever matched until a
+    /// vacuum (every task that was ever running, every step that ever waited). A plain index
+    /// scan marks the entries of dead versions as it passes them, and later scans skip them;
+    /// a bitmap scan marks nothing and visits every such task's page on every sweep, and
+    /// without statistics (autovacuum has not analyzed the table yet) the planner may scan
+    /// the whole table instead: costs that follow the tasks and steps kept.
+    async fn by_index_scans(&self) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET LOCAL enable_seqscan = off")
             .execute(&mut *tx)
@@ -179,7 +189,7 @@ impl StepEnqueuer {
 
     async fn next_wake(&self) -> Duration {
         let next: Result<Option<f64>, sqlx::Error> = async {
-            let mut tx = self.by_retry_index().await?;
+            let mut tx = self.by_index_scans().await?;
             let next = sqlx::query_scalar(&next_retry_statement())
                 .fetch_one(&mut *tx)
                 .await?;
@@ -226,21 +236,31 @@ mod tests {
         }
     }
 
-    /// The scans of `tasker.tasks` in `statement`'s plan, planned in the transaction the
-    /// enqueuer runs it in.
-    async fn scans_of_tasks(enqueuer: &StepEnqueuer, statement: &str) -> Vec<serde_json::Value> {
-        let mut tx = enqueuer.by_retry_index().await.unwrap();
+    /// The scans of `tasker.tasks` in `statement`'s plan, planned (with `options`, such as
+    /// `ANALYZE, BUFFERS`) in the transaction the enqueuer runs it in.
+    async fn scans_of_tasks(
+        enqueuer: &StepEnqueuer,
+        statement: &str,
+        options: &str,
+    ) -> Vec<serde_json::Value> {
+        let mut tx = enqueuer.by_index_scans().await.unwrap();
         let explained: serde_json::Value = sqlx::query_scalar(&format!(
-            "EXPLAIN (FORMAT JSON) {}",
-            statement.replace("$1", "100")
+            "EXPLAIN ({options} FORMAT JSON) {}",
+            statement.replace("$1", "100").replace("$2", "5")
         ))
         .fetch_one(&mut *tx)
         .await
         .unwrap();
+        tx.commit().await.unwrap();
         let mut all = Vec::new();
         nodes(&explained[0]["Plan"], &mut all);
         all.retain(|n| n["Relation Name"] == "tasks");
         all
+    }
+
+    /// Pages of shared buffers the plan node read or found.
+    fn pages(node: &serde_json::Value) -> i64 {
+        node["Shared Hit Blocks"].as_i64().unwrap() + node["Shared Read Blocks"].as_i64().unwrap()
     }
 
     /// The sweep for due retries and the look for the next one read the steps waiting for a
@@ -302,7 +322,7 @@ mod tests {
         );
 
         for statement in [due_retries_statement(), next_retry_statement()] {
-            let scans = scans_of_tasks(&enqueuer, &statement).await;
+            let scans = scans_of_tasks(&enqueuer, &statement, "").await;
             assert!(!scans.is_empty(), "no scan of tasks in {statement}");
             for scan in scans {
                 let cond = scan["Index Cond"].as_str().unwrap_or_default();
@@ -324,5 +344,86 @@ mod tests {
                 .unwrap();
         assert_eq!(state, "enqueued");
         assert_eq!(enqueuer.next_wake().await, Duration::from_secs(1));
+    }
+
+    /// The sweep for stale tasks reads the active ones through `tasks_active_idx`, which
+    /// holds an entry for every version of every task that was ever active until a vacuum.
+    /// By a plain index scan it visits a finished task's entries once, marks them dead, and
+    /// skips them after: its cost follows the tasks active, not the tasks kept. (By a bitmap
+    /// scan it read every finished task's page on every sweep, once a second.)
+    #[tokio::test]
+    async fn the_stale_task_sweep_passes_finished_tasks_once_then_skips_them() {
+        let db = TestDatabase::new().await;
+        sqlx::query(
+            "WITH ns AS (INSERT INTO tasker.namespaces (name) VALUES ('ns') RETURNING namespace_uuid),
+                  nt AS (INSERT INTO tasker.named_tasks (namespace_uuid, name, version, template)
+                         SELECT namespace_uuid, 't', '1', '{}' FROM ns RETURNING named_task_uuid)
+             INSERT INTO tasker.tasks (named_task_uuid, state, context)
+             SELECT named_task_uuid, 'steps_in_process', jsonb_build_object('pad', repeat('x', 1000))
+               FROM nt CROSS JOIN generate_series(1, 5000)",
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        // Committed durably: until its commit is flushed no reader may mark the old
+        // versions committed-dead, so none could mark their index entries either.
+        let mut tx = db.pool.begin().await.unwrap();
+        sqlx::query("SET LOCAL synchronous_commit = on")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE tasker.tasks SET state = 'complete', completed_at = now()")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let enqueuer = StepEnqueuer::new(
+            db.pool.clone(),
+            Notifier::spawn(db.pool.clone()),
+            Duration::from_secs(1),
+            100,
+            "test".into(),
+        );
+
+        // Tasks as wide as real ones (a context, transitions): a page holds a few.
+        let heap_pages: i64 = sqlx::query_scalar("SELECT pg_relation_size('tasker.tasks') / 8192")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        let statement = stale_tasks_statement();
+        let pass = || async {
+            let scans = scans_of_tasks(&enqueuer, &statement, "ANALYZE, BUFFERS,").await;
+            assert_eq!(scans.len(), 1, "{scans:?}");
+            let scan = &scans[0];
+            assert!(
+                scan["Node Type"] == "Index Scan" && scan["Index Name"] == "tasks_active_idx",
+                "tasks read by {} {}",
+                scan["Node Type"],
+                scan["Index Name"]
+            );
+            assert_eq!(scan["Actual Rows"], 0);
+            pages(scan)
+        };
+        // The first pass visits the page of every finished task's active version (half the
+        // table: the update wrote each task again).
+        let first = pass().await;
+        assert!(
+            first >= heap_pages / 2,
+            "first pass read {first} pages of {heap_pages}"
+        );
+        // A pass marks an entry dead once its version is older than every transaction
+        // running (in any database: tests run beside this one); from then on a pass reads
+        // only the index's pages.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut later = pass().await;
+        while later * 10 >= first && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            later = pass().await;
+        }
+        assert!(
+            later * 10 < first,
+            "passes still read {later} pages, the first {first}"
+        );
+        assert_eq!(enqueuer.sweep().await.unwrap(), 0);
     }
 }
