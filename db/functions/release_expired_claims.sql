@@ -27,9 +27,12 @@ BEGIN
   released := 0;
   queues := ARRAY[]::text[];
   failed_tasks := ARRAY[]::uuid[];
+  -- statement_timestamp(), not clock_timestamp(): an index condition takes no volatile
+  -- value, and with clock_timestamp() each sweep read the whole table (every claim row not
+  -- yet vacuumed) instead of step_claims_check_idx's due range.
   SELECT array_agg(c.claim_id) INTO v_rows
     FROM (SELECT k.claim_id FROM tasker.step_claims k
-           WHERE k.check_at <= clock_timestamp()
+           WHERE k.check_at <= statement_timestamp()
              FOR UPDATE SKIP LOCKED) AS c;
   IF v_rows IS NULL THEN
     RETURN NEXT;

@@ -528,6 +528,57 @@ async fn the_waiting_steps_gauge_reads_no_page_of_an_emptied_queue() {
     );
 }
 
+/// The expired-claims sweep finds the due claim rows through `step_claims_check_idx`, so a
+/// sweep reads none of the rows not yet due (every claim being worked on, each a few seconds
+/// from its check). Compared with `clock_timestamp()`, which no index condition can take,
+/// it read the whole table, and every claim row not yet vacuumed, each time.
+#[tokio::test]
+async fn the_expired_claims_sweep_reads_no_claim_that_is_not_due() {
+    let db = TestDatabase::with_max_connections(1).await;
+    sqlx::query(
+        "INSERT INTO tasker.step_claims (worker_id, steps, check_at)
+         SELECT 'w', ARRAY[gen_random_uuid()], now() + interval '1 hour'
+           FROM generate_series(1, 20000)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    // One connection: it goes idle between statements, so its counts are in when read.
+    let heap_reads = || async {
+        sqlx::query("SELECT pg_stat_force_next_flush()")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        sqlx::query_scalar::<_, i64>(
+            "SELECT heap_blks_read + heap_blks_hit FROM pg_statio_user_tables
+              WHERE schemaname = 'tasker' AND relname = 'step_claims'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
+    let pages: i64 = sqlx::query_scalar(
+        "SELECT pg_relation_size('tasker.step_claims') / current_setting('block_size')::bigint",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(pages > 100, "20,000 claims took {pages} pages");
+    let before = heap_reads().await;
+    let released: i32 =
+        sqlx::query_scalar("SELECT released FROM tasker.release_expired_claims('test', 100)")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    let after = heap_reads().await;
+    assert_eq!(released, 0);
+    assert!(
+        after - before < 10,
+        "the sweep read {} of the claims' {pages} pages",
+        after - before
+    );
+}
+
 /// Every update a no-op step's life makes to its row (claimed, recorded; a child readied and
 /// claimed by its parent's recording, then recorded) is heap-only: no index of the steps
 /// names a column those updates change, so none gets an entry. An index added on the state,
