@@ -684,13 +684,28 @@ async fn removal_deletes_a_batchs_steps_in_key_order_through_the_primary_key() {
     h.shutdown().await;
 }
 
-/// What `wal_compression` was while the removal deleted: a statement trigger on the
-/// tombstones records it into `public.seen`.
-async fn compression_seen_by(conn: &mut sqlx::PgConnection) -> Option<String> {
-    sqlx::query_scalar("SELECT setting FROM public.seen ORDER BY n DESC LIMIT 1")
-        .fetch_optional(conn)
+/// Removes one finished task on `conn`; what `wal_compression` was while it deleted (a
+/// statement trigger on the tombstones records it into `public.seen`) and what it is after.
+async fn remove_one(conn: &mut sqlx::PgConnection) -> (String, String) {
+    let removed: i32 =
+        sqlx::query_scalar("SELECT tasker.remove_finished_tasks('complete', '0', 1, false)")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+    assert_eq!(removed, 1);
+    let during = sqlx::query_scalar("SELECT setting FROM public.seen ORDER BY n DESC LIMIT 1")
+        .fetch_one(&mut *conn)
         .await
-        .unwrap()
+        .unwrap();
+    let after = sqlx::query_scalar("SELECT current_setting('wal_compression')")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    (during, after)
+}
+
+async fn exec(conn: &mut sqlx::PgConnection, statement: &str) {
+    sqlx::query(statement).execute(conn).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -732,69 +747,37 @@ async fn removal_compresses_its_page_images_where_the_role_may_and_leaves_the_se
     let report = dry_run(pool, &h.config.retention).await.unwrap();
     assert_eq!(report.wal_compression, compressed, "what a dry run reports");
     let mut conn = pool.acquire().await.unwrap();
-    let remove_one = "SELECT tasker.remove_finished_tasks('complete', '0', 1, false)";
-    let setting = "SELECT current_setting('wal_compression')";
 
     // A superuser (the tests' role) may: compressed while deleting, off again after.
-    let removed: i32 = sqlx::query_scalar(remove_one)
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-    assert_eq!(removed, 1);
-    let during = compression_seen_by(&mut conn).await;
     assert_eq!(
-        during.as_deref(),
-        Some(compressed),
-        "compressed while deleting"
+        remove_one(&mut conn).await,
+        (compressed.to_string(), "off".to_string())
     );
-    let after: String = sqlx::query_scalar(setting)
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-    assert_eq!(after, "off");
 
     // A role that may not set it removes all the same, uncompressed.
-    sqlx::query(&format!("SET ROLE {role}"))
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    let removed: i32 = sqlx::query_scalar(remove_one)
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-    assert_eq!(removed, 1);
-    let during = compression_seen_by(&mut conn).await;
+    exec(&mut conn, &format!("SET ROLE {role}")).await;
     assert_eq!(
-        during.as_deref(),
-        Some("off"),
+        remove_one(&mut conn).await,
+        ("off".to_string(), "off".to_string()),
         "no privilege, no compression"
     );
 
     // Granted the parameter, it compresses, inside a caller's transaction, and puts the
     // setting back before that transaction goes on.
-    sqlx::query("RESET ROLE").execute(&mut *conn).await.unwrap();
-    sqlx::query(&format!("GRANT SET ON PARAMETER wal_compression TO {role}"))
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    sqlx::query(&format!("SET ROLE {role}"))
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
-    let removed: i32 = sqlx::query_scalar(remove_one)
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-    assert_eq!(removed, 1);
-    let after: String = sqlx::query_scalar(setting)
-        .fetch_one(&mut *conn)
-        .await
-        .unwrap();
-    assert_eq!(after, "off", "put back inside the caller's transaction");
-    sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
-    let during = compression_seen_by(&mut conn).await;
-    assert_eq!(during.as_deref(), Some(compressed), "granted, compressed");
+    exec(&mut conn, "RESET ROLE").await;
+    exec(
+        &mut conn,
+        &format!("GRANT SET ON PARAMETER wal_compression TO {role}"),
+    )
+    .await;
+    exec(&mut conn, &format!("SET ROLE {role}")).await;
+    exec(&mut conn, "BEGIN").await;
+    assert_eq!(
+        remove_one(&mut conn).await,
+        (compressed.to_string(), "off".to_string()),
+        "granted: compressed, and put back inside the caller's transaction"
+    );
+    exec(&mut conn, "COMMIT").await;
 
     let left: i64 =
         sqlx::query_scalar("SELECT count(*) FROM tasker.tasks WHERE task_uuid = ANY ($1)")
@@ -803,7 +786,7 @@ async fn removal_compresses_its_page_images_where_the_role_may_and_leaves_the_se
             .await
             .unwrap();
     assert_eq!(left, 0);
-    sqlx::query("RESET ROLE").execute(&mut *conn).await.unwrap();
+    exec(&mut conn, "RESET ROLE").await;
     drop(conn);
     for statement in [
         format!("REVOKE SET ON PARAMETER wal_compression FROM {role}"),

@@ -258,6 +258,17 @@ mod tests {
         all
     }
 
+    /// An enqueuer over `db`, a sweep a second, batches of 100.
+    fn enqueuer_of(db: &TestDatabase) -> StepEnqueuer {
+        StepEnqueuer::new(
+            db.pool.clone(),
+            Notifier::spawn(db.pool.clone()),
+            Duration::from_secs(1),
+            100,
+            "test".into(),
+        )
+    }
+
     /// Pages of shared buffers the plan node read or found.
     fn pages(node: &serde_json::Value) -> i64 {
         node["Shared Hit Blocks"].as_i64().unwrap() + node["Shared Read Blocks"].as_i64().unwrap()
@@ -313,13 +324,7 @@ mod tests {
             .execute(&db.pool)
             .await
             .unwrap();
-        let enqueuer = StepEnqueuer::new(
-            db.pool.clone(),
-            Notifier::spawn(db.pool.clone()),
-            Duration::from_secs(1),
-            100,
-            "test".into(),
-        );
+        let enqueuer = enqueuer_of(&db);
 
         for statement in [due_retries_statement(), next_retry_statement()] {
             let scans = scans_of_tasks(&enqueuer, &statement, "").await;
@@ -377,13 +382,7 @@ mod tests {
             .await
             .unwrap();
         tx.commit().await.unwrap();
-        let enqueuer = StepEnqueuer::new(
-            db.pool.clone(),
-            Notifier::spawn(db.pool.clone()),
-            Duration::from_secs(1),
-            100,
-            "test".into(),
-        );
+        let enqueuer = enqueuer_of(&db);
 
         // Tasks as wide as real ones (a context, transitions): a page holds a few.
         let heap_pages: i64 = sqlx::query_scalar("SELECT pg_relation_size('tasker.tasks') / 8192")

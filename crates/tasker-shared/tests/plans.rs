@@ -62,6 +62,24 @@ async fn index_reads(db: &TestDatabase, indexes: &[&str], ready: &str) -> i64 {
     }
 }
 
+/// Heap pages of `schema.table` read into shared buffers or found there so far, by a
+/// database of one connection: it goes idle between statements, so its counts are in.
+async fn heap_pages_read(db: &TestDatabase, schema: &str, table: &str) -> i64 {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query_scalar(
+        "SELECT heap_blks_read + heap_blks_hit FROM pg_statio_user_tables
+          WHERE schemaname = $1 AND relname = $2",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
 /// The condition that `calls` calls of tasker.`function` on a counted connection are in.
 fn calls_of(function: &str, calls: i64) -> String {
     format!(
@@ -493,20 +511,6 @@ async fn the_waiting_steps_gauge_reads_no_page_of_an_emptied_queue() {
     ] {
         sqlx::query(statement).execute(&db.pool).await.unwrap();
     }
-    // One connection: it goes idle between statements, so its counts are in when read.
-    let heap_reads = || async {
-        sqlx::query("SELECT pg_stat_force_next_flush()")
-            .execute(&db.pool)
-            .await
-            .unwrap();
-        sqlx::query_scalar::<_, i64>(
-            "SELECT heap_blks_read + heap_blks_hit FROM pg_statio_user_tables
-              WHERE schemaname = 'pgmq' AND relname = 'q_worker_ns_queue'",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
-    };
     let pages: i64 = sqlx::query_scalar(
         "SELECT pg_relation_size('pgmq.q_worker_ns_queue') / current_setting('block_size')::bigint",
     )
@@ -514,12 +518,12 @@ async fn the_waiting_steps_gauge_reads_no_page_of_an_emptied_queue() {
     .await
     .unwrap();
     assert!(pages > 100, "the backlog left {pages} pages");
-    let before = heap_reads().await;
+    let before = heap_pages_read(&db, "pgmq", "q_worker_ns_queue").await;
     let waiting: i64 = sqlx::query_scalar("SELECT waiting FROM tasker.waiting_steps()")
         .fetch_one(&db.pool)
         .await
         .unwrap();
-    let after = heap_reads().await;
+    let after = heap_pages_read(&db, "pgmq", "q_worker_ns_queue").await;
     assert_eq!(waiting, 0);
     assert!(
         after - before < 10,
@@ -543,20 +547,6 @@ async fn the_expired_claims_sweep_reads_no_claim_that_is_not_due() {
     .execute(&db.pool)
     .await
     .unwrap();
-    // One connection: it goes idle between statements, so its counts are in when read.
-    let heap_reads = || async {
-        sqlx::query("SELECT pg_stat_force_next_flush()")
-            .execute(&db.pool)
-            .await
-            .unwrap();
-        sqlx::query_scalar::<_, i64>(
-            "SELECT heap_blks_read + heap_blks_hit FROM pg_statio_user_tables
-              WHERE schemaname = 'tasker' AND relname = 'step_claims'",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
-    };
     let pages: i64 = sqlx::query_scalar(
         "SELECT pg_relation_size('tasker.step_claims') / current_setting('block_size')::bigint",
     )
@@ -564,13 +554,13 @@ async fn the_expired_claims_sweep_reads_no_claim_that_is_not_due() {
     .await
     .unwrap();
     assert!(pages > 100, "20,000 claims took {pages} pages");
-    let before = heap_reads().await;
+    let before = heap_pages_read(&db, "tasker", "step_claims").await;
     let released: i32 =
         sqlx::query_scalar("SELECT released FROM tasker.release_expired_claims('test', 100)")
             .fetch_one(&db.pool)
             .await
             .unwrap();
-    let after = heap_reads().await;
+    let after = heap_pages_read(&db, "tasker", "step_claims").await;
     assert_eq!(released, 0);
     assert!(
         after - before < 10,
