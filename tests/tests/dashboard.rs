@@ -524,6 +524,51 @@ async fn the_workers_page_reads_the_registry_and_the_claims() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blocked_tasks_gauge_counts_up_to_the_dashboards_cap() {
+    let h = Harness::orchestration_only(&[]).await;
+    let app = tasker_orchestration::api::router(h.core.clone());
+    let task = h
+        .create("linear_workflow", "linear_math", json!({"value": 1}))
+        .await;
+    // Failed tasks as retention keeps them: final, in `error`, beside one still blocked.
+    let add = |state: &'static str, n: i64| {
+        let pool = h.db.pool.clone();
+        async move {
+            sqlx::query(
+                "INSERT INTO tasker.tasks (named_task_uuid, state)
+                 SELECT named_task_uuid, $2 FROM tasker.tasks, generate_series(1, $3)
+                  WHERE task_uuid = $1",
+            )
+            .bind(task)
+            .bind(state)
+            .bind(n)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    add("blocked_by_failures", 1).await;
+    add("error", 2).await;
+    let figures = tasker_orchestration::refresh_state_gauges(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(figures.blocked, 3, "below the cap the count is exact");
+
+    let cap = tasker_orchestration::COUNT_CAP;
+    add("error", cap).await;
+    let figures = tasker_orchestration::refresh_state_gauges(&h.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(figures.blocked, cap, "the count stops at the cap");
+    let overview = get_ok(&app, "/ui").await;
+    assert!(
+        overview.contains(&format!("{cap}+")),
+        "the dashboard's count of error tasks stops there too: {overview}"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_key_rule_applies_to_the_dashboard() {
     let h =
         Harness::orchestration_only(&[("orchestration.api_key", Toml::String("s3cret".into()))])

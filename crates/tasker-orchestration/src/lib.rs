@@ -33,9 +33,10 @@ pub mod task_operations;
 mod task_request;
 mod task_spec;
 
+pub use dashboard::COUNT_CAP;
 pub use error::OrchestrationError;
 pub use orchestrator::{OrchestrationCore, OrchestrationHandle};
-pub use state_gauges::refresh as refresh_state_gauges;
+pub use state_gauges::{refresh as refresh_state_gauges, StateFigures};
 pub use step_enqueuer::StepEnqueuer;
 pub use task_initializer::TaskInitializer;
 pub use task_request::{CreatedTask, TaskRequest, TASKS_CREATED};

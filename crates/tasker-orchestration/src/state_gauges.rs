@@ -7,7 +7,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Tasks a permanently failed step has stopped (`blocked_by_failures` or `error`), waiting for
-/// an operator to reset or resolve the step.
+/// an operator to reset or resolve the step; counted up to 10,000, where the dashboard's
+/// counts stop too.
 pub const TASKS_BLOCKED: &str = "tasker_tasks_blocked_by_failures";
 /// Steps enqueued for a worker and not yet claimed, found through their messages in the
 /// worker queues (`tasker.waiting_steps`).
@@ -27,13 +28,14 @@ pub const LIVE_WITHIN: Duration = Duration::from_secs(30);
 /// would only add queries, well over it would hide short outages.
 pub const INTERVAL: Duration = Duration::from_secs(15);
 
-#[derive(Debug, sqlx::FromRow)]
-struct Figures {
-    blocked: i64,
-    waiting: i64,
-    oldest_seconds: f64,
-    live: i64,
-    stale: i64,
+/// What one refresh read and set the gauges to.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct StateFigures {
+    pub blocked: i64,
+    pub waiting: i64,
+    pub oldest_seconds: f64,
+    pub live: i64,
+    pub stale: i64,
 }
 
 /// Refreshes the gauges every `interval` until `shutdown` fires.
@@ -43,17 +45,21 @@ pub async fn run(pool: PgPool, interval: Duration, shutdown: CancellationToken) 
         interval,
         interval,
         shutdown,
-        || refresh(&pool),
+        || async { refresh(&pool).await.map(drop) },
     )
     .await
 }
 
-/// Reads the figures once and sets the gauges.
-pub async fn refresh(pool: &PgPool) -> Result<(), sqlx::Error> {
-    let f: Figures = sqlx::query_as(
+/// Reads the figures once, sets the gauges and returns what it set. The blocked tasks are
+/// counted only up to the cap: `error` is a final state, and retention keeps such tasks for
+/// `error_after` (30 days by default), so an uncapped count would read more index the more
+/// failures are kept, every refresh; the alert only asks whether there are any.
+pub async fn refresh(pool: &PgPool) -> Result<StateFigures, sqlx::Error> {
+    let f: StateFigures = sqlx::query_as(
         "SELECT
-           (SELECT count(*) FROM tasker.tasks
-             WHERE state IN ('blocked_by_failures', 'error')) AS blocked,
+           (SELECT count(*) FROM (SELECT 1 FROM tasker.tasks
+                                   WHERE state IN ('blocked_by_failures', 'error')
+                                   LIMIT $2) capped) AS blocked,
            w.waiting, w.oldest_seconds,
            (SELECT count(*) FROM tasker.workers
              WHERE last_seen_at > now() - make_interval(secs => $1)) AS live,
@@ -62,6 +68,7 @@ pub async fn refresh(pool: &PgPool) -> Result<(), sqlx::Error> {
            FROM tasker.waiting_steps() AS w",
     )
     .bind(LIVE_WITHIN.as_secs_f64())
+    .bind(crate::COUNT_CAP)
     .fetch_one(pool)
     .await?;
     metrics::gauge!(TASKS_BLOCKED).set(f.blocked as f64);
@@ -69,5 +76,5 @@ pub async fn refresh(pool: &PgPool) -> Result<(), sqlx::Error> {
     metrics::gauge!(STEPS_WAITING_OLDEST).set(f.oldest_seconds.max(0.0));
     metrics::gauge!(WORKERS_LIVE).set(f.live as f64);
     metrics::gauge!(WORKERS_STALE).set(f.stale as f64);
-    Ok(())
+    Ok(f)
 }

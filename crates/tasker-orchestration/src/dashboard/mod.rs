@@ -22,6 +22,7 @@ mod templates;
 mod workers;
 
 pub use error::UiError;
+pub use overview::COUNT_CAP;
 pub use session::{Principal, Sessions};
 
 use crate::OrchestrationCore;

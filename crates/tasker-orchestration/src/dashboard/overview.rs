@@ -11,7 +11,8 @@ use sqlx::PgPool;
 use tasker_shared::state::TaskState;
 use uuid::Uuid;
 
-/// Counts stop here: counting every row of a large table would make each page view scan it.
+/// Counts stop here (the dashboard's, and the blocked-tasks gauge's): counting every row of a
+/// large table would make each page view, or each gauge refresh, scan it.
 pub const COUNT_CAP: i64 = 10_000;
 /// Throughput is shown for this many whole minutes.
 const MINUTES: i64 = 10;
