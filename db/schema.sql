@@ -371,7 +371,7 @@ CREATE VIEW tasker.workflow_step_transitions AS
 -- successes passed to the orchestrator); (step, attempt) is the key: a result is recorded
 -- once. The attempt that completes a step is audited in the step's own row. No foreign
 -- keys: the step's row is written in the same statements, and each check cost every
--- recording an index probe; rows of a deleted task go with it (workflow_steps_deleted).
+-- recording an index probe; rows of a deleted task go with it (tasks_deleted, by task).
 CREATE TABLE tasker.step_result_audit_log (
     step_uuid uuid NOT NULL,
     task_uuid uuid NOT NULL,

@@ -175,6 +175,11 @@ async fn removes_exactly_the_tasks_past_their_state_period_and_never_an_open_one
             .await
             .unwrap();
     assert_eq!(audits, 4, "one audit per step's attempt");
+    let failed = counts(&before[&due[3]]);
+    assert!(
+        failed[4] > 0,
+        "a failed task has rows in the audit log, which the removal must reach: {failed:?}"
+    );
 
     let report = run_once(pool, config, &CancellationToken::new())
         .await
@@ -794,6 +799,54 @@ async fn removal_compresses_its_page_images_where_the_role_may_and_leaves_the_se
         format!("DROP ROLE {role}"),
     ] {
         sqlx::query(&statement).execute(pool).await.unwrap();
+    }
+    h.shutdown().await;
+}
+
+/// The removal deletes a batch's rows itself and has `tasks_deleted` skip its second look
+/// for its own statement only: a task deleted by hand later in the same transaction still
+/// takes its steps, edges and audit rows with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_deleted_by_hand_after_a_removal_in_one_transaction_takes_its_rows() {
+    let h = Harness::orchestration_only(&settings("delete")).await;
+    let fake = FakeWorker::new(h.db.pool.clone()).await;
+    let pool = &h.db.pool;
+    let removed = finished(&h, &fake, "complete").await;
+    let by_hand = finished(&h, &fake, "error").await;
+    let to_take = counts(&rows(pool, "tasker", by_hand).await);
+    assert!(
+        to_take[1] > 0 && to_take[2] > 0 && to_take[4] > 0,
+        "steps, edges and a failed task's audit rows to take: {to_take:?}"
+    );
+    let mut tx = pool.begin().await.unwrap();
+    let n: i32 =
+        sqlx::query_scalar("SELECT tasker.remove_finished_tasks('complete', '0', 10, false)")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(n, 1);
+    let flag: Option<String> =
+        sqlx::query_scalar("SELECT current_setting('tasker.removing_tasks', true)")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert_ne!(
+        flag.as_deref(),
+        Some("on"),
+        "the removal's own statement only"
+    );
+    sqlx::query("DELETE FROM tasker.tasks WHERE task_uuid = $1")
+        .bind(by_hand)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    for task in [removed, by_hand] {
+        assert_eq!(
+            counts(&rows(pool, "tasker", task).await),
+            vec![0; TABLES.len()],
+            "every row of {task} is gone"
+        );
     }
     h.shutdown().await;
 }
