@@ -1,5 +1,5 @@
--- Retention deletes a batch's edges and audit rows itself and tasks_deleted skips its second
--- look at them; steps lose their statement trigger (a step goes only with its task)
+-- A removed task's steps, edges and audit rows are deleted once, by tasks_deleted (steps by
+-- key, in key order); the steps' statement trigger goes (a step goes only with its task)
 -- Written by bin/sql-migration from db/ (docs/sql.md).
 
 SET LOCAL check_function_bodies = off;
@@ -8,9 +8,9 @@ DROP FUNCTION IF EXISTS tasker.workflow_steps_deleted();
 
 -- Retention: removes up to p_limit tasks in the final state p_state that finished more than
 -- p_age ago, oldest first, with every row that is theirs (steps with their transitions and
--- results, edges, audit log rows, here; blueprints, by their foreign key's cascade), and
--- leaves a tombstone for each in removed_tasks. With p_archive the rows are copied to
--- tasker_archive first. Tasks another transaction holds are skipped rather than waited for;
+-- results, edges and audit log rows by the trigger tasks_deleted; blueprints by their
+-- foreign key's cascade), and leaves a tombstone for each in removed_tasks. With p_archive
+-- the rows are copied to tasker_archive first. Tasks another transaction holds are skipped rather than waited for;
 -- a task that is not in p_state, such as an open one, is never touched. Returns how many it
 -- removed; the caller repeats while that is p_limit.
 --
@@ -27,7 +27,6 @@ CREATE OR REPLACE FUNCTION tasker.remove_finished_tasks(p_state text, p_age inte
 AS $function$
 DECLARE
   v_tasks uuid[];
-  v_steps uuid[];
   v_wal_compression text := current_setting('wal_compression');
 BEGIN
   IF p_state IS NULL OR p_state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually') THEN
@@ -57,9 +56,6 @@ BEGIN
     END IF;
     RETURN 0;
   END IF;
-  -- The batch's steps (a finished task gains none).
-  SELECT array_agg(w.step_uuid ORDER BY w.step_uuid) INTO v_steps
-    FROM tasker.workflow_steps w WHERE w.task_uuid = ANY (v_tasks);
   IF p_archive THEN
     INSERT INTO tasker_archive.tasks
       SELECT t.* FROM tasker.tasks t WHERE t.task_uuid = ANY (v_tasks);
@@ -69,29 +65,16 @@ BEGIN
       SELECT e.* FROM tasker.workflow_step_edges e WHERE e.task_uuid = ANY (v_tasks);
     INSERT INTO tasker_archive.step_blueprints
       SELECT b.* FROM tasker.step_blueprints b WHERE b.task_uuid = ANY (v_tasks);
-    -- By step: the log's key.
     INSERT INTO tasker_archive.step_result_audit_log
-      SELECT a.* FROM tasker.step_result_audit_log a
-       WHERE a.step_uuid = ANY (coalesce(v_steps, ARRAY[]::uuid[]));
+      SELECT a.* FROM tasker.step_result_audit_log a WHERE a.task_uuid = ANY (v_tasks);
   END IF;
-  -- Steps are locked in key order, as every other writer locks them (tasks before steps):
-  -- an index scan of the primary key visits an array's keys in sorted order and deletes each
-  -- step as it reaches it (the settings above rule out the sequential and bitmap scans, which
-  -- go in page order). No pass that locks them first: that was a tenth of a removal's time.
-  DELETE FROM tasker.workflow_steps w WHERE w.step_uuid = ANY (v_steps);
-  DELETE FROM tasker.workflow_step_edges e WHERE e.task_uuid = ANY (v_tasks);
-  DELETE FROM tasker.step_result_audit_log a WHERE a.task_uuid = ANY (v_tasks);
-  -- The rows tasks_deleted would delete are gone: it skips its second look through them
-  -- (a third of a removal's time). Only for this statement: a DELETE by hand later in the
-  -- same transaction still takes its task's rows.
-  PERFORM set_config('tasker.removing_tasks', 'on', true);
+  -- The tasks' steps, edges and audit rows go by tasks_deleted, each row once.
   WITH gone AS (
     DELETE FROM tasker.tasks t WHERE t.task_uuid = ANY (v_tasks)
     RETURNING t.task_uuid, t.state, t.completed_at
   )
   INSERT INTO tasker.removed_tasks (task_uuid, state, completed_at, archived)
     SELECT g.task_uuid, g.state, g.completed_at, p_archive FROM gone g;
-  PERFORM set_config('tasker.removing_tasks', '', true);
   IF current_setting('wal_compression') <> v_wal_compression THEN
     PERFORM set_config('wal_compression', v_wal_compression, true);
   END IF;
@@ -99,26 +82,27 @@ BEGIN
 END;
 $function$;
 
--- Tasks deleted (by hand): their steps, edges and audit log rows go with them, as the foreign
--- keys' cascades did (the tables have none: see db/schema.sql). A task's rows go with the
--- task, never one step at a time: nothing deletes a step but its task's removal.
--- remove_finished_tasks deletes them itself, in the order its locks need, and sets
--- tasker.removing_tasks for its own statement, so this finds nothing to do then and skips
--- a second look through the steps it has just deleted.
+-- Tasks deleted (retention, or by hand): their steps, edges and audit log rows go with them,
+-- as the foreign keys' cascades did (the tables have none: see db/schema.sql). A step is
+-- never deleted but with its task. The steps are deleted by key through the primary key: a
+-- B-tree scan of a sorted array visits its keys in order and deletes each step as it reaches
+-- it, so their locks come in key order, as every other writer takes them (tasks before
+-- steps: the tasks' rows are locked by the DELETE that fires this). The settings rule out the
+-- sequential and bitmap scans, which go in page order.
 CREATE OR REPLACE FUNCTION tasker.tasks_deleted()
  RETURNS trigger
  LANGUAGE plpgsql
+ SET enable_seqscan TO 'off'
+ SET enable_bitmapscan TO 'off'
 AS $function$
+DECLARE
+  v_tasks uuid[] := ARRAY(SELECT g.task_uuid FROM gone g);
 BEGIN
-  IF current_setting('tasker.removing_tasks', true) = 'on' THEN
-    RETURN NULL;
-  END IF;
-  DELETE FROM tasker.workflow_step_edges e
-   WHERE e.task_uuid IN (SELECT g.task_uuid FROM gone g);
-  DELETE FROM tasker.workflow_steps s
-   WHERE s.task_uuid IN (SELECT g.task_uuid FROM gone g);
-  DELETE FROM tasker.step_result_audit_log a
-   WHERE a.task_uuid IN (SELECT g.task_uuid FROM gone g);
+  DELETE FROM tasker.workflow_steps w
+   WHERE w.step_uuid = ANY (ARRAY(
+     SELECT s.step_uuid FROM tasker.workflow_steps s WHERE s.task_uuid = ANY (v_tasks)));
+  DELETE FROM tasker.workflow_step_edges e WHERE e.task_uuid = ANY (v_tasks);
+  DELETE FROM tasker.step_result_audit_log a WHERE a.task_uuid = ANY (v_tasks);
   RETURN NULL;
 END;
 $function$;

@@ -1,8 +1,8 @@
 -- Retention: removes up to p_limit tasks in the final state p_state that finished more than
 -- p_age ago, oldest first, with every row that is theirs (steps with their transitions and
--- results, edges, audit log rows, here; blueprints, by their foreign key's cascade), and
--- leaves a tombstone for each in removed_tasks. With p_archive the rows are copied to
--- tasker_archive first. Tasks another transaction holds are skipped rather than waited for;
+-- results, edges and audit log rows by the trigger tasks_deleted; blueprints by their
+-- foreign key's cascade), and leaves a tombstone for each in removed_tasks. With p_archive
+-- the rows are copied to tasker_archive first. Tasks another transaction holds are skipped rather than waited for;
 -- a task that is not in p_state, such as an open one, is never touched. Returns how many it
 -- removed; the caller repeats while that is p_limit.
 --
@@ -19,7 +19,6 @@ CREATE OR REPLACE FUNCTION tasker.remove_finished_tasks(p_state text, p_age inte
 AS $function$
 DECLARE
   v_tasks uuid[];
-  v_steps uuid[];
   v_wal_compression text := current_setting('wal_compression');
 BEGIN
   IF p_state IS NULL OR p_state NOT IN ('complete', 'error', 'cancelled', 'resolved_manually') THEN
@@ -49,9 +48,6 @@ BEGIN
     END IF;
     RETURN 0;
   END IF;
-  -- The batch's steps (a finished task gains none).
-  SELECT array_agg(w.step_uuid ORDER BY w.step_uuid) INTO v_steps
-    FROM tasker.workflow_steps w WHERE w.task_uuid = ANY (v_tasks);
   IF p_archive THEN
     INSERT INTO tasker_archive.tasks
       SELECT t.* FROM tasker.tasks t WHERE t.task_uuid = ANY (v_tasks);
@@ -61,29 +57,16 @@ BEGIN
       SELECT e.* FROM tasker.workflow_step_edges e WHERE e.task_uuid = ANY (v_tasks);
     INSERT INTO tasker_archive.step_blueprints
       SELECT b.* FROM tasker.step_blueprints b WHERE b.task_uuid = ANY (v_tasks);
-    -- By step: the log's key.
     INSERT INTO tasker_archive.step_result_audit_log
-      SELECT a.* FROM tasker.step_result_audit_log a
-       WHERE a.step_uuid = ANY (coalesce(v_steps, ARRAY[]::uuid[]));
+      SELECT a.* FROM tasker.step_result_audit_log a WHERE a.task_uuid = ANY (v_tasks);
   END IF;
-  -- Steps are locked in key order, as every other writer locks them (tasks before steps):
-  -- an index scan of the primary key visits an array's keys in sorted order and deletes each
-  -- step as it reaches it (the settings above rule out the sequential and bitmap scans, which
-  -- go in page order). No pass that locks them first: that was a tenth of a removal's time.
-  DELETE FROM tasker.workflow_steps w WHERE w.step_uuid = ANY (v_steps);
-  DELETE FROM tasker.workflow_step_edges e WHERE e.task_uuid = ANY (v_tasks);
-  DELETE FROM tasker.step_result_audit_log a WHERE a.task_uuid = ANY (v_tasks);
-  -- The rows tasks_deleted would delete are gone: it skips its second look through them
-  -- (a third of a removal's time). Only for this statement: a DELETE by hand later in the
-  -- same transaction still takes its task's rows.
-  PERFORM set_config('tasker.removing_tasks', 'on', true);
+  -- The tasks' steps, edges and audit rows go by tasks_deleted, each row once.
   WITH gone AS (
     DELETE FROM tasker.tasks t WHERE t.task_uuid = ANY (v_tasks)
     RETURNING t.task_uuid, t.state, t.completed_at
   )
   INSERT INTO tasker.removed_tasks (task_uuid, state, completed_at, archived)
     SELECT g.task_uuid, g.state, g.completed_at, p_archive FROM gone g;
-  PERFORM set_config('tasker.removing_tasks', '', true);
   IF current_setting('wal_compression') <> v_wal_compression THEN
     PERFORM set_config('wal_compression', v_wal_compression, true);
   END IF;

@@ -1,23 +1,24 @@
--- Tasks deleted (by hand): their steps, edges and audit log rows go with them, as the foreign
--- keys' cascades did (the tables have none: see db/schema.sql). A task's rows go with the
--- task, never one step at a time: nothing deletes a step but its task's removal.
--- remove_finished_tasks deletes them itself, in the order its locks need, and sets
--- tasker.removing_tasks for its own statement, so this finds nothing to do then and skips
--- a second look through the steps it has just deleted.
+-- Tasks deleted (retention, or by hand): their steps, edges and audit log rows go with them,
+-- as the foreign keys' cascades did (the tables have none: see db/schema.sql). A step is
+-- never deleted but with its task. The steps are deleted by key through the primary key: a
+-- B-tree scan of a sorted array visits its keys in order and deletes each step as it reaches
+-- it, so their locks come in key order, as every other writer takes them (tasks before
+-- steps: the tasks' rows are locked by the DELETE that fires this). The settings rule out the
+-- sequential and bitmap scans, which go in page order.
 CREATE OR REPLACE FUNCTION tasker.tasks_deleted()
  RETURNS trigger
  LANGUAGE plpgsql
+ SET enable_seqscan TO 'off'
+ SET enable_bitmapscan TO 'off'
 AS $function$
+DECLARE
+  v_tasks uuid[] := ARRAY(SELECT g.task_uuid FROM gone g);
 BEGIN
-  IF current_setting('tasker.removing_tasks', true) = 'on' THEN
-    RETURN NULL;
-  END IF;
-  DELETE FROM tasker.workflow_step_edges e
-   WHERE e.task_uuid IN (SELECT g.task_uuid FROM gone g);
-  DELETE FROM tasker.workflow_steps s
-   WHERE s.task_uuid IN (SELECT g.task_uuid FROM gone g);
-  DELETE FROM tasker.step_result_audit_log a
-   WHERE a.task_uuid IN (SELECT g.task_uuid FROM gone g);
+  DELETE FROM tasker.workflow_steps w
+   WHERE w.step_uuid = ANY (ARRAY(
+     SELECT s.step_uuid FROM tasker.workflow_steps s WHERE s.task_uuid = ANY (v_tasks)));
+  DELETE FROM tasker.workflow_step_edges e WHERE e.task_uuid = ANY (v_tasks);
+  DELETE FROM tasker.step_result_audit_log a WHERE a.task_uuid = ANY (v_tasks);
   RETURN NULL;
 END;
 $function$;

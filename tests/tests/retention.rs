@@ -624,10 +624,11 @@ async fn durable_events_older_than_their_period_are_deleted_from_queue_and_archi
     assert_eq!(left, [3, 4]);
 }
 
-/// `remove_finished_tasks` takes a batch's step locks by deleting the steps through their
-/// primary key: a scan that visits an array's keys in sorted order, so the locks come in key
-/// order, as every other writer takes them. Checked under the function's own settings, with
-/// the ids shuffled: the plan is that scan, and the rows go in key order.
+/// `tasks_deleted` (which deletes a removed task's steps) takes their locks by deleting them
+/// through their primary key: a scan that visits an array's keys in sorted order, so the
+/// locks come in key order, as every other writer takes them. Checked under the trigger
+/// function's own settings, with the ids shuffled: the plan is that scan, and the rows go in
+/// key order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removal_deletes_a_batchs_steps_in_key_order_through_the_primary_key() {
     let h = Harness::orchestration_only(&settings("delete")).await;
@@ -648,12 +649,11 @@ async fn removal_deletes_a_batchs_steps_in_key_order_through_the_primary_key() {
     }
     steps.reverse();
     steps.swap(1, 7);
-    let settings: Vec<String> = sqlx::query_scalar(
-        "SELECT unnest(proconfig) FROM pg_proc WHERE proname = 'remove_finished_tasks'",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
+    let settings: Vec<String> =
+        sqlx::query_scalar("SELECT unnest(proconfig) FROM pg_proc WHERE proname = 'tasks_deleted'")
+            .fetch_all(pool)
+            .await
+            .unwrap();
     assert!(
         settings.iter().any(|s| s == "enable_seqscan=off"),
         "{settings:?}"
@@ -803,9 +803,8 @@ async fn removal_compresses_its_page_images_where_the_role_may_and_leaves_the_se
     h.shutdown().await;
 }
 
-/// The removal deletes a batch's rows itself and has `tasks_deleted` skip its second look
-/// for its own statement only: a task deleted by hand later in the same transaction still
-/// takes its steps, edges and audit rows with it.
+/// A removal and a task deleted by hand later in the same transaction: each task's steps,
+/// edges and audit rows go with it, by the same trigger.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_deleted_by_hand_after_a_removal_in_one_transaction_takes_its_rows() {
     let h = Harness::orchestration_only(&settings("delete")).await;
@@ -825,16 +824,6 @@ async fn a_task_deleted_by_hand_after_a_removal_in_one_transaction_takes_its_row
             .await
             .unwrap();
     assert_eq!(n, 1);
-    let flag: Option<String> =
-        sqlx::query_scalar("SELECT current_setting('tasker.removing_tasks', true)")
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
-    assert_ne!(
-        flag.as_deref(),
-        Some("on"),
-        "the removal's own statement only"
-    );
     sqlx::query("DELETE FROM tasker.tasks WHERE task_uuid = $1")
         .bind(by_hand)
         .execute(&mut *tx)
