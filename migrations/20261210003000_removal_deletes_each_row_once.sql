@@ -10,9 +10,9 @@ DROP FUNCTION IF EXISTS tasker.workflow_steps_deleted();
 -- p_age ago, oldest first, with every row that is theirs (steps with their transitions and
 -- results, edges and audit log rows by the trigger tasks_deleted; blueprints by their
 -- foreign key's cascade), and leaves a tombstone for each in removed_tasks. With p_archive
--- the rows are copied to tasker_archive first. Tasks another transaction holds are skipped rather than waited for;
--- a task that is not in p_state, such as an open one, is never touched. Returns how many it
--- removed; the caller repeats while that is p_limit.
+-- the rows are copied to tasker_archive first. Tasks another transaction holds are skipped
+-- rather than waited for; a task that is not in p_state, such as an open one, is never
+-- touched. Returns how many it removed; the caller repeats while that is p_limit.
 --
 -- Most of a removal's WAL is page images: the first change to a page after a checkpoint logs
 -- the whole page, and history pages are seldom changed since. Where the role may set
@@ -85,7 +85,7 @@ $function$;
 -- Tasks deleted (retention, or by hand): their steps, edges and audit log rows go with them,
 -- as the foreign keys' cascades did (the tables have none: see db/schema.sql). A step is
 -- never deleted but with its task. The steps are deleted by key through the primary key: a
--- B-tree scan of a sorted array visits its keys in order and deletes each step as it reaches
+-- B-tree scan visits an array's keys in sorted order and deletes each step as it reaches
 -- it, so their locks come in key order, as every other writer takes them (tasks before
 -- steps: the tasks' rows are locked by the DELETE that fires this). The settings rule out the
 -- sequential and bitmap scans, which go in page order.

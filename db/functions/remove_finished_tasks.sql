@@ -2,9 +2,9 @@
 -- p_age ago, oldest first, with every row that is theirs (steps with their transitions and
 -- results, edges and audit log rows by the trigger tasks_deleted; blueprints by their
 -- foreign key's cascade), and leaves a tombstone for each in removed_tasks. With p_archive
--- the rows are copied to tasker_archive first. Tasks another transaction holds are skipped rather than waited for;
--- a task that is not in p_state, such as an open one, is never touched. Returns how many it
--- removed; the caller repeats while that is p_limit.
+-- the rows are copied to tasker_archive first. Tasks another transaction holds are skipped
+-- rather than waited for; a task that is not in p_state, such as an open one, is never
+-- touched. Returns how many it removed; the caller repeats while that is p_limit.
 --
 -- Most of a removal's WAL is page images: the first change to a page after a checkpoint logs
 -- the whole page, and history pages are seldom changed since. Where the role may set

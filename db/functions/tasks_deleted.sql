@@ -1,7 +1,7 @@
 -- Tasks deleted (retention, or by hand): their steps, edges and audit log rows go with them,
 -- as the foreign keys' cascades did (the tables have none: see db/schema.sql). A step is
 -- never deleted but with its task. The steps are deleted by key through the primary key: a
--- B-tree scan of a sorted array visits its keys in order and deletes each step as it reaches
+-- B-tree scan visits an array's keys in sorted order and deletes each step as it reaches
 -- it, so their locks come in key order, as every other writer takes them (tasks before
 -- steps: the tasks' rows are locked by the DELETE that fires this). The settings rule out the
 -- sequential and bitmap scans, which go in page order.
