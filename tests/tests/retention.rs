@@ -624,8 +624,8 @@ async fn durable_events_older_than_their_period_are_deleted_from_queue_and_archi
     assert_eq!(left, [3, 4]);
 }
 
-/// `tasks_deleted` (which deletes a removed task's steps) takes their locks by deleting them
-/// through their primary key: a scan that visits an array's keys in sorted order, so the
+/// When `tasks_deleted` (which deletes a removed task's steps) meets a held step, it deletes
+/// them through their primary key: a scan that visits an array's keys in sorted order, so the
 /// locks come in key order, as every other writer takes them. Checked under the trigger
 /// function's own settings, with the ids shuffled: the plan is that scan, and the rows go in
 /// key order.
@@ -686,6 +686,105 @@ async fn removal_deletes_a_batchs_steps_in_key_order_through_the_primary_key() {
     sorted.sort();
     assert_eq!(deleted, sorted, "deleted in key order");
     tx.rollback().await.unwrap();
+    h.shutdown().await;
+}
+
+/// `tasks_deleted` deletes a task's steps in name order, one pass; a writer that holds one of
+/// them and then locks another, in key order as writers do, is not left in a deadlock: the
+/// removal gives up the pass when it waits, and waits in key order instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_meeting_a_held_step_waits_for_it_in_key_order_without_a_deadlock() {
+    let h = Harness::orchestration_only(&settings("delete")).await;
+    let fake = FakeWorker::new(h.db.pool.clone()).await;
+    let pool = &h.db.pool;
+    // Two steps whose key order is not their name order: the writer holds the first by key,
+    // which the name-order pass reaches after the other.
+    let (task, first, second) = loop {
+        let task = finished(&h, &fake, "complete").await;
+        let by_name: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT step_uuid FROM tasker.workflow_steps WHERE task_uuid = $1 ORDER BY name",
+        )
+        .bind(task)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        let inverted = by_name.iter().enumerate().find_map(|(i, &later)| {
+            by_name[..i]
+                .iter()
+                .find(|&&earlier| earlier > later)
+                .map(|&earlier| (later, earlier))
+        });
+        if let Some((first, second)) = inverted {
+            break (task, first, second);
+        }
+        sqlx::query("DELETE FROM tasker.tasks WHERE task_uuid = $1")
+            .bind(task)
+            .execute(pool)
+            .await
+            .unwrap();
+    };
+    assert!(first < second);
+
+    let mut writer = pool.begin().await.unwrap();
+    let lock = "SELECT 1 FROM tasker.workflow_steps WHERE step_uuid = $1 FOR NO KEY UPDATE";
+    sqlx::query(lock)
+        .bind(first)
+        .execute(&mut *writer)
+        .await
+        .unwrap();
+    let removal = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i32>(
+                "SELECT tasker.remove_finished_tasks('complete', '0', 10, false)",
+            )
+            .fetch_one(&pool)
+            .await
+        }
+    });
+    let deadline = Instant::now() + T;
+    loop {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                             WHERE wait_event_type = 'Lock'
+                               AND query LIKE '%remove_finished_tasks%'
+                               AND pid <> pg_backend_pid())",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the removal never waited for the held step"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Longer than the deadlock check, so a deadlock would be found and reported here or in
+    // the removal.
+    exec(&mut writer, "SET LOCAL lock_timeout = '3s'").await;
+    sqlx::query(lock)
+        .bind(second)
+        .execute(&mut *writer)
+        .await
+        .expect("the writer gets the second step: the removal does not hold it while it waits");
+    assert!(
+        !removal.is_finished(),
+        "the removal waits for the held step"
+    );
+    writer.commit().await.unwrap();
+    let removed = tokio::time::timeout(T, removal)
+        .await
+        .expect("the removal goes on once the step is free")
+        .unwrap()
+        .expect("the removal is not a deadlock's victim");
+    assert_eq!(removed, 1);
+    assert_eq!(
+        counts(&rows(pool, "tasker", task).await),
+        vec![0; TABLES.len()]
+    );
     h.shutdown().await;
 }
 
