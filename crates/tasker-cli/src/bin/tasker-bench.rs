@@ -489,6 +489,9 @@ struct Embedded {
     create_ms: f64,
     /// Postgres CPU over the whole process run (warm-up included) per step it created.
     pg_cpu_ms_per_step: f64,
+    /// The Ruby process's own CPU (all its threads) from the first create to the last
+    /// completion, per step.
+    ruby_cpu_ms_per_step: f64,
 }
 
 /// Run with no other orchestrator or worker up.
@@ -506,6 +509,7 @@ async fn measure_embedded(bench: &Bench, tasks: usize) -> anyhow::Result<Embedde
         steps_per_s: json_field(&v, "steps_per_s")?,
         create_ms: json_field(&v, "create_ms")?,
         pg_cpu_ms_per_step,
+        ruby_cpu_ms_per_step: json_field(&v, "ruby_cpu_ms_per_step")?,
     })
 }
 
@@ -717,12 +721,15 @@ async fn main() -> anyhow::Result<()> {
     if let Some(e) = embedded {
         println!();
         println!(
-            "One Ruby process, Worker.start(orchestration: :embedded) + Client.create_task one by one + Client.wait, {} tasks x 10 no-op steps: {:.0} steps/s ({:.2} per pgbench TPS), create_task {:.1} ms each, Postgres CPU {:.3} ms/step",
+            "One Ruby process, Worker.start(orchestration: :embedded) + Client.create_task one by one + Client.wait, {} tasks x 10 no-op steps: {:.0} steps/s ({:.2} per pgbench TPS), create_task {:.1} ms each, Postgres CPU {:.3} ms/step, Ruby process CPU {:.3} ms/step ({:.2} of {} cores busy)",
             args.embedded_tasks,
             e.steps_per_s,
             e.steps_per_s / tps,
             e.create_ms,
-            e.pg_cpu_ms_per_step
+            e.pg_cpu_ms_per_step,
+            e.ruby_cpu_ms_per_step,
+            (e.pg_cpu_ms_per_step + e.ruby_cpu_ms_per_step) * e.steps_per_s / 1000.0,
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
         );
     }
     println!();
