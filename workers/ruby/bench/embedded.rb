@@ -15,6 +15,7 @@ require "tasker_core"
 require_relative "../examples/handlers"
 
 tasks = Integer(ARGV.fetch(0, "300"))
+abort "embedded.rb: tasks must be at least 1, got #{tasks}" unless tasks.positive?
 clock = -> { Process.clock_gettime(Process::CLOCK_MONOTONIC) }
 cpu = -> { Process.clock_gettime(Process::CLOCK_PROCESS_CPUTIME_ID) }
 request = { namespace: "bench", name: "noop_fanout", version: "1.0.0", context: {} }
