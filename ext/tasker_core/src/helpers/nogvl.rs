@@ -5,15 +5,26 @@
 //! sets the [`Interrupt`] so the wait returns promptly. The closure runs on the calling
 //! thread but without the GVL, so it must not touch Ruby objects; the `Send` bounds keep
 //! Ruby values (which are not `Send`) out of it.
+//!
+//! A process whose main thread is its only Ruby thread gets one more, idle for the life of
+//! the process (see [`keep_signal_thread`]).
 
+use super::runtime::ProcessBound;
 use crate::error::NativeError;
+use magnus::rb_sys::AsRawValue;
+use magnus::value::ReprValue;
+use magnus::Ruby;
 use std::ffi::c_void;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::runtime::Runtime;
 use tokio::sync::Notify;
+
+/// The name of the idle thread [`keep_signal_thread`] starts.
+const SIGNAL_THREAD_NAME: &str = "tasker-signal";
 
 /// Set when Ruby asks the blocked thread to come back.
 #[derive(Default)]
@@ -82,6 +93,7 @@ where
     F: FnOnce(&Interrupt) -> R + Send,
     R: Send,
 {
+    keep_signal_thread();
     let interrupt = Interrupt::default();
     let mut call = Call {
         func: Some(func),
@@ -120,6 +132,39 @@ where
         value,
         pending: protected.err(),
     })
+}
+
+/// Whether this process has its idle thread (made in it, not inherited through a fork, where
+/// threads do not follow). Only touched with the GVL held.
+static SIGNAL_THREAD: Mutex<Option<ProcessBound<()>>> = Mutex::new(None);
+
+/// Ruby 3.1 runs a GVL-free call made by a process's only thread (its main thread) beside a
+/// helper thread it starts before the call and kills after it, so that a signal reaches the
+/// call's unblocking function: about 50 us a call, more than a call that waits for nothing
+/// costs, in every single-threaded script that creates or waits for tasks. One helper of
+/// ours, started once and asleep for the life of the process, stands in for those: with it
+/// the process is never single-threaded, as a threaded one (Puma, a worker) never is, and
+/// signals reach the main thread's calls the way they reach any thread's. It sleeps the way
+/// Ruby's deadlock check counts as dead, so it never hides a deadlock of the program's own
+/// threads; it ends if killed or woken with an exception.
+fn keep_signal_thread() {
+    let Ok(ruby) = Ruby::get() else { return };
+    if ruby.thread_current().as_raw() != ruby.thread_main().as_raw() {
+        return;
+    }
+    let mut started = SIGNAL_THREAD.lock().unwrap_or_else(|e| e.into_inner());
+    if started.as_ref().is_some_and(ProcessBound::in_owner_process) {
+        return;
+    }
+    let thread = ruby.thread_create_from_fn(|ruby| -> Result<(), magnus::Error> {
+        loop {
+            ruby.thread_sleep_deadly()?;
+        }
+    });
+    // Naming it is a courtesy to whoever lists threads; a failure changes nothing else.
+    let _ = thread.funcall::<_, _, magnus::Value>("name=", (SIGNAL_THREAD_NAME,));
+    let _ = thread.funcall::<_, _, magnus::Value>("report_on_exception=", (false,));
+    *started = Some(ProcessBound::new(()));
 }
 
 /// Runs `func` without the GVL; a pending Ruby interrupt wins over the value.
