@@ -256,8 +256,9 @@ CREATE TABLE tasker.step_recordings (
 CREATE INDEX step_recordings_recorded_idx ON tasker.step_recordings USING btree (recorded_at);
 
 -- A step's columns as the API and the dashboard read them. Its row type is read whole too
--- (tasker.create_task_read, the task reads in models/task.rs), into StepRow field by field
--- in this order: a column goes at the end, in the struct as here.
+-- (tasker.create_task with p_read, the task reads in models/task.rs), into StepRow field by
+-- field in this order: a column goes at the end, in the struct as here, and in the row
+-- tasker.create_task builds from the steps it inserted.
 CREATE VIEW tasker.step_rows AS
  SELECT s.step_uuid,
     s.task_uuid,

@@ -680,6 +680,67 @@ async fn a_creation_holding_its_roots_returns_their_messages_instead_of_sending_
     h.shutdown().await;
 }
 
+/// A creation asked for its rows (p_read) builds the task's and a started task's steps from
+/// what it inserted: they must be what the views read back, field for field, for a claimed
+/// root, a waiting child and the task; a taken key reads them; without p_read there are none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creation_returns_the_rows_the_views_read_back() {
+    let h = quiet().await;
+    let named: Uuid = sqlx::query_scalar(
+        "SELECT named_task_uuid FROM tasker.named_tasks WHERE name = 'linear_math'",
+    )
+    .fetch_one(&h.db.pool)
+    .await
+    .unwrap();
+    let create = |read: bool| {
+        sqlx::query_as::<_, (Uuid, bool, Option<Value>, Option<Value>)>(
+            "SELECT c.task_uuid, c.created, to_jsonb(c.task), to_jsonb(c.steps)
+               FROM tasker.create_task('spec',
+               ROW($1, '{\"value\": 1}', 'once', 'spec', ARRAY[
+                 ROW('first', 'Noop', '{\"a\": 1}', 3, true, 'exponential', 100, 1000, 30,
+                     '[]', '{}')::tasker.step_spec,
+                 ROW('second', 'Noop', '{}', 3, true, 'exponential', 100, 1000, NULL, '[]',
+                     '{first}')::tasker.step_spec])::tasker.task_spec,
+               NULL, 100, true, 'w1', 1, 60, p_read => $2) AS c",
+        )
+        .bind(named)
+        .bind(read)
+        .fetch_one(&h.db.pool)
+    };
+    let read_back = |task: Uuid| {
+        sqlx::query_as::<_, (Value, Value)>(
+            "SELECT (SELECT to_jsonb(r) FROM tasker.task_rows r WHERE r.task_uuid = $1),
+                    (SELECT to_jsonb(array_agg(s ORDER BY s.position, s.name))
+                       FROM tasker.step_rows s WHERE s.task_uuid = $1)",
+        )
+        .bind(task)
+        .fetch_one(&h.db.pool)
+    };
+    let (task, created, row, steps) = create(true).await.unwrap();
+    assert!(created);
+    let (task_view, steps_view) = read_back(task).await.unwrap();
+    assert_eq!(row, Some(task_view.clone()));
+    assert_eq!(steps, Some(steps_view.clone()));
+    let states: Vec<&str> = steps_view
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["in_progress", "pending"],
+        "a claimed root and a child"
+    );
+
+    let (again, created, row, steps) = create(true).await.unwrap();
+    assert_eq!((again, created), (task, false), "the key was taken");
+    assert_eq!((row, steps), (Some(task_view), Some(steps_view)));
+    let (_, _, row, steps) = create(false).await.unwrap();
+    assert_eq!((row, steps), (None, None));
+    h.shutdown().await;
+}
+
 /// Tasker's connections commit as `[database] synchronous_commit` says and never
 /// JIT-compile: its statements are short, and compiling one costs far more than running it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

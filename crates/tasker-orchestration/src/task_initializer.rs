@@ -98,7 +98,7 @@ impl TaskInitializer {
     }
 
     /// Creates the task as [`create_task`](Self::create_task) does and reads it back, row
-    /// and steps, in the same round trip (`tasker.create_task_read`): what a client that
+    /// and steps, in the same round trip (`tasker.create_task` with `p_read`): what a client that
     /// returns the created task needs, without waiting on the database twice.
     pub async fn create_and_read_task(
         &self,
@@ -190,7 +190,7 @@ impl TaskInitializer {
         };
         // The task, whether this call created it, its state, and the roots it claimed for a
         // local worker: their lease's expiry, their ids and names. The task row and its
-        // steps (from tasker.create_task_read only) are decoded after the hand-over: the
+        // steps (Statement::CreateRead only) are decoded after the hand-over: the
         // task exists, and its claimed roots run, whatever their decoding reports.
         let task: Uuid = row.try_get(0)?;
         let created: bool = row.try_get(1)?;
@@ -345,32 +345,28 @@ impl Statement {
     /// has none) and come back with their ids and names. The last parameter is the task's
     /// run_at: the other roots' messages stay hidden until then.
     fn sql(self, queue: Option<&QueueName>) -> String {
-        let (function, read) = match self {
-            Statement::Create => (
-                "create_task",
-                "NULL::tasker.task_rows, NULL::tasker.step_rows[]",
-            ),
-            Statement::CreateRead => ("create_task_read", "c.task, c.steps"),
-        };
+        let read = matches!(self, Statement::CreateRead);
         match queue {
             Some(queue) => format!(
                 "WITH c AS MATERIALIZED (
-                   SELECT * FROM tasker.{function}($1, $2, $3, $4, true, $5, $6, $7, $8)),
+                   SELECT * FROM tasker.create_task($1, $2, $3, $4, true, $5, $6, $7, $8,
+                                                    p_read => {read})),
                  roots AS (
                    SELECT m, coalesce((m->>'step_uuid')::uuid = ANY (c.claimed), false) AS claimed
                      FROM c, jsonb_array_elements(c.messages) AS m),
                  sent AS (
                    INSERT INTO {table} (vt, message)
                    SELECT greatest(clock_timestamp(), $8), r.m FROM roots r WHERE NOT r.claimed)
-                 SELECT c.task_uuid, c.created, c.state, {read}, c.lease_expires_at,
+                 SELECT c.task_uuid, c.created, c.state, c.task, c.steps, c.lease_expires_at,
                         (SELECT json_agg(json_build_array(r.m->'step_uuid', r.m->'step_name'))
                            FROM roots r WHERE r.claimed)
                    FROM c",
                 table = queue.table()
             ),
             None => format!(
-                "SELECT c.task_uuid, c.created, c.state, {read}, NULL::timestamptz, NULL::json
-                   FROM tasker.{function}($1, $2, $3, $4, p_run_at => $5) AS c"
+                "SELECT c.task_uuid, c.created, c.state, c.task, c.steps, NULL::timestamptz,
+                        NULL::json
+                   FROM tasker.create_task($1, $2, $3, $4, p_run_at => $5, p_read => {read}) AS c"
             ),
         }
     }

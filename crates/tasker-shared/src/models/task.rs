@@ -27,7 +27,7 @@ pub struct TaskRow {
     pub run_at: Option<DateTime<Utc>>,
 }
 
-/// The view names the columns once, for these reads and `tasker.create_task_read`.
+/// The view names the columns once, for these reads and `tasker.create_task`'s with `p_read`.
 const SELECT: &str = "SELECT * FROM tasker.task_rows t";
 
 impl TaskRow {

@@ -36,7 +36,7 @@ pub struct StepRow {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-/// The view names the columns once, for these reads and `tasker.create_task_read`.
+/// The view names the columns once, for these reads and `tasker.create_task`'s with `p_read`.
 const SELECT: &str = "SELECT * FROM tasker.step_rows";
 
 impl StepRow {
