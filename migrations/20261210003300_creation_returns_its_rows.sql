@@ -66,71 +66,68 @@ BEGIN
   IF p_blueprints IS NOT NULL THEN
     -- Only what is certain is created now; the rest waits for outcomes.
     PERFORM tasker.create_dynamic_steps(v_task.task_uuid, p_blueprints, p_max_steps, p_actor);
-    v_state := tasker.start_task(v_task.task_uuid, p_actor);
-    RETURN QUERY SELECT v_task.task_uuid, true, v_state, NULL::jsonb, NULL::uuid[],
-                        NULL::timestamptz, r.task, r.steps
-                   FROM tasker.task_with_steps(v_task.task_uuid, p_read) AS r;
-    RETURN;
+  ELSE
+    WITH spec AS (
+      SELECT u.*, (u.n - 1)::integer AS position,
+             coalesce(cardinality(u.dependencies), 0) AS parents
+        FROM unnest((p_task).steps) WITH ORDINALITY
+             AS u(name, callable, init, max_attempts, retryable, backoff, base_ms, max_ms,
+                  timeout, events, dependencies, n)
+    ), made AS (
+      INSERT INTO tasker.workflow_steps AS s (task_uuid, name, position, handler_callable,
+        handler_initialization, max_attempts, retryable, backoff, backoff_base_ms,
+        max_backoff_ms, timeout_seconds, publishes_events, parent_count, pending_parents,
+        state, enqueued_at, attempts, claim_owner, lease_expires_at, started_at, transitions)
+      SELECT v_task.task_uuid, u.name, u.position, u.callable, u.init, u.max_attempts,
+             u.retryable, u.backoff, u.base_ms, u.max_ms, u.timeout, u.events, u.parents,
+             u.parents,
+             CASE WHEN u.parents > 0 THEN 'pending'
+                  WHEN u.claimed THEN 'in_progress' ELSE 'enqueued' END,
+             CASE WHEN u.parents = 0 THEN greatest(clock_timestamp(), p_run_at) END,
+             CASE WHEN u.claimed THEN 1 ELSE 0 END,
+             CASE WHEN u.claimed THEN p_claim_worker END,
+             CASE WHEN u.claimed THEN v_lease END,
+             CASE WHEN u.claimed THEN clock_timestamp() END,
+             ARRAY[tasker.transition_entry(NULL, 'pending', p_actor)]
+             || CASE WHEN u.parents = 0
+                     THEN ARRAY[tasker.transition_entry('pending', 'enqueued', p_actor,
+                                                        '{"attempt": 1}')]
+                     ELSE '{}'::tasker.transition[] END
+             || CASE WHEN u.claimed
+                     THEN ARRAY[tasker.transition_entry('enqueued', 'in_progress', p_claim_worker)]
+                     ELSE '{}'::tasker.transition[] END
+        FROM (SELECT s.*, s.parents = 0 AND p_claim_worker IS NOT NULL AND v_later IS NOT TRUE
+                          AND row_number() OVER (PARTITION BY s.parents = 0 ORDER BY s.position)
+                              <= p_claim_roots AS claimed
+                FROM spec s) AS u
+      RETURNING s.*
+    ), linked AS (
+      -- Only for a template with dependencies, starting from them (as create_tasks does).
+      INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
+      SELECT v_task.task_uuid, f.step_uuid, t.step_uuid
+        FROM (SELECT s.name, p.parent
+                FROM spec s CROSS JOIN LATERAL unnest(s.dependencies) AS p(parent)
+               WHERE v_edges OFFSET 0) AS d
+        JOIN made f ON f.name = d.parent
+        JOIN made t ON t.name = d.name
+    )
+    -- The step rows in tasker.step_rows' column order (a column added there must be added
+    -- here: the cast fails otherwise).
+    SELECT array_agg(m.step_uuid) FILTER (WHERE m.state IN ('enqueued', 'in_progress')),
+           array_agg(m.name) FILTER (WHERE m.state IN ('enqueued', 'in_progress')),
+           array_agg(m.step_uuid) FILTER (WHERE m.state = 'in_progress'),
+           array_agg(ROW(m.step_uuid, m.task_uuid, m.name, m.position, m.step_type,
+                         m.handler_callable, m.state, m.attempts, m.max_attempts, m.retryable,
+                         m.backoff, m.backoff_base_ms, m.max_backoff_ms, m.timeout_seconds,
+                         m.inputs, m.results, m.last_error, m.next_retry_at, m.claim_owner,
+                         m.lease_expires_at, m.enqueued_at, m.started_at,
+                         m.completed_at)::tasker.step_rows
+                     ORDER BY m.position, m.name) FILTER (WHERE p_read)
+      INTO v_roots, v_names, v_claimed, v_steps
+      FROM made m;
+    PERFORM tasker.note_claims(p_claim_worker, v_claimed, v_lease);
   END IF;
-  WITH spec AS (
-    SELECT u.*, (u.n - 1)::integer AS position,
-           coalesce(cardinality(u.dependencies), 0) AS parents
-      FROM unnest((p_task).steps) WITH ORDINALITY
-           AS u(name, callable, init, max_attempts, retryable, backoff, base_ms, max_ms,
-                timeout, events, dependencies, n)
-  ), made AS (
-    INSERT INTO tasker.workflow_steps AS s (task_uuid, name, position, handler_callable,
-      handler_initialization, max_attempts, retryable, backoff, backoff_base_ms,
-      max_backoff_ms, timeout_seconds, publishes_events, parent_count, pending_parents,
-      state, enqueued_at, attempts, claim_owner, lease_expires_at, started_at, transitions)
-    SELECT v_task.task_uuid, u.name, u.position, u.callable, u.init, u.max_attempts,
-           u.retryable, u.backoff, u.base_ms, u.max_ms, u.timeout, u.events, u.parents,
-           u.parents,
-           CASE WHEN u.parents > 0 THEN 'pending'
-                WHEN u.claimed THEN 'in_progress' ELSE 'enqueued' END,
-           CASE WHEN u.parents = 0 THEN greatest(clock_timestamp(), p_run_at) END,
-           CASE WHEN u.claimed THEN 1 ELSE 0 END,
-           CASE WHEN u.claimed THEN p_claim_worker END,
-           CASE WHEN u.claimed THEN v_lease END,
-           CASE WHEN u.claimed THEN clock_timestamp() END,
-           ARRAY[tasker.transition_entry(NULL, 'pending', p_actor)]
-           || CASE WHEN u.parents = 0
-                   THEN ARRAY[tasker.transition_entry('pending', 'enqueued', p_actor,
-                                                      '{"attempt": 1}')]
-                   ELSE '{}'::tasker.transition[] END
-           || CASE WHEN u.claimed
-                   THEN ARRAY[tasker.transition_entry('enqueued', 'in_progress', p_claim_worker)]
-                   ELSE '{}'::tasker.transition[] END
-      FROM (SELECT s.*, s.parents = 0 AND p_claim_worker IS NOT NULL AND v_later IS NOT TRUE
-                        AND row_number() OVER (PARTITION BY s.parents = 0 ORDER BY s.position)
-                            <= p_claim_roots AS claimed
-              FROM spec s) AS u
-    RETURNING s.*
-  ), linked AS (
-    -- Only for a template with dependencies, starting from them (as create_tasks does).
-    INSERT INTO tasker.workflow_step_edges (task_uuid, from_step_uuid, to_step_uuid)
-    SELECT v_task.task_uuid, f.step_uuid, t.step_uuid
-      FROM (SELECT s.name, p.parent
-              FROM spec s CROSS JOIN LATERAL unnest(s.dependencies) AS p(parent)
-             WHERE v_edges OFFSET 0) AS d
-      JOIN made f ON f.name = d.parent
-      JOIN made t ON t.name = d.name
-  )
-  -- The step rows in tasker.step_rows' column order (a column added there must be added
-  -- here: the cast fails otherwise).
-  SELECT array_agg(m.step_uuid) FILTER (WHERE m.state IN ('enqueued', 'in_progress')),
-         array_agg(m.name) FILTER (WHERE m.state IN ('enqueued', 'in_progress')),
-         array_agg(m.step_uuid) FILTER (WHERE m.state = 'in_progress'),
-         array_agg(ROW(m.step_uuid, m.task_uuid, m.name, m.position, m.step_type,
-                       m.handler_callable, m.state, m.attempts, m.max_attempts, m.retryable,
-                       m.backoff, m.backoff_base_ms, m.max_backoff_ms, m.timeout_seconds,
-                       m.inputs, m.results, m.last_error, m.next_retry_at, m.claim_owner,
-                       m.lease_expires_at, m.enqueued_at, m.started_at,
-                       m.completed_at)::tasker.step_rows
-                   ORDER BY m.position, m.name) FILTER (WHERE p_read)
-    INTO v_roots, v_names, v_claimed, v_steps
-    FROM made m;
-  PERFORM tasker.note_claims(p_claim_worker, v_claimed, v_lease);
+  -- A dynamic task, or a fixed one whose every step waits for a parent.
   IF NOT v_started THEN
     v_state := tasker.start_task(v_task.task_uuid, p_actor);
     RETURN QUERY SELECT v_task.task_uuid, true, v_state, NULL::jsonb, NULL::uuid[],

@@ -56,6 +56,14 @@ async fn complete(h: &Harness, worker: &str, results: Vec<Value>) -> Vec<(Uuid, 
     rows
 }
 
+/// The registered `linear_math` template, for creating its tasks by SQL.
+async fn linear_math(h: &Harness) -> Uuid {
+    sqlx::query_scalar("SELECT named_task_uuid FROM tasker.named_tasks WHERE name = 'linear_math'")
+        .fetch_one(&h.db.pool)
+        .await
+        .unwrap()
+}
+
 async fn step_id(h: &Harness, task: Uuid, name: &str) -> Uuid {
     h.steps(task)
         .await
@@ -634,12 +642,7 @@ async fn only_claims_and_reads_skip_the_commit_flush() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_creation_holding_its_roots_returns_their_messages_instead_of_sending_them() {
     let h = quiet().await;
-    let named: Uuid = sqlx::query_scalar(
-        "SELECT named_task_uuid FROM tasker.named_tasks WHERE name = 'linear_math'",
-    )
-    .fetch_one(&h.db.pool)
-    .await
-    .unwrap();
+    let named = linear_math(&h).await;
     let create = |hold: bool| {
         sqlx::query_as::<_, (Uuid, bool, String, Option<Value>)>(
             "SELECT * FROM tasker.create_task('spec',
@@ -686,12 +689,7 @@ async fn a_creation_holding_its_roots_returns_their_messages_instead_of_sending_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_creation_returns_the_rows_the_views_read_back() {
     let h = quiet().await;
-    let named: Uuid = sqlx::query_scalar(
-        "SELECT named_task_uuid FROM tasker.named_tasks WHERE name = 'linear_math'",
-    )
-    .fetch_one(&h.db.pool)
-    .await
-    .unwrap();
+    let named = linear_math(&h).await;
     let create = |read: bool| {
         sqlx::query_as::<_, (Uuid, bool, Option<Value>, Option<Value>)>(
             "SELECT c.task_uuid, c.created, to_jsonb(c.task), to_jsonb(c.steps)
