@@ -156,14 +156,20 @@ fn keep_signal_thread() {
     if started.as_ref().is_some_and(ProcessBound::in_owner_process) {
         return;
     }
-    let thread = ruby.thread_create_from_fn(|ruby| -> Result<(), magnus::Error> {
-        loop {
-            ruby.thread_sleep_deadly()?;
-        }
+    // Starting a thread may raise (ThreadError when the system has none to give): protect
+    // keeps that jump out of Rust frames. Either way this process does not try again; without
+    // the thread, Ruby starts its own around each call, as it always did.
+    let _ = magnus::rb_sys::protect(|| {
+        let thread = ruby.thread_create_from_fn(|ruby| -> Result<(), magnus::Error> {
+            loop {
+                ruby.thread_sleep_deadly()?;
+            }
+        });
+        // Naming it is a courtesy to whoever lists threads; a failure changes nothing else.
+        let _ = thread.funcall::<_, _, magnus::Value>("name=", (SIGNAL_THREAD_NAME,));
+        let _ = thread.funcall::<_, _, magnus::Value>("report_on_exception=", (false,));
+        ruby.qnil().as_raw()
     });
-    // Naming it is a courtesy to whoever lists threads; a failure changes nothing else.
-    let _ = thread.funcall::<_, _, magnus::Value>("name=", (SIGNAL_THREAD_NAME,));
-    let _ = thread.funcall::<_, _, magnus::Value>("report_on_exception=", (false,));
     *started = Some(ProcessBound::new(()));
 }
 
