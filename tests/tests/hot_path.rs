@@ -685,12 +685,13 @@ async fn a_creation_holding_its_roots_returns_their_messages_instead_of_sending_
 
 /// A creation asked for its rows (p_read) builds the task's and a started task's steps from
 /// what it inserted: they must be what the views read back, field for field, for a claimed
-/// root, a waiting child and the task; a taken key reads them; without p_read there are none.
+/// root, a waiting child and the task; a taken key reads them; with p_read false or NULL
+/// there are none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_creation_returns_the_rows_the_views_read_back() {
     let h = quiet().await;
     let named = linear_math(&h).await;
-    let create = |read: bool| {
+    let create = |read: Option<bool>| {
         sqlx::query_as::<_, (Uuid, bool, Option<Value>, Option<Value>)>(
             "SELECT c.task_uuid, c.created, to_jsonb(c.task), to_jsonb(c.steps)
                FROM tasker.create_task('spec',
@@ -714,7 +715,7 @@ async fn a_creation_returns_the_rows_the_views_read_back() {
         .bind(task)
         .fetch_one(&h.db.pool)
     };
-    let (task, created, row, steps) = create(true).await.unwrap();
+    let (task, created, row, steps) = create(Some(true)).await.unwrap();
     assert!(created);
     let (task_view, steps_view) = read_back(task).await.unwrap();
     assert_eq!(row, Some(task_view.clone()));
@@ -731,11 +732,13 @@ async fn a_creation_returns_the_rows_the_views_read_back() {
         "a claimed root and a child"
     );
 
-    let (again, created, row, steps) = create(true).await.unwrap();
+    let (again, created, row, steps) = create(Some(true)).await.unwrap();
     assert_eq!((again, created), (task, false), "the key was taken");
     assert_eq!((row, steps), (Some(task_view), Some(steps_view)));
-    let (_, _, row, steps) = create(false).await.unwrap();
-    assert_eq!((row, steps), (None, None));
+    for read in [Some(false), None] {
+        let (_, _, row, steps) = create(read).await.unwrap();
+        assert_eq!((row, steps), (None, None), "p_read {read:?}");
+    }
     h.shutdown().await;
 }
 
