@@ -6,8 +6,8 @@
 //! thread but without the GVL, so it must not touch Ruby objects; the `Send` bounds keep
 //! Ruby values (which are not `Send`) out of it.
 //!
-//! A process whose main thread is its only Ruby thread gets one more, idle for the life of
-//! the process (see [`keep_signal_thread`]).
+//! The main thread's first call starts one more Ruby thread, idle for the life of the
+//! process, for the process whose main thread is its only one (see [`keep_signal_thread`]).
 
 use super::runtime::ProcessBound;
 use crate::error::NativeError;
